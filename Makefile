@@ -1,0 +1,38 @@
+# ovl: see README.md. `make demo` and `make test` are all a fresh machine needs.
+GO      ?= go
+BIN     := bin/ovl
+PKGS    := ./...
+
+.PHONY: all build deps test stress demo bench bench-quick lint clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/ovl
+
+deps:
+	@./scripts/deps.sh
+
+test: deps build lint
+	$(GO) test -count=1 -timeout 9m $(PKGS)
+
+# Many more random operation sequences for the differential fusefs test.
+stress: deps build
+	OVL_STRESS=1 $(GO) test -count=1 -timeout 60m -run Differential -v ./fusefs/
+
+demo: deps build
+	./scripts/demo.sh
+
+bench: deps build
+	@./scripts/deps.sh bench
+	$(GO) run ./bench/cmd/ovl-bench
+
+bench-quick: deps build
+	$(GO) run ./bench/cmd/ovl-bench --quick
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,40 @@
+// Command ovl mounts layer stacks on the fastest backend this kernel and
+// this user allow, and runs and builds vagga-style containers on them.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"ovl/internal/reexec"
+)
+
+func main() {
+	if reexec.Init() {
+		return
+	}
+	err := newRootCmd().Execute()
+	if err == nil {
+		return
+	}
+	var ex *exitError
+	if errors.As(err, &ex) {
+		if ex.msg != "" {
+			fmt.Fprintln(os.Stderr, "ovl:", ex.msg)
+		}
+		os.Exit(ex.code)
+	}
+	fmt.Fprintln(os.Stderr, "ovl:", err)
+	os.Exit(1)
+}
+
+// exitError ends ovl with a chosen status, e.g. the status of a command run
+// in a container, or `ovl check`'s 1 for "only copy works". msg, when
+// set, is printed first.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// globalOptions are the flags every subcommand has.
+type globalOptions struct {
+	Debug bool
+	JSON  bool
+}
+
+// subcommands are added by each subcommand's file in its init, so that
+// adding a verb touches one file.
+var subcommands []func(*globalOptions) *cobra.Command
+
+func register(f func(*globalOptions) *cobra.Command) { subcommands = append(subcommands, f) }
+
+func newRootCmd() *cobra.Command {
+	g := &globalOptions{}
+	root := &cobra.Command{
+		Use:   "ovl",
+		Short: "Overlay layer stacks on any Linux kernel, as root or as an ordinary user",
+		Long: `ovl mounts stacks of directory layers with the fastest backend that works
+here: kernel overlayfs (as root, or as an ordinary user in a user namespace),
+ovl's own FUSE union filesystem, or a plain copy as the last resort.
+Run 'ovl check' to see which one this machine and this user get, and why.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+			level := slog.LevelWarn
+			if g.Debug {
+				level = slog.LevelDebug
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+		},
+	}
+	root.PersistentFlags().BoolVar(&g.Debug, "debug", false, "log diagnostics to stderr")
+	root.PersistentFlags().BoolVar(&g.JSON, "json", false, "print machine-readable JSON instead of text")
+	for _, f := range subcommands {
+		root.AddCommand(f(g))
+	}
+	return root
+}
+
+// writeJSON is the one JSON exporter of the command line: indented, one
+// value, newline-terminated.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

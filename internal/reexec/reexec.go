@@ -1,0 +1,61 @@
+// Package reexec runs parts of ovl in a fresh process of the same binary:
+// the FUSE daemon, and the code that must run inside new namespaces
+// before the user's command. A program calls Init first thing in main
+// (tests: in TestMain); Init runs the registered entry point named by the
+// environment and exits, or returns false for a normal start.
+package reexec
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+)
+
+const envKey = "OVL_REEXEC"
+
+var (
+	mu      sync.Mutex
+	entries = map[string]func(){}
+)
+
+// Register names an entry point. It panics on a duplicate name.
+func Register(name string, fn func()) {
+	mu.Lock()
+	defer mu.Unlock()
+	if _, dup := entries[name]; dup {
+		panic("reexec: duplicate entry " + name)
+	}
+	entries[name] = fn
+}
+
+// Init runs the entry point this process was started for, if any, and
+// exits with status 0 when it returns. It returns false in a normal start.
+func Init() bool {
+	name := os.Getenv(envKey)
+	if name == "" {
+		return false
+	}
+	os.Unsetenv(envKey)
+	mu.Lock()
+	fn, ok := entries[name]
+	mu.Unlock()
+	if !ok {
+		fmt.Fprintf(os.Stderr, "ovl: unknown re-exec entry %q\n", name)
+		os.Exit(2)
+	}
+	fn()
+	os.Exit(0)
+	return true
+}
+
+// Command returns a command that runs entry name in a new process of this
+// binary with args as os.Args[1:].
+func Command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(Self(), args...)
+	cmd.Env = append(os.Environ(), envKey+"="+name)
+	return cmd
+}
+
+// Self is the path of this binary, stable even if the file is replaced.
+func Self() string { return "/proc/self/exe" }

@@ -1,0 +1,136 @@
+// Package testutil holds what ovl's tests share: the root requirement,
+// dropping to an unprivileged user, and mounts that are always undone.
+package testutil
+
+import (
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// NobodyUID and NobodyGID are the unprivileged ids tests drop to.
+const (
+	NobodyUID = 65534
+	NobodyGID = 65534
+)
+
+const envNobody = "OVL_TEST_AS_NOBODY"
+
+// RequireRoot skips t when not running as root, with a message saying so.
+// In CI (CI=true) mount tests must run, so there it fails instead.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" && !InNobodyChild() {
+		t.Fatal("this test mounts filesystems and needs root; CI runs as root, so something is wrong")
+	}
+	t.Skip("skipping: this test mounts filesystems and needs root (run `make test` as root)")
+}
+
+// InNobodyChild reports whether this test process is the unprivileged
+// child started by RunAsNobody.
+func InNobodyChild() bool { return os.Getenv(envNobody) == "1" }
+
+var (
+	copyOnce sync.Once
+	copyPath string
+	copyErr  error
+)
+
+// RunAsNobody reruns the current test, alone, in a copy of the test binary
+// as uid/gid 65534 with no groups (setpriv), and fails t if it fails. The
+// child sees InNobodyChild() == true. extraEnv is added to its environment.
+// Its output is logged. Needs root.
+func RunAsNobody(t *testing.T, extraEnv ...string) {
+	t.Helper()
+	RequireRoot(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("setpriv not found (package util-linux): %v", err)
+	}
+	copyOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ovl-test-bin-")
+		if err != nil {
+			copyErr = err
+			return
+		}
+		copyErr = os.Chmod(dir, 0o755)
+		copyPath = filepath.Join(dir, filepath.Base(os.Args[0]))
+		if copyErr == nil {
+			copyErr = copyFile(os.Args[0], copyPath)
+		}
+	})
+	if copyErr != nil {
+		t.Fatalf("copy test binary for the unprivileged user: %v", copyErr)
+	}
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		copyPath, "-test.run", "^"+t.Name()+"$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), envNobody+"=1", "HOME=/nonexistent", "XDG_RUNTIME_DIR=", "XDG_STATE_HOME=")
+	cmd.Env = append(cmd.Env, extraEnv...)
+	cmd.Dir = "/"
+	out, err := cmd.CombinedOutput()
+	t.Logf("as uid 65534:\n%s", out)
+	if err != nil {
+		t.Fatalf("test as uid 65534 failed: %v", err)
+	}
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// SharedDir returns a fresh temporary directory that uid 65534 can use:
+// mode 0777, on the same filesystem as t.TempDir, with every parent
+// traversable. It is removed when the test ends.
+func SharedDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(d, fi.Mode().Perm()|0o011); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// CleanupMount makes sure target is unmounted when the test ends, even if
+// it failed half-way; an already unmounted target is fine. Register it
+// right before mounting.
+func CleanupMount(t testing.TB, target string) {
+	t.Helper()
+	t.Cleanup(func() {
+		for i := 0; i < 8; i++ {
+			if err := unix.Unmount(target, unix.MNT_DETACH); err != nil {
+				return // EINVAL: not a mount point any more
+			}
+		}
+	})
+}

@@ -1,0 +1,23 @@
+// Package layer owns the on-disk format of an ovl layer stack.
+//
+// A stack is a list of read-only lower directories (top first), an optional
+// writable upper directory with its work directory, and a target where the
+// merged tree appears. Every backend (kernel overlayfs, the FUSE union, the
+// copy fallback) and the build engine read and write layers through this
+// package, so a layer written under one backend mounts under another and
+// shows the same files.
+//
+// The format is the kernel's (Documentation/filesystems/overlayfs.rst):
+//
+//   - a whiteout is a character device 0/0; where mknod is refused, an
+//     OCI/AUFS ".wh.NAME" file is written instead;
+//   - an opaque directory carries the xattr "overlay.opaque" = "y" in the
+//     trusted. or user. namespace the store uses; where xattrs are refused,
+//     a ".wh..wh..opq" file is written instead;
+//   - on read, the 6.7+ xattr whiteouts (a regular file with
+//     "overlay.whiteout", in a directory whose "overlay.opaque" is "x") are
+//     understood too.
+//
+// No other package matches whiteout names or overlay xattrs itself: they call
+// Classify, DirOpacity, MakeWhiteout and MakeOpaque.
+package layer

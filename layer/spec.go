@@ -1,0 +1,175 @@
+package layer
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// KernelMaxLayers is the deepest lower stack the kernel mounts.
+// Linux: fs/overlayfs/params.h:OVL_MAX_STACK.
+const KernelMaxLayers = 500
+
+// Spec describes one layer stack to mount.
+type Spec struct {
+	// Lowers are the read-only layers, top first. At least one.
+	Lowers []string
+	// Upper receives every change; empty for a read-only stack.
+	Upper string
+	// Work is the backend's scratch directory, on the same filesystem as
+	// Upper and outside it. Required with Upper.
+	Work string
+	// Target is the directory where the merged tree appears.
+	Target string
+	// ReadOnly mounts the stack read-only even when Upper is set.
+	ReadOnly bool
+	// Namespace is where overlay metadata xattrs live in Upper.
+	Namespace Namespace
+	// Options are optional features; a backend that lacks one refuses it.
+	Options Options
+}
+
+// Options are the optional overlay features a caller may ask for. Each
+// maps to the kernel mount option of the same name.
+type Options struct {
+	Volatile    bool // no syncs to the upper; the upper is unusable after a crash
+	Index       bool
+	RedirectDir bool
+	Metacopy    bool
+	Xino        bool
+	// AllowOther lets other users than the mounter use a FUSE mount.
+	AllowOther bool
+}
+
+// Writable reports whether changes through the stack land in Upper.
+func (s Spec) Writable() bool { return s.Upper != "" && !s.ReadOnly }
+
+// Validate checks s for every mistake that would make a mount fail or
+// damage a layer: missing directories, overlapping paths, a work dir on
+// another filesystem, an upper on an overlay mount, and a stack deeper
+// than maxLayers (0 means no limit). It creates nothing. Errors are
+// *SpecError wrapping one of the package's sentinels.
+func (s Spec) Validate(maxLayers int) error {
+	if len(s.Lowers) == 0 {
+		return &SpecError{Field: "lower", Err: ErrIncomplete, Hint: "give at least one lower layer"}
+	}
+	if maxLayers > 0 && len(s.Lowers) > maxLayers {
+		return &SpecError{Field: "lower", Err: fmt.Errorf("%w: %d given, the limit is %d", ErrTooManyLayers, len(s.Lowers), maxLayers),
+			Hint: "squash the oldest layers into one, or use a backend without that limit"}
+	}
+	if (s.Upper == "") != (s.Work == "") {
+		return &SpecError{Field: "upper/work", Err: ErrIncomplete, Hint: "upper and work go together: give both or neither"}
+	}
+	if s.Target == "" {
+		return &SpecError{Field: "target", Err: ErrIncomplete, Hint: "name the directory to mount on"}
+	}
+	type named struct{ field, path string }
+	var all []named
+	for i, l := range s.Lowers {
+		all = append(all, named{fmt.Sprintf("lower[%d]", i), l})
+	}
+	if s.Upper != "" {
+		all = append(all, named{"upper", s.Upper}, named{"work", s.Work})
+	}
+	all = append(all, named{"target", s.Target})
+
+	abs := make([]string, len(all))
+	for i, n := range all {
+		if err := isDir(n.path); err != nil {
+			return &SpecError{Field: n.field, Path: n.path, Err: err, Hint: "create it first, or fix the path"}
+		}
+		a, err := Canonical(n.path)
+		if err != nil {
+			return &SpecError{Field: n.field, Path: n.path, Err: err}
+		}
+		abs[i] = a
+	}
+	// Any two of upper, work, target, and any layer, must not nest. Lowers
+	// may nest inside each other and repeat: the kernel allows it, and it
+	// is harmless for read-only layers.
+	nLower := len(s.Lowers)
+	for i := range all {
+		for j := i + 1; j < len(all); j++ {
+			if i < nLower && j < nLower {
+				continue
+			}
+			a, b := abs[i], abs[j]
+			if a == b || Inside(a, b) || Inside(b, a) {
+				return &SpecError{Field: all[j].field, Path: all[j].path,
+					Err:  fmt.Errorf("%w: %s and %s %s", ErrOverlap, all[j].field, all[i].field, relation(b, a)),
+					Hint: "keep upper, work, target and the layers apart"}
+			}
+		}
+	}
+	if s.Upper != "" {
+		var up, wk unix.Stat_t
+		if err := unix.Stat(s.Upper, &up); err != nil {
+			return &SpecError{Field: "upper", Path: s.Upper, Err: err}
+		}
+		if err := unix.Stat(s.Work, &wk); err != nil {
+			return &SpecError{Field: "work", Path: s.Work, Err: err}
+		}
+		if up.Dev != wk.Dev {
+			return &SpecError{Field: "work", Path: s.Work, Err: ErrCrossDevice,
+				Hint: "put the work directory next to the upper directory"}
+		}
+		var sfs unix.Statfs_t
+		if err := unix.Statfs(s.Upper, &sfs); err != nil {
+			return &SpecError{Field: "upper", Path: s.Upper, Err: err}
+		}
+		if sfs.Type == unix.OVERLAYFS_SUPER_MAGIC {
+			return &SpecError{Field: "upper", Path: s.Upper, Err: ErrNestedOverlay,
+				Hint: "keep upper directories on a plain filesystem (ext4, xfs, btrfs, tmpfs)"}
+		}
+	}
+	return nil
+}
+
+func relation(a, b string) string {
+	switch {
+	case a == b:
+		return "are the same directory"
+	case Inside(a, b):
+		return "is inside the other"
+	default:
+		return "contains the other"
+	}
+}
+
+func isDir(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return ErrNotDir
+		}
+		return err
+	}
+	if !fi.IsDir() {
+		return ErrNotDir
+	}
+	return nil
+}
+
+// Canonical returns p as an absolute path with symlinks resolved, so that
+// two names for one directory compare equal.
+func Canonical(p string) (string, error) {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(a)
+}
+
+// Inside reports whether path a is strictly inside directory b. Both must
+// be clean absolute paths.
+func Inside(a, b string) bool {
+	if b == "/" {
+		return a != "/"
+	}
+	return strings.HasPrefix(a, b+"/")
+}

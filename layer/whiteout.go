@@ -1,0 +1,242 @@
+package layer
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Namespace selects where overlay metadata xattrs are written: trusted.*
+// needs CAP_SYS_ADMIN in the initial namespace, user.* is what the kernel
+// uses with the userxattr mount option (unprivileged overlay).
+type Namespace int
+
+const (
+	Trusted Namespace = iota
+	User
+)
+
+func (n Namespace) String() string {
+	if n == User {
+		return "user"
+	}
+	return "trusted"
+}
+
+// Xattr returns the full name of overlay xattr key in n, e.g.
+// User.Xattr("opaque") == "user.overlay.opaque".
+func (n Namespace) Xattr(key string) string { return n.String() + ".overlay." + key }
+
+// Names of overlay xattr keys (Linux: fs/overlayfs/overlayfs.h).
+const (
+	KeyOpaque   = "opaque"
+	KeyWhiteout = "whiteout"
+)
+
+// OCI/AUFS whiteout names.
+const (
+	WhiteoutPrefix = ".wh."
+	OpaqueMarker   = ".wh..wh..opq"
+	aufsMetaPrefix = ".wh..wh."
+)
+
+// IsOverlayXattr reports whether name is overlay metadata (trusted.overlay.*
+// or user.overlay.*), which a union hides from its users and never copies up.
+func IsOverlayXattr(name string) bool {
+	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
+}
+
+// Kind says what a directory entry of a layer means to the merged tree.
+type Kind int
+
+const (
+	// Visible is an ordinary file, directory, link or node.
+	Visible Kind = iota
+	// Whiteout hides Entry.Target in the layers below.
+	Whiteout
+	// Opaque is the ".wh..wh..opq" marker: its directory hides the layers
+	// below. The marker itself is not shown.
+	Opaque
+	// Meta is AUFS bookkeeping (".wh..wh.plnk" and the like): hidden, no
+	// effect on the merge.
+	Meta
+)
+
+func (k Kind) String() string {
+	return [...]string{"visible", "whiteout", "opaque-marker", "meta"}[k]
+}
+
+// Opacity says how a layer's directory combines with the layers below it.
+type Opacity int
+
+const (
+	// Transparent directories merge with the same directory below.
+	Transparent Opacity = iota
+	// OpaqueDir hides everything below it.
+	OpaqueDir
+	// XattrWhiteouts is a transparent directory whose entries may be 6.7+
+	// xattr whiteouts (overlay.opaque = "x").
+	XattrWhiteouts
+)
+
+// IsWhiteoutDevice reports whether a file with this mode and device number
+// is a kernel whiteout: a character device 0/0.
+func IsWhiteoutDevice(mode uint32, rdev uint64) bool {
+	return mode&unix.S_IFMT == unix.S_IFCHR && rdev == 0
+}
+
+// Classify tells what entry name of the layer directory dirfd is. st is the
+// entry's lstat; dir is the directory's Opacity (from DirOpacity). For a
+// whiteout, target is the name it hides; otherwise it is name.
+func Classify(dirfd int, name string, st *unix.Stat_t, dir Opacity) (kind Kind, target string) {
+	if strings.HasPrefix(name, WhiteoutPrefix) {
+		switch {
+		case name == OpaqueMarker:
+			return Opaque, name
+		case strings.HasPrefix(name, aufsMetaPrefix):
+			return Meta, name
+		default:
+			return Whiteout, name[len(WhiteoutPrefix):]
+		}
+	}
+	if st != nil {
+		if IsWhiteoutDevice(st.Mode, st.Rdev) {
+			return Whiteout, name
+		}
+		if dir == XattrWhiteouts && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 && hasWhiteoutXattr(dirfd, name) {
+			return Whiteout, name
+		}
+	}
+	return Visible, name
+}
+
+func hasWhiteoutXattr(dirfd int, name string) bool {
+	p := fdPath(dirfd, name)
+	for _, ns := range []Namespace{Trusted, User} {
+		if _, err := unix.Lgetxattr(p, ns.Xattr(KeyWhiteout), nil); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func fdPath(dirfd int, name string) string {
+	return fmt.Sprintf("/proc/self/fd/%d/%s", dirfd, name)
+}
+
+// DirOpacity reads how the layer directory open at dirfd merges with the
+// layers below: the opaque xattr in either namespace ("y" opaque, "x" has
+// xattr whiteouts) or an OCI ".wh..wh..opq" marker. dirfd must be a real
+// (not O_PATH) descriptor.
+func DirOpacity(dirfd int) (Opacity, error) {
+	buf := make([]byte, 8)
+	op := Transparent
+	for _, ns := range []Namespace{Trusted, User} {
+		n, err := unix.Fgetxattr(dirfd, ns.Xattr(KeyOpaque), buf)
+		switch {
+		case err == nil:
+			switch string(buf[:n]) {
+			case "y":
+				return OpaqueDir, nil
+			case "x":
+				op = XattrWhiteouts
+			}
+		case errors.Is(err, unix.ENODATA), errors.Is(err, unix.ENOTSUP), errors.Is(err, unix.EPERM), errors.Is(err, unix.ERANGE):
+		default:
+			return Transparent, fmt.Errorf("read %s: %w", ns.Xattr(KeyOpaque), err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, OpaqueMarker, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		return OpaqueDir, nil
+	}
+	return op, nil
+}
+
+// Entry is one classified entry of a layer directory.
+type Entry struct {
+	Name   string
+	Kind   Kind
+	Target string      // the name a whiteout hides; Name otherwise
+	Type   fs.FileMode // type bits only
+}
+
+// ReadDir lists the layer directory open at dirfd with every entry
+// classified, and returns the directory's Opacity. It opens its own
+// descriptor, so concurrent calls on one dirfd are safe.
+func ReadDir(dirfd int) ([]Entry, Opacity, error) {
+	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, Transparent, err
+	}
+	f := os.NewFile(uintptr(fd), ".")
+	defer f.Close()
+	op, err := DirOpacity(fd)
+	if err != nil {
+		return nil, Transparent, err
+	}
+	des, err := f.ReadDir(-1)
+	if err != nil {
+		return nil, op, err
+	}
+	out := make([]Entry, 0, len(des))
+	for _, de := range des {
+		name := de.Name()
+		e := Entry{Name: name, Target: name, Type: de.Type()}
+		needStat := de.Type()&fs.ModeCharDevice != 0 || (op == XattrWhiteouts && de.Type().IsRegular())
+		var st *unix.Stat_t
+		if needStat {
+			st = new(unix.Stat_t)
+			if err := unix.Fstatat(fd, name, st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				if errors.Is(err, unix.ENOENT) {
+					continue // removed meanwhile
+				}
+				return nil, op, err
+			}
+		}
+		e.Kind, e.Target = Classify(fd, name, st, op)
+		out = append(out, e)
+	}
+	return out, op, nil
+}
+
+// MakeWhiteout records in the upper directory dirfd that name is deleted:
+// a 0/0 character device, as the kernel writes, or a ".wh.NAME" file where
+// mknod is refused (EPERM: no CAP_MKNOD and a kernel before 5.8 for
+// unprivileged whiteouts).
+func MakeWhiteout(dirfd int, name string) error {
+	err := unix.Mknodat(dirfd, name, unix.S_IFCHR, 0)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("whiteout %s: %w", name, err)
+	}
+	fd, err := unix.Openat(dirfd, WhiteoutPrefix+name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("whiteout %s%s: %w", WhiteoutPrefix, name, err)
+	}
+	return unix.Close(fd)
+}
+
+// MakeOpaque marks the upper directory open at dirfd opaque: the
+// overlay.opaque xattr in ns, or a ".wh..wh..opq" marker where that xattr
+// is refused. dirfd must be a real (not O_PATH) descriptor.
+func MakeOpaque(dirfd int, ns Namespace) error {
+	err := unix.Fsetxattr(dirfd, ns.Xattr(KeyOpaque), []byte("y"), 0)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.ENOTSUP) {
+		return fmt.Errorf("set %s: %w", ns.Xattr(KeyOpaque), err)
+	}
+	fd, err := unix.Openat(dirfd, OpaqueMarker, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", OpaqueMarker, err)
+	}
+	return unix.Close(fd)
+}
