@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 
@@ -70,7 +72,7 @@ func RunAsNobody(t *testing.T, extraEnv ...string) {
 		t.Fatalf("copy test binary for the unprivileged user: %v", copyErr)
 	}
 	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-		copyPath, "-test.run", "^"+t.Name()+"$", "-test.v", "-test.count=1")
+		copyPath, "-test.run", runPattern(t.Name()), "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), envNobody+"=1", "HOME=/nonexistent", "XDG_RUNTIME_DIR=", "XDG_STATE_HOME=")
 	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Dir = "/"
@@ -79,6 +81,15 @@ func RunAsNobody(t *testing.T, extraEnv ...string) {
 	if err != nil {
 		t.Fatalf("test as uid 65534 failed: %v", err)
 	}
+}
+
+// runPattern anchors each part of a (sub)test name for -test.run.
+func runPattern(name string) string {
+	parts := strings.Split(name, "/")
+	for i, p := range parts {
+		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
+	}
+	return strings.Join(parts, "/")
 }
 
 func copyFile(src, dst string) error {
