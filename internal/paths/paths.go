@@ -1,0 +1,58 @@
+// Package paths says where ovl keeps its own files: the probe cache, the
+// FUSE daemons' sockets and logs, transient run directories.
+package paths
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// RuntimeDir is for files that should vanish at reboot (the probe cache,
+// daemon state): $OVL_RUNTIME_DIR, else /run/ovl for root, else
+// $XDG_RUNTIME_DIR/ovl, else /tmp/ovl-UID. It is created (0700) if missing.
+func RuntimeDir() (string, error) {
+	return ensure(pick("OVL_RUNTIME_DIR", "/run/ovl", "XDG_RUNTIME_DIR", ""))
+}
+
+// StateDir is for files that outlive a reboot (transient run copies of
+// the copy backend, which `ovl clean --transient` removes): $OVL_STATE_DIR,
+// else /var/lib/ovl for root, else $XDG_STATE_HOME/ovl, else
+// ~/.local/state/ovl, else /var/tmp/ovl-UID. Created (0700) if missing.
+func StateDir() (string, error) {
+	home, _ := os.UserHomeDir()
+	fallback := ""
+	if home != "" && home != "/nonexistent" {
+		if fi, err := os.Stat(home); err == nil && fi.IsDir() {
+			fallback = filepath.Join(home, ".local", "state")
+		}
+	}
+	d := pick("OVL_STATE_DIR", "/var/lib/ovl", "XDG_STATE_HOME", fallback)
+	if d == "" {
+		d = fmt.Sprintf("/var/tmp/ovl-%d", os.Geteuid())
+	}
+	return ensure(d)
+}
+
+func pick(override, rootDir, xdg, fallback string) string {
+	if v := os.Getenv(override); v != "" {
+		return v
+	}
+	if os.Geteuid() == 0 {
+		return rootDir
+	}
+	if v := os.Getenv(xdg); v != "" {
+		return filepath.Join(v, "ovl")
+	}
+	if fallback != "" {
+		return filepath.Join(fallback, "ovl")
+	}
+	return fmt.Sprintf("/tmp/ovl-%d", os.Geteuid())
+}
+
+func ensure(d string) (string, error) {
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		return "", fmt.Errorf("ovl's directory %s: %w (set OVL_RUNTIME_DIR or OVL_STATE_DIR to a writable place)", d, err)
+	}
+	return d, nil
+}
