@@ -90,8 +90,10 @@ func (s Spec) Validate(maxLayers int) error {
 		abs[i] = a
 	}
 	// Any two of upper, work, target, and any layer, must not nest. Lowers
-	// may nest inside each other and repeat: the kernel allows it, and it
-	// is harmless for read-only layers.
+	// may nest inside each other and repeat here: that is harmless for
+	// read-only layers and a union of our own can serve it, but kernel
+	// overlayfs (5.x and later) refuses it, so the native backend checks
+	// it on top of Validate.
 	nLower := len(s.Lowers)
 	for i := range all {
 		for j := i + 1; j < len(all); j++ {
@@ -101,7 +103,7 @@ func (s Spec) Validate(maxLayers int) error {
 			a, b := abs[i], abs[j]
 			if a == b || Inside(a, b) || Inside(b, a) {
 				return &SpecError{Field: all[j].field, Path: all[j].path,
-					Err:  fmt.Errorf("%w: %s and %s %s", ErrOverlap, all[j].field, all[i].field, relation(b, a)),
+					Err:  fmt.Errorf("%w: %s %s %s %s", ErrOverlap, all[j].field, relation(b, a), all[i].field, all[i].path),
 					Hint: "keep upper, work, target and the layers apart"}
 			}
 		}
@@ -130,14 +132,15 @@ func (s Spec) Validate(maxLayers int) error {
 	return nil
 }
 
+// relation says how path a lies to path b, for "a <relation> b".
 func relation(a, b string) string {
 	switch {
 	case a == b:
-		return "are the same directory"
+		return "is the same directory as"
 	case Inside(a, b):
-		return "is inside the other"
+		return "is inside"
 	default:
-		return "contains the other"
+		return "contains"
 	}
 }
 

@@ -1,0 +1,130 @@
+package native
+
+import (
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"ovl/layer"
+)
+
+// option is one overlay mount option: a flag such as "userxattr", or a
+// key with a value such as "index=off". Paths (lowerdir, upperdir,
+// workdir) are not options: each mount path passes them its own way.
+type option struct {
+	key, value string
+}
+
+func (o option) String() string {
+	if o.value == "" {
+		return o.key
+	}
+	return o.key + "=" + o.value
+}
+
+// featureOptions turns spec's optional features into mount options.
+// userxattr says the stack keeps its metadata in user.overlay.* xattrs;
+// the kernel then refuses redirect_dir and metacopy, and so does this,
+// naming the option. Features left off are turned off explicitly where
+// the kernel's default could be on (index, redirect_dir, metacopy), so
+// the upper stays in the one format every backend reads; userxattr turns
+// off the last two by itself.
+func featureOptions(spec layer.Spec, userxattr bool) ([]option, error) {
+	o := spec.Options
+	if userxattr && (o.RedirectDir || o.Metacopy) {
+		return nil, fmt.Errorf("%w: redirect_dir and metacopy need trusted.overlay xattrs, and this stack uses user.overlay xattrs (userxattr: unprivileged, or Namespace user); turn them off", ErrOption)
+	}
+	if o.Volatile && !spec.Writable() {
+		return nil, fmt.Errorf("%w: volatile only applies to a writable stack (an upper, not read-only); turn it off", ErrOption)
+	}
+	var opts []option
+	if userxattr {
+		opts = append(opts, option{key: "userxattr"})
+	}
+	if o.Volatile {
+		opts = append(opts, option{key: "volatile"})
+	}
+	opts = append(opts, option{"index", onOff(o.Index)})
+	if !userxattr {
+		// With userxattr the kernel turns both off itself, and refuses
+		// redirect_dir=off, which means "follow" where redirects are
+		// always followed ("conflicting options: userxattr,redirect_dir=follow").
+		opts = append(opts, option{"redirect_dir", onOff(o.RedirectDir)}, option{"metacopy", onOff(o.Metacopy)})
+	}
+	if o.Xino {
+		opts = append(opts, option{"xino", "on"})
+	}
+	return opts, nil
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// escape quotes the characters the kernel's option parser splits on:
+// ',' between options (mount(2)), ':' between lower layers, and the
+// backslash itself. The kernel removes every backslash from lowerdir,
+// upperdir and workdir values (fs/overlayfs/params.c: ovl_unescape), so
+// this is right for all three, through mount(2) and fsconfig alike. Values
+// of "lowerdir+" are taken as they are and must not be escaped.
+func escape(p string) string {
+	if !strings.ContainsAny(p, `\:,`) {
+		return p
+	}
+	var b strings.Builder
+	for _, r := range p {
+		if r == '\\' || r == ':' || r == ',' {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// lowerdirValue is the legacy "lowerdir" value: every layer escaped,
+// joined by ':', top first.
+func lowerdirValue(lowers []string) string {
+	esc := make([]string, len(lowers))
+	for i, l := range lowers {
+		esc[i] = escape(l)
+	}
+	return strings.Join(esc, ":")
+}
+
+// legacyData is the mount(2) data string for spec with opts. The kernel
+// reads at most one page of it and silently cuts the rest, so a longer
+// string is refused here with ErrOptionsTooLong.
+func legacyData(spec layer.Spec, opts []option) (string, error) {
+	parts := []string{"lowerdir=" + lowerdirValue(spec.Lowers)}
+	if spec.Upper != "" {
+		parts = append(parts, "upperdir="+escape(spec.Upper), "workdir="+escape(spec.Work))
+	}
+	for _, o := range opts {
+		parts = append(parts, o.String())
+	}
+	data := strings.Join(parts, ",")
+	if limit := unix.Getpagesize() - 1; len(data) > limit {
+		return "", fmt.Errorf("%w: %d bytes for %d lower layers, mount(2) takes at most %d (Linux 6.8+ mounts any number of layers of any length with lowerdir+; on this kernel use fewer layers or shorter paths)",
+			ErrOptionsTooLong, len(data), len(spec.Lowers), limit)
+	}
+	return data, nil
+}
+
+// describe says what a stack is, for errors: "3 lowers (top /l/2), upper /u".
+func describe(spec layer.Spec) string {
+	s := fmt.Sprintf("%d lowers (top %s)", len(spec.Lowers), spec.Lowers[0])
+	if len(spec.Lowers) == 1 {
+		s = "lower " + spec.Lowers[0]
+	}
+	if spec.Upper != "" {
+		s += ", upper " + spec.Upper
+	}
+	if spec.ReadOnly || spec.Upper == "" {
+		s += ", read-only"
+	}
+	return s
+}
