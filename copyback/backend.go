@@ -1,9 +1,22 @@
-// Package copyback is the last-resort backend: a plain copy of the layers.
+// Package copyback is the last-resort backend: where neither kernel
+// overlayfs nor FUSE works, a stack is "mounted" by copying its layers
+// into the target directory, as vagga did before overlays.
+//
+// A mount costs a full copy of the layers (seconds for a big container)
+// and the target is a plain directory: it cannot be made read-only by
+// this package, and changes are seen nowhere else until Unmount. Unmount
+// of a writable stack writes the changes into the spec's Upper in the
+// layer format (layer.Diff), so the build engine gets layers on every
+// backend; Discard drops them instead, for throw-away runs.
 package copyback
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
 
 	"ovl/backend"
 	"ovl/layer"
@@ -15,11 +28,119 @@ type Backend struct{}
 // New returns the copy backend.
 func New() *Backend { return &Backend{} }
 
-func (*Backend) Name() string            { return backend.Copy }
-func (*Backend) MaxLayers() int          { return 0 }
+// Name is backend.Copy.
+func (*Backend) Name() string { return backend.Copy }
+
+// MaxLayers is 0: a copy has no depth limit.
+func (*Backend) MaxLayers() int { return 0 }
+
+// Features is empty: no overlay option means anything to a copy.
 func (*Backend) Features() layer.Options { return layer.Options{} }
 
-// Mount is not implemented yet.
-func (*Backend) Mount(ctx context.Context, spec layer.Spec) (backend.Mount, error) {
-	return nil, fmt.Errorf("copy: %w: not implemented yet", backend.ErrUnavailable)
+// ErrTargetNotEmpty reports a target directory that already holds files;
+// a copy cannot hide them the way a mount would.
+var ErrTargetNotEmpty = errors.New("target directory is not empty")
+
+// Mount copies the stack (Upper on top of Lowers) into spec.Target, which
+// must be an empty directory. On error the target is emptied again.
+func (b *Backend) Mount(ctx context.Context, spec layer.Spec) (backend.Mount, error) {
+	if err := spec.Validate(b.MaxLayers()); err != nil {
+		return nil, fmt.Errorf("copy: %w", err)
+	}
+	if spec.Options != (layer.Options{}) {
+		return nil, fmt.Errorf("copy: options %+v: %w", spec.Options, backend.ErrUnavailable)
+	}
+	if names, err := readNames(spec.Target); err != nil {
+		return nil, fmt.Errorf("copy: target %s: %w", spec.Target, err)
+	} else if len(names) > 0 {
+		return nil, &layer.SpecError{Field: "target", Path: spec.Target, Err: ErrTargetNotEmpty,
+			Hint: "the copy backend needs an empty target directory"}
+	}
+	layers := spec.Lowers
+	if spec.Upper != "" {
+		layers = append([]string{spec.Upper}, spec.Lowers...)
+	}
+	if err := layer.Flatten(ctx, layers, spec.Target); err != nil {
+		if cerr := layer.EmptyDir(spec.Target); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("clean up %s: %w", spec.Target, cerr))
+		}
+		return nil, fmt.Errorf("copy: %w", err)
+	}
+	return &Mount{spec: spec}, nil
+}
+
+// Mount is one copied stack.
+type Mount struct {
+	spec layer.Spec
+	once sync.Once
+	err  error
+}
+
+// Target is the directory holding the copy.
+func (m *Mount) Target() string { return m.spec.Target }
+
+// Unmount writes the changes made in the target into the spec's Upper
+// (when the stack is writable), replacing what Upper held, and then
+// empties the target.
+func (m *Mount) Unmount() error {
+	m.once.Do(func() {
+		if m.spec.Writable() {
+			if err := m.saveChanges(); err != nil {
+				m.err = fmt.Errorf("copy: keep changes of %s in %s: %w", m.spec.Target, m.spec.Upper, err)
+				return
+			}
+		}
+		m.err = m.empty()
+	})
+	return m.err
+}
+
+// Discard empties the target without keeping any change: the end of a
+// throw-away run, without the cost of computing a diff.
+func (m *Mount) Discard() error {
+	m.once.Do(func() { m.err = m.empty() })
+	return m.err
+}
+
+func (m *Mount) empty() error {
+	if err := layer.EmptyDir(m.spec.Target); err != nil {
+		return fmt.Errorf("copy: empty %s: %w", m.spec.Target, err)
+	}
+	return nil
+}
+
+// saveChanges diffs the target against the lowers into a fresh directory
+// under Work (same filesystem as Upper), then moves the result into
+// Upper, so that a failing diff leaves Upper as it was.
+func (m *Mount) saveChanges() error {
+	staged, err := os.MkdirTemp(m.spec.Work, "diff-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(staged)
+	if err := layer.DiffIn(m.spec.Namespace, m.spec.Lowers, m.spec.Target, staged); err != nil {
+		return err
+	}
+	if err := layer.EmptyDir(m.spec.Upper); err != nil {
+		return err
+	}
+	names, err := readNames(staged)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := os.Rename(filepath.Join(staged, n), filepath.Join(m.spec.Upper, n)); err != nil {
+			return err
+		}
+	}
+	return layer.CopyMetadata(staged, m.spec.Upper)
+}
+
+func readNames(p string) ([]string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Readdirnames(-1)
 }

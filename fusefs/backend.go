@@ -1,25 +1,226 @@
-// Package fusefs is ovl's union filesystem on go-fuse.
 package fusefs
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"ovl/backend"
+	"ovl/internal/reexec"
 	"ovl/layer"
 )
 
-// Backend mounts stacks with ovl's FUSE union filesystem.
+// Backend mounts stacks with ovl's FUSE union filesystem, each served by
+// a daemon process of this binary.
 type Backend struct{}
 
 // NewBackend returns the FUSE backend.
 func NewBackend() *Backend { return &Backend{} }
 
-func (*Backend) Name() string            { return backend.FUSE }
-func (*Backend) MaxLayers() int          { return 0 }
-func (*Backend) Features() layer.Options { return layer.Options{} }
+var _ backend.Backend = (*Backend)(nil)
 
-// Mount is not implemented yet.
-func (*Backend) Mount(ctx context.Context, spec layer.Spec) (backend.Mount, error) {
-	return nil, fmt.Errorf("fuse: %w: not implemented yet", backend.ErrUnavailable)
+func (*Backend) Name() string { return backend.FUSE }
+
+// MaxLayers is 0: the union has no depth limit of its own.
+func (*Backend) MaxLayers() int { return 0 }
+
+// Features lists what Mount honours: volatile (no syncs on copy-up) and
+// allow_other.
+func (*Backend) Features() layer.Options { return layer.Options{Volatile: true, AllowOther: true} }
+
+// daemonEntry is the re-exec entry point of the daemon.
+const daemonEntry = "fusefs-daemon"
+
+// envSpec carries the JSON Spec to the daemon.
+const envSpec = "OVL_FUSEFS_SPEC"
+
+func init() { reexec.Register(daemonEntry, daemonMain) }
+
+// daemonRequest is what Mount hands the daemon.
+type daemonRequest struct {
+	Spec          layer.Spec
+	NoPassthrough bool
+	NoOpen        bool
+}
+
+// Mount starts a daemon (a detached process of this binary, in its own
+// session) that mounts spec and serves it, and returns once the mount is
+// live. The daemon exits when the mount goes away.
+func (b *Backend) Mount(ctx context.Context, spec layer.Spec) (backend.Mount, error) {
+	return mountDaemon(ctx, spec, envOptions())
+}
+
+// envOptions reads the daemon's tuning knobs from the environment:
+// OVL_FUSE_PASSTHROUGH=0 turns passthrough off, OVL_FUSE_NOOPEN=1 turns
+// Options.NoOpen on.
+func envOptions() Options {
+	return Options{NoPassthrough: os.Getenv("OVL_FUSE_PASSTHROUGH") == "0", NoOpen: os.Getenv("OVL_FUSE_NOOPEN") == "1"}
+}
+
+func mountDaemon(ctx context.Context, spec layer.Spec, opts Options) (backend.Mount, error) {
+	if err := spec.Validate(0); err != nil {
+		return nil, err
+	}
+	req, err := json.Marshal(daemonRequest{Spec: spec, NoPassthrough: opts.NoPassthrough, NoOpen: opts.NoOpen})
+	if err != nil {
+		return nil, err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer pr.Close()
+	cmd := reexec.Command(daemonEntry)
+	cmd.Env = append(cmd.Env, envSpec+"="+string(req))
+	cmd.ExtraFiles = []*os.File{pw} // fd 3: the ready pipe
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Stdin = nil
+	var stderr strings.Builder
+	cmd.Stderr = &limitedWriter{w: &stderr, n: 8 << 10}
+	if os.Getenv("OVL_FUSEFS_DEBUG") != "" {
+		cmd.Stderr = os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		return nil, fmt.Errorf("start fuse daemon: %w", err)
+	}
+	pw.Close()
+	ready := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(pr).ReadString('\n')
+		ready <- strings.TrimSpace(line)
+	}()
+	var msg string
+	select {
+	case msg = <-ready:
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		cmd.Wait()
+		unix.Unmount(spec.Target, unix.MNT_DETACH)
+		return nil, ctx.Err()
+	}
+	if msg != "ok" {
+		cmd.Wait()
+		if msg == "" {
+			msg = "daemon exited before the mount was live: " + strings.TrimSpace(stderr.String())
+		}
+		return nil, fmt.Errorf("fuse mount %s: %s", spec.Target, msg)
+	}
+	m := &daemonMount{target: spec.Target, cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		m.waitErr = cmd.Wait()
+		close(m.exited)
+	}()
+	return m, nil
+}
+
+// daemonMount is one live stack served by a daemon this process started.
+type daemonMount struct {
+	target  string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	waitErr error
+	once    sync.Once
+	err     error
+}
+
+func (m *daemonMount) Target() string { return m.target }
+
+// Pid is the daemon's process id.
+func (m *daemonMount) Pid() int { return m.cmd.Process.Pid }
+
+// Unmount detaches the tree and waits for the daemon to exit.
+func (m *daemonMount) Unmount() error {
+	m.once.Do(func() {
+		select {
+		case <-m.exited:
+			// The daemon is gone; make sure nothing is left mounted.
+			unix.Unmount(m.target, unix.MNT_DETACH)
+			return
+		default:
+		}
+		if err := unmountTarget(m.target); err != nil {
+			m.err = err
+			return
+		}
+		<-m.exited
+	})
+	return m.err
+}
+
+// Unmount detaches the FUSE mount at target, whoever started its daemon;
+// the daemon exits by itself once its mount is gone.
+func Unmount(target string) error { return unmountTarget(target) }
+
+// fusermountU runs fusermount3 -u (or fusermount) on target.
+func fusermountU(target string) ([]byte, error) {
+	bin, err := exec.LookPath("fusermount3")
+	if err != nil {
+		if bin, err = exec.LookPath("fusermount"); err != nil {
+			return nil, errors.New("neither fusermount3 nor fusermount is installed (package fuse3)")
+		}
+	}
+	return exec.Command(bin, "-u", target).CombinedOutput()
+}
+
+// daemonMain serves one stack: it reports "ok" or an error on fd 3 once
+// the mount is live or has failed, unmounts on SIGTERM and SIGINT, and
+// exits when the mount goes away.
+func daemonMain() {
+	ready := os.NewFile(3, "ready")
+	report := func(msg string) {
+		if ready != nil {
+			io.WriteString(ready, msg+"\n")
+			ready.Close()
+			ready = nil
+		}
+	}
+	var req daemonRequest
+	if err := json.Unmarshal([]byte(os.Getenv(envSpec)), &req); err != nil {
+		report("bad request: " + err.Error())
+		os.Exit(2)
+	}
+	os.Unsetenv(envSpec)
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
+	defer stop()
+	signal.Ignore(unix.SIGHUP, unix.SIGPIPE)
+	err := Serve(ctx, req.Spec, Options{NoPassthrough: req.NoPassthrough, NoOpen: req.NoOpen, Ready: func() {
+		report("ok")
+		// Nothing more goes to the caller's terminal once it is detached.
+		if devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0); err == nil {
+			unix.Dup3(int(devnull.Fd()), 2, 0)
+		}
+	}})
+	if err != nil {
+		report(err.Error())
+		slog.Error("fuse daemon", "err", err)
+		os.Exit(1)
+	}
+}
+
+// limitedWriter keeps the first n bytes written to it.
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		k := min(len(p), l.n)
+		l.w.Write(p[:k])
+		l.n -= k
+	}
+	return len(p), nil
 }

@@ -50,7 +50,9 @@ func featureOptions(spec layer.Spec, userxattr bool) ([]option, error) {
 		// With userxattr the kernel turns both off itself, and refuses
 		// redirect_dir=off, which means "follow" where redirects are
 		// always followed ("conflicting options: userxattr,redirect_dir=follow").
-		opts = append(opts, option{"redirect_dir", onOff(o.RedirectDir)}, option{"metacopy", onOff(o.Metacopy)})
+		// metacopy needs redirects: the kernel refuses metacopy=on with
+		// redirect_dir=off, and turns redirect_dir on for metacopy=on.
+		opts = append(opts, option{"redirect_dir", onOff(o.RedirectDir || o.Metacopy)}, option{"metacopy", onOff(o.Metacopy)})
 	}
 	if o.Xino {
 		opts = append(opts, option{"xino", "on"})

@@ -4,7 +4,7 @@
 # idempotent and fast when everything is already there.
 set -eu
 
-PKGS="fuse3 fuse-overlayfs unionfs-fuse busybox-static attr util-linux"
+PKGS="fuse3 fuse-overlayfs unionfs-fuse busybox-static attr util-linux uidmap"
 [ "${1:-}" = "bench" ] && PKGS="$PKGS fio"
 
 missing=""

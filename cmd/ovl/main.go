@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -14,7 +15,12 @@ func main() {
 	if reexec.Init() {
 		return
 	}
-	err := newRootCmd().Execute()
+	var err error
+	if dropinArgs(os.Args[1:]) {
+		err = dropinRun(context.Background(), os.Args[1:])
+	} else {
+		err = newRootCmd().Execute()
+	}
 	if err == nil {
 		return
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // RuntimeDir is for files that should vanish at reboot (the probe cache,
@@ -23,7 +25,9 @@ func StateDir() (string, error) {
 	home, _ := os.UserHomeDir()
 	fallback := ""
 	if home != "" && home != "/nonexistent" {
-		if fi, err := os.Stat(home); err == nil && fi.IsDir() {
+		// setpriv and su without -l keep root's HOME: use it only if it
+		// is ours to write.
+		if unix.Access(home, unix.W_OK) == nil {
 			fallback = filepath.Join(home, ".local", "state")
 		}
 	}

@@ -1,0 +1,38 @@
+package bench
+
+import (
+	"context"
+
+	"ovl/backend"
+	"ovl/copyback"
+	"ovl/layer"
+	"ovl/native"
+)
+
+// OvlContestants returns ovl's backends as contestants, driven through
+// the backend.Backend interface: native, fuse (passthrough as fusefs
+// decides, and forced off) and copy.
+func OvlContestants() []*Contestant {
+	cs := []*Contestant{ovlContestant("ovl native", native.New())}
+	cs = append(cs, fuseContestants()...)
+	return append(cs, ovlContestant("ovl copy", copyback.New()))
+}
+
+func ovlContestant(name string, b backend.Backend) *Contestant {
+	return &Contestant{
+		Name:    name,
+		Backend: b.Name(),
+		mount: func(ctx context.Context, s Stack) (Mounted, error) {
+			m, err := b.Mount(ctx, layer.Spec{Lowers: s.Lowers, Upper: s.Upper, Work: s.Work, Target: s.Target})
+			if err != nil {
+				return nil, err
+			}
+			return backendMount{m}, nil
+		},
+	}
+}
+
+type backendMount struct{ m backend.Mount }
+
+func (b backendMount) Dir() string    { return b.m.Target() }
+func (b backendMount) Unmount() error { return b.m.Unmount() }

@@ -1,0 +1,153 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Status says how a contestant fared in a workload.
+type Status string
+
+const (
+	// StatusOK means the samples are valid.
+	StatusOK Status = "ok"
+	// StatusUnavailable means the contestant, or the workload's tool or
+	// command, does not work here; Err says why.
+	StatusUnavailable Status = "unavailable"
+	// StatusFailed means a measured repetition failed; Err says how.
+	StatusFailed Status = "failed"
+	// StatusNA means the workload means nothing for the contestant (cp -a
+	// has no mount to grep through).
+	StatusNA Status = "n/a"
+)
+
+// Result is one contestant's measurements of one workload.
+type Result struct {
+	Workload   string          `json:"workload"`
+	Contestant string          `json:"contestant"`
+	Status     Status          `json:"status"`
+	Err        string          `json:"error,omitempty"`
+	Samples    []time.Duration `json:"samples_ns,omitempty"`
+	Summary    Summary         `json:"summary"`
+}
+
+// RunOptions say how many times each workload runs.
+type RunOptions struct {
+	// Warmup repetitions run first and are not counted.
+	Warmup int
+	// Reps is how many repetitions are counted.
+	Reps int
+	// SlowReps, when positive, is the count for a contestant whose first
+	// counted repetition took longer than Slow: long workloads get
+	// fewer repetitions so the whole bench fits its time.
+	SlowReps int
+	Slow     time.Duration
+	// Progress, when set, is told what runs.
+	Progress func(format string, args ...any)
+}
+
+// Run measures every workload with every contestant, interleaved, and
+// returns one Result per pair in workload order, then contestant order.
+// A contestant that is unavailable, or whose warm-up fails, is reported
+// with the error and the bench goes on. Kept mounts are released at the
+// end of each phase. Run stops early only when ctx ends; then the
+// results so far are returned with ctx's error.
+func Run(ctx context.Context, e *Env, ws []Workload, cs []*Contestant, opt RunOptions) ([]Result, error) {
+	progress := opt.Progress
+	if progress == nil {
+		progress = func(string, ...any) {}
+	}
+	var all []Result
+	phase := ""
+	defer e.ReleaseKept()
+	for wi := range ws {
+		w := &ws[wi]
+		if w.Phase != phase {
+			if err := e.ReleaseKept(); err != nil {
+				progress("cleanup after phase %s: %v", phase, err)
+			}
+			phase = w.Phase
+		}
+		res := make([]Result, len(cs))
+		var live []int
+		for i, c := range cs {
+			res[i] = Result{Workload: w.Name, Contestant: c.Name, Status: StatusOK}
+			switch {
+			case !w.Applies(c):
+				res[i].Status = StatusNA
+			case c.Unavailable != nil:
+				res[i].Status, res[i].Err = StatusUnavailable, c.Unavailable.Error()
+			case w.Cold && !e.Root:
+				res[i].Status, res[i].Err = StatusUnavailable, "dropping the caches needs root"
+			default:
+				live = append(live, i)
+			}
+		}
+		progress("%s (%d contestants)", w.Name, len(live))
+		t0 := time.Now()
+		// Warm-up: a failure here means the contestant cannot do the
+		// workload at all.
+		for r := 0; r < opt.Warmup; r++ {
+			for _, i := range rotate(live, r) {
+				if res[i].Status != StatusOK {
+					continue
+				}
+				if _, err := w.Rep(ctx, e, cs[i], -1-r); err != nil {
+					if ctx.Err() != nil {
+						return append(all, res...), ctx.Err()
+					}
+					res[i].Status, res[i].Err = StatusUnavailable, err.Error()
+					progress("  %s: unavailable: %v", cs[i].Name, err)
+				}
+			}
+		}
+		want := make([]int, len(cs))
+		for _, i := range live {
+			want[i] = opt.Reps
+		}
+		for r := 0; ; r++ {
+			ran := false
+			for _, i := range rotate(live, r) {
+				if res[i].Status != StatusOK || r >= want[i] {
+					continue
+				}
+				ran = true
+				d, err := w.Rep(ctx, e, cs[i], r)
+				if err != nil {
+					if ctx.Err() != nil {
+						return append(all, res...), ctx.Err()
+					}
+					res[i].Status, res[i].Err = StatusFailed, fmt.Sprintf("repetition %d: %v", r+1, err)
+					progress("  %s: failed: %v", cs[i].Name, err)
+					continue
+				}
+				res[i].Samples = append(res[i].Samples, d)
+				if r == 0 && opt.SlowReps > 0 && d > opt.Slow {
+					want[i] = min(want[i], opt.SlowReps)
+				}
+			}
+			if !ran {
+				break
+			}
+		}
+		for i := range res {
+			if res[i].Status == StatusOK {
+				res[i].Summary = Summarize(res[i].Samples)
+			}
+		}
+		progress("  done in %v", time.Since(t0).Round(100*time.Millisecond))
+		all = append(all, res...)
+	}
+	return all, nil
+}
+
+// rotate returns idx rotated left by r, so that each repetition starts
+// with another contestant.
+func rotate(idx []int, r int) []int {
+	if len(idx) == 0 {
+		return nil
+	}
+	k := r % len(idx)
+	return append(append([]int(nil), idx[k:]...), idx[:k]...)
+}

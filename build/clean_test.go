@@ -1,0 +1,59 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestClean(t *testing.T) {
+	testAsRootAndNobody(t, func(t *testing.T) {
+		dir := fileProject(t)
+		first, _ := mustBuild(t, dir, "base", Options{})
+		writeProject(t, dir, strings.Replace(fileSteps, "/etc/after: \"emptied before me\"", "/etc/after: edited", 1), nil)
+		second, _ := mustBuild(t, dir, "base", Options{})
+		store := NewStore(dir)
+
+		// --old: the first root, which .vagga/base no longer points at.
+		old, err := store.CleanOld(true)
+		if err != nil || len(old) != 1 || old[0].Path != filepath.Dir(first.Root) || old[0].Bytes == 0 {
+			t.Fatalf("CleanOld dry run = %+v, %v; want the first root with its size", old, err)
+		}
+		if _, err := os.Stat(first.Root); err != nil {
+			t.Fatalf("dry run removed %s: %v", first.Root, err)
+		}
+		if _, err := store.CleanOld(false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(first.Root); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("old root still there: %v", err)
+		}
+		mustContain(t, filepath.Join(dir, ".vagga", "base"), "etc/after", "edited")
+
+		// --unused-layers: the edited step's old layer goes, the rest stays.
+		b := New(load(t, dir), Options{})
+		unused, err := b.CleanUnusedLayers(false)
+		if err != nil || len(unused) != 1 {
+			t.Fatalf("CleanUnusedLayers = %+v, %v; want the one layer of the edited step", unused, err)
+		}
+		r, rec := mustBuild(t, dir, "base", Options{})
+		if r.Ran != 0 || r.Root != second.Root {
+			t.Errorf("after cleaning unused layers the build ran %d steps: %v", r.Ran, rec.statuses())
+		}
+
+		// --everything, sealed layers included.
+		all, err := store.CleanEverything(false)
+		if err != nil || len(all) != 1 {
+			t.Fatalf("CleanEverything = %+v, %v", all, err)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, ".vagga")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf(".vagga still there: %v", err)
+		}
+		if _, err := New(load(t, dir), Options{}).Build(context.Background(), "base"); err != nil {
+			t.Errorf("build after clean --everything: %v", err)
+		}
+	})
+}

@@ -1,0 +1,422 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"ovl/backend"
+	"ovl/vagga"
+)
+
+// Exec is a command to run on top of layers: a command step of a build,
+// or a shell in the state before a step. It mirrors the runner's Config
+// without the volumes, which builds do not mount.
+type Exec struct {
+	Layers      []string // top first
+	Writable    bool
+	KeepChanges string // with Writable: the upper, kept as a layer here
+	Env         []string
+	Workdir     string
+	BindWork    string // the project directory, bound at /work
+	Args        []string
+	Stdin       io.Reader
+	Stdout      io.Writer
+	Stderr      io.Writer
+}
+
+// RunFunc runs x to completion. A command that exits non-zero or is
+// killed is reported as an *ExitError.
+type RunFunc func(ctx context.Context, x Exec) error
+
+// Options control a Builder.
+type Options struct {
+	// OneLayer writes all steps of a container into one layer, as vagga
+	// does (--cache-each-step=false): a failure starts the container
+	// over. By default every step's changes are a sealed layer of their
+	// own, so a failed build continues at the failed step; the README
+	// says why that is the default.
+	OneLayer bool
+	// Force rebuilds the named containers' steps even if their layers
+	// exist (not their parents').
+	Force bool
+	// Backend is what command steps will be mounted with; its MaxLayers
+	// decides when old layers are squashed. nil means no limit.
+	Backend backend.Backend
+	// Run runs command steps; nil fails them.
+	Run RunFunc
+	// Events receives progress; nil ignores it.
+	Events func(Event)
+	// Output receives the output of command steps; nil discards it.
+	Output io.Writer
+	// NoRoot skips writing the plain root directory.
+	NoRoot bool
+}
+
+// Result is a built container.
+type Result struct {
+	Container string
+	// Key is the container's key: the key of its last step.
+	Key string
+	// Layers is the container's stack, top first, squashed to fit the
+	// backend, without empty layers.
+	Layers []string
+	// Root is the plain directory with the flattened container
+	// (.vagga/.roots/NAME.HASH8/root); "" with NoRoot.
+	Root string
+	// BuildEnv is NAME=value of the !Env steps, parents' first.
+	BuildEnv []string
+	// Ran counts the steps that ran (were not cached) in this build.
+	Ran int
+
+	keys    []string // the stack's layer keys, bottom first, unsquashed
+	planned []string // stackOf: the keys of the container's own steps
+	env     []vagga.EnvVar
+}
+
+// Builder builds the containers of one vagga.yaml. It is safe for
+// concurrent use; each container is built at most once per Builder.
+type Builder struct {
+	cfg    *vagga.Config
+	store  *Store
+	opts   Options
+	hashes *fileHashes
+
+	mu    sync.Mutex
+	built map[string]*Result
+}
+
+// shellRequest asks build for a shell before a step instead of a build.
+type shellRequest struct {
+	before         int // 1-based step number
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+// New returns a Builder for cfg with the project's store.
+func New(cfg *vagga.Config, opts Options) *Builder {
+	s := NewStore(cfg.Dir)
+	return &Builder{cfg: cfg, store: s, opts: opts, built: map[string]*Result{},
+		hashes: loadFileHashes(filepath.Join(s.layersDir(), ".file-hashes.json"))}
+}
+
+// Store returns the builder's layer store.
+func (b *Builder) Store() *Store { return b.store }
+
+func (b *Builder) event(e Event) {
+	if b.opts.Events != nil {
+		b.opts.Events(e)
+	}
+}
+
+// step is one planned step: what it is and its key.
+type step struct {
+	index int // 1-based
+	step  vagga.Step
+	key   string
+}
+
+// plan computes the keys of every step of c on top of parent. It reads
+// the project files steps depend on, and nothing else; an error here
+// means nothing was built.
+func (b *Builder) plan(c *vagga.Container, parent *Result) ([]step, error) {
+	prev := ""
+	if parent != nil {
+		prev = parent.Key
+	}
+	steps := make([]step, len(c.Setup))
+	for i, s := range c.Setup {
+		var key string
+		if _, ok := s.(*vagga.ContainerStep); ok {
+			key = containerStepKey(prev)
+		} else {
+			k, err := stepKey(prev, s, b.hashes)
+			if err != nil {
+				var se *StepError
+				if errors.As(err, &se) {
+					se.Container, se.Index, se.Total = c.Name, i+1, len(c.Setup)
+				}
+				return nil, err
+			}
+			key = k
+		}
+		steps[i] = step{index: i + 1, step: s, key: key}
+		prev = key
+	}
+	return steps, nil
+}
+
+// Build builds container name (and the container it is built on), reusing
+// every step whose layer exists, and writes its plain root.
+func (b *Builder) Build(ctx context.Context, name string) (*Result, error) {
+	return b.build(ctx, name, nil)
+}
+
+func (b *Builder) build(ctx context.Context, name string, shell *shellRequest) (*Result, error) {
+	b.mu.Lock()
+	if r, ok := b.built[name]; ok && shell == nil {
+		b.mu.Unlock()
+		return r, nil
+	}
+	b.mu.Unlock()
+	c, ok := b.cfg.Containers[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q in %s (it has: %s)", ErrNoContainer, name, b.cfg.File, strings.Join(b.cfg.ContainerNames(), ", "))
+	}
+	var parent *Result
+	if p := c.Parent(); p != "" {
+		var err error
+		if parent, err = b.Build(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	steps, err := b.plan(c, parent)
+	if err != nil {
+		return nil, err
+	}
+	defer b.hashes.save()
+	unlock, err := b.store.lockContainer(name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+
+	r := &Result{Container: name}
+	if parent != nil {
+		r.keys = append(r.keys, parent.keys...)
+		r.env = append(r.env, parent.env...)
+	}
+	r.Key = containerStepKey("")
+	if len(steps) > 0 {
+		r.Key = steps[len(steps)-1].key
+	} else if parent != nil {
+		r.Key = parent.Key
+	}
+	if shell != nil {
+		return nil, b.shell(ctx, c, steps, r, shell)
+	}
+	if !b.opts.OneLayer {
+		err = b.buildEachStep(ctx, c, steps, r)
+	} else {
+		err = b.buildShared(ctx, c, steps, r)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if r.Layers, err = b.fit(ctx, name, r.keys); err != nil {
+		return nil, err
+	}
+	r.BuildEnv = sortedEnv(r.env)
+	if !b.opts.NoRoot {
+		if r.Root, err = b.writeRoot(ctx, r); err != nil {
+			return nil, err
+		}
+	}
+	b.mu.Lock()
+	b.built[name] = r
+	b.mu.Unlock()
+	return r, nil
+}
+
+// buildEachStep gives every step a layer of its own.
+func (b *Builder) buildEachStep(ctx context.Context, c *vagga.Container, steps []step, r *Result) error {
+	for _, s := range steps {
+		if env, ok := s.step.(*vagga.EnvStep); ok {
+			r.env = append(r.env, env.Vars...)
+		}
+		ev := Event{Container: c.Name, Index: s.index, Total: len(steps), Step: s.step.Summary(), Pos: s.step.Position(), Key: s.key}
+		if b.store.Has(s.key) && !b.opts.Force {
+			ev.Status = StatusCached
+			b.event(ev)
+		} else {
+			start := time.Now()
+			ev.Status = StatusRunning
+			b.event(ev)
+			p, err := b.store.newPending(s.key)
+			if err != nil {
+				return err
+			}
+			if err := b.runStep(ctx, c, s, r, p.Path()); err != nil {
+				p.Discard()
+				ev.Status, ev.Seconds = StatusFailed, time.Since(start).Seconds()
+				b.event(ev)
+				return b.stepError(c, s, len(steps), err)
+			}
+			if b.opts.Force && b.store.Has(s.key) {
+				if err := removeAll(filepath.Dir(b.store.Layer(s.key))); err != nil {
+					p.Discard()
+					return err
+				}
+			}
+			if err := p.Commit(); err != nil {
+				return err
+			}
+			r.Ran++
+			ev.Status, ev.Seconds = StatusDone, time.Since(start).Seconds()
+			b.event(ev)
+		}
+		empty, err := b.store.Empty(s.key)
+		if err != nil {
+			return err
+		}
+		if !empty {
+			r.keys = append(r.keys, s.key)
+		}
+	}
+	return nil
+}
+
+// sharedKey is the key of the one layer all steps of a container share
+// without --cache-each-step.
+func sharedKey(containerKey string) string { return hashStrings(keyVersion, "shared", containerKey) }
+
+// buildShared writes all steps of c into one layer, as vagga does: it is
+// reused only whole, and a failed step discards it.
+func (b *Builder) buildShared(ctx context.Context, c *vagga.Container, steps []step, r *Result) error {
+	own := steps
+	if len(own) > 0 {
+		if _, ok := own[0].step.(*vagga.ContainerStep); ok {
+			own = own[1:]
+		}
+	}
+	if len(own) == 0 {
+		return nil
+	}
+	key := sharedKey(r.Key)
+	if b.store.Has(key) && !b.opts.Force {
+		for _, s := range steps {
+			if env, ok := s.step.(*vagga.EnvStep); ok {
+				r.env = append(r.env, env.Vars...)
+			}
+			b.event(Event{Container: c.Name, Index: s.index, Total: len(steps), Step: s.step.Summary(), Pos: s.step.Position(), Status: StatusCached, Key: key})
+		}
+	} else {
+		p, err := b.store.newPending(key)
+		if err != nil {
+			return err
+		}
+		for _, s := range steps {
+			if env, ok := s.step.(*vagga.EnvStep); ok {
+				r.env = append(r.env, env.Vars...)
+			}
+			start := time.Now()
+			ev := Event{Container: c.Name, Index: s.index, Total: len(steps), Step: s.step.Summary(), Pos: s.step.Position(), Status: StatusRunning, Key: key}
+			b.event(ev)
+			if err := b.runStep(ctx, c, s, r, p.Path()); err != nil {
+				p.Discard()
+				ev.Status, ev.Seconds = StatusFailed, time.Since(start).Seconds()
+				b.event(ev)
+				return b.stepError(c, s, len(steps), err)
+			}
+			r.Ran++
+			ev.Status, ev.Seconds = StatusDone, time.Since(start).Seconds()
+			b.event(ev)
+		}
+		if b.opts.Force && b.store.Has(key) {
+			if err := removeAll(filepath.Dir(b.store.Layer(key))); err != nil {
+				p.Discard()
+				return err
+			}
+		}
+		if err := p.Commit(); err != nil {
+			return err
+		}
+	}
+	empty, err := b.store.Empty(key)
+	if err != nil {
+		return err
+	}
+	if !empty {
+		r.keys = append(r.keys, key)
+	}
+	return nil
+}
+
+// runStep applies step s into upper, over the layers in r.keys: file
+// steps directly, command steps through the runner.
+func (b *Builder) runStep(ctx context.Context, c *vagga.Container, s step, r *Result, upper string) error {
+	if isFileStep(s.step) {
+		lowers := make([]string, len(r.keys))
+		for i, k := range r.keys {
+			lowers[len(r.keys)-1-i] = b.store.Layer(k)
+		}
+		return applyFileStep(newWriter(upper, lowers), s.step, b.hashes)
+	}
+	if b.opts.Run == nil {
+		return errors.New("no container runner to run commands with")
+	}
+	lowers, err := b.fit(ctx, c.Name, r.keys)
+	if err != nil {
+		return err
+	}
+	if len(lowers) == 0 {
+		// One-layer builds keep the earlier steps in upper itself; a
+		// mount still needs a lower layer.
+		if empty, _ := dirEmpty(upper); empty {
+			return errors.New("the container is empty: start it with !Tar or !Container before running commands")
+		}
+		if lowers, err = b.store.emptyLayer(); err != nil {
+			return err
+		}
+	}
+	var args []string
+	switch st := s.step.(type) {
+	case *vagga.ShStep:
+		args = []string{"/bin/sh", "-exc", st.Script}
+	case *vagga.CmdStep:
+		args = st.Args
+	}
+	out := b.opts.Output
+	if out == nil {
+		out = io.Discard
+	}
+	return b.opts.Run(ctx, Exec{Layers: lowers, Writable: true, KeepChanges: upper, Env: sortedEnv(r.env),
+		Workdir: "/work", BindWork: b.cfg.Dir, Args: args, Stdout: out, Stderr: out})
+}
+
+// stepError wraps the failure of step s with where it is and how to
+// look at the state before it.
+func (b *Builder) stepError(c *vagga.Container, s step, total int, err error) error {
+	hint := fmt.Sprintf("the steps before it are cached; to open a shell in the state just before it:\n    ovl build %s --shell-before-step %d", c.Name, s.index)
+	if b.opts.OneLayer {
+		hint = fmt.Sprintf("without --cache-each-step nothing of %q was kept; to open a shell in the state before it:\n    ovl build %s --cache-each-step --shell-before-step %d", c.Name, c.Name, s.index)
+	}
+	if isFileStep(s.step) && errors.Is(err, ErrPath) {
+		hint = "fix the step in " + b.cfg.File + ", then build again"
+	}
+	return &StepError{Container: c.Name, Index: s.index, Total: total, Step: s.step.Summary(), Pos: s.step.Position(),
+		Err: fmt.Errorf("%w: %w", ErrStepFailed, err), Hint: hint}
+}
+
+// Shell builds container name up to the step before step number before
+// (1-based) and runs /bin/sh in that state with stdin, stdout and stderr,
+// writable, with the changes thrown away.
+func (b *Builder) Shell(ctx context.Context, name string, before int, stdin io.Reader, stdout, stderr io.Writer) error {
+	_, err := b.build(ctx, name, &shellRequest{before: before, stdin: stdin, stdout: stdout, stderr: stderr})
+	return err
+}
+
+func (b *Builder) shell(ctx context.Context, c *vagga.Container, steps []step, r *Result, sh *shellRequest) error {
+	before := sh.before
+	if before < 1 || before > len(steps)+1 {
+		return fmt.Errorf("container %q has steps 1 to %d: --shell-before-step %d is not one of them", c.Name, len(steps), before)
+	}
+	if err := b.buildEachStep(ctx, c, steps[:before-1], r); err != nil {
+		return err
+	}
+	if b.opts.Run == nil {
+		return errors.New("no container runner to run a shell with")
+	}
+	lowers, err := b.fit(ctx, c.Name, r.keys)
+	if err != nil {
+		return err
+	}
+	return b.opts.Run(ctx, Exec{Layers: lowers, Writable: true, Env: sortedEnv(r.env), Workdir: "/work",
+		BindWork: b.cfg.Dir, Args: []string{"/bin/sh"},
+		Stdin: sh.stdin, Stdout: sh.stdout, Stderr: sh.stderr})
+}

@@ -1,0 +1,295 @@
+package build
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"ovl/layer"
+)
+
+// ErrPath reports a path of a file step that cannot be used as asked: a
+// missing parent directory, a file where a directory is needed, a path
+// through a symlink.
+var ErrPath = errors.New("unusable path")
+
+// writer applies file steps to a layer being written (upper) over the
+// layers below it, in layer format, without mounting anything: new and
+// changed files go into upper, directories they need are copied up with
+// their metadata, deletions become whiteouts. It never follows a symlink
+// of the container, so nothing is written outside upper.
+type writer struct {
+	upper  string
+	lowers union
+	root   bool // may chown to any owner
+}
+
+func newWriter(upper string, lowers []string) *writer {
+	return &writer{upper: upper, lowers: lowers, root: os.Geteuid() == 0}
+}
+
+// full is the union as the step sees it: upper over the lowers.
+func (w *writer) full() union { return append(union{w.upper}, w.lowers...) }
+
+func (w *writer) up(rel string) string { return filepath.Join(w.upper, filepath.FromSlash(rel)) }
+
+func pathErr(rel, msg string) error {
+	return fmt.Errorf("%w: /%s %s", ErrPath, rel, msg)
+}
+
+// ensureDir makes rel a directory of upper that stands for the merged
+// directory rel: existing directories below are copied up (mode, owner,
+// times); missing ones are created (mode 0755) only if create is set.
+// With replace, a non-directory at rel itself is replaced by a directory.
+func (w *writer) ensureDir(rel string, create, replace bool) error {
+	parts := splitRel(rel)
+	for i := range parts {
+		p := strings.Join(parts[:i+1], "/")
+		last := i == len(parts)-1
+		path, st, found, err := w.full().lookup(p)
+		if err != nil {
+			return err
+		}
+		if found && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			if path == w.up(p) {
+				continue
+			}
+			if err := w.clearUpper(p); err != nil {
+				return err
+			}
+			if err := os.Mkdir(w.up(p), 0o700); err != nil {
+				return err
+			}
+			if err := copyDirMeta(path, w.up(p), &st); err != nil {
+				return err
+			}
+			continue
+		}
+		if found {
+			kind := "is not a directory"
+			if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+				kind = "is a symlink (ovl does not follow symlinks in build paths: name the real directory)"
+			}
+			if !(last && replace) {
+				return pathErr(p, kind)
+			}
+		} else if !create {
+			return pathErr(p, "does not exist (add !EnsureDir /"+p+" before this step)")
+		}
+		if err := w.newDir(p, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// newDir creates rel in upper as a new, empty directory of the union:
+// whatever upper held there is removed and every entry the lowers would
+// show through it is whited out.
+func (w *writer) newDir(rel string, mode os.FileMode) error {
+	if err := w.clearUpper(rel); err != nil {
+		return err
+	}
+	if err := os.Mkdir(w.up(rel), mode); err != nil {
+		return err
+	}
+	if err := os.Chmod(w.up(rel), mode); err != nil { // past the umask
+		return err
+	}
+	below, err := w.lowers.dirs(rel)
+	if err != nil || below == nil {
+		return err
+	}
+	names, err := list(below)
+	if err != nil {
+		return err
+	}
+	return w.whiteout(rel, names...)
+}
+
+// whiteout hides names of directory rel of the lowers. rel must be a
+// directory of upper.
+func (w *writer) whiteout(rel string, names ...string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	fd, err := unix.Open(w.up(rel), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: w.up(rel), Err: err}
+	}
+	defer unix.Close(fd)
+	for _, n := range names {
+		if err := layer.MakeWhiteout(fd, n); err != nil {
+			return fmt.Errorf("%s: %w", w.up(rel), err)
+		}
+	}
+	return nil
+}
+
+// clearUpper removes what upper holds at rel: an entry or a whiteout of
+// either form. Lower layers are not touched.
+func (w *writer) clearUpper(rel string) error {
+	if err := removeAll(w.up(rel)); err != nil {
+		return err
+	}
+	dir, name := filepath.Split(w.up(rel))
+	wh := filepath.Join(dir, layer.WhiteoutPrefix+name)
+	if err := os.Remove(wh); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// prepare readies rel for a new non-directory: its parent must exist
+// (created first with mkParents), and whatever is at rel goes.
+func (w *writer) prepare(rel string, mkParents bool) error {
+	if err := w.ensureDir(parentRel(rel), mkParents, false); err != nil {
+		return err
+	}
+	return w.clearUpper(rel)
+}
+
+func parentRel(rel string) string {
+	d := filepath.Dir(rel)
+	if d == "." {
+		return ""
+	}
+	return d
+}
+
+// remove deletes rel from the union: from upper, and with a whiteout if
+// a lower layer still shows it. A missing path is not an error.
+func (w *writer) remove(rel string) error {
+	_, _, found, err := w.full().lookup(rel)
+	if err != nil || !found {
+		return err
+	}
+	if err := w.ensureDir(parentRel(rel), false, false); err != nil {
+		return err
+	}
+	if err := w.clearUpper(rel); err != nil {
+		return err
+	}
+	if _, _, found, err = w.full().lookup(rel); err != nil || !found {
+		return err
+	}
+	return w.whiteout(parentRel(rel), filepath.Base(rel))
+}
+
+// emptyDir makes rel an empty directory, creating it (and its parents)
+// if missing.
+func (w *writer) emptyDir(rel string) error {
+	if err := w.ensureDir(rel, true, false); err != nil {
+		return err
+	}
+	dirs, err := w.full().dirs(rel)
+	if err != nil {
+		return err
+	}
+	names, err := list(dirs)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := w.remove(rel + "/" + n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeFile writes a regular file at rel with content, mode and owner.
+func (w *writer) writeFile(rel string, r io.Reader, mode os.FileMode, uid, gid int, mkParents bool) error {
+	if err := w.prepare(rel, mkParents); err != nil {
+		return err
+	}
+	p := w.up(rel)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := w.chown(p, uid, gid); err != nil {
+		return err
+	}
+	return os.Chmod(p, mode)
+}
+
+// symlink creates a symlink at rel.
+func (w *writer) symlink(rel, target string, uid, gid int, mkParents bool) error {
+	if err := w.prepare(rel, mkParents); err != nil {
+		return err
+	}
+	if err := os.Symlink(target, w.up(rel)); err != nil {
+		return err
+	}
+	return w.chown(w.up(rel), uid, gid)
+}
+
+// dir makes rel a directory with mode and owner, merging with what the
+// union has there and replacing a non-directory.
+func (w *writer) dir(rel string, mode os.FileMode, uid, gid int) error {
+	if err := w.ensureDir(parentRel(rel), true, false); err != nil {
+		return err
+	}
+	if err := w.ensureDir(rel, true, true); err != nil {
+		return err
+	}
+	if err := w.chown(w.up(rel), uid, gid); err != nil {
+		return err
+	}
+	return os.Chmod(w.up(rel), mode)
+}
+
+// chown sets the owner where this process may; an ordinary user's files
+// stay its own (its uid is root inside the container's user namespace).
+func (w *writer) chown(p string, uid, gid int) error {
+	if !w.root {
+		return nil
+	}
+	if err := os.Lchown(p, uid, gid); err != nil {
+		return err
+	}
+	return nil
+}
+
+// copyDirMeta gives the new upper directory dst the mode, owner and times
+// of the lower directory src (lstat st), as a copy-up does.
+func copyDirMeta(src, dst string, st *unix.Stat_t) error {
+	if os.Geteuid() == 0 {
+		if err := os.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(dst, os.FileMode(st.Mode&0o777)|modeBits(st.Mode)); err != nil {
+		return err
+	}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, dst, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// modeBits converts setuid, setgid and sticky from a raw mode.
+func modeBits(m uint32) os.FileMode {
+	var out os.FileMode
+	if m&unix.S_ISUID != 0 {
+		out |= os.ModeSetuid
+	}
+	if m&unix.S_ISGID != 0 {
+		out |= os.ModeSetgid
+	}
+	if m&unix.S_ISVTX != 0 {
+		out |= os.ModeSticky
+	}
+	return out
+}

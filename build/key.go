@@ -1,0 +1,197 @@
+package build
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"ovl/vagga"
+)
+
+// keyVersion changes when the meaning of a layer changes, so that layers
+// built by an older ovl are not reused.
+const keyVersion = "ovl-build-v1"
+
+// stepKey is the cache key of a step: a hash of the previous step's key,
+// the step as written (vagga.Canonical) and the content of every project
+// file it reads. Host paths, times and the backend are not part of it, so
+// the same project gives the same keys on any machine.
+func stepKey(parent string, s vagga.Step, hashes *fileHashes) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\nparent %s\nstep %s\n", keyVersion, parent, vagga.Canonical(s))
+	if r, ok := s.(vagga.Reader); ok {
+		for _, p := range r.HostPaths() {
+			sum, err := hashes.tree(p)
+			if err != nil {
+				return "", &StepError{Pos: s.Position(), Step: s.Summary(), Err: err,
+					Hint: "the step reads this file of the project: create it, or fix the path in vagga.yaml"}
+			}
+			fmt.Fprintf(h, "reads %s\n", sum)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// containerStepKey is the key of !Container NAME: the parent's key.
+func containerStepKey(parentKey string) string {
+	return hashStrings(keyVersion, "container", parentKey)
+}
+
+func hashStrings(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:%s\n", len(p), p)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// fileHashes hashes project files for step keys, remembering regular
+// files by inode, size and change time in a cache file so that a rebuild
+// does not read a large tarball again.
+type fileHashes struct {
+	mu      sync.Mutex
+	path    string // the cache file; "" keeps the cache in memory
+	entries map[string]fileHashEntry
+	dirty   bool
+}
+
+type fileHashEntry struct {
+	Ino   uint64 `json:"ino"`
+	Size  int64  `json:"size"`
+	Mtime int64  `json:"mtime"`
+	Ctime int64  `json:"ctime"`
+	Sum   string `json:"sum"`
+}
+
+func loadFileHashes(path string) *fileHashes {
+	fh := &fileHashes{path: path, entries: map[string]fileHashEntry{}}
+	if b, err := os.ReadFile(path); err == nil {
+		json.Unmarshal(b, &fh.entries) // a damaged cache is rebuilt
+	}
+	return fh
+}
+
+// save writes the cache back, atomically, if it changed.
+func (fh *fileHashes) save() error {
+	fh.mu.Lock()
+	defer fh.mu.Unlock()
+	if !fh.dirty || fh.path == "" {
+		return nil
+	}
+	b, err := json.Marshal(fh.entries)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(fh.path), 0o755); err != nil {
+		return err
+	}
+	tmp := fmt.Sprintf("%s.%d", fh.path, os.Getpid())
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	fh.dirty = false
+	return os.Rename(tmp, fh.path)
+}
+
+// tree hashes the file or directory at p: for a directory every entry's
+// relative name, type, permission bits, and content or symlink target,
+// in name order. Owners and times are left out: they differ between
+// checkouts of the same project.
+func (fh *fileHashes) tree(p string) (string, error) {
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return "", err
+	}
+	if !fi.IsDir() {
+		return fh.entry(p, fi)
+	}
+	h := sha256.New()
+	err = filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(p, q)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		sum := ""
+		if !d.IsDir() {
+			if sum, err = fh.entry(q, fi); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(h, "%q %o %s\n", rel, fi.Mode(), sum)
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// entry hashes one non-directory: a symlink's target, a regular file's
+// content (cached), or just the type of anything else.
+func (fh *fileHashes) entry(p string, fi fs.FileInfo) (string, error) {
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		t, err := os.Readlink(p)
+		return "link:" + t, err
+	case !fi.Mode().IsRegular():
+		return "", nil
+	}
+	st, ok := fi.Sys().(*unix.Stat_t)
+	if !ok {
+		var s unix.Stat_t
+		if err := unix.Lstat(p, &s); err != nil {
+			return "", err
+		}
+		st = &s
+	}
+	want := fileHashEntry{Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano()}
+	fh.mu.Lock()
+	got, ok := fh.entries[p]
+	fh.mu.Unlock()
+	if ok && got.Ino == want.Ino && got.Size == want.Size && got.Mtime == want.Mtime && got.Ctime == want.Ctime {
+		return got.Sum, nil
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read %s: %w", p, err)
+	}
+	want.Sum = hex.EncodeToString(h.Sum(nil))
+	fh.mu.Lock()
+	fh.entries[p] = want
+	fh.dirty = true
+	fh.mu.Unlock()
+	return want.Sum, nil
+}
+
+// sortedEnv returns vars as NAME=value, later values of a name winning,
+// sorted by name.
+func sortedEnv(vars []vagga.EnvVar) []string {
+	m := map[string]string{}
+	for _, v := range vars {
+		m[v.Name] = v.Value
+	}
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}

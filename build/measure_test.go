@@ -1,0 +1,87 @@
+package build
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"ovl/internal/testutil"
+	"ovl/native"
+)
+
+// TestMeasure prints the figures of the closing note: the cost of a
+// no-op step with and without --cache-each-step, cached rebuild versus
+// full build, and a child build over a small and a 270 MB parent. It only
+// runs with OVL_MEASURE=1, as root (it asserts nothing about time).
+func TestMeasure(t *testing.T) {
+	if os.Getenv("OVL_MEASURE") != "1" {
+		t.Skip("set OVL_MEASURE=1 to measure build costs")
+	}
+	testutil.RequireRoot(t)
+	b := native.New()
+	var out bytes.Buffer
+
+	const n = 100
+	for _, kind := range []string{"!Sh true", "!EnsureDir /"} {
+		var y strings.Builder
+		y.WriteString("containers:\n  c:\n    setup:\n    - !Tar {url: ./base.tar.gz}\n")
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(&y, "    - !Env {I: '%d'}\n    - %s\n", i, kind)
+		}
+		for _, one := range []bool{false, true} {
+			dir := project(t, y.String(), nil)
+			busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+			o := runOpts(b, dir, &out)
+			o.OneLayer = one
+			start := time.Now()
+			mustBuild(t, dir, "c", o)
+			full := time.Since(start)
+			start = time.Now()
+			mustBuild(t, dir, "c", o)
+			cached := time.Since(start)
+			t.Logf("%d x %q, one layer %v: full build %v (%.1f ms per step), cached rebuild %v",
+				n, kind, one, full.Round(time.Millisecond), float64(full.Milliseconds())/float64(2*n), cached.Round(time.Microsecond))
+		}
+	}
+
+	// A child over a small and a large parent.
+	for _, mb := range []int{1, 270} {
+		dir := project(t, "containers:\n  parent:\n    setup:\n    - !Tar {url: ./base.tar.gz}\n    - !Copy {source: /work/big, path: /big}\n"+
+			"  child:\n    setup:\n    - !Container parent\n    - !Sh \"echo child > /etc/child\"\n    - !Text {/etc/more: x}\n", nil)
+		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		files := 15000 * mb / 270
+		chunk := bytes.Repeat([]byte("x"), mb<<20/files)
+		for i := 0; i < files; i++ {
+			p := filepath.Join(dir, "big", fmt.Sprintf("d%02d", i%50), fmt.Sprintf("f%05d", i))
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			if err := os.WriteFile(p, chunk, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		o := runOpts(b, dir, &out)
+		start := time.Now()
+		mustBuild(t, dir, "parent", o)
+		parent := time.Since(start)
+		o.NoRoot = true
+		var steps time.Duration
+		o.Events = nil
+		start = time.Now()
+		r, err := New(load(t, dir), o).Build(t.Context(), "child")
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps = time.Since(start)
+		o.NoRoot = false
+		start = time.Now()
+		if _, err := New(load(t, dir), o).Build(t.Context(), "child"); err != nil {
+			t.Fatal(err)
+		}
+		flatten := time.Since(start)
+		t.Logf("parent of %d MB (%d files): parent build %v; child steps %v (ran %d); child root flatten %v",
+			mb, files, parent.Round(time.Millisecond), steps.Round(time.Millisecond), r.Ran, flatten.Round(time.Millisecond))
+	}
+}

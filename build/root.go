@@ -1,0 +1,80 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"ovl/layer"
+)
+
+// rootName is the directory name of a container's flattened root under
+// .vagga/.roots: NAME.HASH8, as vagga names its roots.
+func rootName(container, key string) string { return container + "." + key[:8] }
+
+// writeRoot makes sure the plain root of r exists, flattened from its
+// layers, and points .vagga/NAME at it. Both happen atomically: the root
+// is written under a temporary name and renamed, the symlink is replaced
+// by rename, so a reader sees the old container or the new, never half.
+func (b *Builder) writeRoot(ctx context.Context, r *Result) (string, error) {
+	roots := b.store.rootsDir()
+	final := filepath.Join(roots, rootName(r.Container, r.Key))
+	root := filepath.Join(final, "root")
+	if _, err := os.Lstat(root); errors.Is(err, fs.ErrNotExist) {
+		start := time.Now()
+		if err := os.MkdirAll(roots, 0o755); err != nil {
+			return "", err
+		}
+		tmp, err := os.MkdirTemp(roots, "."+tmpPrefix()+rootName(r.Container, r.Key)+".")
+		if err != nil {
+			return "", err
+		}
+		if len(r.Layers) == 0 {
+			err = os.Mkdir(filepath.Join(tmp, "root"), 0o755)
+		} else {
+			err = layer.Flatten(ctx, r.Layers, filepath.Join(tmp, "root"))
+		}
+		if err == nil {
+			err = os.Chmod(tmp, 0o755)
+		}
+		if err == nil {
+			err = os.Rename(tmp, final)
+			if err != nil && dirExists(root) {
+				err = nil // another build of the same key won
+			}
+		}
+		if err != nil {
+			removeAll(tmp)
+			return "", fmt.Errorf("write the root of %s: %w", r.Container, err)
+		}
+		b.event(Event{Container: r.Container, Status: StatusRoot, Key: r.Key, Seconds: time.Since(start).Seconds(),
+			Detail: "flattened into " + root})
+	} else if err != nil {
+		return "", err
+	}
+	link := filepath.Join(b.store.Dir, r.Container)
+	target := filepath.Join(".roots", rootName(r.Container, r.Key), "root")
+	if cur, err := os.Readlink(link); err == nil && cur == target {
+		return root, nil
+	}
+	tmpLink := link + ".tmp." + strconv.Itoa(os.Getpid())
+	os.Remove(tmpLink)
+	if err := os.Symlink(target, tmpLink); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmpLink, link); err != nil {
+		os.Remove(tmpLink)
+		return "", fmt.Errorf("point %s at the new root: %w", link, err)
+	}
+	return root, nil
+}
+
+func dirExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}

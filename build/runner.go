@@ -1,0 +1,34 @@
+package build
+
+import (
+	"context"
+	"path/filepath"
+
+	"ovl/backend"
+	"ovl/runner"
+)
+
+// RunnerFunc returns the RunFunc that runs command steps in containers
+// with the runner, mounting their layers with b. Transient copies (copy
+// backend) go under the project's .vagga/.transient.
+func RunnerFunc(b backend.Backend, projectDir string) RunFunc {
+	return func(ctx context.Context, x Exec) error {
+		res, err := runner.Run(ctx, runner.Config{
+			Layers: x.Layers, Writable: x.Writable, KeepChanges: x.KeepChanges,
+			Env: x.Env, Workdir: x.Workdir, BindWork: x.BindWork, Args: x.Args,
+			Backend: b, Stdin: x.Stdin, Stdout: x.Stdout, Stderr: x.Stderr,
+			Name: "build", TransientDir: filepath.Join(projectDir, ".vagga", ".transient"),
+		})
+		if err != nil {
+			return err
+		}
+		if res.ExitCode != 0 || res.Signal != 0 {
+			e := &ExitError{Code: res.ExitCode}
+			if res.Signal != 0 {
+				e.Signal = res.Signal.String()
+			}
+			return e
+		}
+		return nil
+	}
+}

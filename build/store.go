@@ -1,0 +1,178 @@
+package build
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// Store is a project's build state under its .vagga directory:
+//
+//	.vagga/.layers/<key>/layer   a sealed step layer (or squash of layers)
+//	.vagga/.layers/.tmp/         layers being written, renamed into place
+//	.vagga/.roots/<name>.<hash8>/root   a flattened container
+//	.vagga/<name> -> .roots/<name>.<hash8>/root
+//	.vagga/.locks/<name>.lock    serialises builds of one container
+//
+// A layer appears under its key only when complete: it is written under
+// .tmp and renamed, so an interrupted or failed step leaves nothing a
+// later build could mistake for a finished layer. The <key> directory is
+// then made read-only (sealed): the layer's own root keeps the container
+// root's mode, so the seal is one level up.
+type Store struct {
+	// Dir is the .vagga directory.
+	Dir string
+}
+
+// NewStore returns the store of the project in projectDir.
+func NewStore(projectDir string) *Store {
+	return &Store{Dir: filepath.Join(projectDir, ".vagga")}
+}
+
+func (s *Store) layersDir() string { return filepath.Join(s.Dir, ".layers") }
+func (s *Store) rootsDir() string  { return filepath.Join(s.Dir, ".roots") }
+func (s *Store) tmpDir() string    { return filepath.Join(s.layersDir(), ".tmp") }
+
+// Layer returns the directory of the layer with key; it exists only once
+// the layer is complete.
+func (s *Store) Layer(key string) string { return filepath.Join(s.layersDir(), key, "layer") }
+
+// Has reports whether the layer with key is complete.
+func (s *Store) Has(key string) bool {
+	fi, err := os.Lstat(s.Layer(key))
+	return err == nil && fi.IsDir()
+}
+
+// Empty reports whether the complete layer with key changes nothing (a
+// step such as !Env, or a command that wrote no file). Empty layers are
+// kept as markers that the step ran, and left out of mounted stacks.
+func (s *Store) Empty(key string) (bool, error) { return dirEmpty(s.Layer(key)) }
+
+// emptyLayer returns, as a one-layer stack, a layer with nothing in it.
+func (s *Store) emptyLayer() ([]string, error) {
+	key := hashStrings(keyVersion, "empty")
+	if !s.Has(key) {
+		p, err := s.newPending(key)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.Commit(); err != nil {
+			return nil, err
+		}
+	}
+	return []string{s.Layer(key)}, nil
+}
+
+// dirEmpty reports whether directory p has no entries.
+func dirEmpty(p string) (bool, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if errors.Is(err, fs.ErrNotExist) || len(names) == 0 {
+		return true, nil
+	}
+	return false, err
+}
+
+// pending is a layer being written.
+type pending struct {
+	store *Store
+	key   string
+	dir   string // the tmp directory holding "layer"
+}
+
+// Path is where the layer's content goes.
+func (p *pending) Path() string { return filepath.Join(p.dir, "layer") }
+
+// newPending makes a fresh, empty layer directory for key, owned by the
+// caller with mode 0755 (the container root's usual mode).
+func (s *Store) newPending(key string) (*pending, error) {
+	if err := os.MkdirAll(s.tmpDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("layer store: %w", err)
+	}
+	dir, err := os.MkdirTemp(s.tmpDir(), tmpPrefix()+key[:min(16, len(key))]+".")
+	if err != nil {
+		return nil, fmt.Errorf("layer store: %w", err)
+	}
+	p := &pending{store: s, key: key, dir: dir}
+	if err := os.Mkdir(p.Path(), 0o755); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("layer store: %w", err)
+	}
+	// MkdirTemp and the umask may have narrowed the mode.
+	if err := os.Chmod(p.Path(), 0o755); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return p, nil
+}
+
+// Commit moves the finished layer under its key and seals it. If another
+// build committed the same key meanwhile, that layer is kept (it has the
+// same content by construction) and this one is dropped.
+func (p *pending) Commit() error {
+	final := filepath.Dir(p.store.Layer(p.key))
+	if err := os.Rename(p.dir, final); err != nil {
+		if p.store.Has(p.key) {
+			return p.Discard()
+		}
+		return fmt.Errorf("commit layer %s: %w", final, err)
+	}
+	if err := os.Chmod(final, 0o555); err != nil {
+		return fmt.Errorf("seal layer %s: %w", final, err)
+	}
+	return nil
+}
+
+// Discard removes the unfinished layer.
+func (p *pending) Discard() error { return removeAll(p.dir) }
+
+// tmpPrefix starts the names of unfinished layers and roots: it carries
+// the builder's pid, so that `ovl clean --old` removes only those of
+// builds that are over.
+func tmpPrefix() string { return "tmp-" + strconv.Itoa(os.Getpid()) + "-" }
+
+var tmpName = regexp.MustCompile(`^\.?tmp-(\d+)-`)
+
+// buildRunning reports whether the unfinished layer or root name may
+// still be written by a live process.
+func buildRunning(name string) bool {
+	m := tmpName.FindStringSubmatch(name)
+	if m == nil {
+		return false
+	}
+	pid, _ := strconv.Atoi(m[1])
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
+}
+
+// removeAll is os.RemoveAll that also removes read-only directories the
+// caller owns (sealed layers, and containers have many), by making them
+// writable first.
+func removeAll(p string) error {
+	err := os.RemoveAll(p)
+	if err == nil || !errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				os.Chmod(q, fi.Mode().Perm()|0o700)
+			}
+		}
+		return nil
+	})
+	if err := os.RemoveAll(p); err != nil {
+		return fmt.Errorf("remove %s: %w", p, err)
+	}
+	return nil
+}

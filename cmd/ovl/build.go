@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"ovl/backend"
+	"ovl/build"
+	"ovl/selector"
+	"ovl/vagga"
+)
+
+func init() { register(buildNewCmd) }
+
+// buildOptions are `ovl build`'s parsed flags and arguments.
+type buildOptions struct {
+	Containers    []string
+	Config        string
+	CacheEachStep bool
+	Force         bool
+	ShellBefore   int
+	Backend       string
+	Quiet         bool
+	JSON          bool
+}
+
+func buildNewCmd(g *globalOptions) *cobra.Command {
+	o := &buildOptions{}
+	cmd := &cobra.Command{
+		Use:   "build [flags] CONTAINER...",
+		Short: "Build containers of vagga.yaml, a cached layer per step",
+		Long: `build builds containers from the vagga.yaml of the project (found in the
+current directory or a parent), as vagga's _build does, without network: the
+steps !Tar (a local tarball), !Container, !Sh, !Cmd, !Text, !Copy, !Env,
+!Remove, !EnsureDir, !EmptyDir and !Depends.
+
+Every step has a key: a hash of the step before it, the step as written and
+the content of the project files it reads. A step whose layer is in
+.vagga/.layers is not run again; so an unchanged container builds in
+milliseconds, and after an edit only the edited step and those after it run.
+Command steps run in the container (project bound at /work) on the layers
+below them, mounted with the backend 'ovl check' reports (or --backend);
+file steps write their layer directly.
+
+With --cache-each-step (the default) each step's changes are a sealed layer
+of their own: a failed build continues from the failed step, and ovl prints
+how to open a shell in the state just before it. --cache-each-step=false
+writes all steps of a container into one layer, as vagga does.
+
+The result is one plain directory, as vagga lays it out: .vagga/NAME is a
+symlink to .vagga/.roots/NAME.HASH8/root, replaced atomically.
+
+Exit status: 0 built; 1 a step failed or the config is wrong; 125 a shell
+before a step could not be started.`,
+		Example: `  ovl build base
+  ovl build --force app
+  ovl build --json app > events.json
+  ovl build app --shell-before-step 5`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Containers, o.JSON = args, g.JSON
+			if o.ShellBefore > 0 && len(args) != 1 {
+				return fmt.Errorf("build: --shell-before-step needs exactly one container")
+			}
+			return buildRun(cmd.Context(), o, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.Config, "config", "f", "", "the vagga.yaml (default: ./vagga.yaml or in a parent directory)")
+	f.BoolVar(&o.CacheEachStep, "cache-each-step", true, "keep every step as a layer of its own (false: one layer per container)")
+	f.BoolVar(&o.Force, "force", false, "rebuild the containers' steps even if cached")
+	f.IntVar(&o.ShellBefore, "shell-before-step", 0, "build up to step N-1 and open a shell in that state instead of building")
+	f.StringVar(&o.Backend, "backend", "", "native, fuse or copy (default: $OVL_BACKEND, else what 'ovl check' picks)")
+	f.BoolVarP(&o.Quiet, "quiet", "q", false, "print nothing but errors (and a failed step's output)")
+	return cmd
+}
+
+// buildLoad finds and reads the project's vagga.yaml.
+func buildLoad(config string) (*vagga.Config, error) {
+	if config == "" {
+		cwd, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		if config, err = vagga.Find(cwd); err != nil {
+			return nil, err
+		}
+	}
+	return vagga.Load(config)
+}
+
+// buildBackend asks the selector for the backend builds and runs of the
+// project use, probing on the project's filesystem.
+func buildBackend(ctx context.Context, cfg *vagga.Config, name string) (backend.Backend, error) {
+	dir := filepath.Join(cfg.Dir, ".vagga")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	b, _, err := selector.Select(ctx, selector.Options{Backend: name, LayerDir: dir})
+	return b, err
+}
+
+// buildProgress prints events: progress lines, or JSON for --json.
+type buildProgress struct {
+	w     io.Writer
+	json  bool
+	quiet bool
+}
+
+func (p *buildProgress) event(e build.Event) {
+	switch {
+	case p.json:
+		writeJSON(p.w, e)
+	case p.quiet || e.Status == build.StatusRunning:
+	default:
+		fmt.Fprintln(p.w, e.String())
+	}
+}
+
+func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, stderr io.Writer) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	cfg, err := buildLoad(o.Config)
+	if err != nil {
+		return err
+	}
+	b, err := buildBackend(ctx, cfg, o.Backend)
+	if err != nil {
+		return err
+	}
+	progress := &buildProgress{w: stderr, quiet: o.Quiet}
+	if o.JSON {
+		progress = &buildProgress{w: stdout, json: true}
+	}
+	// Command output goes to stderr as it comes; with --quiet or --json
+	// it is kept, and shown only if the build fails.
+	var kept bytes.Buffer
+	var output io.Writer = stderr
+	if o.Quiet || o.JSON {
+		output = &kept
+	}
+	builder := build.New(cfg, build.Options{
+		OneLayer: !o.CacheEachStep, Force: o.Force, Backend: b,
+		Run: build.RunnerFunc(b, cfg.Dir), Events: progress.event, Output: output,
+	})
+	if o.ShellBefore > 0 {
+		if err := builder.Shell(ctx, o.Containers[0], o.ShellBefore, stdin, stdout, stderr); err != nil {
+			var ee *build.ExitError
+			if errors.As(err, &ee) {
+				return &exitError{code: ee.Code}
+			}
+			return err
+		}
+		return nil
+	}
+	for _, name := range o.Containers {
+		r, err := builder.Build(ctx, name)
+		if err != nil {
+			if kept.Len() > 0 {
+				stderr.Write(kept.Bytes())
+			}
+			return err
+		}
+		switch {
+		case o.JSON:
+			writeJSON(stdout, buildSummary{Container: name, Key: r.Key, Root: r.Root, Layers: len(r.Layers), Ran: r.Ran, Backend: b.Name()})
+		case !o.Quiet:
+			rel, _ := filepath.Rel(cfg.Dir, filepath.Join(cfg.Dir, ".vagga", name))
+			fmt.Fprintf(stdout, "%s: built, %d steps run, %d layers (%s backend): %s\n", name, r.Ran, len(r.Layers), b.Name(), rel)
+		}
+	}
+	return nil
+}
+
+// buildSummary is the last JSON object `ovl build --json` prints per
+// container.
+type buildSummary struct {
+	Container string `json:"container"`
+	Key       string `json:"key"`
+	Root      string `json:"root"`
+	Layers    int    `json:"layers"`
+	Ran       int    `json:"ran"`
+	Backend   string `json:"backend"`
+}
+
+// buildCleanOptions are the flags `ovl clean` has for builds.
+type buildCleanOptions struct {
+	Old, UnusedLayers, Everything bool
+	Config                        string
+}
+
+func (o *buildCleanOptions) any() bool { return o.Old || o.UnusedLayers || o.Everything }
+
+// buildCleanFlags adds the build flags to `ovl clean`.
+func buildCleanFlags(f *pflag.FlagSet, o *buildCleanOptions) {
+	f.BoolVar(&o.Old, "old", false, "remove container roots no .vagga/NAME points to, and unfinished builds")
+	f.BoolVar(&o.UnusedLayers, "unused-layers", false, "remove layers no container of vagga.yaml uses any more")
+	f.BoolVar(&o.Everything, "everything", false, "remove the project's whole .vagga directory (sealed layers too)")
+	f.StringVar(&o.Config, "config", "", "with --old, --unused-layers, --everything: the vagga.yaml (default: found from here)")
+}
+
+// buildCleanResult is what `ovl clean --json` prints for the build flags.
+type buildCleanResult struct {
+	DryRun  bool            `json:"dry_run"`
+	Removed []build.Removed `json:"removed"`
+	Bytes   int64           `json:"bytes"`
+}
+
+// buildClean removes old roots, unused layers or everything of the
+// project's .vagga, listing each with its size.
+func buildClean(o *buildCleanOptions, dryRun, asJSON bool, w io.Writer) error {
+	cfg, err := buildLoad(o.Config)
+	if err != nil {
+		return err
+	}
+	b := build.New(cfg, build.Options{})
+	res := buildCleanResult{DryRun: dryRun, Removed: []build.Removed{}}
+	steps := []struct {
+		on bool
+		fn func(bool) ([]build.Removed, error)
+	}{{o.Old, b.Store().CleanOld}, {o.UnusedLayers, b.CleanUnusedLayers}, {o.Everything, b.Store().CleanEverything}}
+	for _, s := range steps {
+		if !s.on || err != nil {
+			continue
+		}
+		var removed []build.Removed
+		removed, err = s.fn(dryRun)
+		res.Removed = append(res.Removed, removed...)
+	}
+	for _, r := range res.Removed {
+		res.Bytes += r.Bytes
+	}
+	if asJSON {
+		if jerr := writeJSON(w, res); jerr != nil {
+			return jerr
+		}
+	} else {
+		verb := "removed"
+		if dryRun {
+			verb = "would remove"
+		}
+		for _, r := range res.Removed {
+			fmt.Fprintf(w, "%s %s (%s)\n", verb, r.Path, buildHumanBytes(r.Bytes))
+		}
+		fmt.Fprintf(w, "%s %d paths, %s in all\n", verb, len(res.Removed), buildHumanBytes(res.Bytes))
+	}
+	if err != nil {
+		return fmt.Errorf("clean: %w", err)
+	}
+	return nil
+}
+
+func buildHumanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"ovl/selector"
+)
+
+func init() { register(checkOverlayfsNewCmd) }
+
+// checkOverlayfsNewCmd is vagga's `_check_overlayfs_support`: one word,
+// "supported" (exit 0) when an overlay backend (native or FUSE) works for
+// this user, "unsupported" (exit 1) when only the copy fallback is left.
+func checkOverlayfsNewCmd(g *globalOptions) *cobra.Command {
+	var prober selector.ProbeFunc // tests inject one through checkOverlayfsRun
+	return &cobra.Command{
+		Use:    "_check_overlayfs_support",
+		Short:  "Print vagga's supported/unsupported for overlay (see 'ovl check')",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return checkOverlayfsRun(cmd.Context(), prober, cmd.OutOrStdout())
+		},
+	}
+}
+
+func checkOverlayfsRun(ctx context.Context, prober selector.ProbeFunc, w io.Writer) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	_, d, err := selector.Inspect(ctx, selector.Options{Backend: "auto", Prober: prober})
+	if err != nil {
+		fmt.Fprintln(w, "unsupported")
+		return &exitError{code: 1, msg: err.Error()}
+	}
+	if !d.Overlay() {
+		fmt.Fprintln(w, "unsupported")
+		return &exitError{code: 1}
+	}
+	fmt.Fprintln(w, "supported")
+	return nil
+}

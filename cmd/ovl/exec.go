@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"ovl/build"
+	"ovl/runner"
+)
+
+func init() { register(execNewCmd) }
+
+// execOptions are `ovl exec`'s parsed flags and arguments.
+type execOptions struct {
+	Command string
+	Args    []string
+	Config  string
+	Backend string
+	Quiet   bool
+}
+
+func execNewCmd(g *globalOptions) *cobra.Command {
+	o := &execOptions{}
+	cmd := &cobra.Command{
+		Use:   "exec [flags] COMMAND [ARGS...]",
+		Short: "Run a command of vagga.yaml, building its container first when stale",
+		Long: `exec runs COMMAND from the commands: of the project's vagga.yaml, as vagga
+runs 'vagga COMMAND': its container is built first if any step changed (see
+'ovl build'), then the command runs in the container's root with the
+container's and the command's volumes (!Snapshot, !Tmpfs, !BindRW, !BindRO)
+and environ, the project bound at /work, in /work (or the matching
+directory below it when run from inside the project, or the command's
+work-dir). ARGS are appended to a run: list, or become $1... of a run:
+string.
+
+write-mode: read-only (the default) mounts the root read-only;
+transient-hard-link-copy gives the command a writable root whose changes
+are thrown away when it exits (an overlay on native and fuse, a copy on the
+copy backend): the built container is never modified.
+
+Exit status: the command's own; 128+N when killed by signal N; 125 when
+ovl could not run it; 126 not executable; 127 not found in the container;
+1 when the build failed.`,
+		Example: `  ovl exec test
+  ovl exec run-server --port 8080`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Command, o.Args = args[0], args[1:]
+			return execRun(cmd.Context(), o, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.SetInterspersed(false) // flags after COMMAND are its arguments
+	f.StringVarP(&o.Config, "config", "f", "", "the vagga.yaml (default: ./vagga.yaml or in a parent directory)")
+	f.StringVar(&o.Backend, "backend", "", "native, fuse or copy (default: $OVL_BACKEND, else what 'ovl check' picks)")
+	f.BoolVarP(&o.Quiet, "quiet", "q", false, "do not print build progress")
+	return cmd
+}
+
+func execRun(ctx context.Context, o *execOptions, stdin io.Reader, stdout, stderr io.Writer) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	cfg, err := buildLoad(o.Config)
+	if err != nil {
+		return err
+	}
+	b, err := buildBackend(ctx, cfg, o.Backend)
+	if err != nil {
+		return &exitError{code: runExitOwnError, msg: "exec: " + err.Error()}
+	}
+	progress := &buildProgress{w: stderr, quiet: o.Quiet}
+	builder := build.New(cfg, build.Options{Backend: b, Run: build.RunnerFunc(b, cfg.Dir), Events: func(e build.Event) {
+		if e.Status != build.StatusCached { // a fresh container says nothing
+			progress.event(e)
+		}
+	}, Output: stderr})
+	cwd, _ := os.Getwd()
+	rc, err := builder.CommandRun(ctx, o.Command, o.Args, cwd)
+	if err != nil {
+		return err
+	}
+	rc.Backend = b
+	rc.Stdin, rc.Stdout, rc.Stderr = stdin, stdout, stderr
+	res, err := runner.Run(ctx, rc)
+	switch {
+	case errors.Is(err, runner.ErrCommandNotFound):
+		return &exitError{code: runExitNotFound, msg: "exec: " + err.Error()}
+	case errors.Is(err, runner.ErrNotExecutable):
+		return &exitError{code: runExitNotExec, msg: "exec: " + err.Error()}
+	case err != nil:
+		return &exitError{code: runExitOwnError, msg: fmt.Sprintf("exec %s (%s backend): %v", o.Command, b.Name(), err)}
+	case res.ExitCode != 0:
+		return &exitError{code: res.ExitCode}
+	}
+	return nil
+}

@@ -1,0 +1,354 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"ovl/backend"
+	"ovl/fusefs"
+	"ovl/layer"
+	"ovl/selector"
+)
+
+func init() { register(mountNewCmd) }
+
+// mountOptions are `ovl mount`'s parsed flags.
+type mountOptions struct {
+	JSON     bool
+	Backend  string
+	Lowers   []string // --lower, top first
+	Upper    string
+	Work     string
+	ReadOnly bool
+	Kernel   []string // -o, the kernel's option syntax
+	Features layer.Options
+	LayerDir string
+	// Foreground keeps ovl running until SIGINT/SIGTERM (or, for FUSE,
+	// until the mount goes away), serving a FUSE stack in this process,
+	// and unmounts on the way out.
+	Foreground bool
+	Target     string
+}
+
+func mountNewCmd(g *globalOptions) *cobra.Command {
+	o := &mountOptions{}
+	cmd := &cobra.Command{
+		Use:   "mount [--backend native|fuse|copy] --lower A:B [--upper U --work W] TARGET",
+		Short: "Mount a layer stack on TARGET with the fastest backend that works",
+		Long: `mount makes the merged tree of the lower layers (top first) and, when given,
+the writable upper layer appear at TARGET. Changes land in the upper
+directory; work is the backend's scratch directory, next to upper on the
+same filesystem. Without an upper the stack is read-only.
+
+The backend is the one 'ovl check' reports for you, unless --backend (or
+OVL_BACKEND) names one: native (kernel overlayfs; in place as root), fuse
+(ovl's own union filesystem; for ordinary users through fusermount3) or copy
+(the layers are copied into TARGET). A forced backend that cannot work here
+fails and says why.
+
+Layers are given with --lower: one value "A:B:C" is split at ':' (write '\:'
+for a ':' inside a path); given more than once, each --lower is exactly one
+layer, top first, so paths may contain ':'. The kernel's own syntax works
+too: -o lowerdir=A:B,upperdir=U,workdir=W[,volatile,index=on,...], with '\:'
+and '\,' escapes; '-o lowerdir+=DIR' adds one layer.
+
+Undo it with 'ovl umount TARGET'. With --foreground, ovl stays running
+instead, serving a FUSE stack itself, and unmounts when interrupted (or when
+the mount goes away); with the copy backend that is also when changes in
+TARGET are written back to the upper directory.`,
+		Example: `  ovl mount --lower /layers/app:/layers/base --upper /tmp/u --work /tmp/w /mnt/root
+  ovl mount --lower '/data/v1:2024' --lower /data/base --read-only /mnt/view
+  ovl mount -o lowerdir=/l/app:/l/base,upperdir=/tmp/u,workdir=/tmp/w,volatile /mnt/root
+  ovl mount --backend fuse --lower /l/base --upper /tmp/u --work /tmp/w /mnt/root
+  ovl mount --foreground --backend copy --lower /l/base --upper /tmp/u --work /tmp/w /mnt/root
+  ovl umount /mnt/root`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return fmt.Errorf("mount: give one TARGET directory, not %d arguments (see 'ovl mount --help')", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.JSON = g.JSON
+			o.Target = args[0]
+			return mountRun(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Backend, "backend", "", "native, fuse or copy (default: $OVL_BACKEND, else what 'ovl check' picks)")
+	f.StringArrayVar(&o.Lowers, "lower", nil, "lower layer(s), top first: A:B, or repeat the flag once per layer")
+	f.StringVar(&o.Upper, "upper", "", "writable upper layer (needs --work)")
+	f.StringVar(&o.Work, "work", "", "work directory, on the same filesystem as --upper")
+	f.BoolVar(&o.ReadOnly, "read-only", false, "mount read-only, even with an upper")
+	f.StringArrayVarP(&o.Kernel, "options", "o", nil, "kernel overlay options: lowerdir=A:B,upperdir=U,workdir=W,volatile,...")
+	f.BoolVar(&o.Features.Volatile, "volatile", false, "no syncs to the upper: faster, but the upper is unusable after a crash")
+	f.BoolVar(&o.Features.Index, "index", false, "index=on: keep hard links intact across copy-up")
+	f.BoolVar(&o.Features.RedirectDir, "redirect-dir", false, "redirect_dir=on: rename lower directories (root only)")
+	f.BoolVar(&o.Features.Metacopy, "metacopy", false, "metacopy=on: copy up metadata only on chmod/chown (root only)")
+	f.BoolVar(&o.Features.Xino, "xino", false, "xino=on: unique inode numbers across layers")
+	f.BoolVar(&o.Features.AllowOther, "allow-other", false, "let other users use a FUSE mount")
+	f.BoolVar(&o.Foreground, "foreground", false, "stay running until interrupted, then unmount (FUSE: serve in this process)")
+	f.StringVar(&o.LayerDir, "layer-dir", "", "directory whose filesystem the backend probe tests (default: ovl's state directory)")
+	return cmd
+}
+
+// mountResult is what `ovl mount --json` prints.
+type mountResult struct {
+	Target  string   `json:"target"`
+	Backend string   `json:"backend"`
+	Reasons []string `json:"reasons"`
+}
+
+func mountRun(ctx context.Context, o *mountOptions, w, errW io.Writer) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	spec, err := mountSpec(o)
+	if err != nil {
+		return err
+	}
+	b, d, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &spec, HostMount: true, LayerDir: o.LayerDir})
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", spec.Target, err)
+	}
+	if d.Backend == backend.Copy && !mountForced(o) && !o.Foreground {
+		msg := fmt.Sprintf("mount %s: no overlay backend can mount here for you (%s)", spec.Target, strings.Join(d.Reasons, "; "))
+		if len(d.Hints) > 0 {
+			msg += "; for one: " + strings.Join(d.Hints, "; ")
+		}
+		return fmt.Errorf("%s; --backend copy copies the layers into %s instead (with --foreground, changes are written back to the upper on exit)", msg, spec.Target)
+	}
+	announce := func() error {
+		if o.JSON {
+			return writeJSON(w, mountResult{Target: spec.Target, Backend: d.Backend, Reasons: d.Reasons})
+		}
+		_, err := fmt.Fprintf(w, "mounted %s (%s backend: %s)\n", spec.Target, d.Backend, strings.Join(d.Reasons, "; "))
+		return err
+	}
+	if o.Foreground {
+		return mountForeground(ctx, b, spec, announce)
+	}
+	if _, err := b.Mount(ctx, spec); err != nil {
+		return fmt.Errorf("mount %s with the %s backend: %w", spec.Target, b.Name(), err)
+	}
+	if d.Backend == backend.Copy {
+		fmt.Fprintf(errW, "ovl: %s holds a copy of the layers, not a mount: changes made there are not written back to the upper (use --foreground for that)\n", spec.Target)
+	}
+	return announce()
+}
+
+// mountForeground mounts spec and keeps it until SIGINT or SIGTERM, then
+// unmounts. A FUSE stack is served by this process (fusefs.Serve), which
+// also returns when the mount goes away.
+func mountForeground(ctx context.Context, b backend.Backend, spec layer.Spec, announce func() error) error {
+	ctx, stop := signal.NotifyContext(ctx, unix.SIGINT, unix.SIGTERM)
+	defer stop()
+	if b.Name() == backend.FUSE {
+		var announceErr error
+		err := fusefs.Serve(ctx, spec, fusefs.Options{Ready: func() { announceErr = announce() }})
+		if err != nil {
+			return fmt.Errorf("serve %s with the fuse backend: %w", spec.Target, err)
+		}
+		return announceErr
+	}
+	m, err := b.Mount(ctx, spec)
+	if err != nil {
+		return fmt.Errorf("mount %s with the %s backend: %w", spec.Target, b.Name(), err)
+	}
+	if err := announce(); err != nil {
+		m.Unmount()
+		return err
+	}
+	<-ctx.Done()
+	if err := m.Unmount(); err != nil {
+		return fmt.Errorf("unmount %s: %w", spec.Target, err)
+	}
+	return nil
+}
+
+// mountForced reports whether the user named the backend (flag or
+// OVL_BACKEND).
+func mountForced(o *mountOptions) bool {
+	f := o.Backend
+	if f == "" {
+		f = os.Getenv("OVL_BACKEND")
+	}
+	return f != "" && f != "auto"
+}
+
+// mountSpec builds the stack from the flags and -o options. Paths are
+// made absolute, so the mount does not depend on the working directory.
+func mountSpec(o *mountOptions) (layer.Spec, error) {
+	spec := layer.Spec{Target: o.Target, Upper: o.Upper, Work: o.Work, ReadOnly: o.ReadOnly, Options: o.Features}
+	switch len(o.Lowers) {
+	case 0:
+	case 1:
+		spec.Lowers = mountSplitEscaped(o.Lowers[0], ':')
+	default:
+		spec.Lowers = append(spec.Lowers, o.Lowers...)
+	}
+	for _, opts := range o.Kernel {
+		if err := mountApplyKernelOptions(&spec, opts, len(o.Lowers) > 0); err != nil {
+			return spec, err
+		}
+	}
+	if layer.DefaultNamespace() == layer.User {
+		spec.Namespace = layer.User // metadata in user.overlay.*, as the kernel's userxattr
+	}
+	if spec.Options.Metacopy {
+		// As in the kernel, metacopy=on turns redirect_dir on: a
+		// metacopy-only upper file needs the redirect to its data.
+		spec.Options.RedirectDir = true
+	}
+	if len(spec.Lowers) == 0 {
+		return spec, fmt.Errorf("no lower layer: give --lower DIR (or -o lowerdir=DIR)")
+	}
+	for i, l := range spec.Lowers {
+		if l == "" {
+			return spec, fmt.Errorf("lower layer %d is an empty path: check for a doubled or trailing ':'", i)
+		}
+	}
+	for _, p := range append([]*string{&spec.Target, &spec.Upper, &spec.Work}, mountPtrs(spec.Lowers)...) {
+		if *p == "" {
+			continue
+		}
+		a, err := mountAbs(*p)
+		if err != nil {
+			return spec, err
+		}
+		*p = a
+	}
+	return spec, nil
+}
+
+func mountPtrs(ss []string) []*string {
+	out := make([]*string, len(ss))
+	for i := range ss {
+		out[i] = &ss[i]
+	}
+	return out
+}
+
+func mountAbs(p string) (string, error) {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("make %s absolute: %w", p, err)
+	}
+	return a, nil
+}
+
+// mountApplyKernelOptions applies one -o value in the kernel's syntax:
+// comma-separated, '\' escaping the next character.
+func mountApplyKernelOptions(spec *layer.Spec, opts string, haveLower bool) error {
+	for _, opt := range mountSplitRaw(opts, ',') {
+		if opt == "" {
+			continue
+		}
+		key, val, _ := strings.Cut(opt, "=")
+		onOff := func() (bool, error) {
+			switch val {
+			case "", "on":
+				return true, nil
+			case "off":
+				return false, nil
+			}
+			if key == "redirect_dir" && (val == "follow" || val == "nofollow") {
+				return false, nil
+			}
+			if key == "xino" && val == "auto" {
+				return true, nil
+			}
+			return false, fmt.Errorf("-o %s=%s: want %s=on or %s=off", key, val, key, key)
+		}
+		var err error
+		switch key {
+		case "lowerdir":
+			if haveLower {
+				return fmt.Errorf("-o lowerdir and --lower both name the lower layers: give one of them")
+			}
+			spec.Lowers = mountSplitEscaped(val, ':')
+		case "lowerdir+":
+			if haveLower {
+				return fmt.Errorf("-o lowerdir+ and --lower both name the lower layers: give one of them")
+			}
+			spec.Lowers = append(spec.Lowers, mountUnescape(val))
+		case "upperdir":
+			spec.Upper = mountUnescape(val)
+		case "workdir":
+			spec.Work = mountUnescape(val)
+		case "ro":
+			spec.ReadOnly = true
+		case "rw":
+			spec.ReadOnly = false
+		case "userxattr":
+			spec.Namespace = layer.User
+		case "volatile":
+			spec.Options.Volatile = true
+		case "index":
+			spec.Options.Index, err = onOff()
+		case "redirect_dir":
+			spec.Options.RedirectDir, err = onOff()
+		case "metacopy":
+			spec.Options.Metacopy, err = onOff()
+		case "xino":
+			spec.Options.Xino, err = onOff()
+		case "allow_other":
+			spec.Options.AllowOther = true
+		default:
+			return fmt.Errorf("-o %s: unknown option; ovl takes lowerdir, lowerdir+, upperdir, workdir, ro, rw, userxattr, volatile, index, redirect_dir, metacopy, xino, allow_other", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mountSplitRaw splits s at each sep not escaped by '\', keeping the
+// escapes for the caller to remove.
+func mountSplitRaw(s string, sep byte) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case sep:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+// mountSplitEscaped splits s at each unescaped sep and removes the escapes.
+func mountSplitEscaped(s string, sep byte) []string {
+	parts := mountSplitRaw(s, sep)
+	for i, p := range parts {
+		parts[i] = mountUnescape(p)
+	}
+	return parts
+}
+
+// mountUnescape removes each '\' and keeps the character after it.
+func mountUnescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) {
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

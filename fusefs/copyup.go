@@ -1,0 +1,247 @@
+package fusefs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"ovl/layer"
+)
+
+// copyUp makes sure the node's visible copy is in the upper layer, so it
+// can be changed. With truncate, a regular file's data is not copied (it
+// is about to be cut to zero). It is crash-safe: the copy is built in the
+// work directory and renamed into place, so the upper never shows a
+// partial file.
+func (n *node) copyUp(truncate bool) error {
+	// 1. Fast path: already in the upper.
+	if n.inUpper() {
+		return nil
+	}
+	if !n.u.writable {
+		return syscall.EROFS
+	}
+	// 2. The parent first, recursively up to the root (which always has
+	// an upper).
+	p, name := n.parentNode()
+	if p == nil {
+		return syscall.ESTALE // unlinked, or the root of a stack without upper
+	}
+	if err := p.copyUp(false); err != nil {
+		return err
+	}
+	// 3. Take the node and check again: another request may have copied
+	// it meanwhile. io is taken first so no read or write runs on the old
+	// copy while it moves (lock order: io before mu).
+	n.io.Lock()
+	defer n.io.Unlock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	src := n.layers[0]
+	if n.u.isUpper(src) {
+		return nil
+	}
+	if err := n.copyUpLocked(p, name, src, truncate); err != nil {
+		return fmt.Errorf("copy up %q: %w", name, err)
+	}
+	return nil
+}
+
+// copyUpLocked does the copy. Preconditions: n.io and n.mu held; the
+// parent p is in the upper.
+func (n *node) copyUpLocked(p *node, name string, src int, truncate bool) (err error) {
+	u := n.u
+	srcDir, err := p.dirFd(src)
+	if err != nil {
+		return err
+	}
+	defer srcDir.release()
+	upDir, err := p.dirFd(0)
+	if err != nil {
+		return err
+	}
+	defer upDir.release()
+
+	// 4. What to copy: the lower's metadata.
+	var st unix.Stat_t
+	if err := unix.Fstatat(srcDir.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	typ := st.Mode & unix.S_IFMT
+
+	// 5. Create the copy in the work dir. From here on, one undo removes
+	// it on every failure.
+	tmp := u.tmpName()
+	created := false
+	defer func() {
+		if err != nil && created {
+			flags := 0
+			if typ == unix.S_IFDIR {
+				flags = unix.AT_REMOVEDIR
+			}
+			if uerr := unix.Unlinkat(u.workFd, tmp, flags); uerr != nil && !errors.Is(uerr, unix.ENOENT) {
+				u.log.Warn("undo copy-up: scratch copy left in the work dir (removed at next mount)", "name", tmp, "err", uerr)
+			}
+		}
+	}()
+	switch typ {
+	case unix.S_IFREG:
+		created = true
+		if err := copyFileData(srcDir.fd, name, u.workFd, tmp, truncate, !u.volatile); err != nil {
+			return err
+		}
+	case unix.S_IFDIR:
+		if err := unix.Mkdirat(u.workFd, tmp, 0o700); err != nil {
+			return err
+		}
+		created = true
+	case unix.S_IFLNK:
+		target, err := readlinkAt(srcDir.fd, name)
+		if err != nil {
+			return err
+		}
+		if err := unix.Symlinkat(target, u.workFd, tmp); err != nil {
+			return err
+		}
+		created = true
+	default:
+		if err := unix.Mknodat(u.workFd, tmp, st.Mode, int(st.Rdev)); err != nil {
+			return err
+		}
+		created = true
+	}
+
+	// 6. Extended attributes, except the overlay's own.
+	if err := u.copyXattrs(procPathAt(srcDir.fd, name), procPathAt(u.workFd, tmp)); err != nil {
+		return err
+	}
+
+	// 7. Owner, then mode (chown clears set-id bits), then times last.
+	if err := unix.Fchownat(u.workFd, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EINVAL) {
+		return err
+	}
+	if typ != unix.S_IFLNK {
+		if err := unix.Fchmodat(u.workFd, tmp, st.Mode&0o7777, 0); err != nil {
+			return err
+		}
+	}
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	if err := unix.UtimesNanoAt(u.workFd, tmp, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+
+	// 8. Rename into place: the one step that makes the copy visible.
+	// The parent's times are put back afterwards, and a directory's own
+	// (its ".." changed): a copy-up is not a change the user made.
+	// Linux: fs/overlayfs/copy_up.c:ovl_copy_up_one restores pstat.
+	var pst unix.Stat_t
+	perr := unix.Fstat(upDir.fd, &pst)
+	if err := unix.Renameat2(u.workFd, tmp, upDir.fd, name, unix.RENAME_NOREPLACE); err != nil {
+		return err
+	}
+	created = false
+	if typ == unix.S_IFDIR {
+		unix.UtimesNanoAt(upDir.fd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if perr == nil {
+		unix.UtimesNanoAt(upDir.fd, ".", []unix.Timespec{pst.Atim, pst.Mtim}, 0)
+	}
+
+	// 9. Publish: the node now lives in the upper. Nothing below can fail
+	// in a way that makes the upper wrong; a failed directory open only
+	// means no cached descriptor.
+	var ust unix.Stat_t
+	if err := unix.Fstatat(upDir.fd, name, &ust, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		u.origins.Store(devIno{ust.Dev, ust.Ino}, fileIdentity{n.ino, n.gen})
+	}
+	if typ == unix.S_IFDIR {
+		fd, err := openDirAt(upDir.fd, name)
+		if err != nil || u.dirFds.Add(1) > maxCachedDirFds {
+			if err == nil {
+				u.dirFds.Add(-1)
+				unix.Close(fd)
+			}
+			fd = -1
+		}
+		if n.dirFds == nil {
+			n.dirFds = make([]int, len(n.layers))
+			for i := range n.dirFds {
+				n.dirFds[i] = -1
+			}
+		}
+		n.layers = append([]int{0}, n.layers...)
+		n.dirFds = append([]int{fd}, n.dirFds...)
+		n.opacity = append([]layer.Opacity{layer.Transparent}, n.opacity...)
+	} else {
+		n.layers = []int{0}
+	}
+	n.orphan = ""
+	n.closeData() // the next read or write opens the upper copy
+	n.notifyAttr()
+	return nil
+}
+
+// copyFileData copies regular file name of srcDir to a new file dst of
+// dstDir, with copy_file_range (reflinks where the filesystem has them),
+// and syncs it when sync is set.
+func copyFileData(srcDir int, name string, dstDir int, dst string, skipData, sync bool) error {
+	out, err := unix.Openat(dstDir, dst, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(out)
+	if skipData {
+		return nil
+	}
+	in, err := unix.Openat(srcDir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(in)
+	for {
+		m, err := unix.CopyFileRange(in, nil, out, nil, 1<<30, 0)
+		if err != nil {
+			if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+				if _, err := io.Copy(os.NewFile(uintptr(dupOrDie(out)), "dst"), os.NewFile(uintptr(dupOrDie(in)), "src")); err != nil {
+					return err
+				}
+				break
+			}
+			return err
+		}
+		if m == 0 {
+			break
+		}
+	}
+	if sync {
+		return unix.Fsync(out)
+	}
+	return nil
+}
+
+func dupOrDie(fd int) int {
+	d, err := unix.Dup(fd)
+	if err != nil {
+		return -1
+	}
+	return d
+}
+
+// readlinkAt reads symlink name of dirfd.
+func readlinkAt(dirfd int, name string) (string, error) {
+	buf := make([]byte, 256)
+	for {
+		m, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if m < len(buf) {
+			return string(buf[:m]), nil
+		}
+		buf = make([]byte, len(buf)*2)
+	}
+}

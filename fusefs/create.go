@@ -1,0 +1,359 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"ovl/layer"
+)
+
+// prepareCreate readies directory d for a new entry name: a writable
+// stack, d in the upper, and name absent from the merged view. It tells
+// whether the upper has a whiteout to replace and whether a new
+// directory must be opaque (the name hides or merges with a lower one).
+func (d *node) prepareCreate(name string) (h layerHit, opaqueDir bool, err error) {
+	if !d.u.writable {
+		return h, false, syscall.EROFS
+	}
+	if err := d.copyUp(false); err != nil {
+		return h, false, err
+	}
+	h, err = d.lookupChild(name, false)
+	if err != nil {
+		return h, false, err
+	}
+	if h.kind == hitFile || h.kind == hitDir {
+		h.closeFds(d.u)
+		return h, false, syscall.EEXIST
+	}
+	d.mu.Lock()
+	merged := len(d.layers) > 1
+	d.mu.Unlock()
+	// Linux: fs/overlayfs/dir.c:ovl_create_upper and
+	// ovl_create_over_whiteout make a new directory opaque in a merged
+	// parent and over a whiteout.
+	return h, h.kind == hitWhiteout || merged, nil
+}
+
+// createEntry makes name in d with mk (which creates an entry at a
+// directory descriptor and name), over a whiteout if there is one, and
+// returns the new child. A new directory that must hide the layers below
+// is built opaque in the work dir and renamed into place, so it never
+// shows lower entries, even after a crash.
+func (d *node) createEntry(ctx context.Context, name string, isDir bool, mk func(dirfd int, name string, parent int) error, out *fuse.EntryOut) (*fs.Inode, error) {
+	h, opaque, err := d.prepareCreate(name)
+	if err != nil {
+		return nil, err
+	}
+	u := d.u
+	up, err := d.dirFd(0)
+	if err != nil {
+		return nil, err
+	}
+	defer up.release()
+	var upperEntry bool // a 0/0 whiteout at name in the upper
+	var wst unix.Stat_t
+	if h.upperWhiteout && unix.Fstatat(up.fd, name, &wst, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		upperEntry = true
+	}
+	if !upperEntry && !(isDir && opaque) {
+		if err := mk(up.fd, name, up.fd); err != nil {
+			return nil, err
+		}
+	} else {
+		tmp := u.tmpName()
+		if err := mk(u.workFd, tmp, up.fd); err != nil {
+			return nil, err
+		}
+		undo := func() { u.removeWork(tmp) }
+		if isDir && opaque {
+			if err := u.makeOpaque(u.workFd, tmp); err != nil {
+				undo()
+				return nil, err
+			}
+		}
+		switch {
+		case upperEntry && isDir:
+			// rename(2) will not put a directory over a device:
+			// exchange, then drop the whiteout.
+			if err := unix.Renameat2(u.workFd, tmp, up.fd, name, unix.RENAME_EXCHANGE); err != nil {
+				undo()
+				return nil, err
+			}
+			u.removeWork(tmp)
+		case upperEntry:
+			if err := unix.Renameat(u.workFd, tmp, up.fd, name); err != nil {
+				undo()
+				return nil, err
+			}
+		default:
+			if err := unix.Renameat2(u.workFd, tmp, up.fd, name, unix.RENAME_NOREPLACE); err != nil {
+				undo()
+				return nil, err
+			}
+		}
+	}
+	if h.upperWhiteout && !upperEntry {
+		// An OCI ".wh.NAME" whiteout: the new entry now hides the
+		// lower one itself.
+		unix.Unlinkat(up.fd, layer.WhiteoutPrefix+name, 0)
+	}
+	nh, err := d.lookupChild(name, false)
+	if err != nil {
+		return nil, err
+	}
+	if nh.kind != hitFile && nh.kind != hitDir {
+		return nil, syscall.EIO
+	}
+	child := d.newChild(ctx, &nh)
+	child.Operations().(*node).fillAttr(&nh.st, &out.Attr)
+	return child, nil
+}
+
+// chownToCaller gives a new entry the caller's owner, as the kernel does
+// for files it creates. An unprivileged daemon cannot, and needs not: it
+// is the caller.
+// parent is the upper directory the entry is for (it may be built in the
+// work dir): a set-group-ID parent gives its group, and its set-group-ID
+// bit to a new directory.
+func chownToCaller(ctx context.Context, dirfd int, name string, parent int) error {
+	c, ok := fuse.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	gid := int(c.Gid)
+	var pst unix.Stat_t
+	if unix.Fstat(parent, &pst) == nil && pst.Mode&unix.S_ISGID != 0 {
+		gid = int(pst.Gid)
+		var st unix.Stat_t
+		if dirfd != parent && unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			defer unix.Fchmodat(dirfd, name, st.Mode&0o7777|unix.S_ISGID, 0)
+		}
+	}
+	err := unix.Fchownat(dirfd, name, int(c.Uid), gid, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) {
+		return nil
+	}
+	return err
+}
+
+var _ = (fs.NodeMkdirer)((*node)(nil))
+
+func (d *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	child, err := d.createEntry(ctx, name, true, func(dirfd int, nm string, parent int) error {
+		if err := unix.Mkdirat(dirfd, nm, mode); err != nil {
+			return err
+		}
+		return chownToCaller(ctx, dirfd, nm, parent)
+	}, out)
+	return child, toErrno(err)
+}
+
+var _ = (fs.NodeMknoder)((*node)(nil))
+
+func (d *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if layer.IsWhiteoutDevice(mode, uint64(dev)) {
+		// A user must not be able to forge a whiteout.
+		return nil, syscall.EPERM
+	}
+	child, err := d.createEntry(ctx, name, false, func(dirfd int, nm string, parent int) error {
+		if err := unix.Mknodat(dirfd, nm, mode, int(dev)); err != nil {
+			return err
+		}
+		return chownToCaller(ctx, dirfd, nm, parent)
+	}, out)
+	return child, toErrno(err)
+}
+
+var _ = (fs.NodeSymlinker)((*node)(nil))
+
+func (d *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	child, err := d.createEntry(ctx, name, false, func(dirfd int, nm string, parent int) error {
+		if err := unix.Symlinkat(target, dirfd, nm); err != nil {
+			return err
+		}
+		return chownToCaller(ctx, dirfd, nm, parent)
+	}, out)
+	return child, toErrno(err)
+}
+
+var _ = (fs.NodeCreater)((*node)(nil))
+
+func (d *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	child, err := d.createEntry(ctx, name, false, func(dirfd int, nm string, parent int) error {
+		fd, err := unix.Openat(dirfd, nm, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, mode&0o7777)
+		if err != nil {
+			return err
+		}
+		unix.Close(fd)
+		return chownToCaller(ctx, dirfd, nm, parent)
+	}, out)
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	cn := child.Operations().(*node)
+	fh, fl, errno := cn.newHandle()
+	return child, fh, fl, errno
+}
+
+var _ = (fs.NodeLinker)((*node)(nil))
+
+func (d *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	tn, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	if !d.u.writable {
+		return nil, syscall.EROFS
+	}
+	if err := tn.copyUp(false); err != nil {
+		return nil, toErrno(err)
+	}
+	var linkErr error
+	child, err := d.createEntry(ctx, name, false, func(dirfd int, nm string, parent int) error {
+		linkErr = tn.at(0, func(srcDir int, srcName string) error {
+			return unix.Linkat(srcDir, srcName, dirfd, nm, 0)
+		})
+		return linkErr
+	}, out)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	tn.notifyAttr()
+	return child, 0
+}
+
+// notifyAttr tells the kernel to drop the node's cached attributes,
+// which the union changed behind its back (a copy-up changes the link
+// count and ctime). It is synchronous, so the next stat sees the change:
+// invalidating attributes only (offset -1) takes no inode lock in the
+// kernel (Linux: fs/fuse/inode.c:fuse_reverse_inval_inode), so it is
+// safe while a request on the node is in flight.
+func (n *node) notifyAttr() {
+	n.NotifyContent(-1, 0)
+}
+
+var _ = (fs.NodeUnlinker)((*node)(nil))
+
+func (d *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return toErrno(d.remove(name, false))
+}
+
+var _ = (fs.NodeRmdirer)((*node)(nil))
+
+func (d *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return toErrno(d.remove(name, true))
+}
+
+// remove deletes name from d: from the upper when only the upper has it,
+// with a whiteout when a lower layer has it too. A regular file the
+// kernel still knows stays readable through open descriptors: its upper
+// copy is moved into the work dir until the kernel forgets it.
+func (d *node) remove(name string, dir bool) error {
+	if !d.u.writable {
+		return syscall.EROFS
+	}
+	if err := d.copyUp(false); err != nil {
+		return err
+	}
+	h, err := d.lookupChild(name, false)
+	if err != nil {
+		return err
+	}
+	defer h.closeFds(d.u)
+	switch {
+	case h.kind == hitNone || h.kind == hitWhiteout:
+		return syscall.ENOENT
+	case dir && h.kind != hitDir:
+		return syscall.ENOTDIR
+	case !dir && h.kind == hitDir:
+		return syscall.EISDIR
+	}
+	var child *node
+	if ci := d.GetChild(name); ci != nil {
+		child, _ = ci.Operations().(*node)
+	}
+	if dir {
+		if child == nil {
+			return syscall.ESTALE
+		}
+		list, err := child.mergedList(true)
+		if err != nil {
+			return err
+		}
+		if len(list) > 0 {
+			return syscall.ENOTEMPTY
+		}
+	}
+	lower, err := d.lookupChild(name, true)
+	if err != nil {
+		return err
+	}
+	lower.closeFds(d.u)
+	lowerPositive := lower.kind == hitFile || lower.kind == hitDir
+	inUpper := d.u.isUpper(h.layers[0])
+
+	up, err := d.dirFd(0)
+	if err != nil {
+		return err
+	}
+	defer up.release()
+	keep := !dir && child != nil && inUpper && h.st.Mode&unix.S_IFMT == unix.S_IFREG && h.st.Nlink == 1
+	switch {
+	case !inUpper:
+		// Only lowers have it: a whiteout is all it takes. Open
+		// descriptors keep reading the lower copy.
+		if child != nil && !dir {
+			child.mu.Lock()
+			child.orphan, child.orphanLayer = child.Path(nil), h.layers[0]
+			child.mu.Unlock()
+		}
+		return layer.MakeWhiteout(up.fd, name)
+	case lowerPositive:
+		if dir {
+			if err := d.u.clearWhiteouts(up.fd, name); err != nil {
+				return err
+			}
+		}
+		kept, err := d.u.whiteoutEntry(up.fd, name, true, keep)
+		if err != nil {
+			return err
+		}
+		if keep {
+			child.setOrphan(kept)
+		}
+		return nil
+	case keep:
+		tmp := d.u.tmpName()
+		if err := unix.Renameat(up.fd, name, d.u.workFd, tmp); err != nil {
+			return err
+		}
+		child.setOrphan(tmp)
+		return nil
+	case dir:
+		err := unix.Unlinkat(up.fd, name, unix.AT_REMOVEDIR)
+		if errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
+			// Only whiteouts left (the merged view is empty).
+			if err := d.u.clearWhiteouts(up.fd, name); err != nil {
+				return err
+			}
+			err = unix.Unlinkat(up.fd, name, unix.AT_REMOVEDIR)
+		}
+		return err
+	default:
+		return unix.Unlinkat(up.fd, name, 0)
+	}
+}
+
+// setOrphan records that the node's data now lives at work-dir entry
+// name, removed when the kernel forgets the node.
+func (n *node) setOrphan(name string) {
+	n.mu.Lock()
+	n.orphan, n.orphanLayer = name, -1
+	n.mu.Unlock()
+}

@@ -1,0 +1,185 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"ovl/internal/userns"
+	"ovl/layer"
+)
+
+// cacheTimeout is how long the kernel may trust entries, attributes and
+// negative lookups: the union is the only writer of its upper, and
+// invalidates what it changes behind the kernel's back.
+const cacheTimeout = time.Hour
+
+// maxWrite is the largest write (and read) request the kernel sends.
+const maxWrite = 1 << 20
+
+// newRoot builds the root node of u: the layer roots, merged top-down
+// and cut below an opaque one.
+func newRoot(u *unionFS) (*node, error) {
+	var layers []int
+	var opac []layer.Opacity
+	var bottom unix.Stat_t
+	for i, l := range u.layers {
+		op, err := layer.DirOpacity(l.fd)
+		if err != nil {
+			return nil, fmt.Errorf("layer %s: %w", l.path, err)
+		}
+		if err := unix.Fstat(l.fd, &bottom); err != nil {
+			return nil, fmt.Errorf("layer %s: %w", l.path, err)
+		}
+		layers = append(layers, i)
+		opac = append(opac, op)
+		if op == layer.OpaqueDir {
+			break
+		}
+	}
+	root := newNode(u, u.ino(bottom.Dev, bottom.Ino), true, layers)
+	root.opacity = opac
+	return root, nil
+}
+
+// Serve mounts spec at spec.Target and serves it in this process until
+// the mount goes away (umount, fusermount3 -u) or ctx is done, which
+// unmounts it. opts.Ready is called once the mount is live.
+func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
+	if err := spec.Validate(0); err != nil {
+		return err
+	}
+	logger := slog.Default()
+	// The kernel applied the caller's umask to every mode it sends.
+	unix.Umask(0)
+	u, err := newUnionFS(spec, logger)
+	if err != nil {
+		return err
+	}
+	defer u.close()
+	u.noOpen = opts.NoOpen
+	u.passthrough = !opts.NoOpen && !opts.NoPassthrough && passthroughAllowed()
+	root, err := newRoot(u)
+	if err != nil {
+		return err
+	}
+	timeout := cacheTimeout
+	mo := fuse.MountOptions{
+		FsName:                   "ovl",
+		Name:                     "ovl",
+		Options:                  []string{"default_permissions"},
+		AllowOther:               spec.Options.AllowOther,
+		MaxWrite:                 maxWrite,
+		MaxReadAhead:             maxWrite,
+		MaxBackground:            64,
+		DirectMount:              true,
+		EnableSymlinkCaching:     true,
+		ExplicitDataCacheControl: true,
+		Debug:                    opts.Debug,
+	}
+	if !u.writable {
+		mo.Options = append(mo.Options, "ro")
+	}
+	if !opts.Debug {
+		mo.Logger = log.New(discard{}, "", 0)
+	}
+	server, err := fs.Mount(spec.Target, root, &fs.Options{
+		MountOptions:    mo,
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		NullPermissions: true,
+		RootStableAttr:  &fs.StableAttr{Ino: root.ino},
+	})
+	if err != nil {
+		return fmt.Errorf("mount fuse on %s: %w", spec.Target, err)
+	}
+	logger.Debug("fusefs mounted", "target", spec.Target, "passthrough", u.passthrough, "writable", u.writable)
+	if opts.Ready != nil {
+		opts.Ready()
+	}
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			if err := unmountTarget(spec.Target); err != nil {
+				logger.Warn("unmount", "target", spec.Target, "err", err)
+			}
+		case <-done:
+		}
+	}()
+	server.Wait()
+	close(done)
+	return nil
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// passthroughAllowed reports whether this daemon may register backing
+// files with the kernel: CAP_SYS_ADMIN in the initial user namespace and
+// a kernel with FUSE passthrough (6.9+).
+func passthroughAllowed() bool {
+	if userns.InUserNamespace() || !kernelAtLeast(6, 9) {
+		return false
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[0].Effective&(1<<unix.CAP_SYS_ADMIN) != 0
+}
+
+func kernelAtLeast(major, minor int) bool {
+	var uts unix.Utsname
+	if unix.Uname(&uts) != nil {
+		return false
+	}
+	rel := unix.ByteSliceToString(uts.Release[:])
+	parts := strings.SplitN(rel, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	ma, _ := strconv.Atoi(parts[0])
+	mi, _ := strconv.Atoi(strings.TrimFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+	return ma > major || (ma == major && mi >= minor)
+}
+
+// unmountTarget detaches a FUSE mount: umount(2) where this process may
+// (root, or root in the mount's user namespace), fusermount3 -u
+// otherwise.
+func unmountTarget(target string) error {
+	err := unix.Unmount(target, 0)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("unmount %s: not a mount point: %w", target, err)
+	}
+	if !errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("unmount %s: %w", target, err)
+	}
+	out, ferr := fusermountU(target)
+	if ferr != nil {
+		return fmt.Errorf("unmount %s: fusermount3 -u: %w: %s", target, ferr, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func init() {
+	if os.Getenv("OVL_FUSEFS_DEBUG") != "" {
+		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	}
+}

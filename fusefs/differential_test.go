@@ -1,0 +1,205 @@
+package fusefs
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"ovl/internal/difftest"
+	"ovl/internal/reexec"
+	"ovl/internal/testutil"
+	"ovl/layer"
+	"ovl/native"
+)
+
+// The differential test runs random operation sequences on two identical
+// layer stacks, one under kernel overlayfs (the oracle) and one under
+// fusefs, and demands the same errno from every call and the same trees,
+// also when each reads the layers the other wrote (see internal/difftest).
+//
+// Replay one seed with `go test ./fusefs -run Differential/root -seed N`
+// (or OVL_DIFF_SEED=N); OVL_DIFF_OPS sets the sequence length,
+// OVL_DIFF_SEEDS how many seeds run, OVL_DIFF_MAXFAIL after how many
+// failed seeds the run stops (0: never), OVL_DIFF_KEEP=1 keeps the stacks
+// of failed seeds; OVL_STRESS=1 runs thousands of longer sequences from a
+// random first seed (printed; OVL_DIFF_FIRST sets it).
+var diffSeed = flag.Int64("seed", 0, "run only this seed of TestDifferential (also OVL_DIFF_SEED)")
+
+const (
+	diffSeeds       = 200  // seeds in `make test`
+	diffStressSeeds = 3000 // seeds with OVL_STRESS=1
+	diffOps         = 30   // operations per sequence
+	diffStressOps   = 60
+	diffMaxFail     = 3 // failed seeds to report before stopping, by default
+	diffEntry       = "fusefs-differential"
+	envDiffSeed     = "OVL_DIFF_SEED"
+	envDiffFirst    = "OVL_DIFF_FIRST"
+	envDiffOps      = "OVL_DIFF_OPS"
+	envDiffKeep     = "OVL_DIFF_KEEP"
+	envDiffMaxFail  = "OVL_DIFF_MAXFAIL"
+	envDiffSeeds    = "OVL_DIFF_SEEDS"
+)
+
+func TestMain(m *testing.M) {
+	reexec.Init()
+	os.Exit(m.Run())
+}
+
+func init() {
+	difftest.RegisterEntry(diffEntry, diffMounters)
+}
+
+// diffMounters returns the oracle and the filesystem under test.
+func diffMounters() (difftest.Mounter, difftest.Mounter) {
+	return difftest.FromBackend(native.New()), difftest.FromBackend(NewBackend())
+}
+
+// diffPlan is which seeds a run covers, how long each sequence is, and
+// after how many failed seeds it stops.
+type diffPlan struct {
+	seeds   []int64
+	ops     int
+	maxFail int
+	env     []string // passes the plan on to the unprivileged child
+}
+
+func planDiff(t *testing.T) diffPlan {
+	t.Helper()
+	p := diffPlan{ops: diffOps, maxFail: diffMaxFail}
+	if v := os.Getenv(envDiffMaxFail); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			t.Fatalf("%s=%q: want how many failed seeds to report (0: all)", envDiffMaxFail, v)
+		}
+		p.maxFail = n
+	}
+	if os.Getenv("OVL_STRESS") == "1" {
+		p.ops = diffStressOps
+	}
+	if v := os.Getenv(envDiffOps); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("%s=%q: want a positive number of operations", envDiffOps, v)
+		}
+		p.ops = n
+	}
+	p.env = append(p.env, fmt.Sprintf("%s=%d", envDiffOps, p.ops))
+	seed := *diffSeed
+	if v := os.Getenv(envDiffSeed); v != "" && seed == 0 {
+		s, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("%s=%q: want a seed (an integer)", envDiffSeed, v)
+		}
+		seed = s
+	}
+	count := diffSeeds
+	if os.Getenv("OVL_STRESS") == "1" {
+		count = diffStressSeeds
+	}
+	if v := os.Getenv(envDiffSeeds); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("%s=%q: want a positive number of seeds", envDiffSeeds, v)
+		}
+		count = n
+	}
+	switch {
+	case seed != 0:
+		p.seeds = []int64{seed}
+		p.env = append(p.env, fmt.Sprintf("%s=%d", envDiffSeed, seed))
+	case os.Getenv("OVL_STRESS") == "1":
+		first := time.Now().UnixNano() % 1e9
+		if v := os.Getenv(envDiffFirst); v != "" {
+			f, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatalf("%s=%q: want the first seed (an integer)", envDiffFirst, v)
+			}
+			first = f
+		}
+		p.seeds = difftest.Seeds(first, count)
+		p.env = append(p.env, fmt.Sprintf("%s=%d", envDiffFirst, first))
+		t.Logf("stress: seeds %d to %d, %d operations each", first, first+int64(count)-1, p.ops)
+	default:
+		p.seeds = difftest.Seeds(1, count)
+	}
+	return p
+}
+
+func diffConfig(t *testing.T, p diffPlan, dir string, ns layer.Namespace) difftest.Config {
+	return difftest.Config{
+		Dir:       dir,
+		Namespace: ns,
+		Ops:       p.ops,
+		Replay:    fmt.Sprintf("%s=%d go test ./fusefs -run '%s' -seed %%d", envDiffOps, p.ops, t.Name()),
+		Keep:      os.Getenv(envDiffKeep) == "1",
+	}
+}
+
+// TestDifferential compares fusefs with kernel overlayfs over many random
+// operation sequences, as root and as an ordinary user (both mounts then
+// in a user namespace, overlay metadata in user.overlay.*).
+func TestDifferential(t *testing.T) {
+	t.Run("root", func(t *testing.T) {
+		testutil.RequireRoot(t)
+		p := planDiff(t)
+		dir := t.TempDir()
+		if os.Getenv(envDiffKeep) == "1" {
+			dir = keepDir(t)
+		}
+		cfg := diffConfig(t, p, dir, layer.Trusted)
+		oracle, subject := diffMounters()
+		start := time.Now()
+		errs := difftest.RunSeeds(context.Background(), cfg, p.seeds, oracle, subject, p.maxFail)
+		for _, err := range errs {
+			t.Error(err)
+		}
+		logDiffRun(t, p, errs, time.Since(start))
+	})
+	t.Run("nobody", func(t *testing.T) {
+		if !testutil.InNobodyChild() {
+			testutil.RunAsNobody(t, planDiff(t).env...)
+			return
+		}
+		p := planDiff(t)
+		dir := testutil.SharedDir(t)
+		if os.Getenv(envDiffKeep) == "1" {
+			dir = keepDir(t)
+		}
+		cfg := diffConfig(t, p, dir, layer.User)
+		start := time.Now()
+		errs, err := difftest.RunInUserNamespace(context.Background(), diffEntry, cfg, p.seeds, p.maxFail)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, err := range errs {
+			t.Error(err)
+		}
+		logDiffRun(t, p, errs, time.Since(start))
+	})
+}
+
+func logDiffRun(t *testing.T, p diffPlan, errs []error, took time.Duration) {
+	if p.maxFail > 0 && len(errs) >= p.maxFail {
+		t.Logf("stopped after %d failed seeds (%s=0 runs them all), in %v", len(errs), envDiffMaxFail, took.Round(time.Millisecond))
+		return
+	}
+	t.Logf("%d seeds of %d operations, %d failed, in %v", len(p.seeds), p.ops, len(errs), took.Round(time.Millisecond))
+}
+
+// keepDir is a directory outside the test's temporary tree, so stacks of
+// failed seeds survive the test (OVL_DIFF_KEEP=1).
+func keepDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "ovl-difftest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stacks of failed seeds are kept under %s", dir)
+	return dir
+}

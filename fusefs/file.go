@@ -1,0 +1,313 @@
+package fusefs
+
+import (
+	"context"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// maxCachedDataFds bounds the file descriptors nodes keep open for
+// reading and writing; past it, each request opens and closes its own.
+const maxCachedDataFds = 4096
+
+var cachedDataFds atomic.Int64
+
+// openData opens the node's visible copy for reading, or for writing
+// (then the copy must be in the upper).
+func (n *node) openData(write bool) (int, error) {
+	flags := unix.O_RDONLY
+	if write {
+		flags = unix.O_RDWR
+	}
+	fd := -1
+	err := n.at(n.topLayer(), func(dirfd int, name string) error {
+		var err error
+		fd, err = unix.Openat(dirfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+		return err
+	})
+	return fd, err
+}
+
+// dataFd returns a descriptor of the node's data, cached when the budget
+// allows. Preconditions: n.io held (shared). The caller calls done.
+func (n *node) dataFd(write bool) (fd int, done func(), err error) {
+	n.dataMu.Lock()
+	defer n.dataMu.Unlock()
+	if n.wfd >= 0 {
+		return n.wfd, func() {}, nil
+	}
+	if !write && n.rfd >= 0 {
+		return n.rfd, func() {}, nil
+	}
+	fd, err = n.openData(write)
+	if err != nil {
+		return -1, nil, err
+	}
+	if cachedDataFds.Add(1) > maxCachedDataFds {
+		cachedDataFds.Add(-1)
+		return fd, func() { unix.Close(fd) }, nil
+	}
+	if write {
+		n.wfd = fd
+	} else {
+		n.rfd = fd
+	}
+	return fd, func() {}, nil
+}
+
+// closeData drops the cached data descriptors, so the next request opens
+// the node's current copy. Preconditions: n.io held exclusively, or the
+// node forgotten.
+func (n *node) closeData() {
+	n.dataMu.Lock()
+	defer n.dataMu.Unlock()
+	for _, p := range []*int{&n.rfd, &n.wfd} {
+		if *p >= 0 {
+			unix.Close(*p)
+			cachedDataFds.Add(-1)
+			*p = -1
+		}
+	}
+}
+
+// fileHandle is an open file. Reads and writes go through the node (so
+// a handle opened before a copy-up sees the copy) unless the kernel
+// passes them through to backing.
+type fileHandle struct {
+	// backing is the upper file the kernel reads and writes directly, or
+	// -1 for a handle served by the daemon (a lower file).
+	backing int
+	// cached counts in node.cachedOpens.
+	cached bool
+}
+
+var _ = (fs.FilePassthroughFder)((*fileHandle)(nil))
+
+func (h *fileHandle) PassthroughFd() (int, bool) { return h.backing, h.backing >= 0 }
+
+func isWriteOpen(flags uint32) bool {
+	return flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
+}
+
+var _ = (fs.NodeOpener)((*node)(nil))
+
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if n.u.noOpen {
+		// Linux: fs/fuse/file.c:fuse_file_open sets no_open on ENOSYS:
+		// no more OPEN/FLUSH/RELEASE round trips, page cache kept; but
+		// an open for writing then copies up only at the first write.
+		return nil, 0, syscall.ENOSYS
+	}
+	if isWriteOpen(flags) {
+		if !n.u.writable {
+			return nil, 0, syscall.EROFS
+		}
+		if err := n.copyUp(flags&unix.O_TRUNC != 0); err != nil {
+			return nil, 0, toErrno(err)
+		}
+	}
+	return n.newHandle()
+}
+
+// newHandle opens a handle on the node's current copy: passthrough for an
+// upper file when no daemon-served handle is open (the kernel refuses to
+// mix the two on one inode), daemon-served otherwise.
+func (n *node) newHandle() (fs.FileHandle, uint32, syscall.Errno) {
+	if !n.u.passthrough {
+		return &fileHandle{backing: -1}, fuse.FOPEN_KEEP_CACHE, 0
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.u.isUpper(n.layers[0]) && n.cachedOpens == 0 {
+		fd := -1
+		err := n.atLocked(func(dirfd int, name string) error {
+			var err error
+			fd, err = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			return err
+		})
+		if err == nil {
+			return &fileHandle{backing: fd}, 0, 0
+		}
+	}
+	n.cachedOpens++
+	return &fileHandle{backing: -1, cached: true}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+var _ = (fs.NodeReleaser)((*node)(nil))
+
+func (n *node) Release(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	h, ok := f.(*fileHandle)
+	if !ok {
+		return 0
+	}
+	if h.backing >= 0 {
+		unix.Close(h.backing)
+	}
+	if h.cached {
+		n.mu.Lock()
+		n.cachedOpens--
+		n.mu.Unlock()
+	}
+	return 0
+}
+
+var _ = (fs.NodeFlusher)((*node)(nil))
+
+// Flush answers ENOSYS: the data is written through already, and the
+// kernel then never sends FLUSH on close again.
+func (n *node) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno { return syscall.ENOSYS }
+
+var _ = (fs.NodeReader)((*node)(nil))
+
+func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n.io.RLock()
+	defer n.io.RUnlock()
+	fd, done, err := n.dataFd(false)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	defer done()
+	total := 0
+	for total < len(dest) {
+		m, err := unix.Pread(fd, dest[total:], off+int64(total))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, toErrno(err)
+		}
+		if m == 0 {
+			break
+		}
+		total += m
+	}
+	return fuse.ReadResultData(dest[:total]), 0
+}
+
+var _ = (fs.NodeWriter)((*node)(nil))
+
+func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if !n.u.writable {
+		return 0, syscall.EROFS
+	}
+	if err := n.copyUp(false); err != nil {
+		return 0, toErrno(err)
+	}
+	n.io.RLock()
+	defer n.io.RUnlock()
+	fd, done, err := n.dataFd(true)
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	defer done()
+	m, err := unix.Pwrite(fd, data, off)
+	if err != nil {
+		return uint32(max(m, 0)), toErrno(err)
+	}
+	return uint32(m), 0
+}
+
+var _ = (fs.NodeFsyncer)((*node)(nil))
+
+func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	if !n.inUpper() || n.isDir {
+		return 0
+	}
+	n.io.RLock()
+	defer n.io.RUnlock()
+	fd, done, err := n.dataFd(true)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer done()
+	return toErrno(unix.Fsync(fd))
+}
+
+var _ = (fs.NodeAllocater)((*node)(nil))
+
+func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off, size uint64, mode uint32) syscall.Errno {
+	if !n.u.writable {
+		return syscall.EROFS
+	}
+	if err := n.copyUp(false); err != nil {
+		return toErrno(err)
+	}
+	n.io.RLock()
+	defer n.io.RUnlock()
+	fd, done, err := n.dataFd(true)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer done()
+	return toErrno(unix.Fallocate(fd, mode, int64(off), int64(size)))
+}
+
+var _ = (fs.NodeSetattrer)((*node)(nil))
+
+// Setattr copies the node up and changes it there: mode, owner, size,
+// times, in the order chmod/chown/truncate/utimes would.
+func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if !n.u.writable {
+		return syscall.EROFS
+	}
+	size, hasSize := in.GetSize()
+	if err := n.copyUp(hasSize && size == 0); err != nil {
+		return toErrno(err)
+	}
+	li := n.topLayer()
+	err := n.at(li, func(dirfd int, name string) error {
+		if m, ok := in.GetMode(); ok {
+			if err := unix.Fchmodat(dirfd, name, m, 0); err != nil {
+				return err
+			}
+		}
+		uid, okU := in.GetUID()
+		gid, okG := in.GetGID()
+		if okU || okG {
+			u, g := -1, -1
+			if okU {
+				u = int(uid)
+			}
+			if okG {
+				g = int(gid)
+			}
+			if err := unix.Fchownat(dirfd, name, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil && hasSize {
+		n.io.RLock()
+		var fd int
+		var done func()
+		fd, done, err = n.dataFd(true)
+		if err == nil {
+			err = unix.Ftruncate(fd, int64(size))
+			done()
+		}
+		n.io.RUnlock()
+	}
+	atime, okA := in.GetATime()
+	mtime, okM := in.GetMTime()
+	if err == nil && (okA || okM) {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if okA {
+			ts[0] = unix.NsecToTimespec(atime.UnixNano())
+		}
+		if okM {
+			ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+		}
+		err = n.at(li, func(dirfd int, name string) error {
+			return unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+		})
+	}
+	if err != nil {
+		return toErrno(err)
+	}
+	return n.Getattr(ctx, f, out)
+}

@@ -1,0 +1,221 @@
+package fusefs
+
+import (
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"golang.org/x/sys/unix"
+
+	"ovl/layer"
+)
+
+// Options tune how Serve runs a stack.
+type Options struct {
+	// NoPassthrough turns FUSE passthrough off even where the daemon may
+	// use it (comparisons, debugging).
+	NoPassthrough bool
+	// NoOpen saves the OPEN and RELEASE round trip of every file: the
+	// kernel is told once that the filesystem needs no opens. The price:
+	// a file opened for writing is copied up at its first write, not at
+	// the open, so an open-for-write that writes nothing leaves the
+	// layers (and the link count of a lower hard link) unchanged, unlike
+	// the kernel's overlay. No passthrough either.
+	NoOpen bool
+	// Debug logs every FUSE request to stderr.
+	Debug bool
+	// Ready, if set, is called once the mount is live.
+	Ready func()
+}
+
+// maxCachedDirFds bounds the directory descriptors nodes keep open, so a
+// tree with more directories than RLIMIT_NOFILE allows still works: past
+// the bound, directories are reopened by path per operation.
+const maxCachedDirFds = 4096
+
+// layerRoot is one layer directory of the stack.
+type layerRoot struct {
+	path  string
+	fd    int // O_RDONLY|O_DIRECTORY, open for the life of the mount
+	upper bool
+}
+
+// unionFS is one mounted stack. Its fields are immutable after
+// newUnionFS, except where a comment says otherwise.
+type unionFS struct {
+	spec     layer.Spec
+	layers   []layerRoot // upper first (when the stack has one), then lowers top-first
+	hasUpper bool        // layers[0] is the upper directory (maybe read-only)
+	writable bool        // changes are allowed (hasUpper and not ReadOnly)
+	workFd   int         // the work directory's scratch dir, or -1
+	ns       layer.Namespace
+	volatile bool
+
+	// passthrough is set when the kernel and the daemon's privilege allow
+	// FUSE passthrough; decided once at mount.
+	passthrough bool
+	// noOpen answers OPEN with ENOSYS (Options.NoOpen).
+	noOpen bool
+
+	devMu sync.Mutex
+	devs  map[uint64]uint64 // st_dev -> small index; protected by devMu
+
+	// origins maps the (dev, ino) of a copied-up upper file to the
+	// identity it had before copy-up.
+	origins sync.Map // devIno -> fileIdentity
+
+	// known maps the identity of each live non-directory node to it, to
+	// tell a copied-up file from a hard link of its origin that stayed
+	// in the lower layer.
+	known sync.Map // fs.StableAttr -> *node
+
+	dirFds  atomic.Int64  // directory descriptors cached by nodes
+	tmpSeq  atomic.Uint64 // names for scratch files in the work dir
+	renamMu sync.Mutex    // serialises renames against each other
+	log     *slog.Logger
+}
+
+type devIno struct{ dev, ino uint64 }
+
+// fileIdentity is what names a non-directory to the kernel: its inode
+// number and the generation that tells apart one inode seen in two
+// layers.
+type fileIdentity struct{ ino, gen uint64 }
+
+// fileID returns the identity of the non-directory st found as name in
+// directory parent, in layer li: its origin's, when it was copied up
+// during this mount. Hard links inside a lower layer are separate files
+// of the union (each is copied up on its own, as without the kernel's
+// index feature), so their generation also names the link.
+func (u *unionFS) fileID(st *unix.Stat_t, li int, parent uint64, name string) (uint64, uint64) {
+	if v, ok := u.origins.Load(devIno{st.Dev, st.Ino}); ok {
+		id := v.(fileIdentity)
+		return id.ino, id.gen
+	}
+	gen := uint64(li) + 1
+	if !u.isUpper(li) && st.Nlink > 1 {
+		h := fnv.New64a()
+		fmt.Fprintf(h, "%d/%s", parent, name)
+		gen |= h.Sum64() << 16
+	}
+	return u.ino(st.Dev, st.Ino), gen
+}
+
+// workSubdir is ovl's own directory inside the Spec's Work, kept apart
+// from the kernel's "work" and "index" so both can share one work dir.
+const workSubdir = "ovl-fuse"
+
+// newUnionFS opens every layer of spec and prepares the work directory,
+// removing what an earlier crash left there.
+func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
+	u = &unionFS{spec: spec, workFd: -1, ns: spec.Namespace, volatile: spec.Options.Volatile,
+		devs: map[uint64]uint64{}, log: log}
+	defer func() {
+		if err != nil {
+			u.close()
+		}
+	}()
+	open := func(p string, upper bool) error {
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open layer %s: %w", p, err)
+		}
+		u.layers = append(u.layers, layerRoot{path: p, fd: fd, upper: upper})
+		return nil
+	}
+	if spec.Upper != "" {
+		u.hasUpper = true
+		u.writable = !spec.ReadOnly
+		if err := open(spec.Upper, true); err != nil {
+			return nil, err
+		}
+	}
+	for _, l := range spec.Lowers {
+		if err := open(l, false); err != nil {
+			return nil, err
+		}
+	}
+	if u.writable {
+		if err := u.prepareWork(); err != nil {
+			return nil, err
+		}
+	}
+	return u, nil
+}
+
+// prepareWork makes Work/ovl-fuse empty: whatever is in it is a copy-up
+// or a deletion that a crash interrupted, never visible in the tree.
+func (u *unionFS) prepareWork() error {
+	dir := filepath.Join(u.spec.Work, workSubdir)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("clean stale work dir %s: %w", dir, err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return fmt.Errorf("work dir %s: %w", dir, err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("work dir %s: %w", dir, err)
+	}
+	u.workFd = fd
+	return nil
+}
+
+func (u *unionFS) close() {
+	for _, l := range u.layers {
+		unix.Close(l.fd)
+	}
+	u.layers = nil
+	if u.workFd >= 0 {
+		unix.Close(u.workFd)
+		u.workFd = -1
+	}
+}
+
+// tmpName returns a fresh name for a scratch entry in the work dir.
+func (u *unionFS) tmpName() string {
+	return fmt.Sprintf("#%x", u.tmpSeq.Add(1))
+}
+
+// ino maps the (dev, ino) of a layer file to the inode number the union
+// shows: unique across layers, identical for one file seen twice.
+func (u *unionFS) ino(dev, ino uint64) uint64 {
+	u.devMu.Lock()
+	idx, ok := u.devs[dev]
+	if !ok {
+		idx = uint64(len(u.devs) + 1)
+		u.devs[dev] = idx
+	}
+	u.devMu.Unlock()
+	if ino < 1<<48 && idx < 1<<14 {
+		return idx<<48 | ino
+	}
+	// Inode numbers too big to tag: mix, keeping clear of the tagged range.
+	h := (ino ^ idx*0x9e3779b97f4a7c15) * 0xbf58476d1ce4e5b9
+	return (h | 1<<62) &^ (1 << 63)
+}
+
+// freeGen returns the generation for a non-directory with identity id
+// found in layer li: id.Gen, unless a live node of that identity was
+// copied up meanwhile (the lower copy is then another file, as a hard
+// link broken by copy-up is in the kernel's overlay), in which case the
+// next generation free for it.
+func (u *unionFS) freeGen(id fs.StableAttr, li int) uint64 {
+	for k := uint64(0); k < 1<<16; k++ {
+		probe := id
+		probe.Gen = id.Gen + k<<8
+		v, ok := u.known.Load(probe)
+		if !ok || v.(*node).topLayer() == li {
+			return probe.Gen
+		}
+	}
+	return id.Gen
+}
+
+// upperOnly reports whether layer index li is the writable upper.
+func (u *unionFS) isUpper(li int) bool { return u.hasUpper && li == 0 }

@@ -1,0 +1,83 @@
+package fusefs
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"ovl/backend"
+	"ovl/internal/testutil"
+	"ovl/layer"
+)
+
+// stack is a layer stack on disk: lowers (top first), upper, work,
+// target, all under one temporary directory.
+type stack struct {
+	dir    string
+	lowers []string
+	upper  string
+	work   string
+	target string
+}
+
+// newStack makes the directories of a stack with n lowers under dir.
+func newStack(t testing.TB, dir string, n int) *stack {
+	t.Helper()
+	s := &stack{dir: dir, upper: filepath.Join(dir, "upper"), work: filepath.Join(dir, "work"), target: filepath.Join(dir, "mnt")}
+	for i := 0; i < n; i++ {
+		s.lowers = append(s.lowers, filepath.Join(dir, "lower"+string(rune('0'+i))))
+	}
+	for _, d := range append(append([]string{}, s.lowers...), s.upper, s.work, s.target) {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+func (s *stack) spec() layer.Spec {
+	return layer.Spec{Lowers: s.lowers, Upper: s.upper, Work: s.work, Target: s.target}
+}
+
+// mountFuse mounts s with fusefs's daemon; unmounted when the test ends.
+func mountFuse(t testing.TB, spec layer.Spec) backend.Mount {
+	t.Helper()
+	testutil.CleanupMount(t, spec.Target)
+	m, err := NewBackend().Mount(context.Background(), spec)
+	if err != nil {
+		t.Fatalf("fusefs mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := m.Unmount(); err != nil {
+			t.Errorf("fusefs unmount: %v", err)
+		}
+	})
+	return m
+}
+
+// writeFiles creates files under root: path -> content; a path ending
+// in "/" is a directory, content "->X" a symlink to X.
+func writeFiles(t testing.TB, root string, files map[string]string) {
+	t.Helper()
+	for p, c := range files {
+		full := filepath.Join(root, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case p[len(p)-1] == '/':
+			if err := os.MkdirAll(full, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		case len(c) > 2 && c[:2] == "->":
+			if err := os.Symlink(c[2:], full); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

@@ -1,0 +1,261 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"ovl/layer"
+)
+
+// node is one file or directory of the merged tree.
+type node struct {
+	fs.Inode
+	u *unionFS
+
+	ino   uint64 // immutable: the inode number the union shows
+	gen   uint64 // immutable: the generation (see newChild)
+	isDir bool   // immutable
+
+	// mu protects the fields below.
+	mu sync.Mutex
+	// layers lists the layers (indexes into unionFS.layers) holding this
+	// node, top-first. A non-directory has exactly one; a directory has
+	// every layer that merges into it, cut below an opaque one. Only
+	// copy-up changes it, by putting the upper in front.
+	layers []int
+	// dirFds are directory descriptors parallel to layers (directories
+	// only), -1 where not cached.
+	dirFds []int
+	// opacity is each directory layer's layer.Opacity, parallel to layers.
+	opacity []layer.Opacity
+	// orphan, for a file unlinked while the kernel still knew it, is
+	// where its data is still reachable: orphanLayer is a layer index, or
+	// -1 for the work directory.
+	orphan      string
+	orphanLayer int
+	// cachedOpens counts open handles that do not use passthrough, which
+	// the kernel will not mix with passthrough ones.
+	cachedOpens int
+
+	// io is held shared while a data descriptor of this node is in use,
+	// and exclusively by copy-up when it moves the data to the upper.
+	io sync.RWMutex
+	// data caches read (and, for upper files, write) descriptors; nil
+	// until the first read or write. Protected by io (swap) and dataMu.
+	dataMu sync.Mutex
+	rfd    int // -1 when not open
+	wfd    int // -1 when not open
+}
+
+func newNode(u *unionFS, ino uint64, isDir bool, layers []int) *node {
+	return &node{u: u, ino: ino, isDir: isDir, layers: layers, rfd: -1, wfd: -1}
+}
+
+// topLayer returns the layer holding the node's visible copy.
+func (n *node) topLayer() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.layers[0]
+}
+
+// inUpper reports whether the node's visible copy is in the upper layer.
+func (n *node) inUpper() bool { return n.u.isUpper(n.topLayer()) }
+
+// parentNode returns the node's parent and its name there, or nil for the
+// root and for unlinked nodes.
+func (n *node) parentNode() (*node, string) {
+	name, p := n.Parent()
+	if p == nil {
+		return nil, ""
+	}
+	pn, _ := p.Operations().(*node)
+	return pn, name
+}
+
+// dirFd returns a descriptor of this directory in layer li (which must be
+// one of its layers), from the cache or freshly opened below the parent.
+func (n *node) dirFd(li int) (fdRef, error) {
+	n.mu.Lock()
+	for i, l := range n.layers {
+		if l == li && n.dirFds != nil && n.dirFds[i] >= 0 {
+			fd := n.dirFds[i]
+			n.mu.Unlock()
+			return fdRef{fd: fd}, nil
+		}
+	}
+	n.mu.Unlock()
+	if n.IsRoot() {
+		return fdRef{fd: n.u.layers[li].fd}, nil
+	}
+	p, name := n.parentNode()
+	if p == nil {
+		return fdRef{}, syscall.ESTALE
+	}
+	pfd, err := p.dirFd(li)
+	if err != nil {
+		return fdRef{}, err
+	}
+	defer pfd.release()
+	fd, err := openDirAt(pfd.fd, name)
+	if err != nil {
+		return fdRef{}, err
+	}
+	return fdRef{fd: fd, owned: true}, nil
+}
+
+// openDirAt opens directory name of dirfd without following a symlink:
+// for reading where allowed, as O_PATH otherwise.
+func openDirAt(dirfd int, name string) (int, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == unix.EACCES {
+		fd, err = unix.Openat(dirfd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	return fd, err
+}
+
+// at calls fn with a directory descriptor and a name that reach this
+// node's copy in layer li. For a directory the name is ".".
+func (n *node) at(li int, fn func(dirfd int, name string) error) error {
+	n.mu.Lock()
+	orphan, orphanLayer := n.orphan, n.orphanLayer
+	n.mu.Unlock()
+	return n.atWith(orphan, orphanLayer, li, fn)
+}
+
+// atLocked is at for the node's top layer. Preconditions: n.mu held; n
+// is not a directory.
+func (n *node) atLocked(fn func(dirfd int, name string) error) error {
+	return n.atWith(n.orphan, n.orphanLayer, n.layers[0], fn)
+}
+
+func (n *node) atWith(orphan string, orphanLayer, li int, fn func(dirfd int, name string) error) error {
+	if orphan != "" {
+		root := n.u.workFd
+		if orphanLayer >= 0 {
+			root = n.u.layers[orphanLayer].fd
+		}
+		dir, base := splitPath(orphan)
+		dfd := root
+		if dir != "" {
+			fd, err := openBeneath(root, dir, unix.O_PATH|unix.O_DIRECTORY)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			dfd = fd
+		}
+		return fn(dfd, base)
+	}
+	if n.isDir {
+		r, err := n.dirFd(li)
+		if err != nil {
+			return err
+		}
+		defer r.release()
+		return fn(r.fd, ".")
+	}
+	p, name := n.parentNode()
+	if p == nil {
+		return syscall.ESTALE
+	}
+	r, err := p.dirFd(li)
+	if err != nil {
+		return err
+	}
+	defer r.release()
+	return fn(r.fd, name)
+}
+
+// lstat stats the node's visible copy.
+func (n *node) lstat(st *unix.Stat_t) error {
+	return n.at(n.topLayer(), func(dirfd int, name string) error {
+		return unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+	})
+}
+
+// fillAttr converts a layer stat into what the union shows.
+func (n *node) fillAttr(st *unix.Stat_t, out *fuse.Attr) {
+	out.Ino = n.ino
+	out.Size = uint64(st.Size)
+	out.Blocks = uint64(st.Blocks)
+	out.Atime, out.Atimensec = uint64(st.Atim.Sec), uint32(st.Atim.Nsec)
+	out.Mtime, out.Mtimensec = uint64(st.Mtim.Sec), uint32(st.Mtim.Nsec)
+	out.Ctime, out.Ctimensec = uint64(st.Ctim.Sec), uint32(st.Ctim.Nsec)
+	out.Mode = st.Mode
+	out.Nlink = uint32(st.Nlink)
+	out.Uid, out.Gid = st.Uid, st.Gid
+	out.Rdev = uint32(st.Rdev)
+	out.Blksize = uint32(st.Blksize)
+	if !n.isDir {
+		n.mu.Lock()
+		deleted := n.orphan != "" && n.orphanLayer < 0
+		n.mu.Unlock()
+		if deleted {
+			out.Nlink = 0 // unlinked, kept only for open descriptors
+		}
+	}
+	if n.isDir {
+		n.mu.Lock()
+		merged := len(n.layers) > 1
+		n.mu.Unlock()
+		if merged {
+			// Linux: fs/overlayfs/inode.c:ovl_getattr reports 1 for a
+			// merged directory, whose real link count is unknowable.
+			out.Nlink = 1
+		}
+	}
+}
+
+var _ = (fs.NodeGetattrer)((*node)(nil))
+
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	var st unix.Stat_t
+	if err := n.lstat(&st); err != nil {
+		return toErrno(err)
+	}
+	n.fillAttr(&st, &out.Attr)
+	return 0
+}
+
+var _ = (fs.NodeOnForgetter)((*node)(nil))
+
+// OnForget closes the descriptors the node cached and removes the data of
+// an unlinked file that was kept in the work directory.
+func (n *node) OnForget() {
+	if !n.isDir {
+		n.u.known.CompareAndDelete(fs.StableAttr{Mode: n.Mode(), Ino: n.ino, Gen: n.gen}, n)
+	}
+	n.mu.Lock()
+	for i, fd := range n.dirFds {
+		if fd >= 0 {
+			unix.Close(fd)
+			n.u.dirFds.Add(-1)
+			n.dirFds[i] = -1
+		}
+	}
+	orphan, orphanLayer := n.orphan, n.orphanLayer
+	n.mu.Unlock()
+	n.closeData()
+	if orphan != "" && orphanLayer < 0 && n.u.workFd >= 0 {
+		unix.Unlinkat(n.u.workFd, orphan, 0)
+	}
+}
+
+// toErrno converts an error of a system call or of this package to the
+// errno FUSE returns. It is the only place that does.
+func toErrno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return fs.ToErrno(err)
+}

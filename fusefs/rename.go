@@ -1,0 +1,256 @@
+package fusefs
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"golang.org/x/sys/unix"
+
+	"ovl/layer"
+)
+
+var _ = (fs.NodeRenamer)((*node)(nil))
+
+// Rename moves name of d to newName of newParent, as kernel overlayfs
+// without redirect_dir does: a directory that exists in a lower layer
+// cannot move (EXDEV, and tools such as mv fall back to copying); a
+// moved name that a lower layer also has leaves a whiteout; a directory
+// moved where a lower layer has the name becomes opaque.
+func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	return toErrno(d.rename(name, np, newName, flags))
+}
+
+func (d *node) rename(name string, np *node, newName string, flags uint32) error {
+	u := d.u
+	if !u.writable {
+		return syscall.EROFS
+	}
+	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
+		return syscall.EINVAL
+	}
+	u.renamMu.Lock()
+	defer u.renamMu.Unlock()
+
+	src, err := d.lookupChild(name, false)
+	if err != nil {
+		return err
+	}
+	src.closeFds(u)
+	if src.kind != hitFile && src.kind != hitDir {
+		return syscall.ENOENT
+	}
+	if src.kind == hitDir && (len(src.layers) > 1 || !u.isUpper(src.layers[0])) {
+		// Linux: fs/overlayfs/dir.c:ovl_rename without redirect_dir.
+		return syscall.EXDEV
+	}
+	dst, err := np.lookupChild(newName, false)
+	if err != nil {
+		return err
+	}
+	dst.closeFds(u)
+	dstExists := dst.kind == hitFile || dst.kind == hitDir
+	if flags&unix.RENAME_NOREPLACE != 0 && dstExists {
+		return syscall.EEXIST
+	}
+	if flags&unix.RENAME_EXCHANGE != 0 {
+		return d.exchange(name, &src, np, newName, &dst)
+	}
+	if dst.kind == hitDir && (len(dst.layers) > 1 || !u.isUpper(dst.layers[0])) && src.kind == hitDir {
+		// Replacing a merged directory: it must be empty, and is
+		// replaced by an opaque one.
+		if ci := np.GetChild(newName); ci != nil {
+			if list, err := ci.Operations().(*node).mergedList(true); err != nil {
+				return err
+			} else if len(list) > 0 {
+				return syscall.ENOTEMPTY
+			}
+		}
+	}
+
+	// Everything involved moves to the upper first.
+	if ci := d.GetChild(name); ci != nil {
+		if err := ci.Operations().(*node).copyUp(false); err != nil {
+			return err
+		}
+	} else {
+		return syscall.ESTALE
+	}
+	if err := np.copyUp(false); err != nil {
+		return err
+	}
+	oldLower, err := d.lookupChild(name, true)
+	if err != nil {
+		return err
+	}
+	oldLower.closeFds(u)
+	newLower, err := np.lookupChild(newName, true)
+	if err != nil {
+		return err
+	}
+	newLower.closeFds(u)
+
+	oldUp, err := d.dirFd(0)
+	if err != nil {
+		return err
+	}
+	defer oldUp.release()
+	newUp, err := np.dirFd(0)
+	if err != nil {
+		return err
+	}
+	defer newUp.release()
+
+	if src.kind == hitDir && newLower.kind == hitDir {
+		if err := u.makeOpaque(oldUp.fd, name); err != nil {
+			return err
+		}
+	}
+	// The target's upper side: a whiteout or a directory of whiteouts
+	// must go before rename(2) can put something there.
+	var tst unix.Stat_t
+	if unix.Fstatat(newUp.fd, newName, &tst, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		switch {
+		case dst.kind == hitWhiteout && src.kind == hitDir:
+			if err := unix.Unlinkat(newUp.fd, newName, 0); err != nil {
+				return err
+			}
+		case dst.kind == hitDir:
+			if err := u.clearWhiteouts(newUp.fd, newName); err != nil {
+				return err
+			}
+		}
+	}
+	if err := np.keepReplaced(newName, &dst, newUp.fd); err != nil {
+		return err
+	}
+	oldLowerPositive := oldLower.kind == hitFile || oldLower.kind == hitDir
+	if oldLowerPositive {
+		err := unix.Renameat2(oldUp.fd, name, newUp.fd, newName, unix.RENAME_WHITEOUT)
+		if err == nil {
+			return d.dropOCIWhiteout(newUp.fd, newName, dst.upperWhiteout)
+		}
+		if err != unix.EINVAL && err != unix.EPERM {
+			return err
+		}
+		// No RENAME_WHITEOUT here: move, then write the whiteout.
+		if err := unix.Renameat(oldUp.fd, name, newUp.fd, newName); err != nil {
+			return err
+		}
+		if _, err := u.whiteoutEntry(oldUp.fd, name, false, false); err != nil {
+			return err
+		}
+		return d.dropOCIWhiteout(newUp.fd, newName, dst.upperWhiteout)
+	}
+	if err := unix.Renameat(oldUp.fd, name, newUp.fd, newName); err != nil {
+		return err
+	}
+	return d.dropOCIWhiteout(newUp.fd, newName, dst.upperWhiteout)
+}
+
+// keepReplaced keeps the data of a regular file that a rename is about
+// to replace readable for descriptors still open on it: an upper file
+// gets a second link in the work dir (dropped when the kernel forgets
+// it), a lower one stays where it is.
+func (d *node) keepReplaced(name string, h *layerHit, updir int) error {
+	if h.kind != hitFile || h.st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil
+	}
+	ci := d.GetChild(name)
+	if ci == nil {
+		return nil
+	}
+	child := ci.Operations().(*node)
+	if !d.u.isUpper(h.layers[0]) {
+		child.mu.Lock()
+		child.orphan, child.orphanLayer = child.Path(nil), h.layers[0]
+		child.mu.Unlock()
+		return nil
+	}
+	if h.st.Nlink != 1 {
+		return nil
+	}
+	tmp := d.u.tmpName()
+	if err := unix.Linkat(updir, name, d.u.workFd, tmp, 0); err != nil {
+		return err
+	}
+	child.setOrphan(tmp)
+	return nil
+}
+
+// dropOCIWhiteout removes a ".wh.NAME" whiteout that the entry now at
+// name replaces (0/0 whiteouts are replaced by rename(2) itself).
+func (d *node) dropOCIWhiteout(updir int, name string, hadUpperWhiteout bool) error {
+	if !hadUpperWhiteout {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(updir, layer.WhiteoutPrefix+name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		return unix.Unlinkat(updir, layer.WhiteoutPrefix+name, 0)
+	}
+	return nil
+}
+
+// exchange swaps two names (RENAME_EXCHANGE). Both are copied up first;
+// a directory that exists in a lower layer cannot move (EXDEV); a
+// directory that lands where a lower layer has a directory is made
+// opaque. Neither name needs a whiteout: both stay occupied.
+func (d *node) exchange(name string, src *layerHit, np *node, newName string, dst *layerHit) error {
+	u := d.u
+	if dst.kind != hitFile && dst.kind != hitDir {
+		return syscall.ENOENT
+	}
+	for _, h := range []*layerHit{src, dst} {
+		if h.kind == hitDir && (len(h.layers) != 1 || !u.isUpper(h.layers[0])) {
+			return syscall.EXDEV
+		}
+	}
+	for _, c := range []struct {
+		p    *node
+		name string
+	}{{d, name}, {np, newName}} {
+		ci := c.p.GetChild(c.name)
+		if ci == nil {
+			return syscall.ESTALE
+		}
+		if err := ci.Operations().(*node).copyUp(false); err != nil {
+			return err
+		}
+	}
+	oldUp, err := d.dirFd(0)
+	if err != nil {
+		return err
+	}
+	defer oldUp.release()
+	newUp, err := np.dirFd(0)
+	if err != nil {
+		return err
+	}
+	defer newUp.release()
+	// A directory arriving where a lower layer has a directory must hide it.
+	opaque := func(h *layerHit, p *node, at string, updir int, name string) error {
+		if h.kind != hitDir {
+			return nil
+		}
+		l, err := p.lookupChild(at, true)
+		if err != nil {
+			return err
+		}
+		l.closeFds(u)
+		if l.kind == hitDir {
+			return u.makeOpaque(updir, name)
+		}
+		return nil
+	}
+	if err := opaque(src, np, newName, oldUp.fd, name); err != nil {
+		return err
+	}
+	if err := opaque(dst, d, name, newUp.fd, newName); err != nil {
+		return err
+	}
+	return unix.Renameat2(oldUp.fd, name, newUp.fd, newName, unix.RENAME_EXCHANGE)
+}

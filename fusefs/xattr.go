@@ -1,0 +1,244 @@
+package fusefs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+)
+
+// listXattrs returns the xattr names of the file at path (not following
+// a symlink at its end).
+func listXattrs(path string) ([]string, error) {
+	sz, err := unix.Llistxattr(path, nil)
+	for {
+		if err != nil {
+			if errors.Is(err, unix.ENOTSUP) {
+				return nil, nil
+			}
+			return nil, err
+		}
+		if sz == 0 {
+			return nil, nil
+		}
+		buf := make([]byte, sz)
+		var m int
+		m, err = unix.Llistxattr(path, buf)
+		if errors.Is(err, unix.ERANGE) {
+			sz, err = unix.Llistxattr(path, nil)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, b := range bytes.Split(buf[:m], []byte{0}) {
+			if len(b) > 0 {
+				names = append(names, string(b))
+			}
+		}
+		return names, nil
+	}
+}
+
+// getXattr reads one xattr of path whole.
+func getXattr(path, name string) ([]byte, error) {
+	for {
+		sz, err := unix.Lgetxattr(path, name, nil)
+		if err != nil {
+			return nil, err
+		}
+		buf := make([]byte, sz)
+		m, err := unix.Lgetxattr(path, name, buf)
+		if errors.Is(err, unix.ERANGE) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return buf[:m], nil
+	}
+}
+
+// copyXattrs copies every xattr of src to dst except the overlay's own.
+// An xattr the destination refuses outside the user namespace
+// (security.*, trusted.* for an unprivileged daemon) is skipped, as the
+// kernel does; a refused user.* xattr fails the copy.
+func (u *unionFS) copyXattrs(src, dst string) error {
+	names, err := listXattrs(src)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if u.userXattr(name) == "" {
+			continue
+		}
+		val, err := getXattr(src, name)
+		if errors.Is(err, unix.ENODATA) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := unix.Lsetxattr(dst, name, val, 0); err != nil {
+			if len(name) > 5 && name[:5] == "user." {
+				return err
+			}
+			if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.ENOTSUP) && !errors.Is(err, unix.EACCES) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// The stack's own namespace prefix ("trusted.overlay." or
+// "user.overlay.") is private: names under it are the union's metadata.
+// A user may still store such names: they are escaped on disk with one
+// more "overlay." (Linux 6.7+: fs/overlayfs/xattrs.c, ovl_xattr_escape),
+// so they never mean anything to a union. Names of the other namespace
+// are ordinary xattrs, as in the kernel.
+
+// privatePrefix is the prefix of the stack's own overlay xattrs.
+func (u *unionFS) privatePrefix() string { return u.ns.Xattr("") }
+
+// realXattr maps a name the user gives to the name stored on disk.
+func (u *unionFS) realXattr(name string) string {
+	if p := u.privatePrefix(); strings.HasPrefix(name, p) {
+		return p + "overlay." + name[len(p):]
+	}
+	return name
+}
+
+// userXattr maps a name stored on disk to the name the user sees, or ""
+// for the union's own metadata.
+func (u *unionFS) userXattr(name string) string {
+	p := u.privatePrefix()
+	if !strings.HasPrefix(name, p) {
+		return name
+	}
+	if rest := name[len(p):]; strings.HasPrefix(rest, "overlay.") {
+		return p + rest[len("overlay."):]
+	}
+	return ""
+}
+
+// xattrPath calls fn with a path that reaches the node's visible copy
+// without following a symlink at its end.
+func (n *node) xattrPath(fn func(path string) error) error {
+	return n.at(n.topLayer(), func(dirfd int, name string) error {
+		return fn(procPathAt(dirfd, name))
+	})
+}
+
+var _ = (fs.NodeGetxattrer)((*node)(nil))
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	attr = n.u.realXattr(attr)
+	var sz int
+	err := n.xattrPath(func(p string) error {
+		var err error
+		sz, err = unix.Lgetxattr(p, attr, dest)
+		return err
+	})
+	return uint32(max(sz, 0)), toErrno(err)
+}
+
+var _ = (fs.NodeListxattrer)((*node)(nil))
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	var names []string
+	err := n.xattrPath(func(p string) error {
+		var err error
+		names, err = listXattrs(p)
+		return err
+	})
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	var buf []byte
+	for _, name := range names {
+		if un := n.u.userXattr(name); un != "" {
+			buf = append(append(buf, un...), 0)
+		}
+	}
+	if len(dest) == 0 {
+		return uint32(len(buf)), 0
+	}
+	if len(dest) < len(buf) {
+		return uint32(len(buf)), syscall.ERANGE
+	}
+	return uint32(copy(dest, buf)), 0
+}
+
+var _ = (fs.NodeSetxattrer)((*node)(nil))
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if !n.u.writable {
+		return syscall.EROFS
+	}
+	attr = n.u.realXattr(attr)
+	if err := n.copyUp(false); err != nil {
+		return toErrno(err)
+	}
+	return toErrno(n.xattrPath(func(p string) error {
+		return unix.Lsetxattr(p, attr, data, int(flags))
+	}))
+}
+
+var _ = (fs.NodeRemovexattrer)((*node)(nil))
+
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if !n.u.writable {
+		return syscall.EROFS
+	}
+	attr = n.u.realXattr(attr)
+	if !n.inUpper() {
+		// Nothing to remove means no copy-up, as in the kernel.
+		err := n.xattrPath(func(p string) error {
+			_, err := unix.Lgetxattr(p, attr, nil)
+			return err
+		})
+		if err != nil {
+			return toErrno(err)
+		}
+		if err := n.copyUp(false); err != nil {
+			return toErrno(err)
+		}
+	}
+	return toErrno(n.xattrPath(func(p string) error { return unix.Lremovexattr(p, attr) }))
+}
+
+var _ = (fs.NodeReadlinker)((*node)(nil))
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	var target string
+	err := n.at(n.topLayer(), func(dirfd int, name string) error {
+		var err error
+		target, err = readlinkAt(dirfd, name)
+		return err
+	})
+	return []byte(target), toErrno(err)
+}
+
+var _ = (fs.NodeStatfser)((*node)(nil))
+
+// Statfs reports the upper's filesystem (the top lower's on a read-only
+// stack), as the kernel does.
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(n.u.layers[0].fd, &st); err != nil {
+		return toErrno(err)
+	}
+	out.Blocks, out.Bfree, out.Bavail = st.Blocks, st.Bfree, st.Bavail
+	out.Files, out.Ffree = st.Files, st.Ffree
+	out.Bsize, out.Frsize = uint32(st.Bsize), uint32(st.Frsize)
+	out.NameLen = uint32(st.Namelen)
+	return 0
+}

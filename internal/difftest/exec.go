@@ -1,0 +1,302 @@
+package difftest
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Result is what one operation returned: its errno (0 for success) and,
+// for readdir, the listing ("name/type" entries, sorted).
+type Result struct {
+	Errno unix.Errno
+	Out   string
+}
+
+func (r Result) String() string {
+	s := "ok"
+	if r.Errno != 0 {
+		s = errnoName(r.Errno)
+	}
+	if r.Out != "" {
+		s += " [" + r.Out + "]"
+	}
+	return s
+}
+
+// Brief is String without a readdir's listing or a read's hash.
+func (r Result) Brief() string {
+	if r.Errno != 0 {
+		return unix.ErrnoName(r.Errno)
+	}
+	return "ok"
+}
+
+// errnoName prints an errno as its symbol with its text, e.g.
+// "EXDEV (invalid cross-device link)".
+func errnoName(e unix.Errno) string {
+	if n := unix.ErrnoName(e); n != "" {
+		return fmt.Sprintf("%s (%v)", n, e)
+	}
+	return fmt.Sprintf("errno %d (%v)", int(e), e)
+}
+
+// Executor runs operations inside one mounted tree. It holds an O_PATH
+// descriptor of the root, and every path is resolved from there with
+// RESOLVE_IN_ROOT, so no symlink in the tree leads out of it.
+type Executor struct {
+	root int
+}
+
+// NewExecutor opens the tree at dir.
+func NewExecutor(dir string) (*Executor, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	return &Executor{root: fd}, nil
+}
+
+// Close releases the root descriptor; call it before unmounting.
+func (x *Executor) Close() error { return unix.Close(x.root) }
+
+// Run performs op and returns its result.
+func (x *Executor) Run(op Op) Result {
+	out, err := x.run(op)
+	var errno unix.Errno
+	if err != nil && !errors.As(err, &errno) {
+		errno = unix.EIO // not a syscall error: should not happen
+	}
+	return Result{Errno: errno, Out: out}
+}
+
+// open resolves p (relative to the root; "" is the root) and opens it.
+func (x *Executor) open(p string, flags int, mode uint32) (int, error) {
+	if p == "" {
+		p = "."
+	}
+	how := &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: unix.RESOLVE_IN_ROOT}
+	if flags&unix.O_CREAT != 0 {
+		how.Mode = uint64(mode)
+	}
+	for i := 0; ; i++ {
+		fd, err := unix.Openat2(x.root, p, how)
+		// With RESOLVE_IN_ROOT, openat2 fails with EAGAIN when any rename
+		// or mount on the machine races with resolving "..": retry.
+		if !errors.Is(err, unix.EAGAIN) || i == 1000 {
+			return fd, err
+		}
+	}
+}
+
+// parent opens the directory holding p and returns it with p's last
+// component; the caller closes the descriptor.
+func (x *Executor) parent(p string) (int, string, error) {
+	dir, base := path.Split(p)
+	if base == "" {
+		return -1, "", unix.EINVAL
+	}
+	fd, err := x.open(strings.TrimSuffix(dir, "/"), unix.O_PATH|unix.O_DIRECTORY, 0)
+	return fd, base, err
+}
+
+// inParent runs fn with the parent of p and p's last component.
+func (x *Executor) inParent(p string, fn func(dirfd int, name string) error) error {
+	fd, base, err := x.parent(p)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return fn(fd, base)
+}
+
+// withFile opens p with flags and runs fn on the descriptor.
+func (x *Executor) withFile(p string, flags int, fn func(fd int) error) error {
+	if flags&unix.O_PATH == 0 {
+		flags |= unix.O_NONBLOCK // a fifo must not block the run
+	}
+	fd, err := x.open(p, flags, 0)
+	if err != nil {
+		return err
+	}
+	err = fn(fd)
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func procPath(fd int, name string) string {
+	if name == "" {
+		return fmt.Sprintf("/proc/self/fd/%d", fd)
+	}
+	return fmt.Sprintf("/proc/self/fd/%d/%s", fd, name)
+}
+
+func (x *Executor) run(op Op) (string, error) {
+	switch op.Kind {
+	case OpCreate:
+		return "", x.withFile(op.Path, unix.O_CREAT|unix.O_WRONLY|op.Flags, func(int) error { return nil })
+	case OpWrite:
+		return "", x.withFile(op.Path, unix.O_WRONLY, func(fd int) error {
+			_, err := unix.Pwrite(fd, op.Data(), op.Off)
+			return err
+		})
+	case OpAppend:
+		return "", x.withFile(op.Path, unix.O_WRONLY|unix.O_APPEND, func(fd int) error {
+			_, err := unix.Write(fd, op.Data())
+			return err
+		})
+	case OpTruncate:
+		return "", x.withFile(op.Path, unix.O_WRONLY, func(fd int) error { return unix.Ftruncate(fd, op.Len) })
+	case OpMkdir:
+		return "", x.inParent(op.Path, func(d int, n string) error { return unix.Mkdirat(d, n, op.Mode) })
+	case OpMkfifo:
+		return "", x.inParent(op.Path, func(d int, n string) error { return unix.Mknodat(d, n, unix.S_IFIFO|op.Mode, 0) })
+	case OpRmdir:
+		return "", x.inParent(op.Path, func(d int, n string) error { return unix.Unlinkat(d, n, unix.AT_REMOVEDIR) })
+	case OpUnlink:
+		return "", x.inParent(op.Path, func(d int, n string) error { return unix.Unlinkat(d, n, 0) })
+	case OpRename, OpLink:
+		return "", x.inParent(op.Path, func(d1 int, n1 string) error {
+			return x.inParent(op.Path2, func(d2 int, n2 string) error {
+				if op.Kind == OpLink {
+					return unix.Linkat(d1, n1, d2, n2, 0)
+				}
+				return unix.Renameat2(d1, n1, d2, n2, uint(op.Flags))
+			})
+		})
+	case OpSymlink:
+		return "", x.inParent(op.Path, func(d int, n string) error { return unix.Symlinkat(op.Target, d, n) })
+	case OpChmod:
+		// chmod follows a symlink: resolve it inside the tree, then
+		// change the file through its descriptor's /proc name.
+		return "", x.withFile(op.Path, unix.O_PATH, func(fd int) error {
+			return unix.Fchmodat(unix.AT_FDCWD, procPath(fd, ""), op.Mode, 0)
+		})
+	case OpChown:
+		return "", x.inParent(op.Path, func(d int, n string) error {
+			return unix.Fchownat(d, n, op.UID, op.GID, unix.AT_SYMLINK_NOFOLLOW)
+		})
+	case OpUtimes:
+		mt := unix.Timespec{Sec: op.Sec, Nsec: op.Nsec}
+		at := unix.Timespec{Sec: op.Sec - 86400, Nsec: op.Nsec}
+		return "", x.inParent(op.Path, func(d int, n string) error {
+			return unix.UtimesNanoAt(d, n, []unix.Timespec{at, mt}, unix.AT_SYMLINK_NOFOLLOW)
+		})
+	case OpSetxattr:
+		return "", x.inParent(op.Path, func(d int, n string) error {
+			return unix.Lsetxattr(procPath(d, n), op.Name, []byte(op.Value), op.Flags)
+		})
+	case OpRemovexattr:
+		return "", x.inParent(op.Path, func(d int, n string) error {
+			return unix.Lremovexattr(procPath(d, n), op.Name)
+		})
+	case OpRead:
+		var out string
+		err := x.withFile(op.Path, unix.O_RDONLY, func(fd int) error {
+			var err error
+			out, err = readAll(fd)
+			return err
+		})
+		return out, err
+	case OpStat:
+		var st unix.Stat_t
+		err := x.inParent(op.Path, func(d int, n string) error {
+			return unix.Fstatat(d, n, &st, unix.AT_SYMLINK_NOFOLLOW)
+		})
+		if err != nil {
+			return "", err
+		}
+		size := st.Size
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			size = 0 // a directory's size is its backing filesystem's business
+		}
+		return fmt.Sprintf("%s %#o %d:%d size=%d nlink=%d", typeName(st.Mode), st.Mode&0o7777, st.Uid, st.Gid, size, st.Nlink), nil
+	case OpReaddir:
+		var out string
+		err := x.withFile(op.Path, unix.O_RDONLY|unix.O_DIRECTORY, func(fd int) error {
+			var err error
+			out, err = listDir(fd)
+			return err
+		})
+		return out, err
+	}
+	return "", fmt.Errorf("difftest: unknown op %v", op.Kind)
+}
+
+// readAll reads the file open at fd to the end and returns its size and
+// content hash.
+func readAll(fd int) (string, error) {
+	h := sha256.New()
+	buf := make([]byte, 65536)
+	var size int64
+	for {
+		n, err := unix.Read(fd, buf)
+		if err != nil {
+			return "", err
+		}
+		if n == 0 {
+			break
+		}
+		h.Write(buf[:n])
+		size += int64(n)
+	}
+	return fmt.Sprintf("%d bytes sha256 %x", size, h.Sum(nil)[:8]), nil
+}
+
+// listDir reads the directory open at fd to the end and returns its
+// entries as sorted "name/type" items (duplicates kept, so they show).
+func listDir(fd int) (string, error) {
+	var names []string
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			return "", err
+		}
+		if n == 0 {
+			break
+		}
+		for b := buf[:n]; len(b) > 0; {
+			reclen := int(uint16(b[16]) | uint16(b[17])<<8)
+			typ := b[18]
+			name := b[19:reclen]
+			if i := strings.IndexByte(string(name), 0); i >= 0 {
+				name = name[:i]
+			}
+			if s := string(name); s != "." && s != ".." {
+				names = append(names, s+"/"+direntType(typ))
+			}
+			b = b[reclen:]
+		}
+	}
+	sort.Strings(names)
+	return strings.Join(names, " "), nil
+}
+
+func direntType(t byte) string {
+	switch t {
+	case unix.DT_REG:
+		return "f"
+	case unix.DT_DIR:
+		return "d"
+	case unix.DT_LNK:
+		return "l"
+	case unix.DT_FIFO:
+		return "p"
+	case unix.DT_SOCK:
+		return "s"
+	case unix.DT_CHR:
+		return "c"
+	case unix.DT_BLK:
+		return "b"
+	}
+	return "?"
+}

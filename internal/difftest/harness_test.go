@@ -1,0 +1,67 @@
+package difftest
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"ovl/internal/reexec"
+	"ovl/internal/testutil"
+	"ovl/layer"
+	"ovl/native"
+)
+
+func TestMain(m *testing.M) {
+	reexec.Init()
+	os.Exit(m.Run())
+}
+
+// agreeing are pairs of mounters that must agree on every seed: kernel
+// overlayfs against itself (the harness's sanity check), and against the
+// native backend, which the fusefs differential test uses as its oracle.
+var agreeing = []struct {
+	name   string
+	entry  string
+	m1, m2 func() Mounter
+}{
+	{"kernel-kernel", "difftest-kernel-kernel", func() Mounter { return Kernel() }, func() Mounter { return Kernel() }},
+	{"kernel-native", "difftest-kernel-native", func() Mounter { return Kernel() }, func() Mounter { return FromBackend(native.New()) }},
+}
+
+func init() {
+	for _, a := range agreeing {
+		RegisterEntry(a.entry, func() (Mounter, Mounter) { return a.m1(), a.m2() })
+	}
+}
+
+// TestAgree runs 50 seeds on each pair of agreeing mounters, as root
+// and as an ordinary user (inside a user namespace, with userxattr).
+func TestAgree(t *testing.T) {
+	seeds := Seeds(1, 50)
+	for _, a := range agreeing {
+		t.Run(a.name, func(t *testing.T) {
+			t.Run("root", func(t *testing.T) {
+				testutil.RequireRoot(t)
+				cfg := Config{Dir: t.TempDir(), Namespace: layer.Trusted, Ops: 30,
+					Replay: "go test ./internal/difftest -run 'TestAgree/" + a.name + "/root' (seed %d)"}
+				for _, err := range RunSeeds(context.Background(), cfg, seeds, a.m1(), a.m2(), 3) {
+					t.Error(err)
+				}
+			})
+			t.Run("nobody", func(t *testing.T) {
+				if !testutil.InNobodyChild() {
+					testutil.RunAsNobody(t)
+					return
+				}
+				cfg := Config{Dir: testutil.SharedDir(t), Namespace: layer.User, Ops: 30}
+				errs, err := RunInUserNamespace(context.Background(), a.entry, cfg, seeds, 3)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range errs {
+					t.Error(e)
+				}
+			})
+		})
+	}
+}

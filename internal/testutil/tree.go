@@ -1,0 +1,98 @@
+package testutil
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TreeListing describes every file under dir, one line each, sorted:
+// path, type and mode, owner, size, modification time of non-directories,
+// SHA-256 of regular files, symlink targets, device numbers and xattrs
+// (overlay metadata excluded). Two trees with equal listings look the
+// same to a user, byte for byte.
+func TreeListing(t testing.TB, dir string) []string {
+	t.Helper()
+	var lines []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		line := fmt.Sprintf("%s %o %d:%d", rel, st.Mode, st.Uid, st.Gid)
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			h := sha256.New()
+			_, err = io.Copy(h, f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			line += fmt.Sprintf(" size=%d mtime=%d.%09d sha=%x", st.Size, st.Mtim.Sec, st.Mtim.Nsec, h.Sum(nil)[:8])
+		case unix.S_IFLNK:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			line += " -> " + target
+		case unix.S_IFCHR, unix.S_IFBLK:
+			line += fmt.Sprintf(" rdev=%d", st.Rdev)
+		}
+		line += xattrText(p)
+		lines = append(lines, line)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("list tree %s: %v", dir, err)
+	}
+	sort.Strings(lines)
+	return lines
+}
+
+// TreeHash is a digest of TreeListing.
+func TreeHash(t testing.TB, dir string) string {
+	t.Helper()
+	h := sha256.Sum256([]byte(strings.Join(TreeListing(t, dir), "\n")))
+	return fmt.Sprintf("%x", h[:12])
+}
+
+func xattrText(p string) string {
+	buf := make([]byte, 64<<10)
+	n, err := unix.Llistxattr(p, buf)
+	if err != nil || n == 0 {
+		return ""
+	}
+	var parts []string
+	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+		if name == "" || strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") {
+			continue
+		}
+		v := make([]byte, 64<<10)
+		m, err := unix.Lgetxattr(p, name, v)
+		if err != nil {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s=%q", name, v[:m]))
+	}
+	sort.Strings(parts)
+	if len(parts) == 0 {
+		return ""
+	}
+	return " xattr{" + strings.Join(parts, ",") + "}"
+}

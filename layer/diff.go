@@ -1,0 +1,354 @@
+package layer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"ovl/internal/userns"
+)
+
+// Diff writes into the directory upper the layer that turns the union of
+// lowers (top first) into the plain directory tree: what tree lacks
+// becomes a whiteout (MakeWhiteout), what it adds or changes is copied,
+// a directory that replaces a non-directory is copied whole. Opaque
+// markers go in the namespace a mount by this process would use (see
+// DiffIn). A copy backend calls it when a run ends, so that builds get
+// layers on every backend. upper is created if missing and should be
+// empty; on error it may be partly written.
+func Diff(lowers []string, tree, upper string) error {
+	return DiffIn(DefaultNamespace(), lowers, tree, upper)
+}
+
+// DefaultNamespace is the overlay xattr namespace a mount by this process
+// uses: trusted for real root, user inside a user namespace or for an
+// ordinary user.
+func DefaultNamespace() Namespace {
+	if os.Geteuid() == 0 && !userns.InUserNamespace() {
+		return Trusted
+	}
+	return User
+}
+
+// DiffIn is Diff with opaque markers in namespace ns.
+func DiffIn(ns Namespace, lowers []string, tree, upper string) error {
+	for i, l := range lowers {
+		if err := isDir(l); err != nil {
+			return &SpecError{Field: fmt.Sprintf("lower[%d]", i), Path: l, Err: err, Hint: "create it first, or fix the path"}
+		}
+	}
+	if err := isDir(tree); err != nil {
+		return &SpecError{Field: "tree", Path: tree, Err: err}
+	}
+	if err := os.MkdirAll(upper, 0o755); err != nil {
+		return fmt.Errorf("diff into %s: %w", upper, err)
+	}
+	d := &differ{ns: ns, tree: tree, upper: upper, cp: newCopier(context.Background())}
+	var st unix.Stat_t
+	if err := unix.Lstat(tree, &st); err != nil {
+		return &os.PathError{Op: "lstat", Path: tree, Err: err}
+	}
+	if err := d.dir(".", lowers, &st); err != nil {
+		return fmt.Errorf("diff %s against its layers into %s: %w", tree, upper, err)
+	}
+	// The upper's root carries the tree root's metadata, as the kernel's
+	// merged root shows the upper root's.
+	return copyMeta(tree, upper, &st)
+}
+
+// mergedNode is one name in the union of the lowers.
+type mergedNode struct {
+	path   string      // the top-most layer's file
+	st     unix.Stat_t // its lstat
+	layers []string    // for a directory: its layers that merge, top first
+}
+
+// differ walks tree and the union of the lowers side by side.
+type differ struct {
+	ns    Namespace
+	tree  string
+	upper string
+	cp    *copier
+}
+
+// mergedChildren lists the union of the directory whose layers are dirs
+// (top first, each a directory): name -> node; whiteouts and opaque
+// directories stop the descent as in the kernel.
+func mergedChildren(dirs []string) (map[string]*mergedNode, error) {
+	out := map[string]*mergedNode{}
+	hidden := map[string]bool{}
+	for _, dir := range dirs {
+		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+		}
+		entries, op, err := ReadDir(fd)
+		unix.Close(fd)
+		if err != nil {
+			return nil, fmt.Errorf("read layer directory %s: %w", dir, err)
+		}
+		for _, e := range entries {
+			switch e.Kind {
+			case Opaque, Meta:
+				continue
+			case Whiteout:
+				hidden[e.Target] = true
+				continue
+			}
+			if hidden[e.Name] {
+				continue
+			}
+			p := filepath.Join(dir, e.Name)
+			n := out[e.Name]
+			if n == nil {
+				n = &mergedNode{path: p}
+				if err := unix.Lstat(p, &n.st); err != nil {
+					return nil, &os.PathError{Op: "lstat", Path: p, Err: err}
+				}
+				out[e.Name] = n
+				if !isDirMode(n.st.Mode) {
+					hidden[e.Name] = true // nothing below shows through a file
+					continue
+				}
+			} else if !isDirMode(n.st.Mode) || !e.Type.IsDir() {
+				hidden[e.Name] = true
+				continue
+			}
+			// A directory: it merges with the ones below unless opaque.
+			n.layers = append(n.layers, p)
+			opaque, err := dirIsOpaque(p)
+			if err != nil {
+				return nil, err
+			}
+			if opaque {
+				hidden[e.Name] = true
+			}
+		}
+		if op == OpaqueDir {
+			break
+		}
+	}
+	return out, nil
+}
+
+func dirIsOpaque(p string) (bool, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, &os.PathError{Op: "open", Path: p, Err: err}
+	}
+	defer unix.Close(fd)
+	op, err := DirOpacity(fd)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", p, err)
+	}
+	return op == OpaqueDir, nil
+}
+
+func isDirMode(m uint32) bool { return m&unix.S_IFMT == unix.S_IFDIR }
+
+// dir diffs directory rel of tree (lstat st) against the merged directory
+// made of layers, writing the differences under upper/rel.
+func (d *differ) dir(rel string, layers []string, st *unix.Stat_t) error {
+	merged, err := mergedChildren(layers)
+	if err != nil {
+		return err
+	}
+	tdir := filepath.Join(d.tree, rel)
+	names, err := readNames(tdir)
+	if err != nil {
+		return err
+	}
+	inTree := make(map[string]bool, len(names))
+	for _, name := range names {
+		inTree[name] = true
+		r := filepath.Join(rel, name)
+		tp := filepath.Join(d.tree, r)
+		var ts unix.Stat_t
+		if err := unix.Lstat(tp, &ts); err != nil {
+			return &os.PathError{Op: "lstat", Path: tp, Err: err}
+		}
+		m := merged[name]
+		switch {
+		case isDirMode(ts.Mode) && m != nil && isDirMode(m.st.Mode):
+			if err := d.dir(r, m.layers, &ts); err != nil {
+				return err
+			}
+			same, err := sameMeta(m.path, tp, &m.st, &ts)
+			if err != nil {
+				return err
+			}
+			if !same {
+				if err := d.ensureDir(r); err != nil {
+					return err
+				}
+			}
+		case m != nil && !isDirMode(ts.Mode) && !isDirMode(m.st.Mode):
+			same, err := sameFile(m.path, tp, &m.st, &ts)
+			if err != nil {
+				return err
+			}
+			if same {
+				continue
+			}
+			if err := d.ensureDir(rel); err != nil {
+				return err
+			}
+			if err := d.cp.copyTree(tp, filepath.Join(d.upper, r)); err != nil {
+				return err
+			}
+		default:
+			// New, or replaced by another type: copy it whole; a directory
+			// replacing a directory's contents is opaque.
+			if err := d.ensureDir(rel); err != nil {
+				return err
+			}
+			up := filepath.Join(d.upper, r)
+			if err := d.cp.copyTree(tp, up); err != nil {
+				return err
+			}
+			if isDirMode(ts.Mode) && m != nil {
+				if err := d.makeOpaque(up); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for name := range merged {
+		if inTree[name] {
+			continue
+		}
+		if err := d.ensureDir(rel); err != nil {
+			return err
+		}
+		if err := d.whiteout(filepath.Join(d.upper, rel), name); err != nil {
+			return err
+		}
+	}
+	// Writing children changed the upper directory's times: give it the
+	// tree's again.
+	up := filepath.Join(d.upper, rel)
+	if rel != "." {
+		if _, err := os.Lstat(up); err == nil {
+			return copyMeta(tdir, up, st)
+		}
+	}
+	return nil
+}
+
+// ensureDir makes upper/rel and its parents exist, with the tree's
+// metadata.
+func (d *differ) ensureDir(rel string) error {
+	if rel == "." {
+		return nil
+	}
+	up := filepath.Join(d.upper, rel)
+	if _, err := os.Lstat(up); err == nil {
+		return nil
+	}
+	if err := d.ensureDir(filepath.Dir(rel)); err != nil {
+		return err
+	}
+	tp := filepath.Join(d.tree, rel)
+	var st unix.Stat_t
+	if err := unix.Lstat(tp, &st); err != nil {
+		return &os.PathError{Op: "lstat", Path: tp, Err: err}
+	}
+	if err := os.Mkdir(up, 0o700); err != nil {
+		return err
+	}
+	return copyMeta(tp, up, &st)
+}
+
+func (d *differ) whiteout(dir, name string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer unix.Close(fd)
+	return MakeWhiteout(fd, name)
+}
+
+func (d *differ) makeOpaque(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer unix.Close(fd)
+	return MakeOpaque(fd, d.ns)
+}
+
+// sameMeta reports whether a and b (lstats sa, sb) have the same mode,
+// owner, modification time and xattrs.
+func sameMeta(a, b string, sa, sb *unix.Stat_t) (bool, error) {
+	if sa.Mode != sb.Mode || sa.Uid != sb.Uid || sa.Gid != sb.Gid || sa.Mtim != sb.Mtim {
+		return false, nil
+	}
+	return sameXattrs(a, b)
+}
+
+// sameFile reports whether the non-directories a and b are the same to a
+// user: metadata, size, symlink target or device number. Content is taken
+// as unchanged when size and modification time are.
+func sameFile(a, b string, sa, sb *unix.Stat_t) (bool, error) {
+	if same, err := sameMeta(a, b, sa, sb); err != nil || !same {
+		return false, err
+	}
+	if sa.Size != sb.Size || sa.Rdev != sb.Rdev {
+		return false, nil
+	}
+	if sa.Mode&unix.S_IFMT == unix.S_IFLNK {
+		ta, err := os.Readlink(a)
+		if err != nil {
+			return false, err
+		}
+		tb, err := os.Readlink(b)
+		if err != nil {
+			return false, err
+		}
+		return ta == tb, nil
+	}
+	return true, nil
+}
+
+func sameXattrs(a, b string) (bool, error) {
+	na, err := listXattrs(a)
+	if err != nil {
+		return false, err
+	}
+	nb, err := listXattrs(b)
+	if err != nil {
+		return false, err
+	}
+	count := 0
+	for _, n := range nb {
+		if !IsOverlayXattr(n) {
+			count++
+		}
+	}
+	for _, n := range na {
+		if IsOverlayXattr(n) {
+			continue
+		}
+		count--
+		va, err := getXattr(a, n)
+		if err != nil {
+			return false, &os.PathError{Op: "getxattr " + n, Path: a, Err: err}
+		}
+		vb, err := getXattr(b, n)
+		if errors.Is(err, unix.ENODATA) {
+			return false, nil
+		}
+		if err != nil {
+			return false, &os.PathError{Op: "getxattr " + n, Path: b, Err: err}
+		}
+		if !bytes.Equal(va, vb) {
+			return false, nil
+		}
+	}
+	return count == 0, nil
+}

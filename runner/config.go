@@ -1,0 +1,243 @@
+// Package runner runs a command in a container root, vagga-style: in new
+// user (for an ordinary user), mount and pid namespaces, with the root
+// mounted through the backend the caller chose, /proc, /sys, a minimal
+// /dev, /tmp and /run, volumes, pivot_root, and a clean environment.
+//
+// Processes of one run:
+//
+//	caller (Run)          host namespaces; forwards signals, reads the report
+//	└─ init (pid 1)       new namespaces; mounts everything, serves FUSE
+//	   └─ exec stage      its own mount namespace: pivot_root, then exec CMD
+//
+// The init process stays alive while the command runs, so that a FUSE
+// daemon serving the root lives in the same namespaces and outlives the
+// command's exec; pivot_root happens in the exec stage's own copy of the
+// mount namespace, so init keeps seeing the host paths of the layers.
+//
+// Writable runs get a fresh upper directory on a tmpfs private to the
+// run, so nothing of it outlives the run even when it is killed; the copy
+// backend's full copy lives in a transient directory NAME.PID on disk
+// (PID of the init process) that Run removes, and CleanTransient removes
+// when the run was killed.
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"ovl/backend"
+)
+
+// Volume kinds.
+const (
+	Snapshot = "snapshot" // the path's contents, writable, discarded at exit
+	Bind     = "bind"     // a host directory
+	Tmpfs    = "tmpfs"    // an empty tmpfs
+)
+
+// DefaultVolumeSize is the size of a snapshot or tmpfs volume whose Size
+// is 0, as vagga's default.
+const DefaultVolumeSize = 100 << 20
+
+// Volume is something mounted over a path inside the container.
+type Volume struct {
+	Path     string // absolute, inside the container
+	Kind     string // Snapshot, Bind or Tmpfs
+	Size     int64  // bytes for snapshot/tmpfs; 0 means 100Mi
+	UID, GID int    // owner for snapshot/tmpfs; -1 keeps the mountpoint's
+	From     string // snapshot: host dir whose contents to use instead of the container's path
+	HostDir  string // bind
+	ReadOnly bool   // bind
+}
+
+// Config is one run.
+type Config struct {
+	Layers      []string // the container root's layers, top first (a plain root is one)
+	Writable    bool     // a throw-away upper over Layers
+	KeepChanges string   // with Writable: keep the upper here as a layer (layer format)
+	Volumes     []Volume
+	Env         []string // KEY=VALUE over a clean default environment
+	Workdir     string   // inside the container; default "/"
+	BindWork    string   // host dir bound at /work
+	Args        []string
+	Backend     backend.Backend // never nil: the caller asks the selector
+	Stdin       io.Reader
+	Stdout      io.Writer
+	Stderr      io.Writer
+
+	// Name names the run's transient directory NAME.PID; default the
+	// base name of Layers[0].
+	Name string
+	// TransientDir holds transient directories (e.g. a project's
+	// .vagga/.transient); default paths.StateDir()/transient.
+	TransientDir string
+}
+
+// Result is how the command ended.
+type Result struct {
+	// ExitCode is the command's exit status, or 128+signal when a signal
+	// killed it (as a shell reports it).
+	ExitCode int
+	// Signal is the signal that killed the command, 0 if it exited.
+	Signal syscall.Signal
+	// Backend is the backend that mounted the root: cfg.Backend's name,
+	// or "bind" for a read-only run of a single layer, which needs none.
+	Backend string
+}
+
+// Sentinel errors, to be tested with errors.Is.
+var (
+	// ErrBadConfig reports a Config that cannot run: a missing root, a
+	// bad volume, no command. Nothing was mounted.
+	ErrBadConfig = errors.New("bad run configuration")
+	// ErrCommandNotFound reports a command that does not exist in the
+	// container (shells exit 127 for it).
+	ErrCommandNotFound = errors.New("command not found in the container")
+	// ErrNotExecutable reports a command that exists but cannot be
+	// executed (shells exit 126 for it).
+	ErrNotExecutable = errors.New("command not executable")
+)
+
+// ConfigError says which part of a Config is wrong and what to do.
+type ConfigError struct {
+	Field string // "layer[0]", "volume /etc", "args"...
+	Err   error
+	Hint  string
+}
+
+func (e *ConfigError) Error() string {
+	msg := fmt.Sprintf("%s: %v", e.Field, e.Err)
+	if e.Hint != "" {
+		msg += " (" + e.Hint + ")"
+	}
+	return msg
+}
+
+// Unwrap returns ErrBadConfig and the cause.
+func (e *ConfigError) Unwrap() []error { return []error{ErrBadConfig, e.Err} }
+
+// check validates c on the host, before anything is started.
+func (c *Config) check() error {
+	if c.Backend == nil {
+		return &ConfigError{Field: "backend", Err: errors.New("none given"), Hint: "ask the selector for one"}
+	}
+	if len(c.Layers) == 0 {
+		return &ConfigError{Field: "layers", Err: errors.New("no container root given")}
+	}
+	for i, l := range c.Layers {
+		fi, err := os.Stat(l)
+		if err != nil {
+			return &ConfigError{Field: fmt.Sprintf("root layer %s", l), Err: err, Hint: "build the container first, or fix the path"}
+		}
+		if !fi.IsDir() {
+			return &ConfigError{Field: fmt.Sprintf("root layer %s", l), Err: errors.New("not a directory")}
+		}
+		abs, err := filepath.Abs(l)
+		if err != nil {
+			return &ConfigError{Field: fmt.Sprintf("root layer %s", l), Err: err}
+		}
+		c.Layers[i] = abs
+	}
+	if len(c.Args) == 0 || c.Args[0] == "" {
+		return &ConfigError{Field: "command", Err: errors.New("no command given"), Hint: "name the command to run after --"}
+	}
+	if c.KeepChanges != "" && !c.Writable {
+		return &ConfigError{Field: "keep-changes", Err: errors.New("needs a writable run"), Hint: "add --writable"}
+	}
+	if c.KeepChanges != "" {
+		abs, err := filepath.Abs(c.KeepChanges)
+		if err != nil {
+			return &ConfigError{Field: "keep-changes " + c.KeepChanges, Err: err}
+		}
+		c.KeepChanges = abs
+	}
+	for _, e := range c.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return &ConfigError{Field: "env " + e, Err: errors.New("not KEY=VALUE")}
+		}
+	}
+	if c.Workdir == "" {
+		c.Workdir = "/"
+	}
+	if !filepath.IsAbs(c.Workdir) {
+		return &ConfigError{Field: "workdir " + c.Workdir, Err: errors.New("not an absolute path"), Hint: "give the directory as seen inside the container"}
+	}
+	if c.BindWork != "" {
+		if err := isDir(c.BindWork); err != nil {
+			return &ConfigError{Field: "bind-work " + c.BindWork, Err: err}
+		}
+		c.BindWork, _ = filepath.Abs(c.BindWork)
+	}
+	seen := map[string]bool{}
+	for i := range c.Volumes {
+		v := &c.Volumes[i]
+		if err := v.check(); err != nil {
+			return err
+		}
+		if seen[v.Path] {
+			return &ConfigError{Field: "volume " + v.Path, Err: errors.New("given twice")}
+		}
+		seen[v.Path] = true
+	}
+	return nil
+}
+
+// check validates v and makes its host paths absolute.
+func (v *Volume) check() error {
+	field := "volume " + v.Path
+	if !filepath.IsAbs(v.Path) {
+		return &ConfigError{Field: field, Err: errors.New("not an absolute path"), Hint: "give the path as seen inside the container, e.g. /etc"}
+	}
+	for _, part := range strings.Split(v.Path, "/") {
+		if part == ".." {
+			return &ConfigError{Field: field, Err: errors.New("path leaves the container root"), Hint: "remove the .. components"}
+		}
+	}
+	v.Path = filepath.Clean(v.Path)
+	if v.Path == "/" {
+		return &ConfigError{Field: field, Err: errors.New("cannot mount a volume over the root"), Hint: "use --writable for a writable root"}
+	}
+	if v.Size < 0 {
+		return &ConfigError{Field: field, Err: fmt.Errorf("negative size %d", v.Size)}
+	}
+	if v.Size == 0 {
+		v.Size = DefaultVolumeSize
+	}
+	switch v.Kind {
+	case Snapshot:
+		if v.From != "" {
+			if err := isDir(v.From); err != nil {
+				return &ConfigError{Field: field, Err: fmt.Errorf("from %s: %w", v.From, err)}
+			}
+			v.From, _ = filepath.Abs(v.From)
+		}
+	case Bind:
+		if v.HostDir == "" {
+			return &ConfigError{Field: field, Err: errors.New("bind without a host directory"), Hint: "write PATH=bind:HOSTDIR"}
+		}
+		if err := isDir(v.HostDir); err != nil {
+			return &ConfigError{Field: field, Err: fmt.Errorf("host directory %s: %w", v.HostDir, err)}
+		}
+		v.HostDir, _ = filepath.Abs(v.HostDir)
+	case Tmpfs:
+	default:
+		return &ConfigError{Field: field, Err: fmt.Errorf("unknown volume kind %q", v.Kind), Hint: "use snapshot, bind or tmpfs"}
+	}
+	return nil
+}
+
+func isDir(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return errors.New("not a directory")
+	}
+	return nil
+}

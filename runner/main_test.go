@@ -1,0 +1,186 @@
+package runner_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"ovl/backend"
+	"ovl/internal/reexec"
+	"ovl/internal/testutil"
+	"ovl/runner"
+	"ovl/selector"
+)
+
+func TestMain(m *testing.M) {
+	if reexec.Init() {
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// backendNames are the backends every runner test runs on.
+var backendNames = []string{backend.Native, backend.FUSE, backend.Copy}
+
+// backendFor returns the backend of that name, failing (not skipping) a
+// test on a backend that is not there.
+func backendFor(t *testing.T, name string) backend.Backend {
+	t.Helper()
+	b, err := selector.ByName(name)
+	if err != nil {
+		t.Fatalf("backend %s: %v", name, err)
+	}
+	return b
+}
+
+// eachBackendAndUser runs f for every backend, as root and as uid 65534.
+func eachBackendAndUser(t *testing.T, f func(t *testing.T, b backend.Backend)) {
+	for _, name := range backendNames {
+		t.Run(name, func(t *testing.T) {
+			t.Run("root", func(t *testing.T) {
+				testutil.RequireRoot(t)
+				f(t, backendFor(t, name))
+			})
+			t.Run("nobody", func(t *testing.T) {
+				if testutil.InNobodyChild() {
+					f(t, backendFor(t, name))
+					return
+				}
+				testutil.RunAsNobody(t)
+			})
+		})
+	}
+}
+
+// busyboxApplets are linked into the test container's /bin.
+var busyboxApplets = []string{"sh", "ls", "cat", "echo", "rm", "mkdir", "dd", "sleep", "touch", "stat",
+	"id", "kill", "test", "true", "false", "wc", "grep", "rmdir", "mv", "ln", "chmod", "find", "sort", "head"}
+
+// makeRoot builds a tiny container root from busybox-static in a
+// directory the current user owns, and returns it.
+func makeRoot(t *testing.T) string {
+	t.Helper()
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skipf("busybox-static is not installed (apt-get install busybox-static): %v", err)
+	}
+	root := filepath.Join(testutil.SharedDir(t), "root")
+	for _, d := range []string{"bin", "etc/sub/deeper", "proc", "sys", "dev", "tmp", "run", "work", "var/lib", "root"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "bin/busybox"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range busyboxApplets {
+		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := map[string]string{
+		"etc/passwd":          "root:x:0:0:root:/root:/bin/sh\n",
+		"etc/group":           "root:x:0:\n",
+		"etc/hostname":        "box\n",
+		"etc/sub/deeper/file": "deep\n",
+		"var/lib/state":       "state\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An unusual mode, to see that a snapshot keeps it.
+	if err := os.Chmod(filepath.Join(root, "etc"), 0o751); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// run runs args in root and returns stdout, stderr and the result.
+func run(t *testing.T, cfg runner.Config, args ...string) (string, string, runner.Result, error) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cfg.Args = args
+	cfg.Stdout, cfg.Stderr = &stdout, &stderr
+	if cfg.TransientDir == "" {
+		cfg.TransientDir = filepath.Join(testutil.SharedDir(t), "transient")
+	}
+	res, err := runner.Run(context.Background(), cfg)
+	return stdout.String(), stderr.String(), res, err
+}
+
+// mustRun is run that fails t on an error or a nonzero exit.
+func mustRun(t *testing.T, cfg runner.Config, args ...string) string {
+	t.Helper()
+	out, errOut, res, err := run(t, cfg, args...)
+	if err != nil {
+		t.Fatalf("run %q: %v\nstderr: %s", args, err, errOut)
+	}
+	if res.ExitCode != 0 {
+		t.Fatalf("run %q: exit %d\nstdout: %s\nstderr: %s", args, res.ExitCode, out, errOut)
+	}
+	return out
+}
+
+// noMountsUnder fails t if the host mount namespace has anything
+// mounted under dir.
+func noMountsUnder(t *testing.T, dir string) {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir) {
+			t.Errorf("left mounted on the host: %s", line)
+		}
+	}
+}
+
+// helperEntry runs runner.Run in a process of its own, so that a test
+// can kill it: the config comes as JSON in $OVL_TEST_RUN.
+const helperEntry = "runner-test-run"
+
+type helperConfig struct {
+	Layers       []string
+	Writable     bool
+	Backend      string
+	TransientDir string
+	Volumes      []runner.Volume
+	Args         []string
+}
+
+func init() {
+	reexec.Register(helperEntry, func() {
+		var hc helperConfig
+		if err := json.Unmarshal([]byte(os.Getenv("OVL_TEST_RUN")), &hc); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		b, err := selector.ByName(hc.Backend)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		res, err := runner.Run(context.Background(), runner.Config{
+			Layers: hc.Layers, Writable: hc.Writable, Backend: b, TransientDir: hc.TransientDir,
+			Volumes: hc.Volumes, Args: hc.Args, Stdout: os.Stdout, Stderr: os.Stderr,
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(125)
+		}
+		os.Exit(res.ExitCode)
+	})
+}

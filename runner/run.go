@@ -1,0 +1,256 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"syscall"
+
+	"ovl/internal/paths"
+	"ovl/internal/reexec"
+)
+
+// plan is what the init process needs to know, sent as JSON on its
+// config pipe: the checked Config without its Go values.
+type plan struct {
+	Layers      []string
+	Writable    bool
+	KeepChanges string
+	Volumes     []Volume
+	Env         []string
+	Workdir     string
+	BindWork    string
+	Args        []string
+	Backend     string
+	Dir         string // the run's transient directory
+	// Remap: the caller mapped a subuid range with newuidmap; init must
+	// exec itself again to gain root's capabilities in the namespace.
+	Remap bool
+}
+
+// report is what init and the exec stage tell Run, one JSON object each,
+// on the report pipe.
+type report struct {
+	Error    string `json:",omitempty"`
+	Kind     string `json:",omitempty"` // kindNotFound, kindNotExec, kindSetup
+	Exit     int
+	Signal   int
+	Backend  string `json:",omitempty"`
+	Finished bool   `json:",omitempty"`
+}
+
+const (
+	kindSetup    = "setup"
+	kindNotFound = "not-found"
+	kindNotExec  = "not-executable"
+	kindNoPath   = "not-in-container"
+)
+
+// reportedError is an error reported by init or the exec stage: its
+// message, and the sentinel it stands for.
+type reportedError struct {
+	msg   string
+	cause error
+}
+
+func (e *reportedError) Error() string {
+	if e.cause == ErrCommandNotFound || e.cause == ErrNotExecutable {
+		return e.msg + ": " + e.cause.Error()
+	}
+	return e.msg
+}
+
+func (e *reportedError) Unwrap() error { return e.cause }
+
+// Run runs cfg.Args in the container and returns how it ended. An error
+// means the command did not run as asked: a bad Config (ErrBadConfig,
+// nothing was started), a failure to mount or set up the container, or
+// a command that could not be executed (ErrCommandNotFound,
+// ErrNotExecutable). A command that ran and failed is not an error: see
+// Result. Cancelling ctx kills the run.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	if err := cfg.check(); err != nil {
+		return Result{ExitCode: 125}, err
+	}
+	res := Result{Backend: cfg.Backend.Name()}
+	tdir := cfg.TransientDir
+	if tdir == "" {
+		state, err := paths.StateDir()
+		if err != nil {
+			return Result{ExitCode: 125}, err
+		}
+		tdir = filepath.Join(state, "transient")
+	}
+	if err := os.MkdirAll(tdir, 0o700); err != nil {
+		return Result{ExitCode: 125}, fmt.Errorf("transient directory: %w", err)
+	}
+	name := cfg.Name
+	if name == "" {
+		name = filepath.Base(cfg.Layers[0])
+	}
+	p := plan{
+		Layers: cfg.Layers, Writable: cfg.Writable, KeepChanges: cfg.KeepChanges, Volumes: cfg.Volumes,
+		Env: cfg.Env, Workdir: cfg.Workdir, BindWork: cfg.BindWork, Args: cfg.Args, Backend: cfg.Backend.Name(),
+	}
+	idmap := hostIDMap()
+	p.Remap = idmap != nil
+
+	confR, confW, err := os.Pipe()
+	if err != nil {
+		return Result{ExitCode: 125}, err
+	}
+	defer confR.Close()
+	defer confW.Close()
+	repR, repW, err := os.Pipe()
+	if err != nil {
+		return Result{ExitCode: 125}, err
+	}
+	defer repR.Close()
+	lifeR, lifeW, err := os.Pipe()
+	if err != nil {
+		return Result{ExitCode: 125}, err
+	}
+	defer lifeW.Close()
+	defer lifeR.Close()
+
+	cmd := reexec.Command(initEntry)
+	cmd.SysProcAttr = initSysProcAttr(idmap)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
+	cmd.ExtraFiles = []*os.File{confR, repW, lifeR}
+
+	// The init process dies with the thread that started it
+	// (Pdeathsig): keep this goroutine on that thread until it is reaped.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := cmd.Start(); err != nil {
+		repW.Close()
+		return Result{ExitCode: 125}, fmt.Errorf("start the container's init process: %w", err)
+	}
+	repW.Close()
+	confR.Close()
+	lifeR.Close()
+	p.Dir = filepath.Join(tdir, fmt.Sprintf("%s.%d", name, cmd.Process.Pid))
+	defer func() {
+		if cfg.KeepChanges != "" {
+			removeAll(keepWorkDir(cfg.KeepChanges, p.Dir))
+		}
+		if err := removeTransient(p.Dir); err != nil {
+			slog.Warn("transient directory left behind; `ovl clean --transient` removes it", "dir", p.Dir, "err", err)
+		}
+	}()
+
+	var repBuf bytes.Buffer
+	repDone := make(chan struct{})
+	go func() { io.Copy(&repBuf, repR); close(repDone) }()
+
+	startErr := func() error {
+		if err := os.Mkdir(p.Dir, 0o700); err != nil {
+			return fmt.Errorf("transient directory: %w", err)
+		}
+		if idmap != nil {
+			if err := idmap.apply(cmd.Process.Pid); err != nil {
+				return err
+			}
+		}
+		return json.NewEncoder(confW).Encode(p)
+	}()
+	confW.Close()
+	if startErr != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return Result{ExitCode: 125}, startErr
+	}
+
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwardedSignals...)
+	defer signal.Stop(sigs)
+	waitDone := make(chan error, 1)
+	go func() { waitDone <- cmd.Wait() }()
+	var waitErr error
+wait:
+	for {
+		select {
+		case s := <-sigs:
+			cmd.Process.Signal(s)
+		case <-ctx.Done():
+			cmd.Process.Kill()
+		case waitErr = <-waitDone:
+			break wait
+		}
+	}
+	<-repDone
+	if ctx.Err() != nil {
+		return Result{ExitCode: 125, Backend: res.Backend}, fmt.Errorf("run %v: %w", cfg.Args, ctx.Err())
+	}
+	return decodeReport(&repBuf, res, waitErr, cfg.Args)
+}
+
+// decodeReport turns the reports of init and the exec stage into Run's
+// result.
+func decodeReport(r io.Reader, res Result, waitErr error, args []string) (Result, error) {
+	dec := json.NewDecoder(r)
+	var final *report
+	for {
+		var rep report
+		if err := dec.Decode(&rep); err != nil {
+			break
+		}
+		if rep.Error != "" {
+			err := &reportedError{msg: rep.Error}
+			code := 125
+			switch rep.Kind {
+			case kindNotFound:
+				err.cause, code = ErrCommandNotFound, 127
+			case kindNotExec:
+				err.cause, code = ErrNotExecutable, 126
+			case kindNoPath:
+				err.cause = ErrNotInContainer
+			}
+			return Result{ExitCode: code, Backend: res.Backend}, err
+		}
+		if rep.Finished {
+			final = &rep
+		}
+	}
+	if final == nil {
+		return Result{ExitCode: 125, Backend: res.Backend}, fmt.Errorf("the container's init process ended without a report (%v)", waitErr)
+	}
+	res.Backend = final.Backend
+	res.ExitCode = final.Exit
+	if final.Signal != 0 {
+		res.Signal = syscall.Signal(final.Signal)
+		res.ExitCode = 128 + final.Signal
+	}
+	return res, nil
+}
+
+// forwardedSignals are passed on to the command.
+var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
+
+// initSysProcAttr starts init in new mount and pid namespaces, and, for
+// an ordinary user, a new user namespace: mapped to root by the Go
+// runtime when there is no subuid range (idmap nil), by newuidmap later
+// otherwise.
+func initSysProcAttr(idmap *idMap) *syscall.SysProcAttr {
+	attr := &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID,
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	if os.Geteuid() == 0 {
+		return attr
+	}
+	attr.Cloneflags |= syscall.CLONE_NEWUSER
+	if idmap == nil {
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
+		attr.GidMappingsEnableSetgroups = false
+	}
+	return attr
+}

@@ -1,0 +1,107 @@
+package selector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"ovl/backend"
+	"ovl/layer"
+)
+
+// supportsDevFuse opens /dev/fuse read-write, as a FUSE mount must.
+func supportsDevFuse() (bool, string, error) {
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			return false, "no /dev/fuse: the fuse module is not loaded", err
+		case errors.Is(err, os.ErrPermission):
+			return false, "/dev/fuse is not open to this user", err
+		}
+		return false, "", err
+	}
+	f.Close()
+	return true, "", nil
+}
+
+// supportsFuseMount mounts a FUSE filesystem with no daemon behind it —
+// as root in place, as an ordinary user inside the probe's user namespace
+// (Linux 4.18+) — then closes the device, which aborts the connection,
+// and unmounts.
+func supportsFuseMount(dir string) (bool, string, error) {
+	s, err := newSandbox(dir, ProbeFuseMount)
+	if err != nil {
+		return false, "", err
+	}
+	defer s.remove()
+	mnt, err := s.dir("m")
+	if err != nil {
+		return false, "", err
+	}
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, "cannot open /dev/fuse", fmt.Errorf("open /dev/fuse: %w", err)
+	}
+	data := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0", fd)
+	s.mounted(mnt)
+	err = unix.Mount("ovl-probe", mnt, "fuse", unix.MS_NOSUID|unix.MS_NODEV, data)
+	unix.Close(fd)
+	if err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return false, "FUSE mounts in a user namespace need Linux 4.18", fmt.Errorf("mount fuse on %s: %w", mnt, err)
+		}
+		return false, "", fmt.Errorf("mount fuse on %s: %w", mnt, err)
+	}
+	if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+		return false, "", fmt.Errorf("unmount fuse at %s: %w", mnt, err)
+	}
+	return true, "", nil
+}
+
+// hasFusermount3 finds fusermount3 and checks it is setuid root, which an
+// ordinary user needs to mount FUSE outside a user namespace.
+func hasFusermount3() (bool, string, error) {
+	p, err := exec.LookPath("fusermount3")
+	if err != nil {
+		return false, "", err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		return false, "", err
+	}
+	if st.Uid != 0 || st.Mode&unix.S_ISUID == 0 {
+		return false, p, fmt.Errorf("%s is not setuid root", p)
+	}
+	return true, p, nil
+}
+
+// supportsFuseBackend mounts a small stack with ovl's FUSE backend and
+// reads through it. A backend that is not built in answers with
+// backend.ErrUnavailable.
+func supportsFuseBackend(ctx context.Context, dir string, ns layer.Namespace, b backend.Backend) (bool, string, error) {
+	s, err := newSandbox(dir, ProbeFuseBackend)
+	if err != nil {
+		return false, "", err
+	}
+	defer s.remove()
+	st, err := newStack(s)
+	if err != nil {
+		return false, "", err
+	}
+	s.mounted(st.mnt)
+	m, err := b.Mount(ctx, st.spec(ns, true, layer.Options{}))
+	if err != nil {
+		return false, "", err
+	}
+	err = readIs(filepath.Join(st.mnt, "bottom"), "bottom")
+	if uerr := m.Unmount(); uerr != nil && err == nil {
+		err = fmt.Errorf("unmount: %w", uerr)
+	}
+	return err == nil, "", err
+}

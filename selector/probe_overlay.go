@@ -1,0 +1,378 @@
+package selector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"ovl/backend"
+	"ovl/internal/userns"
+	"ovl/layer"
+)
+
+// overlayProber runs the kernel overlay probes in the current mount
+// namespace: for root the caller's, for an ordinary user the new user
+// namespace the probe entry runs in. Each probe mounts through mount,
+// the native backend, so a "yes" means ovl's own code path works.
+type overlayProber struct {
+	dir   string          // the layer directory; each probe makes a sandbox in it
+	ns    layer.Namespace // trusted for real root, user in a user namespace
+	mount func(context.Context, layer.Spec) (backend.Mount, error)
+}
+
+// stack is a small layer stack in a sandbox: two lowers with known
+// files, an upper, a work dir and a target.
+type stack struct {
+	lowers           []string
+	upper, work, mnt string
+}
+
+// newStack fills a sandbox: the top lower has "top" and "d/a", the bottom
+// lower "bottom", "gone", "d/b" and "opq/x".
+func newStack(s *sandbox) (*stack, error) {
+	st := &stack{}
+	var err error
+	mk := func(name string) string {
+		var p string
+		if err == nil {
+			p, err = s.dir(name)
+		}
+		return p
+	}
+	top, bottom := mk("l0"), mk("l1")
+	st.upper, st.work, st.mnt = mk("u"), mk("w"), mk("m")
+	if err != nil {
+		return nil, err
+	}
+	if err := s.files(top, "top", "d/a"); err != nil {
+		return nil, err
+	}
+	if err := s.files(bottom, "bottom", "gone", "d/b", "opq/x"); err != nil {
+		return nil, err
+	}
+	st.lowers = []string{top, bottom}
+	return st, nil
+}
+
+func (st *stack) spec(ns layer.Namespace, writable bool, o layer.Options) layer.Spec {
+	sp := layer.Spec{Lowers: st.lowers, Target: st.mnt, Namespace: ns, Options: o}
+	if writable {
+		sp.Upper, sp.Work = st.upper, st.work
+	}
+	return sp
+}
+
+// withMount mounts spec in a fresh sandbox stack, runs inside on the
+// merged tree, unmounts, then runs after on the upper dir. Either may be
+// nil.
+func (p *overlayProber) withMount(ctx context.Context, probe string, writable bool, ns layer.Namespace, o layer.Options,
+	inside func(st *stack) error, after func(st *stack) error) error {
+	s, err := newSandbox(p.dir, probe)
+	if err != nil {
+		return err
+	}
+	defer s.remove()
+	st, err := newStack(s)
+	if err != nil {
+		return fmt.Errorf("set up layers in %s: %w", s.root, err)
+	}
+	s.mounted(st.mnt)
+	m, err := p.mount(ctx, st.spec(ns, writable, o))
+	if err != nil {
+		return err
+	}
+	if inside != nil {
+		err = inside(st)
+	}
+	if uerr := m.Unmount(); uerr != nil && err == nil {
+		err = fmt.Errorf("unmount: %w", uerr)
+	}
+	if err == nil && after != nil {
+		err = after(st)
+	}
+	return err
+}
+
+func how(ns layer.Namespace) string {
+	if ns == layer.User {
+		if os.Geteuid() != 0 || userns.InUserNamespace() {
+			return "in a user namespace, userxattr"
+		}
+		return "userxattr"
+	}
+	return "as root, trusted.overlay xattrs"
+}
+
+// supportsNative mounts one stack the way the native backend will for
+// this user and checks that a write through it lands in the upper.
+func (p *overlayProber) supportsNative(ctx context.Context) (bool, string, error) {
+	err := p.withMount(ctx, ProbeNative, true, p.ns, layer.Options{},
+		func(st *stack) error {
+			if err := readIs(filepath.Join(st.mnt, "bottom"), "bottom"); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(st.mnt, "new"), []byte("new"), 0o644)
+		},
+		func(st *stack) error { return readIs(filepath.Join(st.upper, "new"), "new") })
+	return err == nil, how(p.ns), err
+}
+
+// supportsUserxattr mounts with userxattr and checks that an opaque dir
+// made through the mount is marked with user.overlay.opaque.
+func (p *overlayProber) supportsUserxattr(ctx context.Context) (bool, string, error) {
+	err := p.withMount(ctx, ProbeUserxattr, true, layer.User, layer.Options{},
+		func(st *stack) error { return recreateDir(st.mnt, "opq") },
+		func(st *stack) error {
+			buf := make([]byte, 8)
+			n, err := unix.Lgetxattr(filepath.Join(st.upper, "opq"), layer.User.Xattr(layer.KeyOpaque), buf)
+			if err != nil {
+				return fmt.Errorf("%s on the recreated dir: %w", layer.User.Xattr(layer.KeyOpaque), err)
+			}
+			if string(buf[:n]) != "y" {
+				return fmt.Errorf("%s is %q, want \"y\"", layer.User.Xattr(layer.KeyOpaque), buf[:n])
+			}
+			return nil
+		})
+	return err == nil, how(layer.User), err
+}
+
+// supportsTwoLowers mounts the two lowers read-only and checks both show,
+// and that a directory in both merges.
+func (p *overlayProber) supportsTwoLowers(ctx context.Context) (bool, string, error) {
+	err := p.withMount(ctx, ProbeTwoLowers, false, p.ns, layer.Options{},
+		func(st *stack) error {
+			for _, f := range []string{"top", "bottom", "d/a", "d/b"} {
+				if err := readIs(filepath.Join(st.mnt, f), f); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, nil)
+	return err == nil, "", err
+}
+
+// supportsWhiteout removes a lower file through the mount and checks the
+// upper then holds a whiteout for it.
+func (p *overlayProber) supportsWhiteout(ctx context.Context) (bool, string, error) {
+	err := p.withMount(ctx, ProbeWhiteout, true, p.ns, layer.Options{},
+		func(st *stack) error {
+			if err := os.Remove(filepath.Join(st.mnt, "gone")); err != nil {
+				return err
+			}
+			if _, err := os.Lstat(filepath.Join(st.mnt, "gone")); !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("removed file still visible through the mount (lstat: %v)", err)
+			}
+			return nil
+		},
+		func(st *stack) error { return expectWhiteout(st.upper, "gone") })
+	return err == nil, "", err
+}
+
+// supportsOpaqueDir removes a lower directory through the mount, makes it
+// again, and checks the upper directory is opaque.
+func (p *overlayProber) supportsOpaqueDir(ctx context.Context) (bool, string, error) {
+	err := p.withMount(ctx, ProbeOpaque, true, p.ns, layer.Options{},
+		func(st *stack) error {
+			if err := recreateDir(st.mnt, "opq"); err != nil {
+				return err
+			}
+			if _, err := os.Lstat(filepath.Join(st.mnt, "opq", "x")); !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("lower file shows in the recreated dir (lstat: %v)", err)
+			}
+			return nil
+		},
+		func(st *stack) error {
+			fd, err := unix.Open(filepath.Join(st.upper, "opq"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("open the recreated dir in the upper: %w", err)
+			}
+			defer unix.Close(fd)
+			op, err := layer.DirOpacity(fd)
+			if err != nil {
+				return err
+			}
+			if op != layer.OpaqueDir {
+				return fmt.Errorf("the recreated dir in the upper is not opaque")
+			}
+			return nil
+		})
+	return err == nil, "", err
+}
+
+// feature is an optional overlay feature and, where a mount alone does
+// not prove it, what to do through the mount and check afterwards.
+type feature struct {
+	probe  string
+	opts   layer.Options
+	inside func(st *stack) error
+	after  func(ns layer.Namespace, st *stack) error
+}
+
+var features = []feature{
+	{probe: ProbeVolatile, opts: layer.Options{Volatile: true}},
+	{probe: ProbeIndex, opts: layer.Options{Index: true}},
+	{probe: ProbeXino, opts: layer.Options{Xino: true}},
+	{probe: ProbeRedirectDir, opts: layer.Options{RedirectDir: true},
+		// Without redirect_dir the kernel refuses to rename a lower dir (EXDEV).
+		inside: func(st *stack) error { return os.Rename(filepath.Join(st.mnt, "d"), filepath.Join(st.mnt, "d2")) }},
+	// metacopy needs redirect_dir: the kernel refuses metacopy=on with
+	// redirect_dir=off ("conflicting options").
+	{probe: ProbeMetacopy, opts: layer.Options{Metacopy: true, RedirectDir: true},
+		inside: func(st *stack) error { return os.Chmod(filepath.Join(st.mnt, "bottom"), 0o600) },
+		after: func(ns layer.Namespace, st *stack) error {
+			_, err := unix.Lgetxattr(filepath.Join(st.upper, "bottom"), ns.Xattr("metacopy"), nil)
+			if err != nil {
+				return fmt.Errorf("chmod copied the whole file up (no %s): %w", ns.Xattr("metacopy"), err)
+			}
+			return nil
+		}},
+}
+
+// supportsFeature mounts with f's option on and checks what proves it.
+func (p *overlayProber) supportsFeature(ctx context.Context, f feature) (bool, string, error) {
+	var after func(*stack) error
+	if f.after != nil {
+		after = func(st *stack) error { return f.after(p.ns, st) }
+	}
+	err := p.withMount(ctx, f.probe, true, p.ns, f.opts, f.inside, after)
+	detail := ""
+	if err != nil && p.ns == layer.User && (f.probe == ProbeRedirectDir || f.probe == ProbeMetacopy) {
+		detail = "userxattr turns it off"
+	}
+	return err == nil, detail, err
+}
+
+// supportsLowerdirPlus builds an overlay with the new mount API, one
+// "lowerdir+" per layer (Linux 6.8+), and reads a file from the bottom
+// layer of the detached mount.
+func (p *overlayProber) supportsLowerdirPlus(ctx context.Context) (bool, string, error) {
+	s, err := newSandbox(p.dir, ProbeLowerdirPlus)
+	if err != nil {
+		return false, "", err
+	}
+	defer s.remove()
+	st, err := newStack(s)
+	if err != nil {
+		return false, "", err
+	}
+	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	if errors.Is(err, unix.ENOSYS) {
+		return false, "no new mount API (Linux 5.2+)", nil
+	}
+	if err != nil {
+		return false, "", fmt.Errorf("fsopen overlay: %w", err)
+	}
+	defer unix.Close(fsfd)
+	for _, l := range st.lowers {
+		if err := unix.FsconfigSetString(fsfd, "lowerdir+", l); err != nil {
+			if errors.Is(err, unix.EINVAL) {
+				return false, "the kernel has no lowerdir+ (Linux 6.8+)", nil
+			}
+			return false, "", fmt.Errorf("fsconfig lowerdir+ %s: %w%s", l, err, fsMessages(fsfd))
+		}
+	}
+	if p.ns == layer.User {
+		if err := unix.FsconfigSetFlag(fsfd, "userxattr"); err != nil {
+			return false, "", fmt.Errorf("fsconfig userxattr: %w%s", err, fsMessages(fsfd))
+		}
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return false, "", fmt.Errorf("fsconfig create: %w%s", err, fsMessages(fsfd))
+	}
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY)
+	if err != nil {
+		return false, "", fmt.Errorf("fsmount: %w%s", err, fsMessages(fsfd))
+	}
+	defer unix.Close(mfd) // the mount is detached: closing it is the unmount
+	f, err := unix.Openat(mfd, "bottom", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, "", fmt.Errorf("read through the mount: %w", err)
+	}
+	unix.Close(f)
+	return true, "", nil
+}
+
+// fsMessages reads the kernel's messages from an fsopen context ("e
+// overlayfs: ..."), to append to an error.
+func fsMessages(fsfd int) string {
+	var msgs []string
+	buf := make([]byte, 1024)
+	for i := 0; i < 8; i++ {
+		n, err := unix.Read(fsfd, buf)
+		if err != nil || n <= 0 {
+			break
+		}
+		msgs = append(msgs, strings.TrimSpace(string(buf[:n])))
+	}
+	if len(msgs) == 0 {
+		return ""
+	}
+	return " (kernel: " + strings.Join(msgs, "; ") + ")"
+}
+
+// supportsMknodWhiteout makes a 0/0 character device, the kernel's
+// whiteout, in a scratch dir.
+func (p *overlayProber) supportsMknodWhiteout(ctx context.Context) (bool, string, error) {
+	s, err := newSandbox(p.dir, ProbeMknod)
+	if err != nil {
+		return false, "", err
+	}
+	defer s.remove()
+	if err := unix.Mknod(filepath.Join(s.root, "wh"), unix.S_IFCHR, 0); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return false, "mknod refused: unprivileged whiteouts need Linux 5.8", err
+		}
+		return false, "", fmt.Errorf("mknod %s: %w", filepath.Join(s.root, "wh"), err)
+	}
+	if err := expectWhiteout(s.root, "wh"); err != nil {
+		return false, "", err
+	}
+	return true, "", nil
+}
+
+// expectWhiteout checks that name in dir is a whiteout (layer.Classify).
+func expectWhiteout(dir, name string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	op, err := layer.DirOpacity(fd)
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("no whiteout for %s in %s: %w", name, dir, err)
+	}
+	if k, _ := layer.Classify(fd, name, &st, op); k != layer.Whiteout {
+		return fmt.Errorf("%s in %s is a %v entry, not a whiteout (mode %o)", name, dir, k, st.Mode)
+	}
+	return nil
+}
+
+// recreateDir empties and removes dir/name through a mount, then makes
+// it again.
+func recreateDir(dir, name string) error {
+	p := filepath.Join(dir, name)
+	if err := os.RemoveAll(p); err != nil {
+		return err
+	}
+	return os.Mkdir(p, 0o755)
+}
+
+func readIs(path, want string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if string(b) != want {
+		return fmt.Errorf("%s holds %q, want %q", path, b, want)
+	}
+	return nil
+}

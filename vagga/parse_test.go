@@ -1,0 +1,203 @@
+package vagga
+
+import (
+	"errors"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+const full = `
+containers:
+  base:
+    setup:
+    - !Tar {url: ./base.tar.gz, path: /, subdir: rootfs}
+    - !Env {LANG: C.UTF-8, A: "1"}
+    - !Sh "echo hi > /etc/hi"
+    - !Cmd [make, -C, /work, install]
+    - !Text
+      /etc/motd: hello
+      /etc/a.conf: |
+        x = 1
+    - !Copy {source: /work/src, path: /opt/src, owner-uid: 1000, owner-gid: 100}
+    - !Remove /var/cache
+    - !EnsureDir /var/lib/app
+    - !EmptyDir /tmp
+    - !Depends requirements.txt
+    environ: {HOME: /root}
+    volumes:
+      /etc: !Snapshot {size: 1Mi, owner-uid: 0, owner-gid: 0, container: base}
+      /tmp: !Tmpfs {size: 100M, mode: 0o1777}
+      /data: !BindRW /work/data
+      /ro: !BindRO /work/ro
+  child:
+    setup:
+    - !Container base
+    - !Sh "true"
+commands:
+  hello: !Command
+    container: child
+    run: echo hello
+    write-mode: transient-hard-link-copy
+    environ: {X: y}
+  argv: !Command
+    container: base
+    run: [ls, -l]
+`
+
+func TestParseEveryStep(t *testing.T) {
+	cfg, err := Parse([]byte(full), "/p/vagga.yaml", "/p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := cfg.Containers["base"]
+	if len(base.Setup) != 10 {
+		t.Fatalf("base has %d steps, want 10", len(base.Setup))
+	}
+	want := []Step{
+		&TarStep{URL: "./base.tar.gz", Path: "/", Subdir: "rootfs", HostFile: "/p/base.tar.gz"},
+		&EnvStep{Vars: []EnvVar{{"A", "1"}, {"LANG", "C.UTF-8"}}},
+		&ShStep{Script: "echo hi > /etc/hi"},
+		&CmdStep{Args: []string{"make", "-C", "/work", "install"}},
+		&TextStep{Files: []TextFile{{"/etc/a.conf", "x = 1\n"}, {"/etc/motd", "hello"}}},
+		&CopyStep{Source: "/work/src", Path: "/opt/src", OwnerUID: 1000, OwnerGID: 100, HostSource: "/p/src"},
+		&RemoveStep{Path: "/var/cache"},
+		&EnsureDirStep{Path: "/var/lib/app"},
+		&EmptyDirStep{Path: "/tmp"},
+		&DependsStep{Path: "requirements.txt", HostPath: "/p/requirements.txt"},
+	}
+	for i, s := range base.Setup {
+		if s.Position().Line != 5+i+boolInt(i > 4)*3 {
+			t.Errorf("step %d %s at line %d", i, s.Tag(), s.Position().Line)
+		}
+		clearPos(s)
+		if !reflect.DeepEqual(s, want[i]) {
+			t.Errorf("step %d = %#v, want %#v", i, s, want[i])
+		}
+	}
+	if got := base.Volumes; len(got) != 4 || got[0].Kind != VolumeSnapshot || got[0].Size != 1<<20 || got[0].Container != "base" ||
+		got[1].Kind != VolumeTmpfs || got[1].Size != 100e6 || got[1].Mode != 0o1777 ||
+		got[2].HostPath != "/p/data" || got[2].ReadOnly || !got[3].ReadOnly {
+		t.Errorf("volumes = %+v", got)
+	}
+	if cfg.Containers["child"].Parent() != "base" {
+		t.Errorf("child's parent = %q", cfg.Containers["child"].Parent())
+	}
+	hello := cfg.Commands["hello"]
+	if !reflect.DeepEqual(hello.Run, []string{"/bin/sh", "-c", "echo hello"}) || hello.WriteMode != TransientCopy || hello.Environ[0].String() != "X=y" {
+		t.Errorf("hello = %+v", hello)
+	}
+	if argv := cfg.Commands["argv"]; !reflect.DeepEqual(argv.Run, []string{"ls", "-l"}) || argv.WriteMode != ReadOnly {
+		t.Errorf("argv = %+v", argv)
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func clearPos(s Step) {
+	reflect.ValueOf(s).Elem().FieldByName("Pos").Set(reflect.ValueOf(Pos{}))
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		err        error
+		line       int
+		want       string
+	}{
+		{"unknown step", "containers:\n  a:\n    setup:\n    - !Ubuntu focal\n", ErrUnsupported, 4, "step !Ubuntu is not supported (ovl builds without network"},
+		{"unknown step generic", "containers:\n  a:\n    setup:\n    - !Frobnicate x\n", ErrUnsupported, 4, "write the step as !Sh"},
+		{"cycle", "containers:\n  a:\n    setup: [!Container b]\n  b:\n    setup: [!Container a]\n", ErrCycle, 2, `Container "a" has cyclic dependency: a -> b -> a`},
+		{"self cycle", "containers:\n  a:\n    setup: [!Container a]\n", ErrCycle, 2, "has cyclic dependency"},
+		{"snapshot cycle", "containers:\n  a:\n    setup: [!Container b]\n  b:\n    volumes:\n      /x: !Snapshot {container: a}\n", ErrCycle, 2, "has cyclic dependency"},
+		{"unknown container", "containers:\n  a:\n    setup:\n    - !Container nope\n", ErrUnknownContainer, 4, `builds on "nope"`},
+		{"invalid yaml", "containers:\n  a:\n    setup: [\n  b: 1\n", ErrSyntax, -1, "invalid YAML"},
+		{"duplicate key", "containers:\n  a: {}\n  a: {}\n", ErrSyntax, 3, "already defined"},
+		{"tab yaml", "containers:\n\ta: 1\n", ErrSyntax, 2, "invalid YAML"},
+		{"network tar", "containers:\n  a:\n    setup:\n    - !Tar\n      url: http://x/y.tar\n", ErrUnsupported, 5, "needs the network"},
+		{"relative path", "containers:\n  a:\n    setup:\n    - !EnsureDir var/x\n", ErrInvalid, 4, "not absolute"},
+		{"escape", "containers:\n  a:\n    setup:\n    - !Copy {source: ../x, path: /x}\n", ErrInvalid, 4, "leaves the project"},
+		{"container not first", "containers:\n  b: {}\n  a:\n    setup:\n    - !Sh x\n    - !Container b\n", ErrUnsupported, 6, "must be the first step"},
+		{"bad size", "containers:\n  a:\n    volumes:\n      /x: !Snapshot {size: lots}\n", ErrInvalid, 4, `size "lots" does not parse`},
+		{"bad write mode", "containers:\n  a: {}\ncommands:\n  c: !Command {container: a, run: x, write-mode: rw}\n", ErrInvalid, 4, "write-mode"},
+		{"command container", "commands:\n  c: !Command {container: a, run: x}\n", ErrUnknownContainer, 2, "not defined"},
+		{"supervise", "commands:\n  c: !Supervise {}\n", ErrUnsupported, 2, "!Supervise"},
+		{"untagged step", "containers:\n  a:\n    setup:\n    - make\n", ErrInvalid, 4, "needs a tag"},
+		{"unknown key", "containers:\n  a:\n    stup: []\n", ErrInvalid, 3, `unknown key "stup"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml), "/p/vagga.yaml", "/p")
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("err = %v, want %v", err, tc.err)
+			}
+			var e *Error
+			if !errors.As(err, &e) || (e.Pos.Line != tc.line && !(tc.line == -1 && e.Pos.Line > 0)) || e.Pos.File != "/p/vagga.yaml" {
+				t.Errorf("err = %v: want at /p/vagga.yaml:%d", err, tc.line)
+			}
+			prefix := "/p/vagga.yaml:"
+			if !strings.HasPrefix(err.Error(), prefix) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %q, want it to start with %q and contain %q", err, prefix, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseAnchorsAndMerge(t *testing.T) {
+	y := `
+_defaults: &vol
+  /tmp: !Tmpfs {size: 1Mi}
+containers:
+  a:
+    setup: &steps
+    - !Sh "a"
+    volumes:
+      <<: *vol
+      /x: !Tmpfs {}
+  b:
+    setup: *steps
+`
+	cfg, err := Parse([]byte(y), "v.yaml", "/p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Containers["b"].Setup) != 1 || len(cfg.Containers["a"].Volumes) != 2 {
+		t.Errorf("a=%+v b=%+v", cfg.Containers["a"], cfg.Containers["b"])
+	}
+}
+
+func TestCanonicalIgnoresLayout(t *testing.T) {
+	a, err := Parse([]byte("containers:\n  a:\n    setup:\n    - !Copy {source: /work/x, path: /y}\n"), "v", "/p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Parse([]byte("# moved\ncontainers:\n  a:\n    setup:\n\n    - !Copy\n        path: /y\n        source: /work/x\n"), "v", "/elsewhere")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, cb := Canonical(a.Containers["a"].Setup[0]), Canonical(b.Containers["a"].Setup[0])
+	if string(ca) != string(cb) {
+		t.Errorf("canonical forms differ:\n%s\n%s", ca, cb)
+	}
+	if filepath.Base(b.Containers["a"].Setup[0].(*CopyStep).HostSource) != "x" {
+		t.Error("host source not resolved")
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"100Mi": 100 << 20, "1G": 1e9, "4096": 4096, "512k": 512000, "2Gi": 2 << 30} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "x", "-1", "1.5G", "10Q"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) succeeded", bad)
+		}
+	}
+}

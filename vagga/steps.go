@@ -1,0 +1,197 @@
+package vagga
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Step is one build step of a container's setup:. The concrete types are
+// the *Step structs of this file; the build engine switches on them.
+type Step interface {
+	// Tag is the step's YAML tag, e.g. "!Sh".
+	Tag() string
+	// Position is where the step was written.
+	Position() Pos
+	// Summary is a short one-line form for progress output.
+	Summary() string
+}
+
+// Reader is a step whose result depends on files of the project, whose
+// content the build engine hashes into the step's key.
+type Reader interface {
+	Step
+	// HostPaths lists the files or directories the step reads, as host
+	// paths.
+	HostPaths() []string
+}
+
+// Canonical returns the form of s that its cache key hashes: the tag and
+// the fields as written, without positions, as JSON with a fixed field
+// order. Two configs that differ only in layout give the same bytes.
+func Canonical(s Step) []byte {
+	b, err := json.Marshal(struct {
+		Tag  string `json:"tag"`
+		Step Step   `json:"step"`
+	}{s.Tag(), s})
+	if err != nil {
+		panic(fmt.Sprintf("vagga: encode %s: %v", s.Tag(), err)) // only plain fields: cannot happen
+	}
+	return b
+}
+
+// TarStep unpacks a local tarball (!Tar): url is a path in the project,
+// path is where in the container (default "/"), subdir the part of the
+// archive to take (default: all).
+type TarStep struct {
+	URL    string `json:"url"`
+	Path   string `json:"path"`
+	Subdir string `json:"subdir"`
+	SHA256 string `json:"sha256,omitempty"`
+	// HostFile is URL resolved on the host.
+	HostFile string `json:"-"`
+	Pos      Pos    `json:"-"`
+}
+
+// ShStep runs a shell script with /bin/sh -exc (!Sh).
+type ShStep struct {
+	Script string `json:"script"`
+	Pos    Pos    `json:"-"`
+}
+
+// CmdStep runs a command without a shell (!Cmd).
+type CmdStep struct {
+	Args []string `json:"args"`
+	Pos  Pos      `json:"-"`
+}
+
+// TextFile is one file of a !Text step.
+type TextFile struct {
+	Path    string `json:"path"`
+	Content string `json:"content"`
+}
+
+// TextStep writes files with the given contents, mode 0644, owned by root
+// (!Text). Files are sorted by path.
+type TextStep struct {
+	Files []TextFile `json:"files"`
+	Pos   Pos        `json:"-"`
+}
+
+// CopyStep copies a file or directory of the project into the container
+// (!Copy). Owners are set to OwnerUID/OwnerGID (default root), modes and
+// symlinks are kept.
+type CopyStep struct {
+	Source   string `json:"source"`
+	Path     string `json:"path"`
+	OwnerUID int    `json:"owner-uid"`
+	OwnerGID int    `json:"owner-gid"`
+	// HostSource is Source resolved on the host.
+	HostSource string `json:"-"`
+	Pos        Pos    `json:"-"`
+}
+
+// EnvStep sets environment variables for the build steps after it and
+// for commands run in the container (!Env). Sorted by name.
+type EnvStep struct {
+	Vars []EnvVar `json:"vars"`
+	Pos  Pos      `json:"-"`
+}
+
+// RemoveStep deletes a file or directory (!Remove).
+type RemoveStep struct {
+	Path string `json:"path"`
+	Pos  Pos    `json:"-"`
+}
+
+// EnsureDirStep creates a directory and its parents if missing (!EnsureDir).
+type EnsureDirStep struct {
+	Path string `json:"path"`
+	Pos  Pos    `json:"-"`
+}
+
+// EmptyDirStep empties a directory, creating it if missing (!EmptyDir).
+type EmptyDirStep struct {
+	Path string `json:"path"`
+	Pos  Pos    `json:"-"`
+}
+
+// DependsStep makes the steps after it rebuild when a project file or
+// directory changes (!Depends); it changes nothing in the container.
+type DependsStep struct {
+	Path     string `json:"path"`
+	HostPath string `json:"-"`
+	Pos      Pos    `json:"-"`
+}
+
+// ContainerStep builds on another container (!Container), as the first
+// step: its layers become the bottom of this container's stack.
+type ContainerStep struct {
+	Name string `json:"name"`
+	Pos  Pos    `json:"-"`
+}
+
+func (*TarStep) Tag() string       { return "!Tar" }
+func (*ShStep) Tag() string        { return "!Sh" }
+func (*CmdStep) Tag() string       { return "!Cmd" }
+func (*TextStep) Tag() string      { return "!Text" }
+func (*CopyStep) Tag() string      { return "!Copy" }
+func (*EnvStep) Tag() string       { return "!Env" }
+func (*RemoveStep) Tag() string    { return "!Remove" }
+func (*EnsureDirStep) Tag() string { return "!EnsureDir" }
+func (*EmptyDirStep) Tag() string  { return "!EmptyDir" }
+func (*DependsStep) Tag() string   { return "!Depends" }
+func (*ContainerStep) Tag() string { return "!Container" }
+
+func (s *TarStep) Position() Pos       { return s.Pos }
+func (s *ShStep) Position() Pos        { return s.Pos }
+func (s *CmdStep) Position() Pos       { return s.Pos }
+func (s *TextStep) Position() Pos      { return s.Pos }
+func (s *CopyStep) Position() Pos      { return s.Pos }
+func (s *EnvStep) Position() Pos       { return s.Pos }
+func (s *RemoveStep) Position() Pos    { return s.Pos }
+func (s *EnsureDirStep) Position() Pos { return s.Pos }
+func (s *EmptyDirStep) Position() Pos  { return s.Pos }
+func (s *DependsStep) Position() Pos   { return s.Pos }
+func (s *ContainerStep) Position() Pos { return s.Pos }
+
+func (s *TarStep) Summary() string { return fmt.Sprintf("!Tar %s", quoteShort(s.URL)) }
+func (s *ShStep) Summary() string  { return fmt.Sprintf("!Sh %s", quoteShort(s.Script)) }
+func (s *CmdStep) Summary() string {
+	return fmt.Sprintf("!Cmd %s", quoteShort(strings.Join(s.Args, " ")))
+}
+func (s *TextStep) Summary() string {
+	names := make([]string, len(s.Files))
+	for i, f := range s.Files {
+		names[i] = f.Path
+	}
+	return fmt.Sprintf("!Text %s", quoteShort(strings.Join(names, " ")))
+}
+func (s *CopyStep) Summary() string {
+	return fmt.Sprintf("!Copy %s", quoteShort(s.Source+" -> "+s.Path))
+}
+func (s *EnvStep) Summary() string {
+	names := make([]string, len(s.Vars))
+	for i, v := range s.Vars {
+		names[i] = v.Name
+	}
+	return fmt.Sprintf("!Env %s", quoteShort(strings.Join(names, " ")))
+}
+func (s *RemoveStep) Summary() string    { return "!Remove " + quoteShort(s.Path) }
+func (s *EnsureDirStep) Summary() string { return "!EnsureDir " + quoteShort(s.Path) }
+func (s *EmptyDirStep) Summary() string  { return "!EmptyDir " + quoteShort(s.Path) }
+func (s *DependsStep) Summary() string   { return "!Depends " + quoteShort(s.Path) }
+func (s *ContainerStep) Summary() string { return "!Container " + quoteShort(s.Name) }
+
+func (s *TarStep) HostPaths() []string     { return []string{s.HostFile} }
+func (s *CopyStep) HostPaths() []string    { return []string{s.HostSource} }
+func (s *DependsStep) HostPaths() []string { return []string{s.HostPath} }
+
+// quoteShort quotes s on one line, cut to 40 characters.
+func quoteShort(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > 40 {
+		s = string(r[:39]) + "…"
+	}
+	return fmt.Sprintf("%q", s)
+}
