@@ -21,6 +21,9 @@ type Env struct {
 	// Root reports whether the bench runs as root (cold-cache workloads
 	// drop the page cache, which needs root).
 	Root bool
+	// Logf, when set, is told about clean-ups that take long, so a
+	// bench that seems stuck says where.
+	Logf func(format string, args ...any)
 
 	scratch string
 	seq     int
@@ -75,6 +78,12 @@ func (e *Env) mountFresh(ctx context.Context, c *Contestant, lowers []string) (M
 		return nil, 0, nil, err
 	}
 	release := e.Jan.Add("unmount "+s.Target, func() error {
+		t0 := time.Now()
+		defer func() {
+			if d := time.Since(t0); d > 2*time.Second && e.Logf != nil {
+				e.Logf("  %s: unmount and clean-up of %s took %v", c.Name, s.Target, d.Round(100*time.Millisecond))
+			}
+		}()
 		uerr := m.Unmount()
 		if uerr != nil {
 			// Do not remove what may still be mounted.

@@ -88,7 +88,11 @@ func Run(ctx context.Context, e *Env, ws []Workload, cs []*Contestant, opt RunOp
 		t0 := time.Now()
 		// Warm-up: a failure here means the contestant cannot do the
 		// workload at all.
-		for r := 0; r < opt.Warmup; r++ {
+		warmup := opt.Warmup
+		if w.NoWarmup {
+			warmup = 0
+		}
+		for r := 0; r < warmup; r++ {
 			for _, i := range rotate(live, r) {
 				if res[i].Status != StatusOK {
 					continue
@@ -108,6 +112,9 @@ func Run(ctx context.Context, e *Env, ws []Workload, cs []*Contestant, opt RunOp
 		}
 		for r := 0; ; r++ {
 			ran := false
+			// Without a warm-up, a failure of the first repetition means
+			// the contestant cannot do the workload.
+			firstFails := warmup == 0 && r == 0
 			for _, i := range rotate(live, r) {
 				if res[i].Status != StatusOK || r >= want[i] {
 					continue
@@ -117,6 +124,11 @@ func Run(ctx context.Context, e *Env, ws []Workload, cs []*Contestant, opt RunOp
 				if err != nil {
 					if ctx.Err() != nil {
 						return append(all, res...), ctx.Err()
+					}
+					if firstFails {
+						res[i].Status, res[i].Err = StatusUnavailable, err.Error()
+						progress("  %s: unavailable: %v", cs[i].Name, err)
+						continue
 					}
 					res[i].Status, res[i].Err = StatusFailed, fmt.Sprintf("repetition %d: %v", r+1, err)
 					progress("  %s: failed: %v", cs[i].Name, err)

@@ -108,3 +108,29 @@ func TestRunStopsWhenCancelled(t *testing.T) {
 		t.Fatalf("Run = %v, want context.Canceled", err)
 	}
 }
+
+func TestRunNoWarmup(t *testing.T) {
+	var reps []int
+	ws := []Workload{{Name: "fresh", NoWarmup: true, Rep: func(_ context.Context, _ *Env, c *Contestant, rep int) (time.Duration, error) {
+		reps = append(reps, rep)
+		if c.Name == "broken" {
+			return 0, errors.New("cannot mount")
+		}
+		return time.Millisecond, nil
+	}}}
+	res, err := Run(context.Background(), &Env{Jan: &Janitor{}}, ws, []*Contestant{{Name: "a"}, {Name: "broken"}}, RunOptions{Warmup: 1, Reps: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reps {
+		if r < 0 {
+			t.Fatalf("a warm-up ran for a NoWarmup workload: reps %v", reps)
+		}
+	}
+	if res[0].Summary.N != 2 {
+		t.Errorf("a: %d samples, want 2", res[0].Summary.N)
+	}
+	if res[1].Status != StatusUnavailable || !strings.Contains(res[1].Err, "cannot mount") {
+		t.Errorf("a contestant failing its first repetition without warm-up: %s %q, want unavailable with the error", res[1].Status, res[1].Err)
+	}
+}

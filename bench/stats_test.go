@@ -70,3 +70,18 @@ func TestRotate(t *testing.T) {
 		t.Error("rotate(nil) is not nil")
 	}
 }
+
+func TestFioRuntime(t *testing.T) {
+	report := []byte(`note: both iodepth >= 1 and synchronous I/O engine are selected
+{"fio version": "fio-3.33", "jobs": [{"jobname": "seqread", "error": 0, "job_runtime": 443, "read": {"runtime": 443}}]}`)
+	got, err := fioRuntime(report)
+	if err != nil || got != 443*time.Millisecond {
+		t.Fatalf("fioRuntime = %v, %v; want 443ms", got, err)
+	}
+	if _, err := fioRuntime([]byte(`{"jobs": [{"error": 5, "job_runtime": 1}]}`)); err == nil {
+		t.Error("a failed fio job was read as a time")
+	}
+	if _, err := fioRuntime([]byte(`fio: no such file`)); err == nil {
+		t.Error("garbage was read as a time")
+	}
+}

@@ -1,13 +1,16 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -28,6 +31,10 @@ type Workload struct {
 	OvlOnly bool
 	// Cold workloads drop the kernel's caches first, which needs root.
 	Cold bool
+	// NoWarmup workloads start each repetition from scratch (a fresh
+	// mount, a new file): a warm-up would only cost time. The lower tree
+	// is in the page cache from the phases before.
+	NoWarmup bool
 
 	Rep func(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error)
 }
@@ -58,7 +65,7 @@ func Workloads(f *Fixture, fio bool) []Workload {
 		p := filepath.Join(dir, "big.bin")
 		if fio {
 			return "fio", []string{"--name=seqread", "--filename=" + p, "--rw=read", "--bs=1M",
-				fmt.Sprintf("--size=%d", f.Config.BigSize), "--readonly", "--output=/dev/null"}
+				fmt.Sprintf("--size=%d", f.Config.BigSize), "--readonly"}
 		}
 		return "dd", []string{"if=" + p, "of=/dev/null", "bs=1M", "status=none"}
 	}
@@ -66,7 +73,7 @@ func Workloads(f *Fixture, fio bool) []Workload {
 		p := filepath.Join(dir, "out.bin")
 		if fio {
 			return "fio", []string{"--name=seqwrite", "--filename=" + p, "--rw=write", "--bs=1M",
-				fmt.Sprintf("--size=%d", f.Config.BigSize), "--end_fsync=1", "--output=/dev/null"}
+				fmt.Sprintf("--size=%d", f.Config.BigSize), "--end_fsync=1"}
 		}
 		return "dd", []string{"if=/dev/zero", "of=" + p, "bs=1M", fmt.Sprintf("count=%d", bigMB), "conv=fsync", "status=none"}
 	}
@@ -76,7 +83,7 @@ func Workloads(f *Fixture, fio bool) []Workload {
 	}
 
 	return []Workload{
-		{Name: "mount", Phase: "mount", Snapshot: true,
+		{Name: "mount", Phase: "mount", Snapshot: true, NoWarmup: true,
 			About: "time until the merged tree is usable (cp -a: the copy)",
 			Rep: func(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error) {
 				_, took, release, err := e.mountFresh(ctx, c, tree)
@@ -150,7 +157,7 @@ func Workloads(f *Fixture, fio bool) []Workload {
 				}
 				return took, err
 			}},
-		{Name: fmt.Sprintf("copy-up: append to %d files", f.Config.AppendFiles), Phase: "fresh",
+		{Name: fmt.Sprintf("copy-up: append to %d files", f.Config.AppendFiles), Phase: "fresh", NoWarmup: true,
 			About: "append a line to lower files spread over the tree, fresh mount each time",
 			Rep: func(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error) {
 				m, _, release, err := e.mountFresh(ctx, c, tree)
@@ -160,7 +167,7 @@ func Workloads(f *Fixture, fio bool) []Workload {
 				took, err := runWorker(ctx, "append", m.Dir(), e.Fix.AppendList)
 				return took, errors.Join(err, release())
 			}},
-		{Name: "rm -rf lower subtree", Phase: "fresh",
+		{Name: "rm -rf lower subtree", Phase: "fresh", NoWarmup: true,
 			About: "rm -rf of the tree's largest top-level directory, fresh mount each time",
 			Rep: func(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error) {
 				m, _, release, err := e.mountFresh(ctx, c, tree)
@@ -178,9 +185,9 @@ func Workloads(f *Fixture, fio bool) []Workload {
 					return 0, err
 				}
 				prog, args := seqRead(m.Dir())
-				return timeCmd(ctx, m.Dir(), nil, prog, args...)
+				return timeIO(ctx, m.Dir(), prog, args...)
 			}},
-		{Name: "seq write " + sizeName, Phase: "io",
+		{Name: "seq write " + sizeName, Phase: "io", NoWarmup: true,
 			About: "sequential write of a new file with " + tool + ", 1 MiB blocks, fsync at the end",
 			Rep: func(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error) {
 				m, err := e.keptMount(ctx, c, "big", big)
@@ -188,7 +195,7 @@ func Workloads(f *Fixture, fio bool) []Workload {
 					return 0, err
 				}
 				prog, args := seqWrite(m.Dir())
-				took, err := timeCmd(ctx, m.Dir(), nil, prog, args...)
+				took, err := timeIO(ctx, m.Dir(), prog, args...)
 				if rerr := os.Remove(filepath.Join(m.Dir(), "out.bin")); err == nil && rerr != nil {
 					err = rerr
 				}
@@ -219,6 +226,46 @@ func Workloads(f *Fixture, fio bool) []Workload {
 			About: "build a one-step child of the built base (cp -a: copy the parent, run the step)",
 			Rep:   repChildBuild},
 	}
+}
+
+// timeIO runs fio, taking the job's run time from its JSON report (fio
+// itself takes ~0.3 s to start, which would swamp the I/O), or dd, timed
+// from outside.
+func timeIO(ctx context.Context, dir, prog string, args ...string) (time.Duration, error) {
+	if prog != "fio" {
+		return timeCmd(ctx, dir, nil, prog, args...)
+	}
+	cmd := exec.CommandContext(ctx, prog, append(args, "--output-format=json")...)
+	cmd.Dir = dir
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("fio %s: %w: %s", strings.Join(args, " "), err, lastLines(stderr.String(), 3))
+	}
+	return fioRuntime(out)
+}
+
+// fioRuntime reads the run time of the first job of a fio JSON report
+// (job_runtime, in milliseconds: the I/O and, with end_fsync, the sync).
+func fioRuntime(report []byte) (time.Duration, error) {
+	var r struct {
+		Jobs []struct {
+			Error      int   `json:"error"`
+			JobRuntime int64 `json:"job_runtime"`
+		} `json:"jobs"`
+	}
+	// fio may print notes before the JSON.
+	if i := bytes.IndexByte(report, '{'); i > 0 {
+		report = report[i:]
+	}
+	if err := json.Unmarshal(report, &r); err != nil {
+		return 0, fmt.Errorf("fio's JSON report: %w", err)
+	}
+	if len(r.Jobs) == 0 || r.Jobs[0].Error != 0 {
+		return 0, fmt.Errorf("fio's JSON report has no successful job: %s", shorten(string(report), 200))
+	}
+	return time.Duration(r.Jobs[0].JobRuntime) * time.Millisecond, nil
 }
 
 // FioInstalled reports whether fio is on PATH.

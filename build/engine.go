@@ -14,26 +14,6 @@ import (
 	"ovl/vagga"
 )
 
-// Exec is a command to run on top of layers: a command step of a build,
-// or a shell in the state before a step. It mirrors the runner's Config
-// without the volumes, which builds do not mount.
-type Exec struct {
-	Layers      []string // top first
-	Writable    bool
-	KeepChanges string // with Writable: the upper, kept as a layer here
-	Env         []string
-	Workdir     string
-	BindWork    string // the project directory, bound at /work
-	Args        []string
-	Stdin       io.Reader
-	Stdout      io.Writer
-	Stderr      io.Writer
-}
-
-// RunFunc runs x to completion. A command that exits non-zero or is
-// killed is reported as an *ExitError.
-type RunFunc func(ctx context.Context, x Exec) error
-
 // Options control a Builder.
 type Options struct {
 	// OneLayer writes all steps of a container into one layer, as vagga
@@ -42,8 +22,8 @@ type Options struct {
 	// own, so a failed build continues at the failed step; the README
 	// says why that is the default.
 	OneLayer bool
-	// Force rebuilds the named containers' steps even if their layers
-	// exist (not their parents').
+	// Force rebuilds the steps of the containers Build is called for,
+	// even if their layers exist (not their parents').
 	Force bool
 	// Backend is what command steps will be mounted with; its MaxLayers
 	// decides when old layers are squashed. nil means no limit.
@@ -56,6 +36,9 @@ type Options struct {
 	Output io.Writer
 	// NoRoot skips writing the plain root directory.
 	NoRoot bool
+	// Progress, when set, follows long copies (32 MiB and more): the
+	// command line draws a progress bar with it on a terminal.
+	Progress func(what string, total int64) Progress
 }
 
 // Result is a built container.
@@ -76,6 +59,7 @@ type Result struct {
 
 	keys    []string // the stack's layer keys, bottom first, unsquashed
 	planned []string // stackOf: the keys of the container's own steps
+	force   bool     // rebuild this container's steps even if cached
 	env     []vagga.EnvVar
 }
 
@@ -154,10 +138,10 @@ func (b *Builder) plan(c *vagga.Container, parent *Result) ([]step, error) {
 // Build builds container name (and the container it is built on), reusing
 // every step whose layer exists, and writes its plain root.
 func (b *Builder) Build(ctx context.Context, name string) (*Result, error) {
-	return b.build(ctx, name, nil)
+	return b.build(ctx, name, nil, b.opts.Force)
 }
 
-func (b *Builder) build(ctx context.Context, name string, shell *shellRequest) (*Result, error) {
+func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, force bool) (*Result, error) {
 	b.mu.Lock()
 	if r, ok := b.built[name]; ok && shell == nil {
 		b.mu.Unlock()
@@ -171,7 +155,7 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest) (
 	var parent *Result
 	if p := c.Parent(); p != "" {
 		var err error
-		if parent, err = b.Build(ctx, p); err != nil {
+		if parent, err = b.build(ctx, p, nil, false); err != nil {
 			return nil, err
 		}
 	}
@@ -186,7 +170,7 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest) (
 	}
 	defer unlock()
 
-	r := &Result{Container: name}
+	r := &Result{Container: name, force: force}
 	if parent != nil {
 		r.keys = append(r.keys, parent.keys...)
 		r.env = append(r.env, parent.env...)
@@ -225,12 +209,17 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest) (
 
 // buildEachStep gives every step a layer of its own.
 func (b *Builder) buildEachStep(ctx context.Context, c *vagga.Container, steps []step, r *Result) error {
+	return b.buildSteps(ctx, c, steps, len(steps), r)
+}
+
+// buildSteps builds steps, the first of the total steps of c.
+func (b *Builder) buildSteps(ctx context.Context, c *vagga.Container, steps []step, total int, r *Result) error {
 	for _, s := range steps {
 		if env, ok := s.step.(*vagga.EnvStep); ok {
 			r.env = append(r.env, env.Vars...)
 		}
-		ev := Event{Container: c.Name, Index: s.index, Total: len(steps), Step: s.step.Summary(), Pos: s.step.Position(), Key: s.key}
-		if b.store.Has(s.key) && !b.opts.Force {
+		ev := Event{Container: c.Name, Index: s.index, Total: total, Step: s.step.Summary(), Pos: s.step.Position(), Key: s.key}
+		if b.store.Has(s.key) && !r.force {
 			ev.Status = StatusCached
 			b.event(ev)
 		} else {
@@ -245,9 +234,9 @@ func (b *Builder) buildEachStep(ctx context.Context, c *vagga.Container, steps [
 				p.Discard()
 				ev.Status, ev.Seconds = StatusFailed, time.Since(start).Seconds()
 				b.event(ev)
-				return b.stepError(c, s, len(steps), err)
+				return b.stepError(c, s, total, err)
 			}
-			if b.opts.Force && b.store.Has(s.key) {
+			if r.force && b.store.Has(s.key) {
 				if err := removeAll(filepath.Dir(b.store.Layer(s.key))); err != nil {
 					p.Discard()
 					return err
@@ -288,7 +277,7 @@ func (b *Builder) buildShared(ctx context.Context, c *vagga.Container, steps []s
 		return nil
 	}
 	key := sharedKey(r.Key)
-	if b.store.Has(key) && !b.opts.Force {
+	if b.store.Has(key) && !r.force {
 		for _, s := range steps {
 			if env, ok := s.step.(*vagga.EnvStep); ok {
 				r.env = append(r.env, env.Vars...)
@@ -317,7 +306,7 @@ func (b *Builder) buildShared(ctx context.Context, c *vagga.Container, steps []s
 			ev.Status, ev.Seconds = StatusDone, time.Since(start).Seconds()
 			b.event(ev)
 		}
-		if b.opts.Force && b.store.Has(key) {
+		if r.force && b.store.Has(key) {
 			if err := removeAll(filepath.Dir(b.store.Layer(key))); err != nil {
 				p.Discard()
 				return err
@@ -335,88 +324,4 @@ func (b *Builder) buildShared(ctx context.Context, c *vagga.Container, steps []s
 		r.keys = append(r.keys, key)
 	}
 	return nil
-}
-
-// runStep applies step s into upper, over the layers in r.keys: file
-// steps directly, command steps through the runner.
-func (b *Builder) runStep(ctx context.Context, c *vagga.Container, s step, r *Result, upper string) error {
-	if isFileStep(s.step) {
-		lowers := make([]string, len(r.keys))
-		for i, k := range r.keys {
-			lowers[len(r.keys)-1-i] = b.store.Layer(k)
-		}
-		return applyFileStep(newWriter(upper, lowers), s.step, b.hashes)
-	}
-	if b.opts.Run == nil {
-		return errors.New("no container runner to run commands with")
-	}
-	lowers, err := b.fit(ctx, c.Name, r.keys)
-	if err != nil {
-		return err
-	}
-	if len(lowers) == 0 {
-		// One-layer builds keep the earlier steps in upper itself; a
-		// mount still needs a lower layer.
-		if empty, _ := dirEmpty(upper); empty {
-			return errors.New("the container is empty: start it with !Tar or !Container before running commands")
-		}
-		if lowers, err = b.store.emptyLayer(); err != nil {
-			return err
-		}
-	}
-	var args []string
-	switch st := s.step.(type) {
-	case *vagga.ShStep:
-		args = []string{"/bin/sh", "-exc", st.Script}
-	case *vagga.CmdStep:
-		args = st.Args
-	}
-	out := b.opts.Output
-	if out == nil {
-		out = io.Discard
-	}
-	return b.opts.Run(ctx, Exec{Layers: lowers, Writable: true, KeepChanges: upper, Env: sortedEnv(r.env),
-		Workdir: "/work", BindWork: b.cfg.Dir, Args: args, Stdout: out, Stderr: out})
-}
-
-// stepError wraps the failure of step s with where it is and how to
-// look at the state before it.
-func (b *Builder) stepError(c *vagga.Container, s step, total int, err error) error {
-	hint := fmt.Sprintf("the steps before it are cached; to open a shell in the state just before it:\n    ovl build %s --shell-before-step %d", c.Name, s.index)
-	if b.opts.OneLayer {
-		hint = fmt.Sprintf("without --cache-each-step nothing of %q was kept; to open a shell in the state before it:\n    ovl build %s --cache-each-step --shell-before-step %d", c.Name, c.Name, s.index)
-	}
-	if isFileStep(s.step) && errors.Is(err, ErrPath) {
-		hint = "fix the step in " + b.cfg.File + ", then build again"
-	}
-	return &StepError{Container: c.Name, Index: s.index, Total: total, Step: s.step.Summary(), Pos: s.step.Position(),
-		Err: fmt.Errorf("%w: %w", ErrStepFailed, err), Hint: hint}
-}
-
-// Shell builds container name up to the step before step number before
-// (1-based) and runs /bin/sh in that state with stdin, stdout and stderr,
-// writable, with the changes thrown away.
-func (b *Builder) Shell(ctx context.Context, name string, before int, stdin io.Reader, stdout, stderr io.Writer) error {
-	_, err := b.build(ctx, name, &shellRequest{before: before, stdin: stdin, stdout: stdout, stderr: stderr})
-	return err
-}
-
-func (b *Builder) shell(ctx context.Context, c *vagga.Container, steps []step, r *Result, sh *shellRequest) error {
-	before := sh.before
-	if before < 1 || before > len(steps)+1 {
-		return fmt.Errorf("container %q has steps 1 to %d: --shell-before-step %d is not one of them", c.Name, len(steps), before)
-	}
-	if err := b.buildEachStep(ctx, c, steps[:before-1], r); err != nil {
-		return err
-	}
-	if b.opts.Run == nil {
-		return errors.New("no container runner to run a shell with")
-	}
-	lowers, err := b.fit(ctx, c.Name, r.keys)
-	if err != nil {
-		return err
-	}
-	return b.opts.Run(ctx, Exec{Layers: lowers, Writable: true, Env: sortedEnv(r.env), Workdir: "/work",
-		BindWork: b.cfg.Dir, Args: []string{"/bin/sh"},
-		Stdin: sh.stdin, Stdout: sh.stdout, Stderr: sh.stderr})
 }

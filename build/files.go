@@ -167,8 +167,11 @@ func parentRel(rel string) string {
 // a lower layer still shows it. A missing path is not an error.
 func (w *writer) remove(rel string) error {
 	_, _, found, err := w.full().lookup(rel)
-	if err != nil || !found {
+	if err != nil {
 		return err
+	}
+	if !found {
+		return w.noSymlinkParent(rel)
 	}
 	if err := w.ensureDir(parentRel(rel), false, false); err != nil {
 		return err
@@ -180,6 +183,24 @@ func (w *writer) remove(rel string) error {
 		return err
 	}
 	return w.whiteout(parentRel(rel), filepath.Base(rel))
+}
+
+// noSymlinkParent returns an error if a parent directory of rel is a
+// symlink in the union: a path through it names something the build
+// cannot see without following links, so a missing rel means nothing.
+func (w *writer) noSymlinkParent(rel string) error {
+	parts := splitRel(rel)
+	for i := 1; i < len(parts); i++ {
+		p := strings.Join(parts[:i], "/")
+		_, st, found, err := w.full().lookup(p)
+		if err != nil || !found {
+			return err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return pathErr(p, "is a symlink (ovl does not follow symlinks in build paths: name the real directory)")
+		}
+	}
+	return nil
 }
 
 // emptyDir makes rel an empty directory, creating it (and its parents)

@@ -22,7 +22,7 @@ func isFileStep(s vagga.Step) bool {
 
 // applyFileStep writes the effect of the file step s into w's upper.
 // Steps that change no file (!Env, !Depends, !Container) leave it empty.
-func applyFileStep(w *writer, s vagga.Step, hashes *fileHashes) error {
+func (b *Builder) applyFileStep(w *writer, s vagga.Step) error {
 	switch s := s.(type) {
 	case *vagga.TextStep:
 		for _, f := range s.Files {
@@ -32,7 +32,9 @@ func applyFileStep(w *writer, s vagga.Step, hashes *fileHashes) error {
 		}
 		return nil
 	case *vagga.CopyStep:
-		return copyIn(w, s.HostSource, rel(s.Path), s.OwnerUID, s.OwnerGID)
+		p := b.progress(s.Summary(), diskUsage(s.HostSource))
+		defer p.Done()
+		return copyIn(w, s.HostSource, rel(s.Path), s.OwnerUID, s.OwnerGID, p)
 	case *vagga.RemoveStep:
 		return w.remove(rel(s.Path))
 	case *vagga.EnsureDirStep:
@@ -40,7 +42,7 @@ func applyFileStep(w *writer, s vagga.Step, hashes *fileHashes) error {
 	case *vagga.EmptyDirStep:
 		return w.emptyDir(rel(s.Path))
 	case *vagga.TarStep:
-		return untar(w, s, hashes)
+		return untar(w, s, b.hashes, b.progress)
 	case *vagga.EnvStep, *vagga.DependsStep, *vagga.ContainerStep:
 		return nil
 	}
@@ -52,7 +54,7 @@ func rel(p string) string { return strings.TrimPrefix(filepath.Clean(p), "/") }
 
 // copyIn copies the host file or directory src to dst in the container:
 // contents, permission bits and symlinks; owners become uid:gid.
-func copyIn(w *writer, src, dst string, uid, gid int) error {
+func copyIn(w *writer, src, dst string, uid, gid int, p Progress) error {
 	fi, err := os.Lstat(src)
 	if err != nil {
 		return err
@@ -60,11 +62,11 @@ func copyIn(w *writer, src, dst string, uid, gid int) error {
 	if !fi.IsDir() {
 		return copyEntry(w, src, dst, fi, uid, gid)
 	}
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		r, _ := filepath.Rel(src, p)
+		r, _ := filepath.Rel(src, path)
 		target := dst
 		if r != "." {
 			target = filepath.ToSlash(filepath.Join(dst, r))
@@ -73,7 +75,8 @@ func copyIn(w *writer, src, dst string, uid, gid int) error {
 		if err != nil {
 			return err
 		}
-		return copyEntry(w, p, target, fi, uid, gid)
+		p.Add(fi.Size())
+		return copyEntry(w, path, target, fi, uid, gid)
 	})
 }
 

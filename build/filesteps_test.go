@@ -81,8 +81,30 @@ func TestFileStepsBuildTheTree(t *testing.T) {
 			if r2.Ran != 0 || r2.Root != root {
 				t.Errorf("each=%v: second build ran %d steps (%v), root %s vs %s", each, r2.Ran, rec2.statuses(), r2.Root, root)
 			}
+			// --force runs every step again, to the same result.
+			r3, _ := mustBuild(t, dir, "base", Options{OneLayer: !each, Force: true})
+			if r3.Ran != 9 || r3.Key != r.Key || treeHash(t, r3.Root) != treeHash(t, root) {
+				t.Errorf("each=%v: forced build ran %d steps, key %s vs %s", each, r3.Ran, r3.Key, r.Key)
+			}
 		}
 	})
+}
+
+// envRepo tells a test rerun as uid 65534 where the repository is.
+const envRepo = "OVL_TEST_REPO"
+
+// repoPath returns a path of the repository, from the test's directory
+// or, in the unprivileged child, from envRepo.
+func repoPath(t *testing.T, rel string) string {
+	t.Helper()
+	if r := os.Getenv(envRepo); r != "" {
+		return filepath.Join(r, rel)
+	}
+	p, err := filepath.Abs(filepath.Join("..", rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // testAsRootAndNobody runs f as root, and again as uid 65534.
@@ -97,7 +119,9 @@ func testAsRootAndNobody(t *testing.T, f func(t *testing.T)) {
 		f(t)
 	})
 	t.Run("nobody", func(t *testing.T) {
-		testutil.RunAsNobody(t)
+		// The child runs in /: tell it where the repository is.
+		repo, _ := filepath.Abs("..")
+		testutil.RunAsNobody(t, envRepo+"="+repo)
 	})
 }
 
@@ -243,6 +267,27 @@ func TestBadInputBuildsNothing(t *testing.T) {
 			roots, _ := filepath.Glob(filepath.Join(dir, ".vagga/.roots/*"))
 			if len(layers)+len(roots) > 0 {
 				t.Errorf("bad input left %v %v", layers, roots)
+			}
+		})
+	}
+}
+
+// Paths through a symlink of the container are refused, naming it: a
+// layer never gets written outside itself, and a !Remove does not
+// silently miss.
+func TestSymlinkInPathRefused(t *testing.T) {
+	for _, step := range []string{"!Text {/lnk/x: y}", "!Remove /lnk/passwd", "!EnsureDir /lnk/sub", "!Copy {source: /work/f, path: /lnk/f}"} {
+		t.Run(step, func(t *testing.T) {
+			dir := project(t, "containers:\n  c:\n    setup:\n    - !Tar {url: ./base.tar.gz}\n    - !Copy {source: /work/lnk, path: /lnk}\n    - "+step+"\n",
+				map[string]string{"f": "f"})
+			busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+			if err := os.Symlink("etc", filepath.Join(dir, "lnk")); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := buildOnce(t, dir, "c", Options{})
+			var se *StepError
+			if !errors.As(err, &se) || se.Index != 3 || !errors.Is(err, ErrPath) || !strings.Contains(err.Error(), "/lnk is a symlink") {
+				t.Errorf("err = %v; want step 3 refused for going through /lnk", err)
 			}
 		})
 	}

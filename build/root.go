@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
-
-	"ovl/layer"
 )
 
 // rootName is the directory name of a container's flattened root under
@@ -37,7 +35,7 @@ func (b *Builder) writeRoot(ctx context.Context, r *Result) (string, error) {
 		if len(r.Layers) == 0 {
 			err = os.Mkdir(filepath.Join(tmp, "root"), 0o755)
 		} else {
-			err = layer.Flatten(ctx, r.Layers, filepath.Join(tmp, "root"))
+			err = b.flatten(ctx, "flatten "+r.Container, r.Layers, filepath.Join(tmp, "root"))
 		}
 		if err == nil {
 			err = os.Chmod(tmp, 0o755)

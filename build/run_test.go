@@ -72,6 +72,17 @@ func TestCommandStepsOnEachBackend(t *testing.T) {
 				}
 				hashes[b.Name()] = treeHash(t, r.Root)
 
+				// The one-layer build (uppers of command steps shared with
+				// file steps) gives the same root.
+				one := project(t, commandSteps, map[string]string{"input": "from-work\n"})
+				busyboxTar(t, filepath.Join(one, "base.tar.gz"))
+				o := runOpts(b, one, &out)
+				o.OneLayer = true
+				shared, _ := mustBuild(t, one, "c", o)
+				if got := treeHash(t, shared.Root); got != hashes[b.Name()] {
+					t.Errorf("one-layer build differs:\n%s\nvs\n%s", got, hashes[b.Name()])
+				}
+
 				start = time.Now()
 				r2, rec := mustBuild(t, dir, "c", runOpts(b, dir, &out))
 				t.Logf("%s: full build %v, cached rebuild %v", b.Name(), full, time.Since(start))

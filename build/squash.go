@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"ovl/layer"
 )
 
 // fit returns the stack of layers keys (bottom first) as paths, top
@@ -46,7 +44,7 @@ func (b *Builder) fit(ctx context.Context, container string, keys []string) ([]s
 			if err != nil {
 				return nil, err
 			}
-			if err := layer.Flatten(ctx, lowers, p.Path()); err != nil {
+			if err := b.flatten(ctx, "squash "+container, lowers, p.Path()); err != nil {
 				p.Discard()
 				return nil, fmt.Errorf("squash layers %d to %d of %s: %w", sq.from+1, sq.to, container, err)
 			}

@@ -22,7 +22,7 @@ import (
 // untar unpacks the local tarball of a !Tar step into w at s.Path,
 // taking only the entries under s.Subdir. gzip and bzip2 are read
 // natively; xz and zstd through the host's xz or zstd command.
-func untar(w *writer, s *vagga.TarStep, hashes *fileHashes) error {
+func untar(w *writer, s *vagga.TarStep, hashes *fileHashes, progress func(string, int64) Progress) error {
 	if s.SHA256 != "" {
 		sum, err := hashes.tree(s.HostFile)
 		if err != nil {
@@ -37,7 +37,13 @@ func untar(w *writer, s *vagga.TarStep, hashes *fileHashes) error {
 		return err
 	}
 	defer f.Close()
-	r, wait, err := decompress(f)
+	var size int64
+	if fi, err := f.Stat(); err == nil {
+		size = fi.Size()
+	}
+	p := progress(s.Summary(), size)
+	defer p.Done()
+	r, wait, err := decompress(&countingReader{r: f, p: p})
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.HostFile, err)
 	}
@@ -133,7 +139,7 @@ func setMtime(p string, ns int64) {
 
 // decompress returns the uncompressed stream of a tarball, by its magic
 // bytes, and a function that waits for a helper process, if one runs.
-func decompress(f *os.File) (io.Reader, func() error, error) {
+func decompress(f io.Reader) (io.Reader, func() error, error) {
 	br := bufio.NewReader(f)
 	magic, _ := br.Peek(6)
 	none := func() error { return nil }

@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 
 	"ovl/backend"
@@ -24,6 +26,11 @@ import (
 
 // Backend "mounts" a stack by copying it.
 type Backend struct{}
+
+var (
+	_ backend.Backend = (*Backend)(nil)
+	_ backend.Mount   = (*Mount)(nil)
+)
 
 // New returns the copy backend.
 func New() *Backend { return &Backend{} }
@@ -103,6 +110,13 @@ func (m *Mount) Discard() error {
 }
 
 func (m *Mount) empty() error {
+	// Something still mounted inside the copy (a host directory bound
+	// into a container) would be emptied with it: refuse.
+	if inside, err := mountsInside(m.spec.Target); err != nil {
+		return fmt.Errorf("copy: empty %s: %w", m.spec.Target, err)
+	} else if len(inside) > 0 {
+		return fmt.Errorf("copy: refusing to empty %s: %s is still mounted inside it (unmount it first)", m.spec.Target, inside[0])
+	}
 	if err := layer.EmptyDir(m.spec.Target); err != nil {
 		return fmt.Errorf("copy: empty %s: %w", m.spec.Target, err)
 	}
@@ -143,4 +157,48 @@ func readNames(p string) ([]string, error) {
 	}
 	defer f.Close()
 	return f.Readdirnames(-1)
+}
+
+// mountsInside lists the mount points strictly below dir in the caller's
+// mount namespace.
+func mountsInside(dir string) ([]string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var inside []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		if mp := unescapeMountinfo(f[4]); layer.Inside(mp, dir) {
+			inside = append(inside, mp)
+		}
+	}
+	return inside, nil
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space) of a
+// mountinfo path.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

@@ -47,6 +47,17 @@ func stack(t *testing.T) layer.Spec {
 }
 
 func TestMountUnmountKeepsChangesAsLayer(t *testing.T) {
+	t.Run("caller", func(t *testing.T) { testKeepChanges(t) })
+	t.Run("nobody", func(t *testing.T) {
+		if testutil.InNobodyChild() {
+			testKeepChanges(t)
+			return
+		}
+		testutil.RunAsNobody(t)
+	})
+}
+
+func testKeepChanges(t *testing.T) {
 	s := stack(t)
 	m, err := copyback.New().Mount(context.Background(), s)
 	if err != nil {
@@ -146,5 +157,29 @@ func TestDiscardDropsChanges(t *testing.T) {
 	}
 	if names, _ := os.ReadDir(s.Target); len(names) != 0 {
 		t.Errorf("Discard left %d entries in the target", len(names))
+	}
+}
+
+// TestDiscardRefusesWithMountInside: a host directory still bound into
+// the copy must not be emptied along with it.
+func TestDiscardRefusesWithMountInside(t *testing.T) {
+	testutil.RequireRoot(t)
+	s := stack(t)
+	m, err := copyback.New().Mount(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := t.TempDir()
+	write(t, filepath.Join(host, "precious"), "keep me")
+	mp := filepath.Join(s.Target, "var")
+	testutil.CleanupMount(t, mp)
+	if err := unix.Mount(host, mp, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.(*copyback.Mount).Discard(); err == nil || !strings.Contains(err.Error(), "still mounted") {
+		t.Errorf("Discard with a bind mount inside: %v, want a refusal", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(host, "precious")); err != nil || string(b) != "keep me" {
+		t.Errorf("the bound host directory was emptied: %v", err)
 	}
 }

@@ -30,18 +30,19 @@ import (
 var diffSeed = flag.Int64("seed", 0, "run only this seed of TestDifferential (also OVL_DIFF_SEED)")
 
 const (
-	diffSeeds       = 200  // seeds in `make test`
-	diffStressSeeds = 3000 // seeds with OVL_STRESS=1
-	diffOps         = 30   // operations per sequence
-	diffStressOps   = 60
-	diffMaxFail     = 3 // failed seeds to report before stopping, by default
-	diffEntry       = "fusefs-differential"
-	envDiffSeed     = "OVL_DIFF_SEED"
-	envDiffFirst    = "OVL_DIFF_FIRST"
-	envDiffOps      = "OVL_DIFF_OPS"
-	envDiffKeep     = "OVL_DIFF_KEEP"
-	envDiffMaxFail  = "OVL_DIFF_MAXFAIL"
-	envDiffSeeds    = "OVL_DIFF_SEEDS"
+	diffSeeds         = 200  // seeds in `make test`
+	diffStressSeeds   = 3000 // seeds with OVL_STRESS=1
+	diffOps           = 30   // operations per sequence
+	diffReadOnlySeeds = 50   // seeds on stacks without an upper
+	diffStressOps     = 60
+	diffMaxFail       = 3 // failed seeds to report before stopping, by default
+	diffEntry         = "fusefs-differential"
+	envDiffSeed       = "OVL_DIFF_SEED"
+	envDiffFirst      = "OVL_DIFF_FIRST"
+	envDiffOps        = "OVL_DIFF_OPS"
+	envDiffKeep       = "OVL_DIFF_KEEP"
+	envDiffMaxFail    = "OVL_DIFF_MAXFAIL"
+	envDiffSeeds      = "OVL_DIFF_SEEDS"
 )
 
 func TestMain(m *testing.M) {
@@ -140,8 +141,9 @@ func diffConfig(t *testing.T, p diffPlan, dir string, ns layer.Namespace) diffte
 }
 
 // TestDifferential compares fusefs with kernel overlayfs over many random
-// operation sequences, as root and as an ordinary user (both mounts then
-// in a user namespace, overlay metadata in user.overlay.*).
+// operation sequences: as root, on read-only stacks (no upper), and as an
+// ordinary user (both mounts then in a user namespace, overlay metadata
+// in user.overlay.*).
 func TestDifferential(t *testing.T) {
 	t.Run("root", func(t *testing.T) {
 		testutil.RequireRoot(t)
@@ -151,6 +153,22 @@ func TestDifferential(t *testing.T) {
 			dir = keepDir(t)
 		}
 		cfg := diffConfig(t, p, dir, layer.Trusted)
+		oracle, subject := diffMounters()
+		start := time.Now()
+		errs := difftest.RunSeeds(context.Background(), cfg, p.seeds, oracle, subject, p.maxFail)
+		for _, err := range errs {
+			t.Error(err)
+		}
+		logDiffRun(t, p, errs, time.Since(start))
+	})
+	t.Run("readonly", func(t *testing.T) {
+		testutil.RequireRoot(t)
+		p := planDiff(t)
+		if len(p.seeds) > diffReadOnlySeeds {
+			p.seeds = p.seeds[:diffReadOnlySeeds]
+		}
+		cfg := diffConfig(t, p, t.TempDir(), layer.Trusted)
+		cfg.ReadOnly = true
 		oracle, subject := diffMounters()
 		start := time.Now()
 		errs := difftest.RunSeeds(context.Background(), cfg, p.seeds, oracle, subject, p.maxFail)

@@ -42,20 +42,34 @@
 //
 // # Lock order
 //
-//	unionFS.renameMu (namespace changes: create, unlink, rename, copy-up of directories)
-//	  node.mu of a parent before node.mu of its child
-//	    node.io (data descriptor swaps during copy-up)
+//	unionFS.renamMu (renames, against each other)
+//	  node.io of a file (exclusive for copy-up, shared for reads and writes)
+//	    node.dataMu (the cached data descriptors; only taken under io)
+//	      node.mu of a node
+//	        node.mu of its parent, briefly, to read a directory descriptor
 //
-// Read paths (lookup, getattr, read, readdir) take no global lock.
-// Functions that need a lock held end in Locked and say so.
+// A parent's mu is never held while a child's is taken. Namespace
+// operations in one directory are serialised by the kernel (the
+// directory's inode lock); lookups, getattr, reads and readdir take no
+// lock shared by the whole filesystem. Functions that need a lock held
+// end in Locked and say so in Preconditions.
 //
 // # Files and round trips
 //
-// Without FUSE passthrough the mount answers OPEN with ENOSYS once, so
-// the kernel never sends OPEN, FLUSH or RELEASE for files again and keeps
-// their page cache; reads and writes go through the node, which always
-// addresses its current layer, so a descriptor opened before a copy-up
-// sees the copy. With passthrough (a daemon with CAP_SYS_ADMIN, kernel
-// 6.9+), files are opened normally and the kernel reads and writes the
-// backing upper file directly.
+// FLUSH is answered with ENOSYS once (the data is written through
+// already), so the kernel never sends it again: a close costs only an
+// asynchronous RELEASE. Entries, attributes and negative lookups are
+// cached by the kernel for an hour, files keep their page cache across
+// opens and directory listings are cached (the union is the only writer
+// of its upper, and tells the kernel when a copy-up changes attributes).
+// Reads and writes that reach the daemon go through the node, which
+// always addresses its current layer, so a descriptor opened before a
+// copy-up sees the copy. With FUSE passthrough (a daemon with
+// CAP_SYS_ADMIN in the initial namespace, kernel 6.9+), an upper file is
+// opened with the upper file as backing and the kernel reads and writes
+// it directly; lower files are served by the daemon (with the page
+// cache), because the kernel will not switch an open file's backing at
+// copy-up. Options.NoOpen goes further and answers OPEN with ENOSYS, so
+// the kernel stops sending OPEN and RELEASE too, at the price described
+// there.
 package fusefs

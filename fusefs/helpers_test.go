@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -81,3 +82,12 @@ func writeFiles(t testing.TB, root string, files map[string]string) {
 		}
 	}
 }
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -121,11 +121,26 @@ func (e *ConfigError) Error() string {
 // Unwrap returns ErrBadConfig and the cause.
 func (e *ConfigError) Unwrap() []error { return []error{ErrBadConfig, e.Err} }
 
-// check validates c on the host, before anything is started.
+// Validate reports the first mistake in c that would stop Run before it
+// starts anything (a missing root, a bad volume, no command), as a
+// *ConfigError wrapping ErrBadConfig. It does not look at Backend, so a
+// caller can validate before asking the selector.
+func (c Config) Validate() error {
+	return c.normalize()
+}
+
+// check validates c on the host, before anything is started, and makes
+// its paths absolute (in copies of the caller's slices).
 func (c *Config) check() error {
 	if c.Backend == nil {
 		return &ConfigError{Field: "backend", Err: errors.New("none given"), Hint: "ask the selector for one"}
 	}
+	return c.normalize()
+}
+
+func (c *Config) normalize() error {
+	c.Layers = append([]string(nil), c.Layers...)
+	c.Volumes = append([]Volume(nil), c.Volumes...)
 	if len(c.Layers) == 0 {
 		return &ConfigError{Field: "layers", Err: errors.New("no container root given")}
 	}

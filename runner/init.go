@@ -161,6 +161,12 @@ func (c *container) getBackend() (backend.Backend, error) {
 	return c.backend, nil
 }
 
+// discarder is a mount that can end without keeping its changes more
+// cheaply than Unmount (the copy backend: no diff to compute).
+type discarder interface {
+	Discard() error
+}
+
 // mountStack mounts spec through the run's backend and registers its
 // end: Unmount when keep is set (the changes go to spec.Upper), else
 // Discard where the mount offers it (the copy backend: no diff to make).
@@ -174,7 +180,7 @@ func (c *container) mountStack(spec layer.Spec, keep bool) error {
 		return fmt.Errorf("%s backend: mount %v at %s: %w", b.Name(), spec.Lowers, spec.Target, err)
 	}
 	c.onTeardown(func() error {
-		if d, ok := m.(interface{ Discard() error }); ok && !keep {
+		if d, ok := m.(discarder); ok && !keep {
 			return d.Discard()
 		}
 		return m.Unmount()

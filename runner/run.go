@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 
 	"ovl/internal/paths"
@@ -121,6 +122,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	defer lifeR.Close()
 
 	cmd := reexec.Command(initEntry)
+	cmd.Env = initEnv(cmd.Env)
 	cmd.SysProcAttr = initSysProcAttr(idmap)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
 	cmd.ExtraFiles = []*os.File{confR, repW, lifeR}
@@ -189,12 +191,12 @@ wait:
 	if ctx.Err() != nil {
 		return Result{ExitCode: 125, Backend: res.Backend}, fmt.Errorf("run %v: %w", cfg.Args, ctx.Err())
 	}
-	return decodeReport(&repBuf, res, waitErr, cfg.Args)
+	return decodeReport(&repBuf, res, waitErr)
 }
 
 // decodeReport turns the reports of init and the exec stage into Run's
 // result.
-func decodeReport(r io.Reader, res Result, waitErr error, args []string) (Result, error) {
+func decodeReport(r io.Reader, res Result, waitErr error) (Result, error) {
 	dec := json.NewDecoder(r)
 	var final *report
 	for {
@@ -229,6 +231,22 @@ func decodeReport(r io.Reader, res Result, waitErr error, args []string) (Result
 		res.ExitCode = 128 + final.Signal
 	}
 	return res, nil
+}
+
+// initEnv keeps of env what init and the backends it runs need: the
+// command can read init's environment (/proc/1/environ), and should not
+// find the caller's secrets there.
+func initEnv(env []string) []string {
+	keep := map[string]bool{"PATH": true, "TERM": true, "HOME": true, "TMPDIR": true,
+		"XDG_RUNTIME_DIR": true, "XDG_STATE_HOME": true, "GOCOVERDIR": true}
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if keep[k] || strings.HasPrefix(k, "OVL_") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // forwardedSignals are passed on to the command.

@@ -232,10 +232,12 @@ func TestKilledRunLeavesNoMountAndCleanRemovesIt(t *testing.T) {
 			t.Fatal(err)
 		}
 		cmd.Wait()
-		// The init process dies with its parent (pdeathsig); wait for it.
-		for unix.Kill(initPID, 0) == nil {
-			var ws unix.WaitStatus
-			unix.Wait4(initPID, &ws, 0, nil) // not our child: returns at once
+		// The init process dies with its parent (pdeathsig, lifeline
+		// pipe); wait for it, within a bound far above any normal delay.
+		for i := 0; unix.Kill(initPID, 0) == nil; i++ {
+			if i == 6000 {
+				t.Fatalf("the run's init process %d survived its killed parent for 2 minutes", initPID)
+			}
 			unix.Nanosleep(&unix.Timespec{Nsec: 20e6}, nil)
 		}
 		noMountsUnder(t, tdir)
@@ -287,12 +289,13 @@ func TestBadInput(t *testing.T) {
 			{"unknown volume kind", runner.Config{Layers: []string{root}, Volumes: []runner.Volume{{Path: "/etc", Kind: "nfs"}}}, []string{"true"}, runner.ErrBadConfig, 125},
 			{"command not found", runner.Config{Layers: []string{root}, Writable: true}, []string{"no-such-command"}, runner.ErrCommandNotFound, 127},
 			{"not executable", runner.Config{Layers: []string{root}}, []string{"/etc/passwd"}, runner.ErrNotExecutable, 126},
+			{"missing workdir", runner.Config{Layers: []string{root}, Workdir: "/nonexistent"}, []string{"true"}, nil, 125},
 			{"missing volume path in a read-only root", runner.Config{Layers: []string{root}, Volumes: []runner.Volume{{Path: "/nonexistent", Kind: runner.Tmpfs, UID: -1, GID: -1}}}, []string{"true"}, runner.ErrNotInContainer, 125},
 		}
 		for _, c := range cases {
 			c.cfg.Backend, c.cfg.TransientDir = b, tdir
 			_, _, res, err := run(t, c.cfg, c.args...)
-			if !errors.Is(err, c.wantErr) || res.ExitCode != c.code {
+			if err == nil || (c.wantErr != nil && !errors.Is(err, c.wantErr)) || res.ExitCode != c.code {
 				t.Errorf("%s: got %v (exit %d), want %v (exit %d)", c.name, err, res.ExitCode, c.wantErr, c.code)
 			}
 			noMountsUnder(t, tdir)
@@ -336,14 +339,17 @@ func TestEnvironmentWorkdirAndDevices(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg := runner.Config{Layers: []string{root}, Writable: true, Backend: b, BindWork: work, Workdir: "/work",
-			Env: []string{"GREETING=hello", "PATH=/bin"}}
-		script := `echo $GREETING $PATH $HOME; pwd; cat project.txt; echo made > made.txt
+			Env: []string{"GREETING=hello", "PATH=/bin"}, Stdin: strings.NewReader("from stdin\n")}
+		script := `read line; echo $line
+echo $GREETING $PATH $HOME; pwd; cat project.txt; echo made > made.txt
 echo x > /dev/null && head -c 4 /dev/zero | wc -c && head -c 4 /dev/urandom | wc -c
 test -d /dev/pts && test -d /dev/shm && test -c /dev/tty && echo devices
 test $(ls /proc | grep -c "^[0-9]") -lt 20 && echo pidns; test -e /proc/self/status && echo proc
-touch /sys/x 2>/dev/null || echo sys-ro`
+touch /sys/x 2>/dev/null || echo sys-ro
+echo secrets=$(cat /proc/1/environ /proc/self/environ | grep -c RUNNER_TEST_SECRET)`
+		t.Setenv("RUNNER_TEST_SECRET", "do not leak")
 		out := mustRun(t, cfg, "sh", "-c", script)
-		want := "hello /bin /root\n/work\nproject\n4\n4\ndevices\npidns\nproc\nsys-ro\n"
+		want := "from stdin\nhello /bin /root\n/work\nproject\n4\n4\ndevices\npidns\nproc\nsys-ro\nsecrets=0\n"
 		if out != want {
 			t.Errorf("in the container: %q, want %q", out, want)
 		}
@@ -378,4 +384,31 @@ func TestSignalForwarded(t *testing.T) {
 			t.Errorf("SIGTERM to the caller: the run ended with %d, want 143 (the command killed by the forwarded SIGTERM)", code)
 		}
 	})
+}
+
+// TestSnapshotOfForeignTreeAsNobody: an ordinary user snapshots a
+// directory owned by another host user (root here), whose owner its user
+// namespace cannot map: the volume works, keeps the mode, and new files
+// can be written.
+func TestSnapshotOfForeignTreeAsNobody(t *testing.T) {
+	for _, name := range backendNames {
+		t.Run(name, func(t *testing.T) {
+			if !testutil.InNobodyChild() {
+				testutil.RequireRoot(t)
+				root := makeRoot(t)
+				// Readable by others: uid 65534 reads it as "other".
+				if err := os.Chmod(filepath.Join(root, "etc"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				testutil.RunAsNobody(t, "OVL_TEST_ROOT="+root)
+				return
+			}
+			cfg := runner.Config{Layers: []string{os.Getenv("OVL_TEST_ROOT")}, Backend: backendFor(t, name),
+				Volumes: []runner.Volume{{Path: "/etc", Kind: runner.Snapshot, UID: -1, GID: -1}}}
+			out := mustRun(t, cfg, "sh", "-c", `stat -c %a /etc; echo n > /etc/n && cat /etc/n /etc/hostname`)
+			if want := "755\nn\nbox\n"; out != want {
+				t.Errorf("snapshot of a root-owned /etc as uid 65534: %q, want %q", out, want)
+			}
+		})
+	}
 }

@@ -113,11 +113,33 @@ func hasMountsUnder(p string) (bool, error) {
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
-		if len(f) > 4 && (f[4] == p || strings.HasPrefix(f[4], p+"/")) {
+		if len(f) < 5 {
+			continue
+		}
+		if mp := unescapeOctal(f[4]); mp == p || strings.HasPrefix(mp, p+"/") {
 			return true, nil
 		}
 	}
 	return false, nil
+}
+
+// unescapeOctal undoes mountinfo's octal escapes ("\\040" for a space).
+func unescapeOctal(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // removeAll is os.RemoveAll that also removes read-only directories (a

@@ -23,7 +23,11 @@ mkdir -p "$demo"
 cp -R examples/. "$demo/"
 cd "$demo"
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then
+	say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+	say() { printf '\n== %s\n' "$*"; }
+fi
 
 # The base tarball: static busybox, a link per applet, the directories a
 # container needs. Made once per demo directory.

@@ -187,11 +187,17 @@ func (s *TarStep) HostPaths() []string     { return []string{s.HostFile} }
 func (s *CopyStep) HostPaths() []string    { return []string{s.HostSource} }
 func (s *DependsStep) HostPaths() []string { return []string{s.HostPath} }
 
-// quoteShort quotes s on one line, cut to 40 characters.
+// quoteShort quotes the first line of s, cut to 40 characters, with "…"
+// where something was left out.
 func quoteShort(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if r := []rune(s); len(r) > 40 {
-		s = string(r[:39]) + "…"
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	short := strings.Join(strings.Fields(lines[0]), " ")
+	more := len(lines) > 1
+	if r := []rune(short); len(r) > 40 {
+		short, more = string(r[:39]), true
 	}
-	return fmt.Sprintf("%q", s)
+	if more {
+		short += " …"
+	}
+	return `"` + short + `"`
 }

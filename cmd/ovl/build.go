@@ -11,6 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+	"golang.org/x/sys/unix"
 
 	"ovl/backend"
 	"ovl/build"
@@ -148,10 +151,15 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 	if o.Quiet || o.JSON {
 		output = &kept
 	}
-	builder := build.New(cfg, build.Options{
+	opts := build.Options{
 		OneLayer: !o.CacheEachStep, Force: o.Force, Backend: b,
 		Run: build.RunnerFunc(b, cfg.Dir), Events: progress.event, Output: output,
-	})
+	}
+	if bars := buildNewBars(stderr); bars != nil && !o.Quiet && !o.JSON {
+		opts.Progress = bars.start
+		defer bars.wait()
+	}
+	builder := build.New(cfg, opts)
 	if o.ShellBefore > 0 {
 		if err := builder.Shell(ctx, o.Containers[0], o.ShellBefore, stdin, stdout, stderr); err != nil {
 			var ee *build.ExitError
@@ -270,3 +278,41 @@ func buildHumanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%d B", n)
 }
+
+// buildBars draws a progress bar per long copy on a terminal.
+type buildBars struct {
+	p *mpb.Progress
+}
+
+// buildNewBars returns bars drawing on w, or nil if w is not a terminal.
+func buildNewBars(w io.Writer) *buildBars {
+	f, ok := w.(*os.File)
+	if !ok {
+		return nil
+	}
+	if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err != nil {
+		return nil
+	}
+	return &buildBars{p: mpb.New(mpb.WithOutput(f), mpb.WithWidth(40))}
+}
+
+// start is build.Options.Progress.
+func (b *buildBars) start(what string, total int64) build.Progress {
+	bar := b.p.AddBar(total,
+		mpb.PrependDecorators(decor.Name(what, decor.WC{W: 32, C: decor.DindentRight})),
+		mpb.AppendDecorators(decor.CountersKibiByte("% .1f / % .1f"), decor.Name(" "), decor.Elapsed(decor.ET_STYLE_GO)),
+		mpb.BarRemoveOnComplete())
+	return &buildBar{bar: bar}
+}
+
+// wait lets the last bar finish drawing.
+func (b *buildBars) wait() {
+	if b != nil {
+		b.p.Wait()
+	}
+}
+
+type buildBar struct{ bar *mpb.Bar }
+
+func (b *buildBar) Add(n int64) { b.bar.IncrInt64(n) }
+func (b *buildBar) Done()       { b.bar.SetTotal(-1, true) }

@@ -86,6 +86,9 @@ func execRun(ctx context.Context, o *execOptions, stdin io.Reader, stdout, stder
 		return err
 	}
 	rc.Backend = b
+	if !o.Quiet {
+		fmt.Fprintf(stderr, "[%s] in container %s, %s backend\n", o.Command, cfg.Commands[o.Command].Container, b.Name())
+	}
 	rc.Stdin, rc.Stdout, rc.Stderr = stdin, stdout, stderr
 	res, err := runner.Run(ctx, rc)
 	switch {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -132,10 +133,14 @@ func runRun(ctx context.Context, o *runOptions, stdin io.Reader, stdout, stderr 
 		msg := fmt.Sprintf("run: container root %s: not an existing directory (build the container first, or fix the path)", o.Root)
 		return &exitError{code: runExitOwnError, msg: msg}
 	}
-	b, _, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &layer.Spec{Lowers: cfg.Layers}})
+	if err := cfg.Validate(); err != nil {
+		return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
+	}
+	b, d, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &layer.Spec{Lowers: cfg.Layers}})
 	if err != nil {
 		return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
 	}
+	slog.Debug("run: backend chosen", "backend", d.Backend, "reasons", strings.Join(d.Reasons, "; "))
 	cfg.Backend = b
 	cfg.Stdin, cfg.Stdout, cfg.Stderr = stdin, stdout, stderr
 	res, err := runner.Run(ctx, cfg)

@@ -1,7 +1,9 @@
 package difftest
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -157,8 +159,8 @@ func (x *Executor) run(op Op) (string, error) {
 		return "", x.withFile(op.Path, unix.O_WRONLY, func(fd int) error { return unix.Ftruncate(fd, op.Len) })
 	case OpMkdir:
 		return "", x.inParent(op.Path, func(d int, n string) error { return unix.Mkdirat(d, n, op.Mode) })
-	case OpMkfifo:
-		return "", x.inParent(op.Path, func(d int, n string) error { return unix.Mknodat(d, n, unix.S_IFIFO|op.Mode, 0) })
+	case OpMknod:
+		return "", x.inParent(op.Path, func(d int, n string) error { return unix.Mknodat(d, n, op.Mode, int(op.Dev)) })
 	case OpRmdir:
 		return "", x.inParent(op.Path, func(d int, n string) error { return unix.Unlinkat(d, n, unix.AT_REMOVEDIR) })
 	case OpUnlink:
@@ -254,31 +256,51 @@ func readAll(fd int) (string, error) {
 // listDir reads the directory open at fd to the end and returns its
 // entries as sorted "name/type" items (duplicates kept, so they show).
 func listDir(fd int) (string, error) {
-	var names []string
+	ents, err := readDirents(fd)
+	if err != nil {
+		return "", err
+	}
+	names := make([]string, len(ents))
+	for i, d := range ents {
+		names[i] = d.name + "/" + direntType(d.typ)
+	}
+	sort.Strings(names)
+	return strings.Join(names, " "), nil
+}
+
+// dirent is one entry as getdents64 returns it.
+type dirent struct {
+	name string
+	ino  uint64
+	typ  byte
+}
+
+// readDirents reads the directory open at fd to the end, without "." and
+// "..".
+func readDirents(fd int) ([]dirent, error) {
+	var out []dirent
 	buf := make([]byte, 8192)
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		if n == 0 {
-			break
+			return out, nil
 		}
+		// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name.
 		for b := buf[:n]; len(b) > 0; {
-			reclen := int(uint16(b[16]) | uint16(b[17])<<8)
-			typ := b[18]
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
 			name := b[19:reclen]
-			if i := strings.IndexByte(string(name), 0); i >= 0 {
+			if i := bytes.IndexByte(name, 0); i >= 0 {
 				name = name[:i]
 			}
 			if s := string(name); s != "." && s != ".." {
-				names = append(names, s+"/"+direntType(typ))
+				out = append(out, dirent{name: s, ino: binary.NativeEndian.Uint64(b[0:8]), typ: b[18]})
 			}
 			b = b[reclen:]
 		}
 	}
-	sort.Strings(names)
-	return strings.Join(names, " "), nil
 }
 
 func direntType(t byte) string {

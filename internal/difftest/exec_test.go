@@ -52,7 +52,7 @@ func TestExecutorStaysInside(t *testing.T) {
 			{Kind: OpUtimes, Path: p, Sec: 1},
 			{Kind: OpSetxattr, Path: p, Name: "user.x", Value: "1"},
 			{Kind: OpMkdir, Path: p + "-d", Mode: 0o755},
-			{Kind: OpMkfifo, Path: p + "-p", Mode: 0o644},
+			{Kind: OpMknod, Path: p + "-p", Mode: unix.S_IFIFO | 0o644},
 			{Kind: OpSymlink, Path: p + "-l", Target: "x"},
 			{Kind: OpLink, Path: p, Path2: p + "-h"},
 			{Kind: OpRename, Path: p, Path2: p + "-r"},

@@ -35,7 +35,8 @@ func init() {
 }
 
 // TestAgree runs 50 seeds on each pair of agreeing mounters, as root
-// and as an ordinary user (inside a user namespace, with userxattr).
+// and as an ordinary user (inside a user namespace, with userxattr), and
+// 10 on read-only stacks.
 func TestAgree(t *testing.T) {
 	seeds := Seeds(1, 50)
 	for _, a := range agreeing {
@@ -45,6 +46,13 @@ func TestAgree(t *testing.T) {
 				cfg := Config{Dir: t.TempDir(), Namespace: layer.Trusted, Ops: 30,
 					Replay: "go test ./internal/difftest -run 'TestAgree/" + a.name + "/root' (seed %d)"}
 				for _, err := range RunSeeds(context.Background(), cfg, seeds, a.m1(), a.m2(), 3) {
+					t.Error(err)
+				}
+			})
+			t.Run("readonly", func(t *testing.T) {
+				testutil.RequireRoot(t)
+				cfg := Config{Dir: t.TempDir(), Namespace: layer.Trusted, Ops: 30, ReadOnly: true}
+				for _, err := range RunSeeds(context.Background(), cfg, seeds[:10], a.m1(), a.m2(), 3) {
 					t.Error(err)
 				}
 			})

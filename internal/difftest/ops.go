@@ -30,7 +30,7 @@ const (
 	OpUtimes
 	OpSetxattr
 	OpRemovexattr
-	OpMkfifo
+	OpMknod
 	OpReaddir
 	OpRead
 	OpStat
@@ -38,7 +38,7 @@ const (
 )
 
 var opNames = [...]string{"create", "write", "append", "truncate", "mkdir", "rmdir", "unlink", "rename",
-	"link", "symlink", "chmod", "chown", "utimes", "setxattr", "removexattr", "mkfifo", "readdir", "read", "lstat"}
+	"link", "symlink", "chmod", "chown", "utimes", "setxattr", "removexattr", "mknod", "readdir", "read", "lstat"}
 
 func (k OpKind) String() string { return opNames[k] }
 
@@ -46,7 +46,7 @@ func (k OpKind) String() string { return opNames[k] }
 var opWeights = [opCount]int{
 	OpCreate: 8, OpWrite: 8, OpAppend: 5, OpTruncate: 5, OpMkdir: 6, OpRmdir: 5, OpUnlink: 7,
 	OpRename: 12, OpLink: 5, OpSymlink: 4, OpChmod: 5, OpChown: 4, OpUtimes: 4, OpSetxattr: 5,
-	OpRemovexattr: 3, OpMkfifo: 2, OpReaddir: 6, OpRead: 5, OpStat: 6,
+	OpRemovexattr: 3, OpMknod: 3, OpReaddir: 6, OpRead: 5, OpStat: 6,
 }
 
 // Op is one file operation on paths relative to the mount's root.
@@ -59,7 +59,8 @@ type Op struct {
 	// Off and Len place a write; Len is a truncate's size too. The data
 	// written is OpData(seed, index).
 	Off, Len int64
-	Mode     uint32 // create, mkdir, mkfifo, chmod
+	Mode     uint32 // create, mkdir, chmod; mknod: with the file type
+	Dev      uint64 // mknod of a device
 	UID, GID int    // chown; -1 leaves it
 	// Flags are open(2) flags for create (O_EXCL, O_TRUNC), renameat2
 	// flags for rename, and xattr flags for setxattr.
@@ -96,8 +97,8 @@ func (o Op) String() string {
 		return fmt.Sprintf("truncate %s size=%d", q(o.Path), o.Len)
 	case OpMkdir:
 		return fmt.Sprintf("mkdir %s mode=%#o", q(o.Path), o.Mode)
-	case OpMkfifo:
-		return fmt.Sprintf("mkfifo %s mode=%#o", q(o.Path), o.Mode)
+	case OpMknod:
+		return fmt.Sprintf("mknod %s %s mode=%#o dev=%d:%d", q(o.Path), typeName(o.Mode), o.Mode&0o7777, unix.Major(o.Dev), unix.Minor(o.Dev))
 	case OpRmdir, OpUnlink, OpReaddir, OpRead, OpStat:
 		return fmt.Sprintf("%s %s", o.Kind, q(o.Path))
 	case OpRename:
@@ -304,10 +305,21 @@ func (g *generator) op(k OpKind) Op {
 	case OpRemovexattr:
 		names := []string{"user.a", "user.b", "user.d", "user.m", "user.top", "user.t0", "user.t1"}
 		return Op{Path: g.existing(), Name: names[r.IntN(len(names))]}
-	case OpMkfifo:
+	case OpMknod:
 		p := g.newName()
 		g.add(p, false)
-		return Op{Path: p, Mode: 0o644}
+		// Mostly fifos; sockets; devices, which need privilege; and
+		// now and then a 0/0 character device, a whiteout's twin.
+		op := Op{Path: p, Mode: unix.S_IFIFO | 0o644}
+		switch n := r.IntN(20); {
+		case n < 3:
+			op.Mode = unix.S_IFSOCK | 0o755
+		case n < 5:
+			op.Mode, op.Dev = unix.S_IFCHR|0o666, unix.Mkdev(1, 3)
+		case n < 6:
+			op.Mode = unix.S_IFCHR | 0o600
+		}
+		return op
 	case OpReaddir:
 		p := g.dir()
 		if r.IntN(6) == 0 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -32,6 +33,13 @@ type Node struct {
 	// fixture time or one set by utimes), "recent" otherwise.
 	Mtime  string
 	Xattrs map[string]string // every xattr except security.* and system.*
+	// Links are the other paths of the tree with the same inode number,
+	// sorted: the hard links a program sees.
+	Links string
+	// Readdir says how readdir's d_ino and d_type of the entry differ
+	// from lstat's; "" when they agree.
+	Readdir string
+	ino     uint64
 	// Err is the error met reading this entry (its content, its link,
 	// its xattrs, or a directory's listing); the walk goes on.
 	Err string
@@ -66,6 +74,7 @@ func Snapshot(dir string) (Tree, error) {
 		root.Err = err.Error()
 	}
 	t[""] = root
+	linkGroups(t)
 	return t, nil
 }
 
@@ -74,16 +83,15 @@ func walk(t Tree, dirfd int, rel string) error {
 	if err != nil {
 		return &os.PathError{Op: "open", Path: rel, Err: err}
 	}
-	f := os.NewFile(uintptr(dup), rel)
-	names, err := f.Readdirnames(-1)
-	f.Close()
+	ents, err := readDirents(dup)
+	unix.Close(dup)
 	if err != nil {
 		return fmt.Errorf("readdir: %w", err)
 	}
-	for _, name := range names {
-		p := name
+	for _, d := range ents {
+		p := d.name
 		if rel != "" {
-			p = rel + "/" + name
+			p = rel + "/" + d.name
 		}
 		if n, dup := t[p]; dup {
 			n.Err = "listed twice by readdir"
@@ -91,16 +99,17 @@ func walk(t Tree, dirfd int, rel string) error {
 			continue
 		}
 		var st unix.Stat_t
-		if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.Fstatat(dirfd, d.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			t[p] = Node{Err: "listed by readdir, but lstat: " + err.Error()}
 			continue
 		}
-		n, err := node(dirfd, name, &st)
+		n, err := node(dirfd, d.name, &st)
 		if err != nil {
 			n.Err = err.Error()
 		}
+		n.Readdir = direntMismatch(d, &st)
 		if n.Type == "dir" && err == nil {
-			sub, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			sub, err := unix.Openat(dirfd, d.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			if err != nil {
 				n.Err = "open: " + err.Error()
 			} else {
@@ -116,6 +125,45 @@ func walk(t Tree, dirfd int, rel string) error {
 	return nil
 }
 
+// direntMismatch says how readdir's entry d disagrees with lstat: "" when
+// inode number and type agree.
+func direntMismatch(d dirent, st *unix.Stat_t) string {
+	var m []string
+	if d.ino != st.Ino {
+		m = append(m, "d_ino differs from st_ino")
+	}
+	if want := direntType(typeToDT(st.Mode)); direntType(d.typ) != want {
+		m = append(m, fmt.Sprintf("d_type %s, lstat %s", direntType(d.typ), want))
+	}
+	return strings.Join(m, "; ")
+}
+
+func typeToDT(mode uint32) byte {
+	return byte((mode & unix.S_IFMT) >> 12) // DT_* are S_IF* >> 12
+}
+
+// linkGroups records in every non-directory of t the other paths that
+// share its inode number, i.e. its hard links as the tree shows them.
+func linkGroups(t Tree) {
+	byIno := map[uint64][]string{}
+	for p, n := range t {
+		if n.Type != "dir" && n.Type != "" {
+			byIno[n.ino] = append(byIno[n.ino], p)
+		}
+	}
+	for _, group := range byIno {
+		if len(group) < 2 {
+			continue
+		}
+		sort.Strings(group)
+		for _, p := range group {
+			n := t[p]
+			n.Links = strings.Join(slices.DeleteFunc(slices.Clone(group), func(q string) bool { return q == p }), " ")
+			t[p] = n
+		}
+	}
+}
+
 // node records the entry name of dirfd (the directory itself for "").
 func node(dirfd int, name string, st *unix.Stat_t) (Node, error) {
 	n := Node{
@@ -125,6 +173,7 @@ func node(dirfd int, name string, st *unix.Stat_t) (Node, error) {
 		GID:   st.Gid,
 		Nlink: st.Nlink,
 		Mtime: "recent",
+		ino:   st.Ino,
 	}
 	if st.Mtim.Sec < recentAfter {
 		n.Mtime = time.Unix(st.Mtim.Sec, st.Mtim.Nsec).UTC().Format(time.RFC3339Nano)
@@ -240,18 +289,18 @@ func Diff(a, b Tree, nameA, nameB string) []string {
 	for _, p := range paths {
 		na, okA := a[p]
 		nb, okB := b[p]
-		show := p
-		if show == "" {
-			show = "/"
+		show := q(p)
+		if p == "" {
+			show = `"/"`
 		}
 		switch {
 		case !okA:
-			out = append(out, fmt.Sprintf("%q: only under %s (%s)", show, nameB, nb.Type))
+			out = append(out, fmt.Sprintf("%s: only under %s (%s)", show, nameB, nb.Type))
 		case !okB:
-			out = append(out, fmt.Sprintf("%q: only under %s (%s)", show, nameA, na.Type))
+			out = append(out, fmt.Sprintf("%s: only under %s (%s)", show, nameA, na.Type))
 		default:
 			for _, d := range nodeDiff(na, nb) {
-				out = append(out, fmt.Sprintf("%q: %s: %s %s, %s %s", show, d[0], nameA, d[1], nameB, d[2]))
+				out = append(out, fmt.Sprintf("%s: %s: %s %s, %s %s", show, d[0], nameA, d[1], nameB, d[2]))
 			}
 		}
 	}
@@ -282,6 +331,8 @@ func nodeDiff(a, b Node) [][3]string {
 	add("rdev", a.Rdev, b.Rdev)
 	add("mtime", a.Mtime, b.Mtime)
 	add("xattrs", xattrString(a.Xattrs), xattrString(b.Xattrs))
+	add("hard links", orDash(a.Links), orDash(b.Links))
+	add("readdir vs lstat", orDash(a.Readdir), orDash(b.Readdir))
 	add("error", errString(a.Err), errString(b.Err))
 	return d
 }
@@ -313,6 +364,19 @@ func xattrString(m map[string]string) string {
 	}
 	sort.Strings(s)
 	return "{" + strings.Join(s, " ") + "}"
+}
+
+// WithoutLinks returns a copy of t without the Links of its nodes. The
+// kernel itself does not keep them across a remount: without the index
+// feature, a hard link made to a copied-up file may show another inode
+// number live than after remounting.
+func WithoutLinks(t Tree) Tree {
+	c := make(Tree, len(t))
+	for p, n := range t {
+		n.Links = ""
+		c[p] = n
+	}
+	return c
 }
 
 // OverlayXattrs returns one line for every entry of t that shows an

@@ -1,0 +1,114 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"ovl/vagga"
+)
+
+// Exec is a command to run on top of layers: a command step of a build,
+// or a shell in the state before a step. It mirrors the runner's Config
+// without the volumes, which builds do not mount.
+type Exec struct {
+	Layers      []string // top first
+	Writable    bool
+	KeepChanges string // with Writable: the upper, kept as a layer here
+	Env         []string
+	Workdir     string
+	BindWork    string // the project directory, bound at /work
+	Args        []string
+	Stdin       io.Reader
+	Stdout      io.Writer
+	Stderr      io.Writer
+}
+
+// RunFunc runs x to completion. A command that exits non-zero or is
+// killed is reported as an *ExitError.
+type RunFunc func(ctx context.Context, x Exec) error
+
+// runStep applies step s into upper, over the layers in r.keys: file
+// steps directly, command steps through the runner.
+func (b *Builder) runStep(ctx context.Context, c *vagga.Container, s step, r *Result, upper string) error {
+	if isFileStep(s.step) {
+		lowers := make([]string, len(r.keys))
+		for i, k := range r.keys {
+			lowers[len(r.keys)-1-i] = b.store.Layer(k)
+		}
+		return b.applyFileStep(newWriter(upper, lowers), s.step)
+	}
+	if b.opts.Run == nil {
+		return errors.New("no container runner to run commands with")
+	}
+	lowers, err := b.fit(ctx, c.Name, r.keys)
+	if err != nil {
+		return err
+	}
+	if len(lowers) == 0 {
+		// One-layer builds keep the earlier steps in upper itself; a
+		// mount still needs a lower layer.
+		if empty, _ := dirEmpty(upper); empty {
+			return errors.New("the container is empty: start it with !Tar or !Container before running commands")
+		}
+		if lowers, err = b.store.emptyLayer(); err != nil {
+			return err
+		}
+	}
+	var args []string
+	switch st := s.step.(type) {
+	case *vagga.ShStep:
+		args = []string{"/bin/sh", "-exc", st.Script}
+	case *vagga.CmdStep:
+		args = st.Args
+	}
+	out := b.opts.Output
+	if out == nil {
+		out = io.Discard
+	}
+	return b.opts.Run(ctx, Exec{Layers: lowers, Writable: true, KeepChanges: upper, Env: sortedEnv(r.env),
+		Workdir: "/work", BindWork: b.cfg.Dir, Args: args, Stdout: out, Stderr: out})
+}
+
+// stepError wraps the failure of step s with where it is and how to
+// look at the state before it.
+func (b *Builder) stepError(c *vagga.Container, s step, total int, err error) error {
+	hint := fmt.Sprintf("the steps before it are cached; to open a shell in the state just before it:\n    ovl build %s --shell-before-step %d", c.Name, s.index)
+	if b.opts.OneLayer {
+		hint = fmt.Sprintf("without --cache-each-step nothing of %q was kept; to open a shell in the state before it:\n    ovl build %s --cache-each-step --shell-before-step %d", c.Name, c.Name, s.index)
+	}
+	if isFileStep(s.step) && errors.Is(err, ErrPath) {
+		hint = "fix the step in " + b.cfg.File + ", then build again"
+	}
+	return &StepError{Container: c.Name, Index: s.index, Total: total, Step: s.step.Summary(), Pos: s.step.Position(),
+		Err: fmt.Errorf("%w: %w", ErrStepFailed, err), Hint: hint}
+}
+
+// Shell builds container name up to the step before step number before
+// (1-based) and runs /bin/sh in that state with stdin, stdout and stderr,
+// writable, with the changes thrown away.
+func (b *Builder) Shell(ctx context.Context, name string, before int, stdin io.Reader, stdout, stderr io.Writer) error {
+	_, err := b.build(ctx, name, &shellRequest{before: before, stdin: stdin, stdout: stdout, stderr: stderr}, false)
+	return err
+}
+
+func (b *Builder) shell(ctx context.Context, c *vagga.Container, steps []step, r *Result, sh *shellRequest) error {
+	before := sh.before
+	if before < 1 || before > len(steps)+1 {
+		return fmt.Errorf("container %q has steps 1 to %d: --shell-before-step %d is not one of them", c.Name, len(steps), before)
+	}
+	if err := b.buildSteps(ctx, c, steps[:before-1], len(steps), r); err != nil {
+		return err
+	}
+	if b.opts.Run == nil {
+		return errors.New("no container runner to run a shell with")
+	}
+	lowers, err := b.fit(ctx, c.Name, r.keys)
+	if err != nil {
+		return err
+	}
+	return b.opts.Run(ctx, Exec{Layers: lowers, Writable: true, Env: sortedEnv(r.env), Workdir: "/work",
+		BindWork: b.cfg.Dir, Args: []string{"/bin/sh"},
+		Stdin: sh.stdin, Stdout: sh.stdout, Stderr: sh.stderr})
+}

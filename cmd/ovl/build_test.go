@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"ovl/build"
+	"ovl/internal/testutil"
+)
+
+// buildTestProject writes a project with a busybox base into a fresh
+// directory and returns it.
+func buildTestProject(t *testing.T, yaml string) string {
+	t.Helper()
+	dir := testutil.SharedDir(t)
+	t.Cleanup(func() { exec.Command("chmod", "-R", "u+w", filepath.Join(dir, ".vagga")).Run() })
+	if err := os.WriteFile(filepath.Join(dir, "vagga.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Skipf("skipping: needs /bin/busybox (busybox-static): %v", err)
+	}
+	if err := build.WriteBusyboxTar(filepath.Join(dir, "base.tar.gz"), bb); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// buildOVL runs the ovl binary bin in dir and returns its output and
+// exit status.
+func buildOVL(t *testing.T, bin, dir string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return o.String(), e.String(), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatalf("ovl %v: %v", args, err)
+	}
+	return o.String(), e.String(), 0
+}
+
+const buildTestYAML = `containers:
+  c:
+    setup:
+    - !Tar {url: ./base.tar.gz}
+    - !Text {/etc/one: "1"}
+    - !Sh "echo built > /etc/two"
+    environ: {WHO: c}
+commands:
+  show: !Command
+    container: c
+    run: cat /etc/one /etc/two; echo $WHO; exit 7
+  args: !Command
+    container: c
+    run: [echo]
+`
+
+func TestBuildAndExecCLI(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := filepath.Join(testutil.SharedDir(t), "ovl")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dir := buildTestProject(t, buildTestYAML)
+
+	out, errOut, code := buildOVL(t, bin, dir, "build", "c")
+	if code != 0 || !strings.Contains(errOut, `[3/3] !Sh "echo built > /etc/two" … done`) || !strings.Contains(out, "c: built, 3 steps run") {
+		t.Fatalf("first build: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	out, errOut, _ = buildOVL(t, bin, dir, "build", "c")
+	if strings.Count(errOut, "… cached") != 3 || !strings.Contains(out, "0 steps run") {
+		t.Errorf("second build:\nstdout %s\nstderr %s", out, errOut)
+	}
+	if target, err := os.Readlink(filepath.Join(dir, ".vagga", "c")); err != nil || !strings.HasPrefix(target, ".roots/c.") {
+		t.Errorf(".vagga/c -> %q, %v", target, err)
+	}
+
+	// --json: a stream of events, then the summary.
+	out, _, code = buildOVL(t, bin, dir, "build", "--json", "c")
+	dec := json.NewDecoder(strings.NewReader(out))
+	var statuses []string
+	for {
+		var ev map[string]any
+		if err := dec.Decode(&ev); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("--json output does not parse: %v\n%s", err, out)
+		}
+		if s, ok := ev["status"].(string); ok {
+			statuses = append(statuses, s)
+		}
+	}
+	if code != 0 || strings.Join(statuses, ",") != "cached,cached,cached" {
+		t.Errorf("--json: exit %d, statuses %v", code, statuses)
+	}
+
+	// exec: the command's exit status, its output, from a subdirectory.
+	sub := filepath.Join(dir, "sub")
+	os.Mkdir(sub, 0o755)
+	out, errOut, code = buildOVL(t, bin, sub, "exec", "-q", "show")
+	if code != 7 || out != "1built\nc\n" {
+		t.Errorf("exec show: exit %d, stdout %q, stderr %q; want 7 and the files", code, out, errOut)
+	}
+	out, _, code = buildOVL(t, bin, dir, "exec", "-q", "args", "a", "--b")
+	if code != 0 || out != "a --b\n" {
+		t.Errorf("exec args: exit %d, stdout %q", code, out)
+	}
+	_, errOut, code = buildOVL(t, bin, dir, "exec", "nope")
+	if code != 1 || !strings.Contains(errOut, `no such command "nope"`) || !strings.Contains(errOut, "args, show") {
+		t.Errorf("exec nope: exit %d, stderr %q", code, errOut)
+	}
+
+	// A failing step: exit 1, the line, how to get a shell before it.
+	os.WriteFile(filepath.Join(dir, "vagga.yaml"), []byte(strings.Replace(buildTestYAML, "echo built > /etc/two", "exit 4", 1)), 0o644)
+	_, errOut, code = buildOVL(t, bin, dir, "build", "c")
+	if code != 1 || !strings.Contains(errOut, "vagga.yaml:6") || !strings.Contains(errOut, "exited with status 4") ||
+		!strings.Contains(errOut, "ovl build c --shell-before-step 3") || !strings.Contains(errOut, "[2/3] !Text \"/etc/one\" … cached") {
+		t.Errorf("failing build: exit %d, stderr:\n%s", code, errOut)
+	}
+	out, errOut, code = buildOVL(t, bin, dir, "clean", "--old", "-n")
+	if code != 0 || !strings.Contains(out, "would remove 0 paths") {
+		t.Errorf("clean --old -n: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// Bad input: file and line, exit 1, nothing built.
+	bad := buildTestProject(t, "containers:\n  c:\n    setup:\n    - !Ubuntu noble\n")
+	_, errOut, code = buildOVL(t, bin, bad, "build", "c")
+	if code != 1 || !strings.Contains(errOut, "vagga.yaml:4: step !Ubuntu is not supported") {
+		t.Errorf("unknown step: exit %d, stderr %q", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(bad, ".vagga", ".layers")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("bad config made layers: %v", err)
+	}
+}

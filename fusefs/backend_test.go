@@ -1,0 +1,156 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"ovl/backend"
+	"ovl/internal/testutil"
+	"ovl/layer"
+)
+
+const fuseSuperMagic = 0x65735546
+
+func isFuseMount(t testing.TB, p string) bool {
+	t.Helper()
+	var st unix.Statfs_t
+	mustDo(t, unix.Statfs(p, &st))
+	return st.Type == fuseSuperMagic
+}
+
+func TestBackendIdentity(t *testing.T) {
+	var b backend.Backend = NewBackend()
+	if b.Name() != backend.FUSE || b.MaxLayers() != 0 {
+		t.Errorf("Name %q MaxLayers %d; want %q and 0", b.Name(), b.MaxLayers(), backend.FUSE)
+	}
+}
+
+// TestDaemonLife checks each way a mount ends: Unmount, fusermount3 -u,
+// umount(2) and SIGTERM each leave nothing mounted and the daemon gone.
+func TestDaemonLife(t *testing.T) {
+	testutil.RequireRoot(t)
+	ends := []struct {
+		name string
+		end  func(t *testing.T, m *daemonMount)
+	}{
+		{"Unmount", func(t *testing.T, m *daemonMount) { mustDo(t, m.Unmount()) }},
+		{"fusermount3", func(t *testing.T, m *daemonMount) {
+			if out, err := exec.Command("fusermount3", "-u", m.target).CombinedOutput(); err != nil {
+				t.Fatalf("fusermount3 -u: %v: %s", err, out)
+			}
+		}},
+		{"umount", func(t *testing.T, m *daemonMount) { mustDo(t, unix.Unmount(m.target, 0)) }},
+		{"SIGTERM", func(t *testing.T, m *daemonMount) { mustDo(t, syscall.Kill(m.Pid(), syscall.SIGTERM)) }},
+	}
+	for _, e := range ends {
+		t.Run(e.name, func(t *testing.T) {
+			s := newStack(t, t.TempDir(), 1)
+			writeFiles(t, s.lowers[0], map[string]string{"f": "data"})
+			m := mountFuse(t, s.spec()).(*daemonMount)
+			if !isFuseMount(t, s.target) {
+				t.Fatal("Mount returned before the mount was live")
+			}
+			if b, err := os.ReadFile(filepath.Join(s.target, "f")); err != nil || string(b) != "data" {
+				t.Fatalf("read through the mount: %q %v", b, err)
+			}
+			e.end(t, m)
+			<-m.exited // the daemon exits by itself once its mount is gone
+			if isFuseMount(t, s.target) {
+				t.Errorf("still mounted after %s", e.name)
+			}
+			if err := syscall.Kill(m.Pid(), 0); !errors.Is(err, syscall.ESRCH) {
+				t.Errorf("daemon %d still there after %s: %v", m.Pid(), e.name, err)
+			}
+		})
+	}
+}
+
+// TestMountErrors checks that a bad spec fails with an error naming the
+// path at fault, and leaves nothing mounted and no daemon behind.
+func TestMountErrors(t *testing.T) {
+	testutil.RequireRoot(t)
+	s := newStack(t, t.TempDir(), 1)
+	cases := []struct {
+		name   string
+		mutate func(*layer.Spec)
+		want   string
+		is     error
+	}{
+		{"missing lower", func(sp *layer.Spec) { sp.Lowers = []string{filepath.Join(s.dir, "nope")} }, "nope", layer.ErrNotDir},
+		{"upper without work", func(sp *layer.Spec) { sp.Work = "" }, "upper", layer.ErrIncomplete},
+		{"work inside upper", func(sp *layer.Spec) { sp.Work = filepath.Join(sp.Upper) }, "work", layer.ErrOverlap},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			spec := s.spec()
+			c.mutate(&spec)
+			m, err := NewBackend().Mount(context.Background(), spec)
+			if err == nil {
+				m.Unmount()
+				t.Fatal("Mount succeeded")
+			}
+			if !errors.Is(err, c.is) || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error %q: want one naming %q, errors.Is %v", err, c.want, c.is)
+			}
+			if isFuseMount(t, s.target) {
+				t.Error("left a mount behind")
+			}
+		})
+	}
+}
+
+// TestCopyUpCoherentWithOpenReader checks that a descriptor opened
+// read-only before a copy-up reads what is written through another one
+// after it.
+func TestCopyUpCoherentWithOpenReader(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, pt := range []bool{false, true} {
+		name := "passthrough"
+		if !pt {
+			name = "no-passthrough"
+		}
+		t.Run(name, func(t *testing.T) {
+			s := newStack(t, t.TempDir(), 1)
+			writeFiles(t, s.lowers[0], map[string]string{"f": "old-data"})
+			testutil.CleanupMount(t, s.target)
+			m, err := mountDaemon(context.Background(), s.spec(), Options{NoPassthrough: !pt})
+			mustDo(t, err)
+			t.Cleanup(func() { m.Unmount() })
+			r, err := os.Open(filepath.Join(s.target, "f"))
+			mustDo(t, err)
+			defer r.Close()
+			buf := make([]byte, 8)
+			_, err = r.ReadAt(buf, 0)
+			mustDo(t, err)
+			w, err := os.OpenFile(filepath.Join(s.target, "f"), os.O_WRONLY, 0)
+			mustDo(t, err)
+			_, err = w.WriteAt([]byte("NEW"), 0)
+			mustDo(t, err)
+			mustDo(t, w.Close())
+			_, err = r.ReadAt(buf, 0)
+			mustDo(t, err)
+			if string(buf) != "NEW-data" {
+				t.Errorf("reader opened before the copy-up reads %q, want %q", buf, "NEW-data")
+			}
+			if b, _ := os.ReadFile(filepath.Join(s.lowers[0], "f")); string(b) != "old-data" {
+				t.Errorf("the lower layer changed: %q", b)
+			}
+			// A second write through a fresh descriptor, now that the file
+			// is in the upper (passthrough, where allowed).
+			mustDo(t, os.WriteFile(filepath.Join(s.target, "f"), []byte("third"), 0o644))
+			_, err = r.ReadAt(buf[:5], 0)
+			mustDo(t, err)
+			if string(buf[:5]) != "third" {
+				t.Errorf("reader reads %q after a rewrite, want %q", buf[:5], "third")
+			}
+		})
+	}
+}

@@ -1,0 +1,85 @@
+package fusefs
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"ovl/internal/testutil"
+)
+
+// TestKillDuringCopyUp kills the daemon with SIGKILL while it copies up
+// a 1 GiB file, and checks that no partial copy is visible afterwards:
+// the upper has no entry for the file, and a new mount shows the lower
+// file whole and leaves no scratch copy in the work dir.
+func TestKillDuringCopyUp(t *testing.T) {
+	testutil.RequireRoot(t)
+	s := newStack(t, t.TempDir(), 1)
+	const size = 1 << 30
+	big := filepath.Join(s.lowers[0], "big")
+	f, err := os.Create(big)
+	mustDo(t, err)
+	mustDo(t, unix.Fallocate(int(f.Fd()), 0, 0, size))
+	_, err = f.WriteAt([]byte("tail"), size-4)
+	mustDo(t, err)
+	mustDo(t, f.Close())
+
+	m := mountFuse(t, s.spec())
+	pid := m.(*daemonMount).Pid()
+	done := make(chan error, 1)
+	go func() {
+		// Opening for writing copies the whole file up.
+		f, err := os.OpenFile(filepath.Join(s.target, "big"), os.O_WRONLY|os.O_APPEND, 0)
+		if err == nil {
+			_, err = f.WriteString("more")
+			f.Close()
+		}
+		done <- err
+	}()
+	// Wait until the copy is under way: a scratch file in the work dir
+	// that has data but is not complete.
+	work := filepath.Join(s.work, workSubdir)
+	for started := false; !started; {
+		select {
+		case err := <-done:
+			t.Fatalf("the copy-up finished (%v) before the daemon could be killed", err)
+		default:
+		}
+		ents, _ := os.ReadDir(work)
+		for _, e := range ents {
+			if fi, err := e.Info(); err == nil && fi.Size() > 0 && fi.Size() < size {
+				started = true
+			}
+		}
+	}
+	mustDo(t, syscall.Kill(pid, syscall.SIGKILL))
+	if err := <-done; err == nil {
+		t.Errorf("the write through the killed daemon succeeded")
+	}
+	m.Unmount() // the daemon is gone; detach what is left
+	if _, err := os.Lstat(filepath.Join(s.upper, "big")); !os.IsNotExist(err) {
+		t.Fatalf("upper/big after the crash: %v; want no entry (a partial copy would be visible)", err)
+	}
+
+	mountFuse(t, s.spec())
+	fi, err := os.Stat(filepath.Join(s.target, "big"))
+	mustDo(t, err)
+	if fi.Size() != size {
+		t.Errorf("big after remount: %d bytes, want %d", fi.Size(), size)
+	}
+	g, err := os.Open(filepath.Join(s.target, "big"))
+	mustDo(t, err)
+	defer g.Close()
+	tail := make([]byte, 4)
+	_, err = g.ReadAt(tail, size-4)
+	mustDo(t, err)
+	if string(tail) != "tail" {
+		t.Errorf("big after remount ends in %q, want the lower's %q", tail, "tail")
+	}
+	if ents, _ := os.ReadDir(work); len(ents) != 0 {
+		t.Errorf("work dir after remount holds %d stale entries", len(ents))
+	}
+}
