@@ -128,7 +128,7 @@ func (b *Builder) stackOf(name string) (*Result, error) {
 		r.Key = s.key
 		r.planned = append(r.planned, s.key)
 		if b.store.Has(s.key) {
-			if empty, _ := b.store.Empty(s.key); !empty {
+			if empty, _ := b.emptyOver(s.key, r.keys); !empty {
 				r.keys = append(r.keys, s.key)
 			}
 		}

@@ -10,7 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"ovl/backend"
+	"ovl/layer"
 	"ovl/vagga"
 )
 
@@ -226,7 +229,7 @@ func (b *Builder) buildSteps(ctx context.Context, c *vagga.Container, steps []st
 			start := time.Now()
 			ev.Status = StatusRunning
 			b.event(ev)
-			p, err := b.store.newPending(s.key)
+			p, err := b.newLayer(s.key, r.keys)
 			if err != nil {
 				return err
 			}
@@ -249,7 +252,7 @@ func (b *Builder) buildSteps(ctx context.Context, c *vagga.Container, steps []st
 			ev.Status, ev.Seconds = StatusDone, time.Since(start).Seconds()
 			b.event(ev)
 		}
-		empty, err := b.store.Empty(s.key)
+		empty, err := b.emptyOver(s.key, r.keys)
 		if err != nil {
 			return err
 		}
@@ -258,6 +261,42 @@ func (b *Builder) buildSteps(ctx context.Context, c *vagga.Container, steps []st
 		}
 	}
 	return nil
+}
+
+// newLayer starts the layer key over the stack below (bottom first). Its
+// root takes the metadata of the top layer's root: the merged root shows
+// the top layer's mode and owner, so a step that does not change them
+// must not either.
+func (b *Builder) newLayer(key string, below []string) (*pending, error) {
+	p, err := b.store.newPending(key)
+	if err != nil || len(below) == 0 {
+		return p, err
+	}
+	if err := layer.CopyMetadata(b.store.Layer(below[len(below)-1]), p.Path()); err != nil {
+		p.Discard()
+		return nil, fmt.Errorf("start layer %s: %w", key, err)
+	}
+	return p, nil
+}
+
+// emptyOver reports whether the complete layer key changes nothing over
+// the stack below it (bottom first): no entries, and a root with the
+// mode and owner of the top layer's root (a `chmod 700 /` leaves only
+// the root changed). Empty layers stay in the store as markers that the
+// step ran, and are left out of mounted stacks.
+func (b *Builder) emptyOver(key string, below []string) (bool, error) {
+	empty, err := b.store.Empty(key)
+	if err != nil || !empty || len(below) == 0 {
+		return empty, err
+	}
+	var a, top unix.Stat_t
+	if err := unix.Lstat(b.store.Layer(key), &a); err != nil {
+		return false, err
+	}
+	if err := unix.Lstat(b.store.Layer(below[len(below)-1]), &top); err != nil {
+		return false, err
+	}
+	return a.Mode == top.Mode && a.Uid == top.Uid && a.Gid == top.Gid, nil
 }
 
 // sharedKey is the key of the one layer all steps of a container share
@@ -285,7 +324,7 @@ func (b *Builder) buildShared(ctx context.Context, c *vagga.Container, steps []s
 			b.event(Event{Container: c.Name, Index: s.index, Total: len(steps), Step: s.step.Summary(), Pos: s.step.Position(), Status: StatusCached, Key: key})
 		}
 	} else {
-		p, err := b.store.newPending(key)
+		p, err := b.newLayer(key, r.keys)
 		if err != nil {
 			return err
 		}
@@ -316,7 +355,7 @@ func (b *Builder) buildShared(ctx context.Context, c *vagga.Container, steps []s
 			return err
 		}
 	}
-	empty, err := b.store.Empty(key)
+	empty, err := b.emptyOver(key, r.keys)
 	if err != nil {
 		return err
 	}

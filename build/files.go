@@ -66,7 +66,7 @@ func (w *writer) ensureDir(rel string, create, replace bool) error {
 			if err := os.Mkdir(w.up(p), 0o700); err != nil {
 				return err
 			}
-			if err := copyDirMeta(path, w.up(p), &st); err != nil {
+			if err := layer.CopyMetadata(path, w.up(p)); err != nil {
 				return err
 			}
 			continue
@@ -284,20 +284,6 @@ func (w *writer) chown(p string, uid, gid int) error {
 		return err
 	}
 	return nil
-}
-
-// copyDirMeta gives the new upper directory dst the mode, owner and times
-// of the lower directory src (lstat st), as a copy-up does.
-func copyDirMeta(src, dst string, st *unix.Stat_t) error {
-	if os.Geteuid() == 0 {
-		if err := os.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
-			return err
-		}
-	}
-	if err := os.Chmod(dst, os.FileMode(st.Mode&0o777)|modeBits(st.Mode)); err != nil {
-		return err
-	}
-	return unix.UtimesNanoAt(unix.AT_FDCWD, dst, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // modeBits converts setuid, setgid and sticky from a raw mode.

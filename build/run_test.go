@@ -204,3 +204,21 @@ func TestDeepStackOnNative(t *testing.T) {
 		}
 	})
 }
+
+// A step that changes only the root directory's mode keeps its layer in
+// the stack.
+func TestRootModeOnlyStep(t *testing.T) {
+	testAsRootAndNobody(t, func(t *testing.T) {
+		dir := project(t, "containers:\n  c:\n    setup:\n    - !Tar {url: ./base.tar.gz}\n    - !Sh \"chmod 750 /\"\n    - !Text {/x: x}\n", nil)
+		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		var out bytes.Buffer
+		r, _ := mustBuild(t, dir, "c", runOpts(native.New(), dir, &out))
+		fi, err := os.Stat(r.Root)
+		if err != nil || fi.Mode().Perm() != 0o750 {
+			t.Errorf("root mode %v (%v), want 0750: %s", fi.Mode(), err, out.String())
+		}
+		if len(r.Layers) != 3 {
+			t.Errorf("%d layers, want 3", len(r.Layers))
+		}
+	})
+}

@@ -49,9 +49,8 @@ func (s *Store) Has(key string) bool {
 	return err == nil && fi.IsDir()
 }
 
-// Empty reports whether the complete layer with key changes nothing (a
-// step such as !Env, or a command that wrote no file). Empty layers are
-// kept as markers that the step ran, and left out of mounted stacks.
+// Empty reports whether the complete layer with key has no entries (a
+// step such as !Env, or a command that wrote no file).
 func (s *Store) Empty(key string) (bool, error) { return dirEmpty(s.Layer(key)) }
 
 // emptyLayer returns, as a one-layer stack, a layer with nothing in it.

@@ -36,9 +36,30 @@ func (*Backend) Name() string { return backend.FUSE }
 // MaxLayers is 0: the union has no depth limit of its own.
 func (*Backend) MaxLayers() int { return 0 }
 
-// Features lists what Mount honours: volatile (no syncs on copy-up) and
-// allow_other.
-func (*Backend) Features() layer.Options { return layer.Options{Volatile: true, AllowOther: true} }
+// Features lists what Mount honours: volatile (no syncs on copy-up),
+// allow_other, and xino (inode numbers are unique across layers anyway).
+// Index, redirect_dir and metacopy are not implemented.
+func (*Backend) Features() layer.Options {
+	return layer.Options{Volatile: true, AllowOther: true, Xino: true}
+}
+
+// checkFeatures refuses a spec that asks for a feature the union lacks.
+func checkFeatures(spec layer.Spec) error {
+	var missing []string
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{spec.Options.Index, "index"}, {spec.Options.RedirectDir, "redirect_dir"}, {spec.Options.Metacopy, "metacopy"}} {
+		if f.on {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("fuse: %w: the FUSE union does not implement %s (mount without it, or use the native backend)",
+			backend.ErrUnavailable, strings.Join(missing, ", "))
+	}
+	return nil
+}
 
 // daemonEntry is the re-exec entry point of the daemon.
 const daemonEntry = "fusefs-daemon"
@@ -71,6 +92,9 @@ func envOptions() Options {
 
 func mountDaemon(ctx context.Context, spec layer.Spec, opts Options) (backend.Mount, error) {
 	if err := spec.Validate(0); err != nil {
+		return nil, err
+	}
+	if err := checkFeatures(spec); err != nil {
 		return nil, err
 	}
 	req, err := json.Marshal(daemonRequest{Spec: spec, NoPassthrough: opts.NoPassthrough, NoOpen: opts.NoOpen})

@@ -87,6 +87,7 @@ func TestMountErrors(t *testing.T) {
 		{"missing lower", func(sp *layer.Spec) { sp.Lowers = []string{filepath.Join(s.dir, "nope")} }, "nope", layer.ErrNotDir},
 		{"upper without work", func(sp *layer.Spec) { sp.Work = "" }, "upper", layer.ErrIncomplete},
 		{"work inside upper", func(sp *layer.Spec) { sp.Work = filepath.Join(sp.Upper) }, "work", layer.ErrOverlap},
+		{"redirect_dir", func(sp *layer.Spec) { sp.Options.RedirectDir = true }, "redirect_dir", backend.ErrUnavailable},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

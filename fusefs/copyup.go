@@ -3,8 +3,6 @@ package fusefs
 import (
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -204,13 +202,15 @@ func copyFileData(srcDir int, name string, dstDir int, dst string, skipData, syn
 	defer unix.Close(in)
 	for {
 		m, err := unix.CopyFileRange(in, nil, out, nil, 1<<30, 0)
-		if err != nil {
-			if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
-				if _, err := io.Copy(os.NewFile(uintptr(dupOrDie(out)), "dst"), os.NewFile(uintptr(dupOrDie(in)), "src")); err != nil {
-					return err
-				}
-				break
+		if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+			// No copy_file_range between these filesystems: copy by hand,
+			// from where it stopped.
+			if err := copyRest(in, out); err != nil {
+				return err
 			}
+			break
+		}
+		if err != nil {
 			return err
 		}
 		if m == 0 {
@@ -223,12 +223,31 @@ func copyFileData(srcDir int, name string, dstDir int, dst string, skipData, syn
 	return nil
 }
 
-func dupOrDie(fd int) int {
-	d, err := unix.Dup(fd)
-	if err != nil {
-		return -1
+// copyRest copies what is left of in to out with read and write.
+func copyRest(in, out int) error {
+	buf := make([]byte, 1<<20)
+	for {
+		m, err := unix.Read(in, buf)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if m == 0 {
+			return nil
+		}
+		for p := buf[:m]; len(p) > 0; {
+			w, err := unix.Write(out, p)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			p = p[w:]
+		}
 	}
-	return d
 }
 
 // readlinkAt reads symlink name of dirfd.

@@ -63,6 +63,9 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 	if err := spec.Validate(0); err != nil {
 		return err
 	}
+	if err := checkFeatures(spec); err != nil {
+		return err
+	}
 	logger := slog.Default()
 	// The kernel applied the caller's umask to every mode it sends.
 	unix.Umask(0)

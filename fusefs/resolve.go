@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,7 +31,7 @@ func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 // procPathAt names entry name of the directory open at dirfd.
 func procPathAt(dirfd int, name string) string { return procPath(dirfd) + "/" + name }
 
-var noOpenat2 bool // set once openat2 answered ENOSYS
+var noOpenat2 atomic.Bool // set once openat2 answered ENOSYS
 
 // openBeneath opens rel, a slash-separated path inside the directory open
 // at dirfd, without following any symlink and without leaving the
@@ -40,7 +41,7 @@ func openBeneath(dirfd int, rel string, flags int) (int, error) {
 	if rel == "" || rel == "." {
 		return unix.Openat(dirfd, ".", flags|unix.O_CLOEXEC, 0)
 	}
-	if !noOpenat2 {
+	if !noOpenat2.Load() {
 		how := &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW),
 			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
 		for {
@@ -51,7 +52,7 @@ func openBeneath(dirfd int, rel string, flags int) (int, error) {
 			if !errors.Is(err, unix.ENOSYS) {
 				return fd, err
 			}
-			noOpenat2 = true
+			noOpenat2.Store(true)
 			break
 		}
 	}

@@ -8,9 +8,7 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
-
 )
 
 // listXattrs returns the xattr names of the file at path (not following
@@ -213,32 +211,4 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		}
 	}
 	return toErrno(n.xattrPath(func(p string) error { return unix.Lremovexattr(p, attr) }))
-}
-
-var _ = (fs.NodeReadlinker)((*node)(nil))
-
-func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	var target string
-	err := n.at(n.topLayer(), func(dirfd int, name string) error {
-		var err error
-		target, err = readlinkAt(dirfd, name)
-		return err
-	})
-	return []byte(target), toErrno(err)
-}
-
-var _ = (fs.NodeStatfser)((*node)(nil))
-
-// Statfs reports the upper's filesystem (the top lower's on a read-only
-// stack), as the kernel does.
-func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	var st unix.Statfs_t
-	if err := unix.Fstatfs(n.u.layers[0].fd, &st); err != nil {
-		return toErrno(err)
-	}
-	out.Blocks, out.Bfree, out.Bavail = st.Blocks, st.Bfree, st.Bavail
-	out.Files, out.Ffree = st.Files, st.Ffree
-	out.Bsize, out.Frsize = uint32(st.Bsize), uint32(st.Frsize)
-	out.NameLen = uint32(st.Namelen)
-	return 0
 }
