@@ -12,9 +12,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"ovl/build"
 	"ovl/layer"
 	"ovl/runner"
 	"ovl/selector"
+	"ovl/vagga"
 )
 
 func init() { register(runNewCmd) }
@@ -130,8 +132,16 @@ func runRun(ctx context.Context, o *runOptions, stdin io.Reader, stdout, stderr 
 		return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
 	}
 	if fi, err := os.Stat(o.Root); err != nil || !fi.IsDir() {
-		msg := fmt.Sprintf("run: container root %s: not an existing directory (build the container first, or fix the path)", o.Root)
-		return &exitError{code: runExitOwnError, msg: msg}
+		root, env, found, err := runBuildContainer(ctx, o, stderr)
+		if err != nil {
+			return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
+		}
+		if !found {
+			msg := fmt.Sprintf("run: container root %s: not an existing directory, nor a container of a vagga.yaml here (build the container first, or fix the path)", o.Root)
+			return &exitError{code: runExitOwnError, msg: msg}
+		}
+		cfg.Layers = []string{root}
+		cfg.Env = append(env, cfg.Env...)
 	}
 	if err := cfg.Validate(); err != nil {
 		return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
@@ -155,6 +165,38 @@ func runRun(ctx context.Context, o *runOptions, stdin io.Reader, stdout, stderr 
 		return &exitError{code: res.ExitCode}
 	}
 	return nil
+}
+
+// runBuildContainer treats ROOT as the name of a container of the
+// vagga.yaml in the current directory or above: it builds the container
+// when stale and returns its flattened root and build environment.
+// found is false when there is no such container.
+func runBuildContainer(ctx context.Context, o *runOptions, stderr io.Writer) (root string, env []string, found bool, err error) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		return "", nil, false, err
+	}
+	file, err := vagga.Find(cwd)
+	if err != nil {
+		return "", nil, false, nil
+	}
+	vc, err := vagga.Load(file)
+	if err != nil {
+		return "", nil, false, err
+	}
+	if _, ok := vc.Containers[o.Root]; !ok {
+		return "", nil, false, nil
+	}
+	b, err := buildBackend(ctx, vc, o.Backend)
+	if err != nil {
+		return "", nil, true, err
+	}
+	p := &buildProgress{w: stderr, quiet: true}
+	r, found, err := build.Resolve(ctx, vc.Dir, o.Root, build.Options{Backend: b, Events: p.event, Output: stderr})
+	if err != nil || !found {
+		return "", nil, found, err
+	}
+	return r.Root, r.BuildEnv, true, nil
 }
 
 // runParseVolume parses one --volume value.
