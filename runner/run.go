@@ -131,6 +131,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	// (Pdeathsig): keep this goroutine on that thread until it is reaped.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	// Catch signals before the command can start: they wait in sigs and
+	// reach the command once it runs, instead of killing this process.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwardedSignals...)
+	defer signal.Stop(sigs)
 	if err := cmd.Start(); err != nil {
 		repW.Close()
 		return Result{ExitCode: 125}, fmt.Errorf("start the container's init process: %w", err)
@@ -170,9 +175,6 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{ExitCode: 125}, startErr
 	}
 
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, forwardedSignals...)
-	defer signal.Stop(sigs)
 	waitDone := make(chan error, 1)
 	go func() { waitDone <- cmd.Wait() }()
 	var waitErr error
