@@ -23,12 +23,15 @@ stress: deps build
 demo: deps build
 	./scripts/demo.sh
 
+# Side-by-side measurements (bench/README.md). Root. BENCH_FLAGS passes
+# more flags, e.g. make bench BENCH_FLAGS='--tree ~/src/x --workloads grep'.
 bench: deps build
 	@./scripts/deps.sh bench
-	$(GO) run ./bench/cmd/ovl-bench
+	$(GO) run ./bench/cmd/ovl-bench --ovl $(BIN) $(BENCH_FLAGS)
 
 bench-quick: deps build
-	$(GO) run ./bench/cmd/ovl-bench --quick
+	@./scripts/deps.sh bench
+	$(GO) run ./bench/cmd/ovl-bench --quick --ovl $(BIN) $(BENCH_FLAGS)
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -66,8 +66,18 @@ func (c *Contestant) Mount(ctx context.Context, s Stack) (Mounted, error) {
 
 // Slug is the contestant's name as a file name.
 func (c *Contestant) Slug() string {
-	r := strings.NewReplacer(" ", "-", "(", "", ")", "", "=", "-", "/", "-", "+", "")
-	return r.Replace(strings.ToLower(c.Name))
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(c.Name) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+			dash = false
+		} else if !dash && b.Len() > 0 {
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	return strings.TrimSuffix(b.String(), "-")
 }
 
 // ErrMissing reports a peer tool that is not installed.

@@ -107,7 +107,7 @@ func removeAll(d string) error {
 	return os.RemoveAll(d)
 }
 
-// kept returns c's mount of lowers for the current phase, mounting it at
+// keptMount returns c's mount of lowers for the current phase, mounting it at
 // the first call; kind names it ("tree", "big", "deep").
 func (e *Env) keptMount(ctx context.Context, c *Contestant, kind string, lowers []string) (Mounted, error) {
 	k := keptKey{c, kind}

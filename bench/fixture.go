@@ -55,6 +55,9 @@ type Fixture struct {
 	// TarFiles how many it really holds.
 	Tarball  string
 	TarFiles int
+	// TarLast is the last file in Tarball, which the untar workload
+	// checks arrived whole.
+	TarLast string
 	// RootTar is a tarball of Root, the base of the build workloads.
 	RootTar string
 	// AppendList names (one per line, relative to the tree) the files the
@@ -77,7 +80,7 @@ const fixtureStamp = "fixture.json"
 
 // fixtureVersion changes whenever the fixture's layout does, so that an
 // old fixture is rebuilt rather than reused.
-const fixtureVersion = 2
+const fixtureVersion = 3
 
 // PrepareFixture builds the fixture in dir, or reuses the one an earlier
 // run left there when it was made from the same config and tree.
@@ -109,7 +112,7 @@ func PrepareFixture(ctx context.Context, dir string, cfg FixtureConfig, logf fun
 	if old, err := os.ReadFile(stampPath); err == nil {
 		var st fixtureStampData
 		if json.Unmarshal(old, &st) == nil && st.Version == fixtureVersion && st.Config == cfg && st.Busybox == f.Busybox {
-			f.Files, f.Bytes, f.TarFiles, f.RmSubtree = st.Files, st.Bytes, st.TarFiles, st.RmSubtree
+			f.Files, f.Bytes, f.TarFiles, f.TarLast, f.RmSubtree = st.Files, st.Bytes, st.TarFiles, st.TarLast, st.RmSubtree
 			logf("fixture: reusing %s (%d files, %d MB)", dir, f.Files, f.Bytes>>20)
 			return f, nil
 		}
@@ -156,6 +159,7 @@ type fixtureStampData struct {
 	Files     int           `json:"files"`
 	Bytes     int64         `json:"bytes"`
 	TarFiles  int           `json:"tar_files"`
+	TarLast   string        `json:"tar_last"`
 	RmSubtree string        `json:"rm_subtree"`
 }
 
@@ -333,6 +337,9 @@ func (f *Fixture) makeTarballs(ctx context.Context) error {
 		files = files[:f.Config.UntarFiles]
 	}
 	f.TarFiles = len(files)
+	if len(files) > 0 {
+		f.TarLast = files[len(files)-1]
+	}
 	list := filepath.Join(filepath.Dir(f.Root), "untar.list")
 	if err := writeList(list, files); err != nil {
 		return err

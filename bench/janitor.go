@@ -118,6 +118,9 @@ func MountsUnder(dir string) ([]string, error) {
 	}
 	defer f.Close()
 	dir = filepath.Clean(dir)
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real // mountinfo has the resolved path
+	}
 	var out []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {

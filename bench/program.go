@@ -62,8 +62,8 @@ func DefaultWorkdir() string {
 // configs returns the fixture and run settings of o.
 func (o *Options) configs() (FixtureConfig, RunOptions, string) {
 	cfg := FixtureConfig{Tree: o.Tree, BigSize: 1 << 30, UntarFiles: 11000, AppendFiles: 2000,
-		Layers: 20, LayerFiles: 100, StormFiles: 3000}
-	opt := RunOptions{Warmup: o.Warmup, Reps: 5, SlowReps: 3, Slow: 2 * time.Second}
+		Layers: 20, LayerFiles: 100, StormFiles: 2000}
+	opt := RunOptions{Warmup: o.Warmup, Reps: 5, SlowReps: 3, Slow: time.Second}
 	fixDir := filepath.Join(o.Workdir, "fixture")
 	if o.Quick {
 		cfg = FixtureConfig{Tree: o.Tree, MaxFiles: 1200, MaxFileSize: 256 << 10, BigSize: 64 << 20,

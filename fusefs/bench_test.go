@@ -36,12 +36,33 @@ func TestCompareWithPeers(t *testing.T) {
 	if out, err := exec.Command("cp", "-a", src, lower).CombinedOutput(); err != nil {
 		t.Fatalf("copy %s: %v: %s", src, err, out)
 	}
+	// A big file for the streaming read, and a tarball and a file list
+	// for the writing workloads.
+	bigf, err := os.Create(filepath.Join(lower, "big.bin"))
+	mustDo(t, err)
+	chunk := []byte(strings.Repeat("ovl-bench-data\n", 1<<16))
+	for written := 0; written < 256<<20; written += len(chunk) {
+		_, err := bigf.Write(chunk)
+		mustDo(t, err)
+	}
+	mustDo(t, bigf.Close())
+	tarball := filepath.Join(dir, "src.tar")
+	if out, err := exec.Command("tar", "-cf", tarball, "-C", lower, "src").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, out)
+	}
+	list := filepath.Join(dir, "append.list")
+	if out, err := exec.Command("sh", "-c", "cd "+lower+" && find src -type f | sort | head -2000 > "+list).CombinedOutput(); err != nil {
+		t.Fatalf("list: %v: %s", err, out)
+	}
+
 	type contestant struct {
 		name  string
 		mount func(s *stack) func()
 	}
+	seq := 0
 	mk := func(name string) *stack {
-		s := newStack(t, filepath.Join(dir, name), 0)
+		seq++
+		s := newStack(t, filepath.Join(dir, fmt.Sprintf("%s-%d", name, seq)), 0)
 		s.lowers = []string{lower}
 		return s
 	}
@@ -75,13 +96,19 @@ func TestCompareWithPeers(t *testing.T) {
 			return func() { m.Unmount() }
 		}},
 	}
-	workloads := []struct {
-		name string
-		cmd  string
-	}{
-		{"find+stat", "find . -printf '%s %i\\n' >/dev/null"},
-		{"read-all", "find . -type f -print0 | xargs -0 cat >/dev/null"},
-		{"grep-r", "grep -r -q zzqqxxnotthere . || true"},
+	type workload struct {
+		name   string
+		cmd    string
+		writes bool // needs a fresh stack each round
+	}
+	workloads := []workload{
+		{"find+stat", "find . -printf '%s %i\\n' >/dev/null", false},
+		{"read-all", "find . -type f -print0 | xargs -0 cat >/dev/null", false},
+		{"grep-r", "grep -r -q zzqqxxnotthere . || true", false},
+		{"read-big", "cat big.bin >/dev/null", false},
+		{"append-2000", "while read f; do echo x >> \"$f\"; done < " + list, true},
+		{"untar", "mkdir untarred && tar -xf " + tarball + " -C untarred", true},
+		{"rm-rf", "rm -rf src", true},
 	}
 	targets := map[string]string{}
 	for _, c := range contestants {
@@ -90,33 +117,53 @@ func TestCompareWithPeers(t *testing.T) {
 		t.Cleanup(undo)
 		targets[c.name] = s.target
 	}
-	const rounds = 7
+	const rounds, writeRounds = 5, 3
 	times := map[string][]time.Duration{}
 	for _, w := range workloads {
 		for round := 0; round <= rounds; round++ {
+			if w.writes && (round == 0 || round > writeRounds) {
+				continue // nothing to warm: each round starts afresh
+			}
 			for _, c := range contestants {
+				target := targets[c.name]
+				var undo func()
+				if w.writes {
+					s := mk(c.name)
+					undo = c.mount(s)
+					target = s.target
+					// Warm the lower's cache the same way for everyone.
+					exec.Command("find", lower).Run()
+				}
 				cmd := exec.Command("sh", "-c", w.cmd)
-				cmd.Dir = targets[c.name]
+				cmd.Dir = target
 				start := time.Now()
-				if out, err := cmd.CombinedOutput(); err != nil {
+				out, err := cmd.CombinedOutput()
+				elapsed := time.Since(start)
+				if undo != nil {
+					undo()
+				}
+				if err != nil {
 					t.Fatalf("%s on %s: %v: %s", w.name, c.name, err, out)
 				}
 				if round > 0 { // round 0 warms the caches
 					k := w.name + "/" + c.name
-					times[k] = append(times[k], time.Since(start))
+					times[k] = append(times[k], elapsed)
 				}
 			}
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "min / median of %d warm rounds, interleaved, ms\n%-10s", rounds, "")
+	fmt.Fprintf(&b, "min / median, interleaved, ms: %d warm rounds of reads, %d fresh stacks for writes\n%-12s", rounds, writeRounds, "")
 	for _, c := range contestants {
 		fmt.Fprintf(&b, " %15s", c.name)
 	}
 	for _, w := range workloads {
-		fmt.Fprintf(&b, "\n%-10s", w.name)
+		fmt.Fprintf(&b, "\n%-12s", w.name)
 		for _, c := range contestants {
 			d := times[w.name+"/"+c.name]
+			if len(d) == 0 {
+				continue
+			}
 			sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 			fmt.Fprintf(&b, " %7.0f /%6.0f", float64(d[0].Microseconds())/1000, float64(d[len(d)/2].Microseconds())/1000)
 		}

@@ -152,9 +152,19 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool) (err e
 	// 9. Publish: the node now lives in the upper. Nothing below can fail
 	// in a way that makes the upper wrong; a failed directory open only
 	// means no cached descriptor.
+	// The copy keeps the origin's inode number, except a copy of a lower
+	// hard link: its other links stay in the lower as another file, so
+	// it takes the number of its upper inode (Linux:
+	// fs/overlayfs/inode.c:ovl_getattr, "Lower hardlinks may be broken
+	// on copy up"), and the kernel must look the name up again to learn
+	// it (asynchronously: the kernel may hold the parent's lock).
+	renumber := typ != unix.S_IFDIR && st.Nlink > 1
 	var ust unix.Stat_t
-	if err := unix.Fstatat(upDir.fd, name, &ust, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+	if err := unix.Fstatat(upDir.fd, name, &ust, unix.AT_SYMLINK_NOFOLLOW); err == nil && !renumber {
 		u.origins.Store(devIno{ust.Dev, ust.Ino}, fileIdentity{n.ino, n.gen})
+	}
+	if renumber {
+		go p.NotifyEntry(name)
 	}
 	if typ == unix.S_IFDIR {
 		fd, err := openDirAt(upDir.fd, name)

@@ -197,7 +197,14 @@ func (d *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		return nil, nil, 0, toErrno(err)
 	}
 	cn := child.Operations().(*node)
-	fh, fl, errno := cn.newHandle()
+	fh, fl, errno := cn.newHandleWith(func() (int, error) {
+		up, err := d.dirFd(0)
+		if err != nil {
+			return -1, err
+		}
+		defer up.release()
+		return unix.Openat(up.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	})
 	return child, fh, fl, errno
 }
 

@@ -85,7 +85,9 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 		return err
 	}
 	defer u.close()
-	u.noOpen = opts.NoOpen
+	// A stack nobody can write through gains nothing from seeing opens:
+	// skip their round trips.
+	u.noOpen = opts.NoOpen || !u.writable
 	u.passthrough = !opts.NoOpen && !opts.NoPassthrough && passthroughAllowed()
 	root, err := newRoot(u)
 	if err != nil {
@@ -108,10 +110,16 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 	if !u.writable {
 		mo.Options = append(mo.Options, "ro")
 	}
+	if os.Geteuid() == 0 && !userns.InUserNamespace() {
+		// Device nodes and set-user-ID files work as on kernel overlay
+		// (go-fuse's default is nodev,nosuid). In a user namespace the
+		// kernel adds nodev itself; fusermount3 adds both.
+		mo.DirectMountFlags = unix.MS_RELATIME
+	}
 	if !opts.Debug {
 		mo.Logger = log.New(discard{}, "", 0)
 	}
-	server, err := fs.Mount(spec.Target, root, &fs.Options{
+	bridge := fs.NewNodeFS(root, &fs.Options{
 		MountOptions:    mo,
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
@@ -119,7 +127,13 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 		NullPermissions: true,
 		RootStableAttr:  &fs.StableAttr{Ino: root.ino},
 	})
+	server, err := fuse.NewServer(&rawUnion{RawFileSystem: bridge}, spec.Target, &mo)
 	if err != nil {
+		return fmt.Errorf("mount fuse on %s: %w", spec.Target, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		server.Unmount()
 		return fmt.Errorf("mount fuse on %s: %w", spec.Target, err)
 	}
 	logger.Debug("fusefs mounted", "target", spec.Target, "passthrough", u.passthrough, "writable", u.writable)

@@ -219,5 +219,6 @@ func keepDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Logf("stacks of failed seeds are kept under %s", dir)
+	t.Cleanup(func() { os.Remove(dir) }) // only when nothing was kept
 	return dir
 }

@@ -117,19 +117,27 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 // upper file when no daemon-served handle is open (the kernel refuses to
 // mix the two on one inode), daemon-served otherwise.
 func (n *node) newHandle() (fs.FileHandle, uint32, syscall.Errno) {
-	if !n.u.passthrough {
-		return &fileHandle{backing: -1}, fuse.FOPEN_KEEP_CACHE, 0
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.u.isUpper(n.layers[0]) && n.cachedOpens == 0 {
+	return n.newHandleWith(func() (int, error) {
 		fd := -1
 		err := n.atLocked(func(dirfd int, name string) error {
 			var err error
 			fd, err = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			return err
 		})
-		if err == nil {
+		return fd, err
+	})
+}
+
+// newHandleWith is newHandle with open giving the backing descriptor (a
+// node just created is not in the tree yet, so it cannot find itself).
+func (n *node) newHandleWith(open func() (int, error)) (fs.FileHandle, uint32, syscall.Errno) {
+	if !n.u.passthrough {
+		return &fileHandle{backing: -1}, fuse.FOPEN_KEEP_CACHE, 0
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.u.isUpper(n.layers[0]) && n.cachedOpens == 0 {
+		if fd, err := open(); err == nil {
 			return &fileHandle{backing: fd}, 0, 0
 		}
 	}
@@ -309,5 +317,6 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if err != nil {
 		return toErrno(err)
 	}
+	out.SetTimeout(cacheTimeout)
 	return n.Getattr(ctx, f, out)
 }

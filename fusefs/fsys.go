@@ -25,7 +25,8 @@ type Options struct {
 	// a file opened for writing is copied up at its first write, not at
 	// the open, so an open-for-write that writes nothing leaves the
 	// layers (and the link count of a lower hard link) unchanged, unlike
-	// the kernel's overlay. No passthrough either.
+	// the kernel's overlay. No passthrough either. Read-only stacks always
+	// run this way: there it makes no difference.
 	NoOpen bool
 	// Debug logs every FUSE request to stderr.
 	Debug bool
@@ -40,9 +41,8 @@ const maxCachedDirFds = 4096
 
 // layerRoot is one layer directory of the stack.
 type layerRoot struct {
-	path  string
-	fd    int // O_RDONLY|O_DIRECTORY, open for the life of the mount
-	upper bool
+	path string
+	fd   int // O_RDONLY|O_DIRECTORY, open for the life of the mount
 }
 
 // unionFS is one mounted stack. Its fields are immutable after
@@ -120,23 +120,23 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 			u.close()
 		}
 	}()
-	open := func(p string, upper bool) error {
+	open := func(p string) error {
 		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("open layer %s: %w", p, err)
 		}
-		u.layers = append(u.layers, layerRoot{path: p, fd: fd, upper: upper})
+		u.layers = append(u.layers, layerRoot{path: p, fd: fd})
 		return nil
 	}
 	if spec.Upper != "" {
 		u.hasUpper = true
 		u.writable = !spec.ReadOnly
-		if err := open(spec.Upper, true); err != nil {
+		if err := open(spec.Upper); err != nil {
 			return nil, err
 		}
 	}
 	for _, l := range spec.Lowers {
-		if err := open(l, false); err != nil {
+		if err := open(l); err != nil {
 			return nil, err
 		}
 	}
@@ -217,5 +217,5 @@ func (u *unionFS) freeGen(id fs.StableAttr, li int) uint64 {
 	return id.Gen
 }
 
-// upperOnly reports whether layer index li is the writable upper.
+// isUpper reports whether layer index li is the upper directory.
 func (u *unionFS) isUpper(li int) bool { return u.hasUpper && li == 0 }

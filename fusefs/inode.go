@@ -39,6 +39,9 @@ type node struct {
 	// -1 for the work directory.
 	orphan      string
 	orphanLayer int
+	// listing is the directory listing a readdir in progress uses (see
+	// dirHandle); nil between listings.
+	listing []fuse.DirEntry
 	// cachedOpens counts open handles that do not use passthrough, which
 	// the kernel will not mix with passthrough ones.
 	cachedOpens int
@@ -268,6 +271,7 @@ func (n *node) OnForget() {
 		}
 	}
 	orphan, orphanLayer := n.orphan, n.orphanLayer
+	n.listing = nil
 	n.mu.Unlock()
 	n.closeData()
 	if orphan != "" && orphanLayer < 0 && n.u.workFd >= 0 {

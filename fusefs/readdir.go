@@ -159,8 +159,11 @@ func dtToMode(t uint8) uint32 {
 	return 0
 }
 
-// dirHandle is an open directory: a snapshot of the merged listing,
-// taken at the first read and dropped at close or rewind.
+// dirHandle is an open directory. It reads from a snapshot of the merged
+// listing that the directory node keeps from a read at offset 0 until a
+// read reaches the end, so a listing continued through another handle
+// (the kernel's readdir cache does that, and opendir-less reads get a
+// fresh handle per request) goes on with the same entries.
 type dirHandle struct {
 	d       *node
 	entries []fuse.DirEntry // nil until the first read
@@ -176,15 +179,25 @@ func (d *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 	return &dirHandle{d: d}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
-func (h *dirHandle) load() syscall.Errno {
-	list, err := h.d.mergedList(false)
+// snapshot returns the directory's listing: a fresh one when fresh is
+// set (a read from the start), else the one a listing in progress uses.
+func (d *node) snapshot(fresh bool) ([]fuse.DirEntry, syscall.Errno) {
+	if !fresh {
+		d.mu.Lock()
+		l := d.listing
+		d.mu.Unlock()
+		if l != nil {
+			return l, 0
+		}
+	}
+	list, err := d.mergedList(false)
 	if err != nil {
-		return toErrno(err)
+		return nil, toErrno(err)
 	}
 	ents := make([]fuse.DirEntry, 0, len(list)+2)
-	ents = append(ents, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: h.d.ino})
-	parentIno := h.d.ino
-	if p, _ := h.d.parentNode(); p != nil {
+	ents = append(ents, fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: d.ino})
+	parentIno := d.ino
+	if p, _ := d.parentNode(); p != nil {
 		parentIno = p.ino
 	}
 	ents = append(ents, fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: parentIno})
@@ -193,26 +206,40 @@ func (h *dirHandle) load() syscall.Errno {
 		if e.merged {
 			// A merged directory is numbered after its bottom-most
 			// copy: look it up exactly, as stat would.
-			if hit, err := h.d.lookupChild(e.name, false); err == nil && hit.kind == hitDir {
-				ino = h.d.u.ino(hit.bottom.Dev, hit.bottom.Ino)
-				hit.closeFds(h.d.u)
+			if hit, err := d.lookupChild(e.name, false); err == nil && hit.kind == hitDir {
+				ino = d.u.ino(hit.bottom.Dev, hit.bottom.Ino)
+				hit.closeFds(d.u)
 			}
 		}
 		ents = append(ents, fuse.DirEntry{Name: e.name, Mode: e.mode, Ino: ino})
 	}
-	h.entries = ents
-	return 0
+	d.mu.Lock()
+	d.listing = ents
+	d.mu.Unlock()
+	return ents, 0
+}
+
+// dropSnapshot forgets the listing ents once a read has reached its end.
+func (d *node) dropSnapshot(ents []fuse.DirEntry) {
+	d.mu.Lock()
+	if len(d.listing) > 0 && len(ents) > 0 && &d.listing[0] == &ents[0] {
+		d.listing = nil
+	}
+	d.mu.Unlock()
 }
 
 var _ = (fs.FileReaddirenter)((*dirHandle)(nil))
 
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	if h.entries == nil {
-		if errno := h.load(); errno != 0 {
+		ents, errno := h.d.snapshot(h.pos == 0)
+		if errno != 0 {
 			return nil, errno
 		}
+		h.entries = ents
 	}
 	if h.pos >= len(h.entries) {
+		h.d.dropSnapshot(h.entries)
 		return nil, 0
 	}
 	e := h.entries[h.pos]
@@ -230,11 +257,11 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 		return 0
 	}
 	if h.entries == nil {
-		// The kernel's readdir cache continues a listing it cached
-		// partly through a new handle, at the offset it got to.
-		if errno := h.load(); errno != 0 {
+		ents, errno := h.d.snapshot(false)
+		if errno != 0 {
 			return errno
 		}
+		h.entries = ents
 	}
 	if off > uint64(len(h.entries)) {
 		return syscall.EINVAL

@@ -43,8 +43,17 @@ func dropinArgs(args []string) bool {
 	if strings.HasPrefix(args[0], "-o") {
 		return true
 	}
-	// SOURCE MOUNTPOINT -o OPTS: the helper convention of mount.fuse3.
-	return len(args) >= 3 && args[2] == "-o" && !strings.HasPrefix(args[0], "-")
+	// SOURCE MOUNTPOINT -o OPTS: the helper convention of mount.fuse3,
+	// unless SOURCE is one of ovl's verbs ("ovl mount /mnt -o ...").
+	if len(args) < 3 || args[2] != "-o" || strings.HasPrefix(args[0], "-") {
+		return false
+	}
+	for _, c := range newRootCmd().Commands() {
+		if c.Name() == args[0] || c.HasAlias(args[0]) {
+			return false
+		}
+	}
+	return args[0] != "help" && args[0] != "completion"
 }
 
 // dropinParse parses a drop-in command line.

@@ -16,6 +16,7 @@ func TestDropinArgs(t *testing.T) {
 		{[]string{"-olowerdir=/a", "/mnt"}, true},
 		{[]string{"overlay", "/mnt", "-o", "lowerdir=/a"}, true},
 		{[]string{"mount", "--backend", "fuse", "/mnt"}, false},
+		{[]string{"mount", "/mnt", "-o", "lowerdir=/a"}, false},
 		{[]string{"check"}, false},
 		{[]string{"--debug", "mount", "-o"}, false},
 		{nil, false},

@@ -139,3 +139,22 @@ type copied string
 
 func (c copied) Target() string { return string(c) }
 func (c copied) Unmount() error { return nil }
+
+// TestMountErrorStopsRun: a mounter that cannot mount fails the run with
+// its own error (not as a divergence), after the first seed.
+func TestMountErrorStopsRun(t *testing.T) {
+	testutil.RequireRoot(t)
+	errNope := errors.New("not implemented yet")
+	broken := Mounter{Name: "broken", Mount: func(context.Context, layer.Spec) (backend.Mount, error) { return nil, errNope }}
+	cfg := Config{Dir: t.TempDir(), Namespace: layer.Trusted, Ops: 5}
+	errs := RunSeeds(context.Background(), cfg, Seeds(1, 10), Kernel(), broken, 0)
+	if len(errs) != 1 || !errors.Is(errs[0], errNope) || errors.Is(errs[0], ErrDiverged) {
+		t.Fatalf("RunSeeds = %v, want one error wrapping the mounter's", errs)
+	}
+	if !strings.Contains(errs[0].Error(), "mount with broken") {
+		t.Errorf("error %q does not name the mounter", errs[0])
+	}
+	if entries, _ := os.ReadDir(cfg.Dir); len(entries) != 0 {
+		t.Errorf("left behind in %s: %v", cfg.Dir, entries)
+	}
+}

@@ -54,6 +54,7 @@ func errnoName(e unix.Errno) string {
 // RESOLVE_IN_ROOT, so no symlink in the tree leads out of it.
 type Executor struct {
 	root int
+	fds  [slots]int // descriptors held across ops (OpOpen), -1 when closed
 }
 
 // NewExecutor opens the tree at dir.
@@ -62,11 +63,32 @@ func NewExecutor(dir string) (*Executor, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
-	return &Executor{root: fd}, nil
+	x := &Executor{root: fd}
+	for i := range x.fds {
+		x.fds[i] = -1
+	}
+	return x, nil
 }
 
-// Close releases the root descriptor; call it before unmounting.
-func (x *Executor) Close() error { return unix.Close(x.root) }
+// Close releases the root descriptor and those OpOpen left open; call it
+// before unmounting.
+func (x *Executor) Close() error {
+	for i, fd := range x.fds {
+		if fd >= 0 {
+			unix.Close(fd)
+			x.fds[i] = -1
+		}
+	}
+	return unix.Close(x.root)
+}
+
+// slot returns the descriptor held in slot i, or EBADF.
+func (x *Executor) slot(i int) (int, error) {
+	if x.fds[i] < 0 {
+		return -1, unix.EBADF
+	}
+	return x.fds[i], nil
+}
 
 // Run performs op and returns its result.
 func (x *Executor) Run(op Op) Result {
@@ -216,11 +238,53 @@ func (x *Executor) run(op Op) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		size := st.Size
-		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			size = 0 // a directory's size is its backing filesystem's business
+		return statSummary(&st), nil
+	case OpOpen:
+		if x.fds[op.Slot] >= 0 {
+			unix.Close(x.fds[op.Slot])
+			x.fds[op.Slot] = -1
 		}
-		return fmt.Sprintf("%s %#o %d:%d size=%d nlink=%d", typeName(st.Mode), st.Mode&0o7777, st.Uid, st.Gid, size, st.Nlink), nil
+		fd, err := x.open(op.Path, op.Flags|unix.O_NONBLOCK, op.Mode)
+		if err != nil {
+			return "", err
+		}
+		x.fds[op.Slot] = fd
+		return "", nil
+	case OpFdRead:
+		fd, err := x.slot(op.Slot)
+		if err != nil {
+			return "", err
+		}
+		return preadAll(fd)
+	case OpFdWrite:
+		fd, err := x.slot(op.Slot)
+		if err != nil {
+			return "", err
+		}
+		_, err = unix.Pwrite(fd, op.Data(), op.Off)
+		return "", err
+	case OpFdStat:
+		fd, err := x.slot(op.Slot)
+		if err != nil {
+			return "", err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return "", err
+		}
+		return statSummary(&st), nil
+	case OpClose:
+		fd, err := x.slot(op.Slot)
+		if err != nil {
+			return "", err
+		}
+		x.fds[op.Slot] = -1
+		return "", unix.Close(fd)
+	case OpPopulate:
+		return "", x.populate(op)
+	case OpRmTree:
+		n, err := x.rmTree(op.Path)
+		return fmt.Sprintf("%d removed", n), err
 	case OpReaddir:
 		var out string
 		err := x.withFile(op.Path, unix.O_RDONLY|unix.O_DIRECTORY, func(fd int) error {
@@ -231,6 +295,134 @@ func (x *Executor) run(op Op) (string, error) {
 		return out, err
 	}
 	return "", fmt.Errorf("difftest: unknown op %v", op.Kind)
+}
+
+// statSummary is what lstat and fstat results are compared by: no inode,
+// device or times, and no directory size (the backing filesystem's).
+func statSummary(st *unix.Stat_t) string {
+	size := st.Size
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		size = 0
+	}
+	return fmt.Sprintf("%s %#o %d:%d size=%d nlink=%d", typeName(st.Mode), st.Mode&0o7777, st.Uid, st.Gid, size, st.Nlink)
+}
+
+// preadAll reads the file open at fd from offset 0 to the end, leaving
+// the file offset alone, and returns its size and content hash.
+func preadAll(fd int) (string, error) {
+	h := sha256.New()
+	buf := make([]byte, 65536)
+	var off int64
+	for {
+		n, err := unix.Pread(fd, buf, off)
+		if err != nil {
+			return "", err
+		}
+		if n == 0 {
+			break
+		}
+		h.Write(buf[:n])
+		off += int64(n)
+	}
+	return fmt.Sprintf("%d bytes sha256 %x", off, h.Sum(nil)[:8]), nil
+}
+
+// populate creates op.Count small files p000... and a subdirectory "pdir"
+// holding one file in the directory op.Path, as an unpacked archive
+// would; it stops at the first error.
+func (x *Executor) populate(op Op) error {
+	dfd, err := x.open(op.Path, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	data := op.Data()
+	for i := range op.Count {
+		fd, err := unix.Openat(dfd, fmt.Sprintf("p%03d", i), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			return err
+		}
+		_, err = unix.Write(fd, data[:i%len(data)])
+		if cerr := unix.Close(fd); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := unix.Mkdirat(dfd, "pdir", 0o755); err != nil {
+		return err
+	}
+	fd, err := unix.Openat(dfd, "pdir/inside", unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
+// rmTree removes p and everything under it as rm -rf does, without
+// following symlinks, and returns how many entries it removed and the
+// first error (it goes on after one). The root itself is emptied, not
+// removed.
+func (x *Executor) rmTree(p string) (int, error) {
+	if p == "" {
+		fd, err := x.open("", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return 0, err
+		}
+		defer unix.Close(fd)
+		return rmContents(fd)
+	}
+	var n int
+	err := x.inParent(p, func(d int, name string) error {
+		var err error
+		n, err = rmEntry(d, name)
+		return err
+	})
+	return n, err
+}
+
+func rmEntry(dirfd int, name string) (int, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return 0, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		if err := unix.Unlinkat(dirfd, name, 0); err != nil {
+			return 0, err
+		}
+		return 1, nil
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	n, err := rmContents(fd)
+	unix.Close(fd)
+	if rerr := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR); rerr != nil {
+		if err == nil {
+			err = rerr
+		}
+		return n, err
+	}
+	return n + 1, err
+}
+
+func rmContents(fd int) (int, error) {
+	ents, err := readDirents(fd)
+	if err != nil {
+		return 0, err
+	}
+	var total int
+	var first error
+	for _, d := range ents {
+		n, err := rmEntry(fd, d.name)
+		total += n
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	return total, first
 }
 
 // readAll reads the file open at fd to the end and returns its size and

@@ -218,17 +218,20 @@ func (r *run) compareOps(ta, tb string, ops []Op) error {
 	var trace []string
 	for i, op := range ops {
 		ra, rb := xa.Run(op), xb.Run(op)
-		// Kernel overlayfs now and then fails a rename with ESTALE when
-		// its cached upper dentry went away meanwhile (seen once in
-		// 36,000 operations); nothing was done then, so the oracle may
-		// try again.
-		for try := 0; ra.Errno == unix.ESTALE && try < 3; try++ {
-			ra = xa.Run(op)
-		}
+		// Kernel overlayfs sometimes fails a rename with ESTALE where
+		// POSIX wants success: renaming a file over a hard link of
+		// itself made after copy-up, with userxattr (seed 20018 of 100
+		// ops, as uid 65534). It changes nothing then, so an ESTALE from
+		// the oracle is no verdict: the op is not compared.
+		noVerdict := ra.Errno == unix.ESTALE
 		if r.f.OpIndex < 0 {
-			trace = append(trace, fmt.Sprintf("%2d %s = %s", i, op, ra.Brief()))
+			line := fmt.Sprintf("%2d %s = %s", i, op, ra.Brief())
+			if noVerdict {
+				line += fmt.Sprintf(" (not compared; %s: %s)", r.f.B, rb.Brief())
+			}
+			trace = append(trace, line)
 		}
-		if ra != rb && r.f.OpIndex < 0 {
+		if ra != rb && !noVerdict && r.f.OpIndex < 0 {
 			r.f.OpIndex, r.f.Op, r.f.ResA, r.f.ResB = i, op, ra, rb
 		}
 	}

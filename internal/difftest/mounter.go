@@ -2,6 +2,7 @@ package difftest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -70,8 +71,17 @@ type kernelMounted string
 
 func (m kernelMounted) Target() string { return string(m) }
 
+// Unmount unmounts the overlay; if something still holds it open, it
+// detaches it lazily, so no mount outlives the test, and still reports
+// the busy mount.
 func (m kernelMounted) Unmount() error {
-	if err := unix.Unmount(string(m), 0); err != nil {
+	err := unix.Unmount(string(m), 0)
+	if errors.Is(err, unix.EBUSY) {
+		if derr := unix.Unmount(string(m), unix.MNT_DETACH); derr == nil {
+			return fmt.Errorf("unmount %s: %w (detached it lazily; a descriptor was left open)", string(m), err)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("unmount %s: %w", string(m), err)
 	}
 	return nil

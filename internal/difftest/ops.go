@@ -34,11 +34,22 @@ const (
 	OpReaddir
 	OpRead
 	OpStat
+	OpOpen    // open Path into descriptor slot Slot, kept across ops
+	OpFdRead  // read a slot's file from offset 0 to the end
+	OpFdWrite // pwrite through a slot
+	OpFdStat  // fstat a slot
+	OpClose   // close a slot
+	OpPopulate
+	OpRmTree
 	opCount
 )
 
+// slots is how many descriptors a sequence may hold open at once.
+const slots = 4
+
 var opNames = [...]string{"create", "write", "append", "truncate", "mkdir", "rmdir", "unlink", "rename",
-	"link", "symlink", "chmod", "chown", "utimes", "setxattr", "removexattr", "mknod", "readdir", "read", "lstat"}
+	"link", "symlink", "chmod", "chown", "utimes", "setxattr", "removexattr", "mknod", "readdir", "read", "lstat",
+	"open", "fd-read", "fd-write", "fstat", "close", "populate", "rm-rf"}
 
 func (k OpKind) String() string { return opNames[k] }
 
@@ -47,6 +58,7 @@ var opWeights = [opCount]int{
 	OpCreate: 8, OpWrite: 8, OpAppend: 5, OpTruncate: 5, OpMkdir: 6, OpRmdir: 5, OpUnlink: 7,
 	OpRename: 12, OpLink: 5, OpSymlink: 4, OpChmod: 5, OpChown: 4, OpUtimes: 4, OpSetxattr: 5,
 	OpRemovexattr: 3, OpMknod: 3, OpReaddir: 6, OpRead: 5, OpStat: 6,
+	OpOpen: 4, OpFdRead: 3, OpFdWrite: 3, OpFdStat: 2, OpClose: 2, OpPopulate: 1, OpRmTree: 2,
 }
 
 // Op is one file operation on paths relative to the mount's root.
@@ -68,6 +80,8 @@ type Op struct {
 	Name      string // xattr name
 	Value     string // xattr value
 	Sec, Nsec int64  // utimes: mtime; atime is one day earlier
+	Slot      int    // descriptor slot of open, fd-read, fd-write, fstat, close
+	Count     int    // files populate creates
 	Seed      int64
 	Index     int
 }
@@ -99,7 +113,15 @@ func (o Op) String() string {
 		return fmt.Sprintf("mkdir %s mode=%#o", q(o.Path), o.Mode)
 	case OpMknod:
 		return fmt.Sprintf("mknod %s %s mode=%#o dev=%d:%d", q(o.Path), typeName(o.Mode), o.Mode&0o7777, unix.Major(o.Dev), unix.Minor(o.Dev))
-	case OpRmdir, OpUnlink, OpReaddir, OpRead, OpStat:
+	case OpOpen:
+		return fmt.Sprintf("open %s flags=%s -> fd slot %d", q(o.Path), openFlagString(o.Flags), o.Slot)
+	case OpFdRead, OpFdStat, OpClose:
+		return fmt.Sprintf("%s fd slot %d", o.Kind, o.Slot)
+	case OpFdWrite:
+		return fmt.Sprintf("pwrite fd slot %d off=%d len=%d", o.Slot, o.Off, o.Len)
+	case OpPopulate:
+		return fmt.Sprintf("populate %s with %d files and a subdirectory", q(o.Path), o.Count)
+	case OpRmdir, OpUnlink, OpReaddir, OpRead, OpStat, OpRmTree:
 		return fmt.Sprintf("%s %s", o.Kind, q(o.Path))
 	case OpRename:
 		return fmt.Sprintf("rename %s -> %s flags=%s", q(o.Path), q(o.Path2), renameFlagString(o.Flags))
@@ -139,6 +161,18 @@ func q(p string) string {
 
 func openFlagString(f int) string {
 	var s []string
+	switch f & unix.O_ACCMODE {
+	case unix.O_WRONLY:
+		s = append(s, "O_WRONLY")
+	case unix.O_RDWR:
+		s = append(s, "O_RDWR")
+	}
+	if f&unix.O_APPEND != 0 {
+		s = append(s, "O_APPEND")
+	}
+	if f&unix.O_CREAT != 0 {
+		s = append(s, "O_CREAT")
+	}
 	if f&unix.O_EXCL != 0 {
 		s = append(s, "O_EXCL")
 	}
@@ -330,6 +364,43 @@ func (g *generator) op(k OpKind) Op {
 		return Op{Path: g.file()}
 	case OpStat:
 		return Op{Path: g.existing()}
+	case OpOpen:
+		op := Op{Slot: r.IntN(slots), Path: g.file()}
+		switch r.IntN(5) {
+		case 0, 1:
+			op.Flags = unix.O_RDONLY
+		case 2:
+			op.Flags = unix.O_RDWR
+		case 3:
+			op.Flags = unix.O_WRONLY | unix.O_APPEND
+		case 4:
+			op.Flags, op.Mode, op.Path = unix.O_RDWR|unix.O_CREAT, 0o644, g.newName()
+			g.add(op.Path, false)
+		}
+		return op
+	case OpFdRead, OpFdStat, OpClose:
+		return Op{Slot: r.IntN(slots)}
+	case OpFdWrite:
+		return Op{Slot: r.IntN(slots), Off: []int64{0, 5, 4096, 70000}[r.IntN(4)], Len: []int64{1, 100, 5000}[r.IntN(3)]}
+	case OpPopulate:
+		p := g.dir()
+		for i := range 3 {
+			g.add(path.Join(p, fmt.Sprintf("p%03d", i)), false)
+		}
+		g.add(path.Join(p, "pdir"), true)
+		return Op{Path: p, Count: []int{20, 60, 150}[r.IntN(3)], Len: 64}
+	case OpRmTree:
+		p := g.dir()
+		if p == "" && r.IntN(4) != 0 {
+			p = g.dir() // emptying the whole tree: now and then
+		}
+		if p == "" {
+			g.paths = nil
+			g.dirs = []string{""}
+		} else {
+			g.remove(p)
+		}
+		return Op{Path: p}
 	}
 	panic("difftest: unknown op kind")
 }

@@ -61,6 +61,17 @@ func TestDiffFindsPlantedDifference(t *testing.T) {
 		{"mode", "exec.sh", "mode", func(r string) error { return os.Chmod(filepath.Join(r, "exec.sh"), 0o700) }},
 		{"owner", "ro", "owner", func(r string) error { return os.Lchown(filepath.Join(r, "ro"), 1000, 0) }},
 		{"nlink", "hl2", "nlink", func(r string) error { return os.Link(filepath.Join(r, "hl1"), filepath.Join(r, "hl9")) }},
+		{"hard link split", "hl2", "hard links", func(r string) error {
+			p := filepath.Join(r, "hl2")
+			b, err := os.ReadFile(p)
+			if err == nil {
+				err = os.Remove(p)
+			}
+			if err == nil {
+				err = os.WriteFile(p, b, 0o644)
+			}
+			return err
+		}},
 		{"symlink target", "link-rel", "symlink target", func(r string) error {
 			os.Remove(filepath.Join(r, "link-rel"))
 			return os.Symlink("b.bin", filepath.Join(r, "link-rel"))
@@ -147,4 +158,28 @@ func writeAt(p string, b []byte, off int64) error {
 		return err
 	}
 	return f.Close()
+}
+
+// TestLinkGroupsFindClash: two different files that show one inode number
+// are reported, two names of one file are hard links.
+func TestLinkGroupsFindClash(t *testing.T) {
+	tr := Tree{
+		"a": {Type: "file", Size: 3, Hash: "x", Nlink: 2, ino: 7},
+		"b": {Type: "file", Size: 3, Hash: "x", Nlink: 2, ino: 7},
+		"c": {Type: "file", Size: 4, Hash: "y", Nlink: 1, ino: 9},
+		"d": {Type: "file", Size: 5, Hash: "z", Nlink: 1, ino: 9},
+	}
+	linkGroups(tr)
+	if tr["a"].Links != "b" || tr["b"].Links != "a" || tr["a"].Clash != "" {
+		t.Errorf("a, b: Links %q %q, Clash %q; want each other and no clash", tr["a"].Links, tr["b"].Links, tr["a"].Clash)
+	}
+	if tr["d"].Clash == "" {
+		t.Errorf("d shares inode 9 with c but differs; Clash is empty")
+	}
+	if d := Diff(Tree{"a": tr["a"]}, Tree{"a": {Type: "file", Size: 3, Hash: "x", Nlink: 2}}, "x", "y"); len(d) != 1 {
+		t.Errorf("a link that y lost: diff %q, want one line", d)
+	}
+	if d := Diff(Tree{"a": {Type: "file", Size: 3, Hash: "x", Nlink: 2}}, Tree{"a": tr["a"]}, "x", "y"); len(d) != 0 {
+		t.Errorf("a link that only y shows: diff %q, want none", d)
+	}
 }
