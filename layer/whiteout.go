@@ -45,9 +45,25 @@ const (
 )
 
 // IsOverlayXattr reports whether name is overlay metadata (trusted.overlay.*
-// or user.overlay.*), which a union hides from its users and never copies up.
+// or user.overlay.*), which is never copied between layers.
 func IsOverlayXattr(name string) bool {
-	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
+	return Trusted.IsOverlayXattr(name) || User.IsOverlayXattr(name)
+}
+
+// IsOverlayXattr reports whether name is overlay metadata in namespace n:
+// what a mount whose metadata lives in n hides from its users. The kernel
+// shows user.overlay.* as an ordinary xattr on a trusted.* stack.
+func (n Namespace) IsOverlayXattr(name string) bool {
+	return strings.HasPrefix(name, n.String()+".overlay.")
+}
+
+// namespaces is ns, or both namespaces when ns is empty: a reader that
+// does not know which namespace wrote a layer honours either.
+func namespaces(ns []Namespace) []Namespace {
+	if len(ns) == 0 {
+		return []Namespace{Trusted, User}
+	}
+	return ns
 }
 
 // Kind says what a directory entry of a layer means to the merged tree.
@@ -91,8 +107,10 @@ func IsWhiteoutDevice(mode uint32, rdev uint64) bool {
 
 // Classify tells what entry name of the layer directory dirfd is. st is the
 // entry's lstat; dir is the directory's Opacity (from DirOpacity). For a
-// whiteout, target is the name it hides; otherwise it is name.
-func Classify(dirfd int, name string, st *unix.Stat_t, dir Opacity) (kind Kind, target string) {
+// whiteout, target is the name it hides; otherwise it is name. ns limits
+// the xattr whiteouts honoured to those namespaces (default: both), as a
+// kernel mount honours only its own.
+func Classify(dirfd int, name string, st *unix.Stat_t, dir Opacity, ns ...Namespace) (kind Kind, target string) {
 	if strings.HasPrefix(name, WhiteoutPrefix) {
 		switch {
 		case name == OpaqueMarker:
@@ -107,16 +125,16 @@ func Classify(dirfd int, name string, st *unix.Stat_t, dir Opacity) (kind Kind, 
 		if IsWhiteoutDevice(st.Mode, st.Rdev) {
 			return Whiteout, name
 		}
-		if dir == XattrWhiteouts && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 && hasWhiteoutXattr(dirfd, name) {
+		if dir == XattrWhiteouts && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 && hasWhiteoutXattr(dirfd, name, ns) {
 			return Whiteout, name
 		}
 	}
 	return Visible, name
 }
 
-func hasWhiteoutXattr(dirfd int, name string) bool {
+func hasWhiteoutXattr(dirfd int, name string, nss []Namespace) bool {
 	p := fdPath(dirfd, name)
-	for _, ns := range []Namespace{Trusted, User} {
+	for _, ns := range namespaces(nss) {
 		if _, err := unix.Lgetxattr(p, ns.Xattr(KeyWhiteout), nil); err == nil {
 			return true
 		}
@@ -131,11 +149,12 @@ func fdPath(dirfd int, name string) string {
 // DirOpacity reads how the layer directory open at dirfd merges with the
 // layers below: the opaque xattr in either namespace ("y" opaque, "x" has
 // xattr whiteouts) or an OCI ".wh..wh..opq" marker. dirfd must be a real
-// (not O_PATH) descriptor.
-func DirOpacity(dirfd int) (Opacity, error) {
+// (not O_PATH) descriptor. ns limits the xattrs read to those namespaces
+// (default: both).
+func DirOpacity(dirfd int, nss ...Namespace) (Opacity, error) {
 	buf := make([]byte, 8)
 	op := Transparent
-	for _, ns := range []Namespace{Trusted, User} {
+	for _, ns := range namespaces(nss) {
 		n, err := unix.Fgetxattr(dirfd, ns.Xattr(KeyOpaque), buf)
 		switch {
 		case err == nil:
@@ -167,15 +186,16 @@ type Entry struct {
 
 // ReadDir lists the layer directory open at dirfd with every entry
 // classified, and returns the directory's Opacity. It opens its own
-// descriptor, so concurrent calls on one dirfd are safe.
-func ReadDir(dirfd int) ([]Entry, Opacity, error) {
+// descriptor, so concurrent calls on one dirfd are safe. ns limits the
+// overlay xattrs honoured to those namespaces (default: both).
+func ReadDir(dirfd int, ns ...Namespace) ([]Entry, Opacity, error) {
 	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, Transparent, err
 	}
 	f := os.NewFile(uintptr(fd), ".")
 	defer f.Close()
-	op, err := DirOpacity(fd)
+	op, err := DirOpacity(fd, ns...)
 	if err != nil {
 		return nil, Transparent, err
 	}
@@ -198,7 +218,7 @@ func ReadDir(dirfd int) ([]Entry, Opacity, error) {
 				return nil, op, err
 			}
 		}
-		e.Kind, e.Target = Classify(fd, name, st, op)
+		e.Kind, e.Target = Classify(fd, name, st, op, ns...)
 		out = append(out, e)
 	}
 	return out, op, nil
