@@ -78,7 +78,7 @@ func (d *node) lookupChild(name string, lowerOnly bool) (layerHit, error) {
 			// An OCI whiteout file hides name too.
 			var wst unix.Stat_t
 			if werr := unix.Fstatat(r.fd, layer.WhiteoutPrefix+name, &wst, unix.AT_SYMLINK_NOFOLLOW); werr == nil {
-				if k, _ := layer.Classify(r.fd, layer.WhiteoutPrefix+name, &wst, opac[i]); k == layer.Whiteout {
+				if k, _ := layer.Classify(r.fd, layer.WhiteoutPrefix+name, &wst, opac[i], d.u.ns); k == layer.Whiteout {
 					r.release()
 					if h.kind == hitNone {
 						h.kind = hitWhiteout
@@ -95,7 +95,7 @@ func (d *node) lookupChild(name string, lowerOnly bool) (layerHit, error) {
 			h.closeFds(d.u)
 			return h, err
 		}
-		kind, _ := layer.Classify(r.fd, name, &st, opac[i])
+		kind, _ := layer.Classify(r.fd, name, &st, opac[i], d.u.ns)
 		switch kind {
 		case layer.Opaque, layer.Meta:
 			// Bookkeeping entries are never names of the tree.
@@ -131,7 +131,7 @@ func (d *node) lookupChild(name string, lowerOnly bool) (layerHit, error) {
 			h.closeFds(d.u)
 			return h, err
 		}
-		op, err := layer.DirOpacity(fd)
+		op, err := layer.DirOpacity(fd, d.u.ns)
 		if err != nil && !errors.Is(err, unix.EBADF) { // EBADF: an O_PATH fallback descriptor
 			unix.Close(fd)
 			h.closeFds(d.u)

@@ -103,7 +103,7 @@ func (d *node) mergedList(firstOnly bool) ([]mergedEntry, error) {
 				}
 				mode = st.Mode & unix.S_IFMT
 			}
-			kind, target := layer.Classify(fd, e.name, st, opac[i])
+			kind, target := layer.Classify(fd, e.name, st, opac[i], d.u.ns)
 			switch kind {
 			case layer.Opaque, layer.Meta:
 				return

@@ -80,7 +80,7 @@ func (u *unionFS) clearWhiteouts(updir int, name string) error {
 		return err
 	}
 	defer unix.Close(fd)
-	ents, _, err := layer.ReadDir(fd)
+	ents, _, err := layer.ReadDir(fd, u.ns)
 	if err != nil {
 		return err
 	}
