@@ -18,6 +18,38 @@ type Removed struct {
 	Bytes int64  `json:"bytes"`
 }
 
+// CleanOptions says what Builder.Clean removes: the build flags of
+// `ovl clean`.
+type CleanOptions struct {
+	Old          bool // Store.CleanOld
+	UnusedLayers bool // Builder.CleanUnusedLayers
+	Everything   bool // Store.CleanEverything
+	DryRun       bool // only list what would be removed
+}
+
+// Clean runs the cleans o asks for, in the order old roots, unused
+// layers, everything, and returns all it removed (or, in a dry run, would
+// remove). It stops at the first error, returning what was removed
+// before it.
+func (b *Builder) Clean(o CleanOptions) ([]Removed, error) {
+	steps := []struct {
+		on bool
+		fn func(dryRun bool) ([]Removed, error)
+	}{{o.Old, b.Store().CleanOld}, {o.UnusedLayers, b.CleanUnusedLayers}, {o.Everything, b.Store().CleanEverything}}
+	var all []Removed
+	for _, s := range steps {
+		if !s.on {
+			continue
+		}
+		removed, err := s.fn(o.DryRun)
+		all = append(all, removed...)
+		if err != nil {
+			return all, err
+		}
+	}
+	return all, nil
+}
+
 // CleanOld removes the flattened roots under .vagga/.roots that no
 // .vagga/NAME symlink points to (vagga's _clean --old), and unfinished
 // layers and roots of builds that are no longer running.

@@ -44,6 +44,17 @@ func TestClean(t *testing.T) {
 			t.Errorf("after cleaning unused layers the build ran %d steps: %v", r.Ran, rec.statuses())
 		}
 
+		// Clean, as `ovl clean --old --unused-layers --everything -n`:
+		// nothing old or unused is left, so the dry run lists .vagga alone
+		// and keeps it.
+		listed, err := b.Clean(CleanOptions{Old: true, UnusedLayers: true, Everything: true, DryRun: true})
+		if err != nil || len(listed) != 1 || listed[0].Path != filepath.Join(dir, ".vagga") {
+			t.Fatalf("Clean dry run = %+v, %v; want .vagga alone", listed, err)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, ".vagga")); err != nil {
+			t.Fatalf("Clean dry run removed .vagga: %v", err)
+		}
+
 		// --everything, sealed layers included.
 		all, err := store.CleanEverything(false)
 		if err != nil || len(all) != 1 {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"ovl/layer"
 )
 
 // Store is a project's build state under its .vagga directory:
@@ -154,23 +156,9 @@ func buildRunning(name string) bool {
 	return err == nil || errors.Is(err, unix.EPERM)
 }
 
-// removeAll is os.RemoveAll that also removes read-only directories the
-// caller owns (sealed layers, and containers have many), by making them
-// writable first.
+// removeAll is layer.RemoveAll, its error naming p.
 func removeAll(p string) error {
-	err := os.RemoveAll(p)
-	if err == nil || !errors.Is(err, fs.ErrPermission) {
-		return err
-	}
-	filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			if fi, err := d.Info(); err == nil {
-				os.Chmod(q, fi.Mode().Perm()|0o700)
-			}
-		}
-		return nil
-	})
-	if err := os.RemoveAll(p); err != nil {
+	if err := layer.RemoveAll(p); err != nil {
 		return fmt.Errorf("remove %s: %w", p, err)
 	}
 	return nil

@@ -16,11 +16,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 
 	"ovl/backend"
+	"ovl/internal/mountinfo"
 	"ovl/layer"
 )
 
@@ -57,9 +56,9 @@ func (b *Backend) Mount(ctx context.Context, spec layer.Spec) (backend.Mount, er
 	if spec.Options != (layer.Options{}) {
 		return nil, fmt.Errorf("copy: options %+v: %w", spec.Options, backend.ErrUnavailable)
 	}
-	if names, err := readNames(spec.Target); err != nil {
+	if entries, err := os.ReadDir(spec.Target); err != nil {
 		return nil, fmt.Errorf("copy: target %s: %w", spec.Target, err)
-	} else if len(names) > 0 {
+	} else if len(entries) > 0 {
 		return nil, &layer.SpecError{Field: "target", Path: spec.Target, Err: ErrTargetNotEmpty,
 			Hint: "the copy backend needs an empty target directory"}
 	}
@@ -109,6 +108,7 @@ func (m *Mount) Discard() error {
 	return m.err
 }
 
+// empty removes everything in the target, keeping the directory.
 func (m *Mount) empty() error {
 	// Something still mounted inside the copy (a host directory bound
 	// into a container) would be emptied with it: refuse.
@@ -138,25 +138,16 @@ func (m *Mount) saveChanges() error {
 	if err := layer.EmptyDir(m.spec.Upper); err != nil {
 		return err
 	}
-	names, err := readNames(staged)
+	entries, err := os.ReadDir(staged)
 	if err != nil {
 		return err
 	}
-	for _, n := range names {
-		if err := os.Rename(filepath.Join(staged, n), filepath.Join(m.spec.Upper, n)); err != nil {
+	for _, e := range entries {
+		if err := os.Rename(filepath.Join(staged, e.Name()), filepath.Join(m.spec.Upper, e.Name())); err != nil {
 			return err
 		}
 	}
 	return layer.CopyMetadata(staged, m.spec.Upper)
-}
-
-func readNames(p string) ([]string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return f.Readdirnames(-1)
 }
 
 // mountsInside lists the mount points strictly below dir in the caller's
@@ -166,39 +157,15 @@ func mountsInside(dir string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	entries, err := mountinfo.Read()
 	if err != nil {
 		return nil, err
 	}
 	var inside []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		if mp := unescapeMountinfo(f[4]); layer.Inside(mp, dir) {
+	for _, mp := range mountinfo.Under(entries, dir) {
+		if layer.Inside(mp, dir) {
 			inside = append(inside, mp)
 		}
 	}
 	return inside, nil
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space) of a
-// mountinfo path.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

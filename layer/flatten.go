@@ -325,23 +325,26 @@ func emptyDir(p string) error {
 		return err
 	}
 	for _, n := range names {
-		if err := removeAll(filepath.Join(p, n)); err != nil {
+		if err := RemoveAll(filepath.Join(p, n)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// removeAll is os.RemoveAll that also removes read-only directories the
-// caller owns (a copied container has many), by making them writable.
-func removeAll(p string) error {
+// RemoveAll is os.RemoveAll that also removes read-only directories the
+// caller owns (sealed layers and copied containers have many), by making
+// them writable first.
+func RemoveAll(p string) error {
 	err := os.RemoveAll(p)
 	if err == nil || !errors.Is(err, os.ErrPermission) {
 		return err
 	}
 	filepath.WalkDir(p, func(q string, d os.DirEntry, err error) error {
 		if err == nil && d.IsDir() {
-			os.Chmod(q, 0o700)
+			if fi, err := d.Info(); err == nil {
+				os.Chmod(q, fi.Mode().Perm()|0o700)
+			}
 		}
 		return nil
 	})

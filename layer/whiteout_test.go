@@ -186,40 +186,6 @@ func woMerge(t *testing.T, top, bottom string) []string {
 	return out
 }
 
-func woList(t *testing.T, dir string) []string {
-	t.Helper()
-	des, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, de := range des {
-		out = append(out, de.Name())
-	}
-	sort.Strings(out)
-	return out
-}
-
-// woKernelMerge mounts top over bottom read-only with kernel overlayfs and
-// lists d in the merged tree.
-func woKernelMerge(t *testing.T, root string, userxattr bool) []string {
-	t.Helper()
-	target := filepath.Join(root, "merged")
-	if err := os.Mkdir(target, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	opts := "lowerdir=" + filepath.Join(root, "top") + ":" + filepath.Join(root, "bottom")
-	if userxattr {
-		opts += ",userxattr"
-	}
-	testutil.CleanupMount(t, target)
-	if err := unix.Mount("overlay", target, "overlay", unix.MS_RDONLY, opts); err != nil {
-		t.Fatalf("mount overlay %s: %v", opts, err)
-	}
-	defer unix.Unmount(target, 0)
-	return woList(t, filepath.Join(target, "d"))
-}
-
 // TestFormatsRead classifies every whiteout and opaque format found in
 // the wild and, for the ones the kernel reads, checks a kernel overlay
 // mount of the same layers shows what the classification says.
@@ -260,7 +226,7 @@ func TestFormatsRead(t *testing.T) {
 				return
 			}
 			ours := woMerge(t, top, bottom)
-			kernel := woKernelMerge(t, root, tc.userxattr)
+			kernel := woListMerged(t, root, tc.userxattr, "d")
 			if !reflect.DeepEqual(ours, kernel) {
 				t.Errorf("merged d/: layer package says %v, kernel overlayfs shows %v", ours, kernel)
 			}
@@ -335,7 +301,7 @@ func TestWriteFormats(t *testing.T) {
 			if _, err := os.Lstat(filepath.Join(top, "sub", layer.OpaqueMarker)); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("MakeOpaque as root left an OCI marker (%v); want the xattr only", err)
 			}
-			if got, want := woKernelMerge(t, root, ns == layer.User), []string{"other", "sub"}; !reflect.DeepEqual(got, want) {
+			if got, want := woListMerged(t, root, ns == layer.User, "d"), []string{"other", "sub"}; !reflect.DeepEqual(got, want) {
 				t.Errorf("kernel shows d/ = %v, want %v (victim whited out)", got, want)
 			}
 			sub := woListMerged(t, root, ns == layer.User, "d/sub")
@@ -346,7 +312,8 @@ func TestWriteFormats(t *testing.T) {
 	}
 }
 
-// woListMerged mounts root/top over root/bottom and lists rel in it.
+// woListMerged mounts root/top over root/bottom read-only with kernel
+// overlayfs and lists rel in the merged tree.
 func woListMerged(t *testing.T, root string, userxattr bool, rel string) []string {
 	t.Helper()
 	target, err := os.MkdirTemp(root, "m")
@@ -362,7 +329,7 @@ func woListMerged(t *testing.T, root string, userxattr bool, rel string) []strin
 		t.Fatalf("mount overlay %s: %v", opts, err)
 	}
 	defer unix.Unmount(target, 0)
-	return woList(t, filepath.Join(target, rel))
+	return testutil.Names(t, filepath.Join(target, rel))
 }
 
 func woOpenDir(t *testing.T, dir string) int {

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ovl/internal/mountinfo"
 	"ovl/internal/testutil"
 	"ovl/layer"
 )
@@ -197,12 +198,13 @@ func TestMountOptions(t *testing.T) {
 // superOptions returns the superblock options of the mount at target.
 func superOptions(t testing.TB, target string) string {
 	t.Helper()
-	for _, line := range strings.Split(readFile(t, "/proc/self/mountinfo"), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 10 && unescapeMountinfo(f[4]) == target {
-			return f[len(f)-1]
-		}
+	entries, err := mountinfo.Read()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("%s is not in mountinfo", target)
-	return ""
+	e, ok := mountinfo.Find(entries, target)
+	if !ok {
+		t.Fatalf("%s is not in mountinfo", target)
+	}
+	return e.SuperOptions
 }

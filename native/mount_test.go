@@ -15,19 +15,26 @@ import (
 	"ovl/layer"
 )
 
-// kind classifies name in the layer directory dir with the layer package,
-// as every backend does.
-func kind(t testing.TB, dir, name string) layer.Kind {
+// layerDir opens the layer directory dir, closed when t ends, and reads
+// its Opacity with the layer package, as every backend does.
+func layerDir(t testing.TB, dir string) (int, layer.Opacity) {
 	t.Helper()
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fd)
+	t.Cleanup(func() { unix.Close(fd) })
 	op, err := layer.DirOpacity(fd)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return fd, op
+}
+
+// kind classifies name in the layer directory dir with the layer package.
+func kind(t testing.TB, dir, name string) layer.Kind {
+	t.Helper()
+	fd, op := layerDir(t, dir)
 	var st unix.Stat_t
 	if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		t.Fatalf("%s/%s: %v", dir, name, err)
@@ -39,16 +46,35 @@ func kind(t testing.TB, dir, name string) layer.Kind {
 // opacity reads the Opacity of the layer directory dir.
 func opacity(t testing.TB, dir string) layer.Opacity {
 	t.Helper()
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	op, err := layer.DirOpacity(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, op := layerDir(t, dir)
 	return op
+}
+
+// checkUpperMarkers checks what the kernel wrote into upper for the
+// deletion of gone.txt and the replaced directory sub: a 0/0 character
+// device, and sub made opaque with the xattr opaqueXattr
+// (trusted.overlay.opaque, or user.overlay.opaque with userxattr); and
+// that the layer package reads them as a whiteout and an opaque directory.
+func checkUpperMarkers(t testing.TB, upper, opaqueXattr string) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(upper, "gone.txt"), &st); err != nil {
+		t.Fatalf("no whiteout in upper for the deleted file: %v", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
+		t.Errorf("upper/gone.txt mode %o rdev %d, want a 0/0 character device", st.Mode, st.Rdev)
+	}
+	if k := kind(t, upper, "gone.txt"); k != layer.Whiteout {
+		t.Errorf("layer.Classify(upper/gone.txt) = %v, want whiteout", k)
+	}
+	v := make([]byte, 8)
+	n, err := unix.Lgetxattr(filepath.Join(upper, "sub"), opaqueXattr, v)
+	if err != nil || string(v[:n]) != "y" {
+		t.Errorf("upper/sub %s = %q, %v; want \"y\"", opaqueXattr, v[:max(n, 0)], err)
+	}
+	if op := opacity(t, filepath.Join(upper, "sub")); op != layer.OpaqueDir {
+		t.Errorf("layer.DirOpacity(upper/sub) = %v, want OpaqueDir", op)
+	}
 }
 
 // threeLayers makes the stack the merge tests share: three lowers, top
@@ -81,10 +107,10 @@ func TestMountMergesThreeLayersWithUpper(t *testing.T) {
 	if got := readFile(t, filepath.Join(mp, "a.txt")); got != "top" {
 		t.Errorf("a.txt = %q, want the top layer's %q", got, "top")
 	}
-	if got, want := names(t, filepath.Join(mp, "d")), []string{"x", "y", "z"}; !reflect.DeepEqual(got, want) {
+	if got, want := testutil.Names(t, filepath.Join(mp, "d")), []string{"x", "y", "z"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("merged d/ = %v, want %v (directories merge across layers)", got, want)
 	}
-	if got, want := names(t, mp), []string{"a.txt", "b.txt", "c.txt", "d", "gone.txt", "sub"}; !reflect.DeepEqual(got, want) {
+	if got, want := testutil.Names(t, mp), []string{"a.txt", "b.txt", "c.txt", "d", "gone.txt", "sub"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("merged root = %v, want %v", got, want)
 	}
 
@@ -108,7 +134,7 @@ func TestMountMergesThreeLayersWithUpper(t *testing.T) {
 	}
 	writeTree(t, mp, map[string]string{"sub/fresh": "fresh"})
 
-	if got := names(t, filepath.Join(mp, "sub")); !reflect.DeepEqual(got, []string{"fresh"}) {
+	if got := testutil.Names(t, filepath.Join(mp, "sub")); !reflect.DeepEqual(got, []string{"fresh"}) {
 		t.Errorf("recreated sub/ = %v, want only [fresh]: the lower sub/ must stay hidden", got)
 	}
 	if _, err := os.Lstat(filepath.Join(mp, "gone.txt")); !errors.Is(err, os.ErrNotExist) {
@@ -117,7 +143,7 @@ func TestMountMergesThreeLayersWithUpper(t *testing.T) {
 	if err := m.Unmount(); err != nil {
 		t.Fatal(err)
 	}
-	if got := names(t, mp); len(got) != 0 {
+	if got := testutil.Names(t, mp); len(got) != 0 {
 		t.Errorf("after Unmount the target shows %v, want it empty", got)
 	}
 
@@ -131,24 +157,7 @@ func TestMountMergesThreeLayersWithUpper(t *testing.T) {
 	if got := readFile(t, filepath.Join(spec.Lowers[1], "b.txt")); got != "b" {
 		t.Errorf("lower b.txt = %q after a write through the mount, want it untouched", got)
 	}
-	var st unix.Stat_t
-	if err := unix.Lstat(filepath.Join(up, "gone.txt"), &st); err != nil {
-		t.Fatalf("no whiteout in upper for the deleted file: %v", err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
-		t.Errorf("upper/gone.txt mode %o rdev %d, want a 0/0 character device", st.Mode, st.Rdev)
-	}
-	if k := kind(t, up, "gone.txt"); k != layer.Whiteout {
-		t.Errorf("layer.Classify(upper/gone.txt) = %v, want whiteout", k)
-	}
-	v := make([]byte, 8)
-	n, err := unix.Lgetxattr(filepath.Join(up, "sub"), "trusted.overlay.opaque", v)
-	if err != nil || string(v[:n]) != "y" {
-		t.Errorf("upper/sub trusted.overlay.opaque = %q, %v; want \"y\"", v[:max(n, 0)], err)
-	}
-	if op := opacity(t, filepath.Join(up, "sub")); op != layer.OpaqueDir {
-		t.Errorf("layer.DirOpacity(upper/sub) = %v, want OpaqueDir", op)
-	}
+	checkUpperMarkers(t, up, "trusted.overlay.opaque")
 }
 
 func TestMountReadOnlyStack(t *testing.T) {
@@ -189,7 +198,7 @@ func TestMountReadOnlyWithUpper(t *testing.T) {
 	if err := os.Remove(filepath.Join(spec.Target, "a.txt")); !errors.Is(err, unix.EROFS) {
 		t.Errorf("remove in a ReadOnly stack: %v, want EROFS", err)
 	}
-	if got := names(t, spec.Upper); len(got) != 0 {
+	if got := testutil.Names(t, spec.Upper); len(got) != 0 {
 		t.Errorf("upper of a ReadOnly stack holds %v, want nothing", got)
 	}
 }

@@ -54,7 +54,7 @@ func TestMount300AwkwardLayers(t *testing.T) {
 	if got := readFile(t, filepath.Join(spec.Target, "common")); got != "0" {
 		t.Errorf("common = %q, want the top layer's %q", got, "0")
 	}
-	if n := len(names(t, spec.Target)); n != 301 {
+	if n := len(testutil.Names(t, spec.Target)); n != 301 {
 		t.Errorf("merged root has %d entries, want 301 (300 f<i> and common)", n)
 	}
 }
@@ -134,7 +134,7 @@ func TestMountFallbacks(t *testing.T) {
 			if got := readFile(t, filepath.Join(spec.Target, "a.txt")); got != "top" {
 				t.Errorf("a.txt = %q, want %q", got, "top")
 			}
-			if got := names(t, filepath.Join(spec.Target, "d")); len(got) != 3 {
+			if got := testutil.Names(t, filepath.Join(spec.Target, "d")); len(got) != 3 {
 				t.Errorf("merged d/ = %v, want x, y, z", got)
 			}
 			if err := os.Remove(filepath.Join(spec.Target, "gone.txt")); err != nil {

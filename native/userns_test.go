@@ -106,28 +106,11 @@ func TestMountUnprivilegedInUserNamespace(t *testing.T) {
 	if got := readFile(t, filepath.Join(upper, "new.txt")); got != "new" {
 		t.Errorf("upper/new.txt = %q, want %q", got, "new")
 	}
-	var st unix.Stat_t
-	if err := unix.Lstat(filepath.Join(upper, "gone.txt"), &st); err != nil {
-		t.Fatalf("no whiteout in upper: %v", err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
-		t.Errorf("upper/gone.txt mode %o rdev %d, want a 0/0 character device", st.Mode, st.Rdev)
-	}
-	if k := kind(t, upper, "gone.txt"); k != layer.Whiteout {
-		t.Errorf("layer.Classify(upper/gone.txt) = %v, want whiteout", k)
-	}
-	v := make([]byte, 8)
-	n, err := unix.Lgetxattr(filepath.Join(upper, "sub"), "user.overlay.opaque", v)
-	if err != nil || string(v[:n]) != "y" {
-		t.Errorf("upper/sub user.overlay.opaque = %q, %v; want \"y\"", v[:max(n, 0)], err)
-	}
-	if op := opacity(t, filepath.Join(upper, "sub")); op != layer.OpaqueDir {
-		t.Errorf("layer.DirOpacity(upper/sub) = %v, want OpaqueDir", op)
-	}
-	if got := names(t, filepath.Join(upper, "sub")); !reflect.DeepEqual(got, []string{"fresh"}) {
+	checkUpperMarkers(t, upper, "user.overlay.opaque")
+	if got := testutil.Names(t, filepath.Join(upper, "sub")); !reflect.DeepEqual(got, []string{"fresh"}) {
 		t.Errorf("upper/sub = %v, want [fresh]", got)
 	}
-	if got := names(t, target); len(got) != 0 {
+	if got := testutil.Names(t, target); len(got) != 0 {
 		t.Errorf("target outside the namespace shows %v, want it empty: the mount must stay inside", got)
 	}
 }

@@ -267,7 +267,7 @@ func (c *container) mountRoot() error {
 			if err := os.Mkdir(spec.Work, 0o700); err != nil {
 				return fmt.Errorf("keep-changes work directory: %w", err)
 			}
-			c.onTeardown(func() error { return removeAll(spec.Work) })
+			c.onTeardown(func() error { return layer.RemoveAll(spec.Work) })
 		} else {
 			spec.Upper, spec.Work = filepath.Join(c.priv, "upper"), filepath.Join(c.priv, "work")
 			for _, d := range []string{spec.Upper, spec.Work} {

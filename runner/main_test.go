@@ -66,28 +66,8 @@ var busyboxApplets = []string{"sh", "ls", "cat", "echo", "rm", "mkdir", "dd", "s
 // directory the current user owns, and returns it.
 func makeRoot(t *testing.T) string {
 	t.Helper()
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Skipf("busybox-static is not installed (apt-get install busybox-static): %v", err)
-	}
 	root := filepath.Join(testutil.SharedDir(t), "root")
-	for _, d := range []string{"bin", "etc/sub/deeper", "proc", "sys", "dev", "tmp", "run", "work", "var/lib", "root"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	data, err := os.ReadFile(bb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "bin/busybox"), data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range busyboxApplets {
-		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testutil.BusyboxRoot(t, root, []string{"etc/sub/deeper", "proc", "sys", "dev", "tmp", "run", "work", "var/lib", "root"}, busyboxApplets)
 	files := map[string]string{
 		"etc/passwd":          "root:x:0:0:root:/root:/bin/sh\n",
 		"etc/group":           "root:x:0:\n",
@@ -152,6 +132,7 @@ func noMountsUnder(t *testing.T, dir string) {
 // can kill it: the config comes as JSON in $OVL_TEST_RUN.
 const helperEntry = "runner-test-run"
 
+// helperConfig is the part of runner.Config a helper process gets.
 type helperConfig struct {
 	Layers       []string
 	Writable     bool
@@ -183,4 +164,21 @@ func init() {
 		}
 		os.Exit(res.ExitCode)
 	})
+}
+
+// startSleepingRun starts runner.Run of hc in a helper process, with a
+// command that prints "ready" and sleeps, and returns once it is ready.
+// The helper is killed when t ends.
+func startSleepingRun(t *testing.T, hc helperConfig) *exec.Cmd {
+	t.Helper()
+	hc.Args = []string{"sh", "-c", "echo ready; exec sleep 1000"}
+	data, err := json.Marshal(hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := reexec.Command(helperEntry)
+	cmd.Env = append(cmd.Env, "OVL_TEST_RUN="+string(data))
+	cmd.Stderr = os.Stderr
+	testutil.StartReady(t, cmd)
+	return cmd
 }

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"ovl/internal/reexec"
+	"ovl/layer"
 )
 
 // rmEntry removes a directory tree as root of a user namespace with the
@@ -75,7 +76,7 @@ func rmMain() {
 		fmt.Fprintln(os.Stderr, "usage: rm DIR")
 		os.Exit(2)
 	}
-	if err := removeAll(os.Args[1]); err != nil {
+	if err := layer.RemoveAll(os.Args[1]); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"ovl/internal/paths"
 	"ovl/internal/reexec"
+	"ovl/layer"
 )
 
 // plan is what the init process needs to know, sent as JSON on its
@@ -146,7 +147,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	p.Dir = filepath.Join(tdir, fmt.Sprintf("%s.%d", name, cmd.Process.Pid))
 	defer func() {
 		if cfg.KeepChanges != "" {
-			removeAll(keepWorkDir(cfg.KeepChanges, p.Dir))
+			layer.RemoveAll(keepWorkDir(cfg.KeepChanges, p.Dir))
 		}
 		if err := removeTransient(p.Dir); err != nil {
 			slog.Warn("transient directory left behind; `ovl clean --transient` removes it", "dir", p.Dir, "err", err)

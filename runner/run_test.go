@@ -1,8 +1,6 @@
 package runner_test
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -15,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ovl/backend"
-	"ovl/internal/reexec"
 	"ovl/internal/testutil"
 	"ovl/runner"
 )
@@ -202,24 +199,8 @@ func TestKilledRunLeavesNoMountAndCleanRemovesIt(t *testing.T) {
 	eachBackendAndUser(t, func(t *testing.T, b backend.Backend) {
 		root := makeRoot(t)
 		tdir := filepath.Join(testutil.SharedDir(t), "transient")
-		hc, _ := json.Marshal(helperConfig{Layers: []string{root}, Writable: true, Backend: b.Name(), TransientDir: tdir,
-			Volumes: []runner.Volume{{Path: "/etc", Kind: runner.Snapshot, UID: -1, GID: -1}},
-			Args:    []string{"sh", "-c", "echo ready; exec sleep 1000"}})
-		cmd := reexec.Command(helperEntry)
-		cmd.Env = append(cmd.Env, "OVL_TEST_RUN="+string(hc))
-		cmd.Stderr = os.Stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		line, err := bufio.NewReader(stdout).ReadString('\n')
-		if err != nil || line != "ready\n" {
-			t.Fatalf("the run did not start: %q, %v", line, err)
-		}
+		cmd := startSleepingRun(t, helperConfig{Layers: []string{root}, Writable: true, Backend: b.Name(), TransientDir: tdir,
+			Volumes: []runner.Volume{{Path: "/etc", Kind: runner.Snapshot, UID: -1, GID: -1}}})
 		runs, _ := os.ReadDir(tdir)
 		if len(runs) != 1 {
 			t.Fatalf("want one transient directory while running, have %d", len(runs))
@@ -362,22 +343,8 @@ echo secrets=$(cat /proc/1/environ /proc/self/environ | grep -c RUNNER_TEST_SECR
 func TestSignalForwarded(t *testing.T) {
 	eachBackendAndUser(t, func(t *testing.T, b backend.Backend) {
 		root := makeRoot(t)
-		hc, _ := json.Marshal(helperConfig{Layers: []string{root}, Writable: true, Backend: b.Name(),
-			TransientDir: filepath.Join(testutil.SharedDir(t), "transient"),
-			Args:         []string{"sh", "-c", "echo ready; exec sleep 1000"}})
-		cmd := reexec.Command(helperEntry)
-		cmd.Env = append(cmd.Env, "OVL_TEST_RUN="+string(hc))
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
-			t.Fatalf("the run did not start: %q", line)
-		}
+		cmd := startSleepingRun(t, helperConfig{Layers: []string{root}, Writable: true, Backend: b.Name(),
+			TransientDir: filepath.Join(testutil.SharedDir(t), "transient")})
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 		if code := cmd.ProcessState.ExitCode(); code != 128+15 {

@@ -10,7 +10,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ovl/internal/mountinfo"
 	"ovl/internal/paths"
+	"ovl/layer"
 )
 
 // DefaultTransientDir is where runs keep their transient directories
@@ -93,11 +95,11 @@ func removeTransient(p string) error {
 	} else if mounted {
 		return fmt.Errorf("remove %s: something is still mounted there", p)
 	}
-	err := removeAll(p)
+	err := layer.RemoveAll(p)
 	if errors.Is(err, os.ErrPermission) && os.Geteuid() != 0 {
 		// Files a run created as one of the user's subordinate uids:
 		// remove them as root of a user namespace with those mapped.
-		if err2 := removeAsMappedRoot(p); err2 != errNoIDMap {
+		if err2 := removeAsMappedRoot(p); !errors.Is(err2, errNoIDMap) {
 			return err2
 		}
 	}
@@ -107,53 +109,9 @@ func removeTransient(p string) error {
 // hasMountsUnder reports whether this mount namespace has a mount at or
 // below p.
 func hasMountsUnder(p string) (bool, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	entries, err := mountinfo.Read()
 	if err != nil {
 		return false, err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		if mp := unescapeOctal(f[4]); mp == p || strings.HasPrefix(mp, p+"/") {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// unescapeOctal undoes mountinfo's octal escapes ("\\040" for a space).
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// removeAll is os.RemoveAll that also removes read-only directories (a
-// copied container has many) by making them writable first.
-func removeAll(p string) error {
-	err := os.RemoveAll(p)
-	if err == nil || !errors.Is(err, os.ErrPermission) {
-		return err
-	}
-	filepath.WalkDir(p, func(q string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			os.Chmod(q, 0o700)
-		}
-		return nil
-	})
-	return os.RemoveAll(p)
+	return len(mountinfo.Under(entries, p)) > 0, nil
 }

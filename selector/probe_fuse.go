@@ -85,23 +85,8 @@ func hasFusermount3() (bool, string, error) {
 // reads through it. A backend that is not built in answers with
 // backend.ErrUnavailable.
 func supportsFuseBackend(ctx context.Context, dir string, ns layer.Namespace, b backend.Backend) (bool, string, error) {
-	s, err := newSandbox(dir, ProbeFuseBackend)
-	if err != nil {
-		return false, "", err
-	}
-	defer s.remove()
-	st, err := newStack(s)
-	if err != nil {
-		return false, "", err
-	}
-	s.mounted(st.mnt)
-	m, err := b.Mount(ctx, st.spec(ns, true, layer.Options{}))
-	if err != nil {
-		return false, "", err
-	}
-	err = readIs(filepath.Join(st.mnt, "bottom"), "bottom")
-	if uerr := m.Unmount(); uerr != nil && err == nil {
-		err = fmt.Errorf("unmount: %w", uerr)
-	}
+	err := withStackMount(ctx, dir, ProbeFuseBackend, b.Mount, true, ns, layer.Options{}, func(st *stack) error {
+		return readIs(filepath.Join(st.mnt, "bottom"), "bottom")
+	}, nil)
 	return err == nil, "", err
 }

@@ -67,12 +67,21 @@ func (st *stack) spec(ns layer.Namespace, writable bool, o layer.Options) layer.
 	return sp
 }
 
-// withMount mounts spec in a fresh sandbox stack, runs inside on the
-// merged tree, unmounts, then runs after on the upper dir. Either may be
-// nil.
+// withMount mounts a fresh sandbox stack with the prober's mount; see
+// withStackMount.
 func (p *overlayProber) withMount(ctx context.Context, probe string, writable bool, ns layer.Namespace, o layer.Options,
 	inside func(st *stack) error, after func(st *stack) error) error {
-	s, err := newSandbox(p.dir, probe)
+	return withStackMount(ctx, p.dir, probe, p.mount, writable, ns, o, inside, after)
+}
+
+// withStackMount makes a sandbox for probe in dir with a fresh stack,
+// mounts it with mount, runs inside on the merged tree, unmounts, then
+// runs after on the upper dir. Either may be nil. Every probe that
+// mounts through a backend goes through it, so each cleans up the same
+// way.
+func withStackMount(ctx context.Context, dir, probe string, mount func(context.Context, layer.Spec) (backend.Mount, error),
+	writable bool, ns layer.Namespace, o layer.Options, inside func(st *stack) error, after func(st *stack) error) error {
+	s, err := newSandbox(dir, probe)
 	if err != nil {
 		return err
 	}
@@ -82,7 +91,7 @@ func (p *overlayProber) withMount(ctx context.Context, probe string, writable bo
 		return fmt.Errorf("set up layers in %s: %w", s.root, err)
 	}
 	s.mounted(st.mnt)
-	m, err := p.mount(ctx, st.spec(ns, writable, o))
+	m, err := mount(ctx, st.spec(ns, writable, o))
 	if err != nil {
 		return err
 	}

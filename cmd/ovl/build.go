@@ -61,11 +61,17 @@ writes all steps of a container into one layer, as vagga does.
 The result is one plain directory, as vagga lays it out: .vagga/NAME is a
 symlink to .vagga/.roots/NAME.HASH8/root, replaced atomically.
 
+With --json, stdout is a stream of compact JSON objects, one per line
+(NDJSON), for CI to read as they come: the events of the steps (status
+cached, running, done or failed) and phases (squash, root), then a summary
+per container (key, root, layers, steps run, backend). The commands' output is then kept, and shown on stderr only if
+the build fails.
+
 Exit status: 0 built; 1 a step failed or the config is wrong; 125 a shell
 before a step could not be started.`,
 		Example: `  ovl build base
   ovl build --force app
-  ovl build --json app > events.json
+  ovl build --json app > events.ndjson   # one JSON object per line
   ovl build app --shell-before-step 5`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -77,13 +83,18 @@ before a step could not be started.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.Config, "config", "f", "", "the vagga.yaml (default: ./vagga.yaml or in a parent directory)")
+	buildConfigFlag(f, &o.Config)
 	f.BoolVar(&o.CacheEachStep, "cache-each-step", true, "keep every step as a layer of its own (false: one layer per container)")
 	f.BoolVar(&o.Force, "force", false, "rebuild the containers' steps even if cached")
 	f.IntVar(&o.ShellBefore, "shell-before-step", 0, "build up to step N-1 and open a shell in that state instead of building")
-	f.StringVar(&o.Backend, "backend", "", "native, fuse or copy (default: $OVL_BACKEND, else what 'ovl check' picks)")
+	backendFlag(f, &o.Backend)
 	f.BoolVarP(&o.Quiet, "quiet", "q", false, "print nothing but errors (and a failed step's output)")
 	return cmd
+}
+
+// buildConfigFlag adds --config, the vagga.yaml buildLoad reads, to f.
+func buildConfigFlag(f *pflag.FlagSet, p *string) {
+	f.StringVarP(p, "config", "f", "", "the vagga.yaml (default: ./vagga.yaml or in a parent directory)")
 }
 
 // buildLoad finds and reads the project's vagga.yaml.
@@ -111,7 +122,8 @@ func buildBackend(ctx context.Context, cfg *vagga.Config, name string) (backend.
 	return b, err
 }
 
-// buildProgress prints events: progress lines, or JSON for --json.
+// buildProgress prints events: progress lines, or one JSON object per
+// line (NDJSON) for --json.
 type buildProgress struct {
 	w     io.Writer
 	json  bool
@@ -121,7 +133,7 @@ type buildProgress struct {
 func (p *buildProgress) event(e build.Event) {
 	switch {
 	case p.json:
-		writeJSON(p.w, e)
+		writeJSONLine(p.w, e)
 	case p.quiet || e.Status == build.StatusRunning:
 	default:
 		fmt.Fprintln(p.w, e.String())
@@ -180,7 +192,7 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 		}
 		switch {
 		case o.JSON:
-			writeJSON(stdout, buildSummary{Container: name, Key: r.Key, Root: r.Root, Layers: len(r.Layers), Ran: r.Ran, Backend: b.Name()})
+			writeJSONLine(stdout, buildSummary{Container: name, Key: r.Key, Root: r.Root, Layers: len(r.Layers), Ran: r.Ran, Backend: b.Name()})
 		case !o.Quiet:
 			rel, _ := filepath.Rel(cfg.Dir, filepath.Join(cfg.Dir, ".vagga", name))
 			fmt.Fprintf(stdout, "%s: built, %d steps run, %d layers (%s backend): %s\n", name, r.Ran, len(r.Layers), b.Name(), rel)
@@ -189,7 +201,7 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 	return nil
 }
 
-// buildSummary is the last JSON object `ovl build --json` prints per
+// buildSummary is the last JSON line `ovl build --json` prints per
 // container.
 type buildSummary struct {
 	Container string `json:"container"`
@@ -230,20 +242,9 @@ func buildClean(o *buildCleanOptions, dryRun, asJSON bool, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b := build.New(cfg, build.Options{})
-	res := buildCleanResult{DryRun: dryRun, Removed: []build.Removed{}}
-	steps := []struct {
-		on bool
-		fn func(bool) ([]build.Removed, error)
-	}{{o.Old, b.Store().CleanOld}, {o.UnusedLayers, b.CleanUnusedLayers}, {o.Everything, b.Store().CleanEverything}}
-	for _, s := range steps {
-		if !s.on || err != nil {
-			continue
-		}
-		var removed []build.Removed
-		removed, err = s.fn(dryRun)
-		res.Removed = append(res.Removed, removed...)
-	}
+	removed, err := build.New(cfg, build.Options{}).Clean(build.CleanOptions{
+		Old: o.Old, UnusedLayers: o.UnusedLayers, Everything: o.Everything, DryRun: dryRun})
+	res := buildCleanResult{DryRun: dryRun, Removed: append([]build.Removed{}, removed...)}
 	for _, r := range res.Removed {
 		res.Bytes += r.Bytes
 	}

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,25 +32,6 @@ func buildTestProject(t *testing.T, yaml string) string {
 	return dir
 }
 
-// buildOVL runs the ovl binary bin in dir and returns its output and
-// exit status.
-func buildOVL(t *testing.T, bin, dir string, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return o.String(), e.String(), ee.ExitCode()
-	}
-	if err != nil {
-		t.Fatalf("ovl %v: %v", args, err)
-	}
-	return o.String(), e.String(), 0
-}
-
 const buildTestYAML = `containers:
   c:
     setup:
@@ -71,17 +50,14 @@ commands:
 
 func TestBuildAndExecCLI(t *testing.T) {
 	testutil.RequireRoot(t)
-	bin := filepath.Join(testutil.SharedDir(t), "ovl")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := checkBuildOVL(t)
 	dir := buildTestProject(t, buildTestYAML)
 
-	out, errOut, code := buildOVL(t, bin, dir, "build", "c")
+	out, errOut, code := checkOVLIn(t, bin, dir, nil, "build", "c")
 	if code != 0 || !strings.Contains(errOut, `[3/3] !Sh "echo built > /etc/two" … done`) || !strings.Contains(out, "c: built, 3 steps run") {
 		t.Fatalf("first build: exit %d\nstdout %s\nstderr %s", code, out, errOut)
 	}
-	out, errOut, _ = buildOVL(t, bin, dir, "build", "c")
+	out, errOut, _ = checkOVLIn(t, bin, dir, nil, "build", "c")
 	if strings.Count(errOut, "… cached") != 3 || !strings.Contains(out, "0 steps run") {
 		t.Errorf("second build:\nstdout %s\nstderr %s", out, errOut)
 	}
@@ -89,56 +65,56 @@ func TestBuildAndExecCLI(t *testing.T) {
 		t.Errorf(".vagga/c -> %q, %v", target, err)
 	}
 
-	// --json: a stream of events, then the summary.
-	out, _, code = buildOVL(t, bin, dir, "build", "--json", "c")
-	dec := json.NewDecoder(strings.NewReader(out))
+	// --json: a stream of events, then the summary, one compact JSON
+	// object per line (NDJSON) so that CI can read them as they come.
+	out, _, code = checkOVLIn(t, bin, dir, nil, "build", "--json", "c")
 	var statuses []string
-	for {
+	var summary map[string]any
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
 		var ev map[string]any
-		if err := dec.Decode(&ev); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("--json output does not parse: %v\n%s", err, out)
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("--json line %q is not one JSON object: %v\n%s", line, err, out)
 		}
 		if s, ok := ev["status"].(string); ok {
 			statuses = append(statuses, s)
 		}
+		summary = ev
 	}
-	if code != 0 || strings.Join(statuses, ",") != "cached,cached,cached" {
-		t.Errorf("--json: exit %d, statuses %v", code, statuses)
+	if code != 0 || strings.Join(statuses, ",") != "cached,cached,cached" || summary["container"] != "c" {
+		t.Errorf("--json: exit %d, statuses %v, last line %v", code, statuses, summary)
 	}
 
 	// exec: the command's exit status, its output, from a subdirectory.
 	sub := filepath.Join(dir, "sub")
 	os.Mkdir(sub, 0o755)
-	out, errOut, code = buildOVL(t, bin, sub, "exec", "-q", "show")
+	out, errOut, code = checkOVLIn(t, bin, sub, nil, "exec", "-q", "show")
 	if code != 7 || out != "1built\nc\n" {
 		t.Errorf("exec show: exit %d, stdout %q, stderr %q; want 7 and the files", code, out, errOut)
 	}
-	out, _, code = buildOVL(t, bin, dir, "exec", "-q", "args", "a", "--b")
+	out, _, code = checkOVLIn(t, bin, dir, nil, "exec", "-q", "args", "a", "--b")
 	if code != 0 || out != "a --b\n" {
 		t.Errorf("exec args: exit %d, stdout %q", code, out)
 	}
-	_, errOut, code = buildOVL(t, bin, dir, "exec", "nope")
+	_, errOut, code = checkOVLIn(t, bin, dir, nil, "exec", "nope")
 	if code != 1 || !strings.Contains(errOut, `no such command "nope"`) || !strings.Contains(errOut, "args, show") {
 		t.Errorf("exec nope: exit %d, stderr %q", code, errOut)
 	}
 
 	// A failing step: exit 1, the line, how to get a shell before it.
 	os.WriteFile(filepath.Join(dir, "vagga.yaml"), []byte(strings.Replace(buildTestYAML, "echo built > /etc/two", "exit 4", 1)), 0o644)
-	_, errOut, code = buildOVL(t, bin, dir, "build", "c")
+	_, errOut, code = checkOVLIn(t, bin, dir, nil, "build", "c")
 	if code != 1 || !strings.Contains(errOut, "vagga.yaml:6") || !strings.Contains(errOut, "exited with status 4") ||
 		!strings.Contains(errOut, "ovl build c --shell-before-step 3") || !strings.Contains(errOut, "[2/3] !Text \"/etc/one\" … cached") {
 		t.Errorf("failing build: exit %d, stderr:\n%s", code, errOut)
 	}
-	out, errOut, code = buildOVL(t, bin, dir, "clean", "--old", "-n")
+	out, errOut, code = checkOVLIn(t, bin, dir, nil, "clean", "--old", "-n")
 	if code != 0 || !strings.Contains(out, "would remove 0 paths") {
 		t.Errorf("clean --old -n: exit %d\n%s%s", code, out, errOut)
 	}
 
 	// Bad input: file and line, exit 1, nothing built.
 	bad := buildTestProject(t, "containers:\n  c:\n    setup:\n    - !Ubuntu noble\n")
-	_, errOut, code = buildOVL(t, bin, bad, "build", "c")
+	_, errOut, code = checkOVLIn(t, bin, bad, nil, "build", "c")
 	if code != 1 || !strings.Contains(errOut, "vagga.yaml:4: step !Ubuntu is not supported") {
 		t.Errorf("unknown step: exit %d, stderr %q", code, errOut)
 	}

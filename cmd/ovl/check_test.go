@@ -36,7 +36,15 @@ func checkBuildOVL(t *testing.T) string {
 // returns its stdout, stderr and exit status.
 func checkOVL(t *testing.T, bin string, env []string, args ...string) (string, string, int) {
 	t.Helper()
+	return checkOVLIn(t, bin, "", env, args...)
+}
+
+// checkOVLIn is checkOVL in the working directory dir ("" for the test's).
+// Every test of the binary runs it through here; it logs what ovl printed.
+func checkOVLIn(t *testing.T, bin, dir string, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

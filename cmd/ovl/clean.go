@@ -24,14 +24,27 @@ func cleanNewCmd(g *globalOptions) *cobra.Command {
 	o := &cleanOptions{}
 	cmd := &cobra.Command{
 		Use:   "clean [--transient] [--old] [--unused-layers] [--everything] [-n]",
-		Short: "Remove what killed runs left behind",
-		Long: `clean removes ovl's leftovers.
+		Short: "Remove leftovers of killed runs, old builds and unused layers",
+		Long: `clean removes ovl's leftovers; say which with one or more flags.
 
 --transient removes the transient directories (NAME.PID) of runs that are
 over: the copy backend's copies of a container that a killed 'ovl run' could
-not remove. Directories of runs whose process is still alive are kept.`,
+not remove. Directories of runs whose process is still alive are kept.
+
+The build flags act on the project's .vagga (vagga.yaml found from the
+current directory, or --config), as vagga's _clean does:
+  --old            container roots no .vagga/NAME points to any more, and
+                   unfinished layers and roots of builds no longer running;
+  --unused-layers  layers no container of vagga.yaml uses in its current
+                   form (edited steps, removed containers);
+  --everything     the whole .vagga directory, sealed layers too.
+
+With -n nothing is removed: what would be is listed (with sizes for the
+build flags).`,
 		Example: `  ovl clean --transient -n
-  ovl clean --transient --transient-dir .vagga/.transient`,
+  ovl clean --transient --transient-dir .vagga/.transient
+  ovl clean --old --unused-layers
+  ovl clean --everything -n`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.JSON = g.JSON
@@ -59,7 +72,7 @@ func cleanRun(o *cleanOptions, w io.Writer) error {
 		}
 	}
 	if !o.Transient {
-		return fmt.Errorf("clean: say what to clean (--transient)")
+		return fmt.Errorf("clean: say what to clean (--transient, --old, --unused-layers or --everything)")
 	}
 	res := cleanResult{DryRun: o.DryRun, Removed: []string{}}
 	dir := o.TransientDir

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -56,8 +55,8 @@ ovl could not run it; 126 not executable; 127 not found in the container;
 	}
 	f := cmd.Flags()
 	f.SetInterspersed(false) // flags after COMMAND are its arguments
-	f.StringVarP(&o.Config, "config", "f", "", "the vagga.yaml (default: ./vagga.yaml or in a parent directory)")
-	f.StringVar(&o.Backend, "backend", "", "native, fuse or copy (default: $OVL_BACKEND, else what 'ovl check' picks)")
+	buildConfigFlag(f, &o.Config)
+	backendFlag(f, &o.Backend)
 	f.BoolVarP(&o.Quiet, "quiet", "q", false, "do not print build progress")
 	return cmd
 }
@@ -91,15 +90,5 @@ func execRun(ctx context.Context, o *execOptions, stdin io.Reader, stdout, stder
 	}
 	rc.Stdin, rc.Stdout, rc.Stderr = stdin, stdout, stderr
 	res, err := runner.Run(ctx, rc)
-	switch {
-	case errors.Is(err, runner.ErrCommandNotFound):
-		return &exitError{code: runExitNotFound, msg: "exec: " + err.Error()}
-	case errors.Is(err, runner.ErrNotExecutable):
-		return &exitError{code: runExitNotExec, msg: "exec: " + err.Error()}
-	case err != nil:
-		return &exitError{code: runExitOwnError, msg: fmt.Sprintf("exec %s (%s backend): %v", o.Command, b.Name(), err)}
-	case res.ExitCode != 0:
-		return &exitError{code: res.ExitCode}
-	}
-	return nil
+	return runExitStatus(res, err, "exec", fmt.Sprintf("exec %s (%s backend)", o.Command, b.Name()))
 }

@@ -83,7 +83,7 @@ TARGET are written back to the upper directory.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Backend, "backend", "", "native, fuse or copy (default: $OVL_BACKEND, else what 'ovl check' picks)")
+	backendFlag(f, &o.Backend)
 	f.StringArrayVar(&o.Lowers, "lower", nil, "lower layer(s), top first: A:B, or repeat the flag once per layer")
 	f.StringVar(&o.Upper, "upper", "", "writable upper layer (needs --work)")
 	f.StringVar(&o.Work, "work", "", "work directory, on the same filesystem as --upper")

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ovl/internal/mountinfo"
 	"ovl/internal/testutil"
 	"ovl/layer"
 )
@@ -110,19 +111,27 @@ func mountDirs(t *testing.T, root string, names ...string) []string {
 	return out
 }
 
+// mountUmountCLI runs `ovl umount m` with env and checks that m is no
+// longer mounted.
+func mountUmountCLI(t *testing.T, bin string, env []string, m string) {
+	t.Helper()
+	if _, _, code := checkOVL(t, bin, env, "umount", m); code != 0 {
+		t.Fatalf("ovl umount exited %d", code)
+	}
+	if _, ok := mountIsMounted(t, m); ok {
+		t.Fatalf("%s still mounted after ovl umount", m)
+	}
+}
+
 // mountIsMounted reports whether target is a mount point, and its type.
 func mountIsMounted(t *testing.T, target string) (string, bool) {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
+	entries, err := mountinfo.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	e, ok, err := umountFind(f, target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e.fsType, ok
+	e, ok := mountinfo.Find(entries, target)
+	return e.FSType, ok
 }
 
 func mountRead(t *testing.T, p string) string {
@@ -171,12 +180,7 @@ func TestMountCLI(t *testing.T) {
 		if err := os.Remove(filepath.Join(m, "gone")); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, code := checkOVL(t, bin, env, "umount", m); code != 0 {
-			t.Fatalf("ovl umount exited %d", code)
-		}
-		if _, ok := mountIsMounted(t, m); ok {
-			t.Fatalf("%s still mounted after ovl umount", m)
-		}
+		mountUmountCLI(t, bin, env, m)
 		if got := mountRead(t, filepath.Join(u, "new")); got != "new" {
 			t.Errorf("upper/new = %q, want the write", got)
 		}
@@ -337,12 +341,7 @@ func mountAndUmount(t *testing.T, bin string, env []string, wantType string, arg
 	if err := os.WriteFile(filepath.Join(m, "new"), []byte("new"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, code := checkOVL(t, bin, env, "umount", m); code != 0 {
-		t.Fatalf("ovl umount exited %d", code)
-	}
-	if _, ok := mountIsMounted(t, m); ok {
-		t.Fatalf("%s still mounted after ovl umount", m)
-	}
+	mountUmountCLI(t, bin, env, m)
 	if got := mountRead(t, filepath.Join(upper, "new")); got != "new" {
 		t.Errorf("upper/new = %q, want the write made through the mount", got)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // globalOptions are the flags every subcommand has.
@@ -48,10 +49,23 @@ Run 'ovl check' to see which one this machine and this user get, and why.`,
 	return root
 }
 
+// backendFlag adds --backend, which every subcommand that mounts a stack
+// has, to f.
+func backendFlag(f *pflag.FlagSet, p *string) {
+	f.StringVar(p, "backend", "", "native, fuse or copy (default: $OVL_BACKEND, else what 'ovl check' picks)")
+}
+
 // writeJSON is the one JSON exporter of the command line: indented, one
 // value, newline-terminated.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// writeJSONLine is writeJSON for streams: one compact JSON object per
+// line (NDJSON), so that a reader such as CI can handle each event as it
+// comes.
+func writeJSONLine(w io.Writer, v any) error {
+	return json.NewEncoder(w).Encode(v)
 }

@@ -47,12 +47,17 @@ const (
 func runNewCmd(g *globalOptions) *cobra.Command {
 	o := &runOptions{}
 	cmd := &cobra.Command{
-		Use:   "run [flags] ROOT -- CMD [ARGS...]",
+		Use:   "run [flags] ROOT|CONTAINER -- CMD [ARGS...]",
 		Short: "Run a command in a container root, with throw-away writable state",
 		Long: `run runs CMD in the container whose root directory is ROOT, in new user
 (for an ordinary user), mount and pid namespaces, with /proc, /sys (read-only),
 a minimal /dev, and tmpfs /tmp and /run, in a clean environment (PATH, HOME,
 TERM, plus --env).
+
+ROOT may also name a container of the project's vagga.yaml (found from the
+current directory or a parent) when no such directory exists: the container
+is built first when stale (see 'ovl build'), and the command runs in its
+root with the variables of its !Env steps added to the environment.
 
 The root is read-only unless --writable: then every change lands in a fresh
 upper layer that is thrown away at exit (or kept as a layer in the
@@ -101,7 +106,7 @@ Exit status:
 	f.StringArrayVarP(&o.Env, "env", "e", nil, "KEY=VALUE added to the command's clean environment")
 	f.StringVarP(&o.Workdir, "workdir", "w", "/", "working directory inside the container")
 	f.StringVar(&o.BindWork, "bind-work", "", "host directory (usually the project) bound at /work")
-	f.StringVar(&o.Backend, "backend", "", "native, fuse or copy (default: $OVL_BACKEND, else what 'ovl check' picks)")
+	backendFlag(f, &o.Backend)
 	f.StringVar(&o.TransientDir, "transient-dir", "", "where the copy backend's transient copies go (default: ovl's state directory)")
 	return cmd
 }
@@ -154,13 +159,22 @@ func runRun(ctx context.Context, o *runOptions, stdin io.Reader, stdout, stderr 
 	cfg.Backend = b
 	cfg.Stdin, cfg.Stdout, cfg.Stderr = stdin, stdout, stderr
 	res, err := runner.Run(ctx, cfg)
+	return runExitStatus(res, err, "run", fmt.Sprintf("run (%s backend)", b.Name()))
+}
+
+// runExitStatus turns what runner.Run returned into ovl's exit status, as
+// `ovl run` and `ovl exec` report it: 127 and 126 for a command not found
+// or not executable in the container, 125 for a failure of ovl itself, else
+// the command's own (nil for 0). verb starts the first two messages, own
+// the message of ovl's own failure.
+func runExitStatus(res runner.Result, err error, verb, own string) error {
 	switch {
 	case errors.Is(err, runner.ErrCommandNotFound):
-		return &exitError{code: runExitNotFound, msg: "run: " + err.Error()}
+		return &exitError{code: runExitNotFound, msg: verb + ": " + err.Error()}
 	case errors.Is(err, runner.ErrNotExecutable):
-		return &exitError{code: runExitNotExec, msg: "run: " + err.Error()}
+		return &exitError{code: runExitNotExec, msg: verb + ": " + err.Error()}
 	case err != nil:
-		return &exitError{code: runExitOwnError, msg: fmt.Sprintf("run (%s backend): %v", b.Name(), err)}
+		return &exitError{code: runExitOwnError, msg: fmt.Sprintf("%s: %v", own, err)}
 	case res.ExitCode != 0:
 		return &exitError{code: res.ExitCode}
 	}

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,66 +62,19 @@ func TestRunParseSize(t *testing.T) {
 // runBusyboxRoot makes a tiny container root from busybox-static.
 func runBusyboxRoot(t *testing.T) string {
 	t.Helper()
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Skipf("busybox-static is not installed (apt-get install busybox-static): %v", err)
-	}
 	root := filepath.Join(testutil.SharedDir(t), "root")
-	for _, d := range []string{"bin", "etc", "proc", "sys", "dev", "tmp", "run"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	data, err := os.ReadFile(bb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "bin/busybox"), data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range []string{"sh", "cat", "echo", "rm", "sleep", "ls"} {
-		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testutil.BusyboxRoot(t, root, []string{"etc", "proc", "sys", "dev", "tmp", "run"}, []string{"sh", "cat", "echo", "rm", "sleep", "ls"})
 	if err := os.WriteFile(filepath.Join(root, "etc/hostname"), []byte("box\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return root
 }
 
-// runOVL runs the ovl binary and returns stdout, stderr and exit status.
-func runOVL(t *testing.T, bin string, args ...string) (string, string, int) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return stdout.String(), stderr.String(), ee.ExitCode()
-	}
-	if err != nil {
-		t.Fatalf("ovl %v: %v", args, err)
-	}
-	return stdout.String(), stderr.String(), 0
-}
-
-// runBuild builds the ovl binary for the test.
-func runBuild(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(testutil.SharedDir(t), "ovl")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build ovl: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // TestRunExitStatus checks the exit statuses `ovl run --help` documents,
 // on every backend.
 func TestRunExitStatus(t *testing.T) {
 	testutil.RequireRoot(t)
-	bin := runBuild(t)
+	bin := checkBuildOVL(t)
 	root := runBusyboxRoot(t)
 	before := testutil.TreeHash(t, root)
 	for _, backend := range []string{"native", "fuse", "copy"} {
@@ -151,7 +101,7 @@ func TestRunExitStatus(t *testing.T) {
 				{"volume outside root", []string{"--volume", "/../etc=snapshot", root, "--", "true"}, 125, "leaves the container root", "", false},
 			}
 			for _, tt := range tests {
-				out, errOut, code := runOVL(t, bin, append(base, tt.args...)...)
+				out, errOut, code := checkOVL(t, bin, nil, append(base, tt.args...)...)
 				if code != tt.code || !strings.Contains(errOut, tt.stderr) || (tt.stdout != "" && out != tt.stdout) {
 					t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit %d, stderr containing %q", tt.name, code, out, errOut, tt.code, tt.stderr)
 				}
@@ -170,21 +120,11 @@ func TestRunExitStatus(t *testing.T) {
 // copy behind) and checks that `ovl clean --transient` removes it.
 func TestRunKilledThenClean(t *testing.T) {
 	testutil.RequireRoot(t)
-	bin := runBuild(t)
+	bin := checkBuildOVL(t)
 	root := runBusyboxRoot(t)
 	tdir := filepath.Join(testutil.SharedDir(t), "transient")
 	cmd := exec.Command(bin, "run", "--backend", "copy", "--writable", "--transient-dir", tdir, root, "--", "sh", "-c", "echo ready; exec sleep 1000")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
-		t.Fatalf("ovl run did not start: %q", line)
-	}
+	testutil.StartReady(t, cmd)
 	runs, _ := os.ReadDir(tdir)
 	if len(runs) != 1 {
 		t.Fatalf("want one transient directory while running, have %d", len(runs))
@@ -218,7 +158,7 @@ func TestRunKilledThenClean(t *testing.T) {
 
 func runOVLCode(t *testing.T, bin string, args ...string) (string, int) {
 	t.Helper()
-	out, errOut, code := runOVL(t, bin, args...)
+	out, errOut, code := checkOVL(t, bin, nil, args...)
 	if code != 0 {
 		t.Logf("ovl %v: %s", args, errOut)
 	}

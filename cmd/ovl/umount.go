@@ -1,18 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
+
+	"ovl/internal/mountinfo"
 )
 
 func init() { register(umountNewCmd) }
@@ -59,28 +58,24 @@ func umountRun(o *umountOptions) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.Open("/proc/self/mountinfo")
+	entries, err := mountinfo.Read()
 	if err != nil {
 		return fmt.Errorf("umount %s: %w", target, err)
 	}
-	m, found, err := umountFind(f, target)
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("umount %s: read /proc/self/mountinfo: %w", target, err)
-	}
+	m, found := mountinfo.Find(entries, target)
 	if !found {
 		return fmt.Errorf("umount %s: not a mount point", target)
 	}
 	switch {
-	case m.fsType == "overlay":
+	case m.FSType == "overlay":
 		return umountSyscall(target, o.Lazy)
-	case m.fsType == "fuse" || strings.HasPrefix(m.fsType, "fuse."):
+	case m.FSType == "fuse" || strings.HasPrefix(m.FSType, "fuse."):
 		if os.Geteuid() == 0 {
 			return umountSyscall(target, o.Lazy)
 		}
 		return umountFusermount(target, o.Lazy)
 	}
-	return fmt.Errorf("umount %s: it is a mount of type %s (from %s), not one ovl makes; ovl umount leaves it alone (use umount(8))", target, m.fsType, m.source)
+	return fmt.Errorf("umount %s: it is a mount of type %s (from %s), not one ovl makes; ovl umount leaves it alone (use umount(8))", target, m.FSType, m.Source)
 }
 
 // umountCanonical makes target absolute and resolves symlinks in it. A
@@ -130,56 +125,4 @@ func umountFusermount(target string, lazy bool) error {
 		return fmt.Errorf("umount %s: fusermount3 -u: %w: %s", target, err, strings.TrimSpace(string(out)))
 	}
 	return nil
-}
-
-// umountEntry is one line of /proc/self/mountinfo.
-type umountEntry struct {
-	mountPoint, fsType, source string
-}
-
-// umountFind returns the topmost mount on target in mountinfo (proc(5)):
-// "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS".
-func umountFind(r io.Reader, target string) (umountEntry, bool, error) {
-	var last umountEntry
-	found := false
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" && i >= 6 {
-				sep = i
-				break
-			}
-		}
-		if len(fields) < 5 || sep < 0 || sep+2 >= len(fields) {
-			continue
-		}
-		e := umountEntry{mountPoint: umountUnoctal(fields[4]), fsType: fields[sep+1], source: umountUnoctal(fields[sep+2])}
-		if e.mountPoint == target {
-			last, found = e, true
-		}
-	}
-	return last, found, sc.Err()
-}
-
-// umountUnoctal undoes mountinfo's escapes: space, tab, newline and
-// backslash are written as \040, \011, \012 and \134.
-func umountUnoctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -13,31 +13,6 @@ import (
 
 func errorsIsErrno(err error, target error) bool { return err != nil && errors.Is(err, target) }
 
-func TestUmountFind(t *testing.T) {
-	info := `22 1 0:21 / /proc rw,nosuid - proc proc rw
-65 27 0:43 / /tmp/a\040b rw,relatime shared:5 - overlay none rw,lowerdir=/l
-66 65 0:44 / /tmp/a\040b rw - fuse.fuse-overlayfs fuse-overlayfs rw,user_id=0
-70 27 0:45 / /mnt/x rw - tmpfs tmp\011fs rw
-`
-	tests := []struct {
-		target, wantType, wantSource string
-		found                        bool
-	}{
-		{"/tmp/a b", "fuse.fuse-overlayfs", "fuse-overlayfs", true}, // the topmost of two
-		{"/mnt/x", "tmpfs", "tmp\tfs", true},
-		{"/mnt", "", "", false},
-	}
-	for _, tt := range tests {
-		e, found, err := umountFind(strings.NewReader(info), tt.target)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if found != tt.found || e.fsType != tt.wantType || e.source != tt.wantSource {
-			t.Errorf("umountFind(%q) = %+v, %v; want type %q source %q found %v", tt.target, e, found, tt.wantType, tt.wantSource, tt.found)
-		}
-	}
-}
-
 // umountFuseOverlayfs mounts a stack with fuse-overlayfs (a FUSE union
 // that is not ovl's) on m, so that ovl umount is tested on any FUSE mount.
 func umountFuseOverlayfs(t *testing.T, root string) string {

@@ -3,6 +3,7 @@
 package testutil
 
 import (
+	"bufio"
 	"io"
 	"os"
 	"os/exec"
@@ -144,4 +145,22 @@ func CleanupMount(t testing.TB, target string) {
 			}
 		}
 	})
+}
+
+// StartReady starts cmd, whose command must print the line "ready" on
+// stdout once it is set up, and returns when it has. cmd is killed and
+// waited for when t ends.
+func StartReady(t testing.TB, cmd *exec.Cmd) {
+	t.Helper()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("%s did not start: %q, %v", cmd.Path, line, err)
+	}
 }

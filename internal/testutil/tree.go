@@ -96,3 +96,19 @@ func xattrText(p string) string {
 	}
 	return " xattr{" + strings.Join(parts, ",") + "}"
 }
+
+// Names lists the entry names of directory dir, sorted; it fails t if dir
+// cannot be read.
+func Names(t testing.TB, dir string) []string {
+	t.Helper()
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, de := range des {
+		out = append(out, de.Name())
+	}
+	sort.Strings(out)
+	return out
+}
