@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -98,13 +100,30 @@ func withStackMount(ctx context.Context, dir, probe string, mount func(context.C
 	if inside != nil {
 		err = inside(st)
 	}
-	if uerr := m.Unmount(); uerr != nil && err == nil {
+	if uerr := unmountProbe(m, st.mnt); uerr != nil && err == nil {
 		err = fmt.Errorf("unmount: %w", uerr)
 	}
 	if err == nil && after != nil {
 		err = after(st)
 	}
 	return err
+}
+
+// unmountProbe unmounts a probe's stack. A process forked meanwhile by a
+// parallel probe can hold the mount for an instant (between its fork and
+// exec), so EBUSY is retried briefly and then answered with a lazy
+// unmount: the probe's question was answered, and a busy moment must not
+// be cached as "overlay does not work here".
+func unmountProbe(m backend.Mount, target string) error {
+	var err error
+	for i := 0; i < 10; i++ {
+		if err = m.Unmount(); !errors.Is(err, unix.EBUSY) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	slog.Debug("probe: mount still busy, detaching it", "target", target, "err", err)
+	return unix.Unmount(target, unix.MNT_DETACH)
 }
 
 func how(ns layer.Namespace) string {
