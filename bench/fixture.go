@@ -80,7 +80,7 @@ const fixtureStamp = "fixture.json"
 
 // fixtureVersion changes whenever the fixture's layout does, so that an
 // old fixture is rebuilt rather than reused.
-const fixtureVersion = 3
+const fixtureVersion = 4
 
 // PrepareFixture builds the fixture in dir, or reuses the one an earlier
 // run left there when it was made from the same config and tree.
@@ -144,7 +144,7 @@ func PrepareFixture(ctx context.Context, dir string, cfg FixtureConfig, logf fun
 		return nil, err
 	}
 	st, _ := json.MarshalIndent(fixtureStampData{Version: fixtureVersion, Config: cfg, Busybox: f.Busybox, Files: f.Files,
-		Bytes: f.Bytes, TarFiles: f.TarFiles, RmSubtree: f.RmSubtree}, "", "  ")
+		Bytes: f.Bytes, TarFiles: f.TarFiles, TarLast: f.TarLast, RmSubtree: f.RmSubtree}, "", "  ")
 	if err := os.WriteFile(stampPath, st, 0o644); err != nil {
 		return nil, err
 	}

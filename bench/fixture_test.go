@@ -91,13 +91,23 @@ func TestPrepareFixture(t *testing.T) {
 		}
 	}
 
-	// A second call reuses it; a changed config rebuilds it.
+	if f.TarLast == "" {
+		t.Error("the untar workload has no file to check")
+	}
+
+	// A second call reuses it, with every fact about it; a changed config
+	// rebuilds it.
 	logs = nil
-	if _, err := PrepareFixture(context.Background(), dir, cfg, logf); err != nil {
+	again, err := PrepareFixture(context.Background(), dir, cfg, logf)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if len(logs) != 1 || !strings.Contains(logs[0], "reusing") {
 		t.Errorf("second call did not reuse the fixture: %v", logs)
+	}
+	if again.Files != f.Files || again.Bytes != f.Bytes || again.TarFiles != f.TarFiles ||
+		again.TarLast != f.TarLast || again.RmSubtree != f.RmSubtree {
+		t.Errorf("reused fixture differs:\n got %+v\nwant %+v", again, f)
 	}
 	cfg.MaxFiles, cfg.MaxFileSize = 100, 1000
 	f, err = PrepareFixture(context.Background(), dir, cfg, logf)

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,9 @@ type Options struct {
 	Contestants string
 	Workloads   string
 	KeepFixture bool
+	// FromJSON, when set, renders a saved report.json again instead of
+	// measuring: the table on stdout and the files in Out.
+	FromJSON string
 }
 
 // AddFlags binds o to flags in fs. withJSON adds --json; leave it out
@@ -48,6 +52,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet, withJSON bool) {
 	fs.StringVar(&o.Contestants, "contestants", "", "only contestants whose name matches this regexp, e.g. 'native|kernel'")
 	fs.StringVar(&o.Workloads, "workloads", "", "only workloads whose name matches this regexp, e.g. 'grep|find'")
 	fs.BoolVar(&o.KeepFixture, "keep-fixture", true, "keep the fixture for the next run (it is reused while the tree and settings are unchanged)")
+	fs.StringVar(&o.FromJSON, "from-json", "", "render a saved report.json again (table, Markdown, SVG) instead of measuring")
 }
 
 // DefaultWorkdir is /var/tmp/ovl-bench for root, /var/tmp/ovl-bench-UID
@@ -63,7 +68,7 @@ func DefaultWorkdir() string {
 func (o *Options) configs() (FixtureConfig, RunOptions, string) {
 	cfg := FixtureConfig{Tree: o.Tree, BigSize: 1 << 30, UntarFiles: 11000, AppendFiles: 2000,
 		Layers: 20, LayerFiles: 100, StormFiles: 2000}
-	opt := RunOptions{Warmup: o.Warmup, Reps: 5, SlowReps: 3, Slow: time.Second}
+	opt := RunOptions{Warmup: o.Warmup, Reps: 5, SlowReps: 3, Slow: 500 * time.Millisecond}
 	fixDir := filepath.Join(o.Workdir, "fixture")
 	if o.Quick {
 		cfg = FixtureConfig{Tree: o.Tree, MaxFiles: 1200, MaxFileSize: 256 << 10, BigSize: 64 << 20,
@@ -90,6 +95,13 @@ func Main(o Options, stdout, stderr io.Writer) (err error) {
 	opt.Progress = logf
 	if o.Out == "" {
 		o.Out = filepath.Join(o.Workdir, "results")
+	}
+	if o.FromJSON != "" {
+		rep, err := ReadReport(o.FromJSON)
+		if err != nil {
+			return err
+		}
+		return o.output(rep, stdout, stderr, start)
 	}
 	if o.Ovl != "" {
 		if o.Ovl, err = filepath.Abs(o.Ovl); err != nil {
@@ -170,8 +182,16 @@ func Main(o Options, stdout, stderr io.Writer) (err error) {
 	rep := NewReport(start, machine, fix, opt, cs, ws, results)
 	rep.Took = time.Since(start)
 	rep.Interrupted = runErr != nil
-	paths, werr := rep.WriteFiles(o.Out)
+	werr := o.output(rep, stdout, stderr, start)
+	if runErr != nil {
+		return fmt.Errorf("interrupted: %w (the report holds what was measured before)", runErr)
+	}
+	return werr
+}
 
+// output prints rep as o asks and writes its files.
+func (o *Options) output(rep *Report, stdout, stderr io.Writer, start time.Time) error {
+	paths, werr := rep.WriteFiles(o.Out)
 	switch {
 	case o.JSON:
 		rep.WriteJSON(stdout)
@@ -190,10 +210,20 @@ func Main(o Options, stdout, stderr io.Writer) (err error) {
 		fmt.Fprintf(stderr, "chart: %s\n", svg)
 	}
 	fmt.Fprintf(stderr, "took %v\n", time.Since(start).Round(time.Second))
-	if runErr != nil {
-		return fmt.Errorf("interrupted: %w (the report holds what was measured before)", runErr)
-	}
 	return werr
+}
+
+// ReadReport loads a report written by WriteJSON.
+func ReadReport(path string) (*Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("read report %s: %w", path, err)
+	}
+	return &r, nil
 }
 
 // WriteFiles writes the report in every format into dir, as

@@ -114,11 +114,20 @@ func FormatDuration(d time.Duration) string {
 	}
 }
 
+// formatRatio prints a ratio with two decimals from 0.1 to 100, and with
+// two significant digits below (0.0044) and none above (2733): small and
+// huge ratios stay readable.
 func formatRatio(x float64) string {
-	if x == 0 {
+	switch {
+	case x == 0:
 		return "-"
+	case x >= 100:
+		return strconv.FormatFloat(x, 'f', 0, 64)
+	case x >= 0.1:
+		return strconv.FormatFloat(x, 'f', 2, 64)
+	default:
+		return strconv.FormatFloat(x, 'g', 2, 64)
 	}
-	return strconv.FormatFloat(x, 'f', 2, 64)
 }
 
 func shorten(s string, n int) string {
@@ -263,9 +272,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			default:
 				cell := FormatDuration(res.Summary.Median)
 				if x := r.RatioTo(res, PeerKernel); x > 0 && c.Name != PeerKernel {
-					cell += fmt.Sprintf(" (×%.2f)", x)
+					cell += " (×" + formatRatio(x) + ")"
 				} else if x := r.RatioTo(res, PeerCopy); x > 0 && c.Name != PeerCopy && !r.measured(wl.Name, PeerKernel) {
-					cell += fmt.Sprintf(" (×%.2f of cp -a)", x)
+					cell += " (×" + formatRatio(x) + " of cp -a)"
 				}
 				fmt.Fprintf(w, " %s |", cell)
 			}
@@ -305,8 +314,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	return nil
 }
 
-// SlowerThanPeers lists, in words, every workload where an ovl backend's
-// median is above a peer's by more than the two spreads allow.
+// SlowerThanPeers lists, in words, every workload where an ovl backend is
+// slower than a peer beyond the noise: its fastest repetition is slower
+// than the peer's slowest, and its median at least 10% above the peer's.
 func (r *Report) SlowerThanPeers() []string {
 	var out []string
 	for _, wl := range r.Workloads {
@@ -327,11 +337,11 @@ func (r *Report) SlowerThanPeers() []string {
 					continue
 				}
 				// Slower beyond noise: ovl's fastest repetition is slower
-				// than the peer's slowest.
-				if res.Summary.Min > pr.Summary.Max {
-					out = append(out, fmt.Sprintf("%s: %s %s vs %s %s (×%.2f)", wl.Name, c.Name,
+				// than the peer's slowest, and by 10% at least.
+				if res.Summary.Min > pr.Summary.Max && Ratio(res.Summary, pr.Summary) >= 1.1 {
+					out = append(out, fmt.Sprintf("%s: %s %s vs %s %s (×%s)", wl.Name, c.Name,
 						FormatDuration(res.Summary.Median), p.Name, FormatDuration(pr.Summary.Median),
-						Ratio(res.Summary, pr.Summary)))
+						formatRatio(Ratio(res.Summary, pr.Summary))))
 				}
 			}
 		}

@@ -27,7 +27,7 @@ func sampleReport() *Report {
 		{Name: PeerFuseOverlayfs, Peer: true},
 		{Name: PeerCopy, Peer: true, SnapshotOnly: true},
 	}
-	ws := []Workload{{Name: "find", About: "find it"}, {Name: "grep <-r>", About: "grep & co"}, {Name: "run", About: "a container"}}
+	ws := []Workload{{Name: "find", About: "find it"}, {Name: "grep <-r>", About: "grep & co"}, {Name: "run", About: "a container"}, {Name: "big", About: "ratios far from 1"}}
 	rs := []Result{
 		ok("find", "ovl fuse", 200, 210, 220),
 		{Workload: "find", Contestant: "ovl copy", Status: StatusUnavailable, Err: "copy: not implemented yet"},
@@ -44,6 +44,8 @@ func sampleReport() *Report {
 		{Workload: "run", Contestant: PeerKernel, Status: StatusNA},
 		{Workload: "run", Contestant: PeerFuseOverlayfs, Status: StatusNA},
 		ok("run", PeerCopy, 1000, 1000, 1000),
+		ok("big", "ovl fuse", 5, 5, 5),
+		ok("big", PeerKernel, 1200, 1200, 1200),
 	}
 	date := time.Date(2026, 11, 27, 17, 0, 0, 0, time.UTC)
 	m := Machine{Kernel: "6.18.0", Cores: 2, MemoryMB: 24 << 10, FS: "ext4"}
@@ -92,7 +94,7 @@ func TestWriteCSV(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CSV does not parse: %v", err)
 	}
-	if len(rows) != 16 || strings.Join(rows[0], ",") != strings.Join(CSVHeader, ",") {
+	if len(rows) != 18 || strings.Join(rows[0], ",") != strings.Join(CSVHeader, ",") {
 		t.Fatalf("got %d rows, header %v", len(rows), rows[0])
 	}
 	col := map[string]int{}
@@ -138,10 +140,12 @@ func TestWriteMarkdown(t *testing.T) {
 	for _, want := range []string{
 		"| workload | ovl fuse | ovl copy | kernel overlay | fuse-overlayfs | cp -a |",
 		"| find | 210 ms (×2.10) | unavailable | 100 ms | 400 ms (×4.00) | 1100 ms (×11.00) |",
+		"| run | 10.0 ms (×0.01 of cp -a) |",
 		"| grep <-r> | 950 ms (×3.17) | unavailable | 300 ms | 500 ms (×1.67) | — |",
 		"Where ovl is slower than a peer",
 		"- ovl copy: unavailable: copy: not implemented yet",
 		"| run | 10.0 ms (×0.01 of cp -a) | failed | — | — | 1000 ms |",
+		"| big | 5.00 ms (×0.0042) | — | 1200 ms | — | — |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, out)
@@ -182,9 +186,9 @@ func TestWriteSVG(t *testing.T) {
 		}
 	}
 	// 1 background + 4 bars for find (fuse, kernel, fuse-overlayfs, cp -a)
-	// + 3 for grep + 2 for run.
-	if rects != 10 {
-		t.Errorf("%d rects, want 10 (background and 9 bars)", rects)
+	// + 3 for grep + 2 for run + 2 for big.
+	if rects != 12 {
+		t.Errorf("%d rects, want 12 (background and 11 bars)", rects)
 	}
 }
 

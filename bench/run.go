@@ -39,8 +39,9 @@ type RunOptions struct {
 	// Reps is how many repetitions are counted.
 	Reps int
 	// SlowReps, when positive, is the count for a contestant whose first
-	// counted repetition took longer than Slow: long workloads get
-	// fewer repetitions so the whole bench fits its time.
+	// counted repetition took longer than Slow, set-up and clean-up
+	// included: long workloads get fewer repetitions so the whole bench
+	// fits its time.
 	SlowReps int
 	Slow     time.Duration
 	// Progress, when set, is told what runs.
@@ -120,7 +121,9 @@ func Run(ctx context.Context, e *Env, ws []Workload, cs []*Contestant, opt RunOp
 					continue
 				}
 				ran = true
+				t0 := time.Now()
 				d, err := w.Rep(ctx, e, cs[i], r)
+				wall := time.Since(t0)
 				if err != nil {
 					if ctx.Err() != nil {
 						return append(all, res...), ctx.Err()
@@ -135,7 +138,7 @@ func Run(ctx context.Context, e *Env, ws []Workload, cs []*Contestant, opt RunOp
 					continue
 				}
 				res[i].Samples = append(res[i].Samples, d)
-				if r == 0 && opt.SlowReps > 0 && d > opt.Slow {
+				if r == 0 && opt.SlowReps > 0 && max(d, wall) > opt.Slow {
 					want[i] = min(want[i], opt.SlowReps)
 				}
 			}

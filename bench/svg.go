@@ -73,7 +73,7 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	p(`<text x="%d" y="40" fill="#444">%s</text>`+"\n", svgMarginX,
 		esc(fmt.Sprintf("%s; tree %d files, %d MB", r.Machine, r.Fixture.Files, r.Fixture.MB)))
 	p(`<text x="%d" y="56" fill="#444">%s</text>`+"\n", svgMarginX,
-		esc("bar: median, scaled to the slowest of its workload; whisker: fastest to slowest repetition; ×: ratio to kernel overlay"))
+		esc("bar: median, scaled to the slowest of its workload; whisker: fastest to slowest repetition; ×: ratio to kernel overlay (or to cp -a)"))
 	y := 70
 	x0 := svgMarginX + svgLabelW
 	for _, g := range groups {
@@ -96,7 +96,9 @@ func (r *Report) WriteSVG(w io.Writer) error {
 				float64(x0)+scale(float64(s.Max)), mid)
 			label := FormatDuration(s.Median)
 			if x := r.RatioTo(res, PeerKernel); x > 0 && res.Contestant != PeerKernel {
-				label += fmt.Sprintf("  ×%.2f", x)
+				label += "  ×" + formatRatio(x)
+			} else if x := r.RatioTo(res, PeerCopy); x > 0 && res.Contestant != PeerCopy && !r.measured(res.Workload, PeerKernel) {
+				label += "  ×" + formatRatio(x) + " of cp -a"
 			}
 			p(`<text x="%.1f" y="%d">%s</text>`+"\n", float64(x0)+scale(float64(s.Max))+6, mid+4, esc(label))
 			y += svgRowH

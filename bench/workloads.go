@@ -219,16 +219,16 @@ func Workloads(f *Fixture, fio bool) []Workload {
 				}
 				return runWorker(ctx, "stat", m.Dir(), e.Fix.LookupList)
 			}},
-		{Name: "ovl run --writable ROOT -- true", Phase: "user", OvlOnly: true, Snapshot: true,
+		{Name: "ovl run --writable ROOT -- true", Phase: "user", OvlOnly: true, Snapshot: true, NoWarmup: true,
 			About: "start to exit of a writable run over the tree (cp -a: copy, chroot, remove)",
 			Rep:   repRunWritable},
-		{Name: "Snapshot volume start", Phase: "user", OvlOnly: true, Snapshot: true,
+		{Name: "Snapshot volume start", Phase: "user", OvlOnly: true, Snapshot: true, NoWarmup: true,
 			About: "run with the tree as a Snapshot volume (cp -a: tmpfs + copy, as vagga does)",
 			Rep:   repSnapshot},
 		{Name: "cached rebuild", Phase: "user", OvlOnly: true,
 			About: "ovl build of an unchanged container whose base is the tree",
 			Rep:   repCachedRebuild},
-		{Name: "!Container child build", Phase: "user", OvlOnly: true, Snapshot: true,
+		{Name: "!Container child build", Phase: "user", OvlOnly: true, Snapshot: true, NoWarmup: true,
 			About: "build a one-step child of the built base (cp -a: copy the parent, run the step)",
 			Rep:   repChildBuild},
 	}

@@ -3,11 +3,15 @@ package fusefs
 import (
 	"context"
 	"fmt"
+	"log"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,7 +25,10 @@ import (
 // distribution on fusefs, fuse-overlayfs and kernel overlay, interleaved
 // and warm, and logs a table. It runs only with OVL_BENCH=1 (it takes a
 // minute, and timings are no assertion); bench/ makes the official
-// figures.
+// figures. fusefs-volatile is a stack with Options.Volatile (no syncs,
+// for throw-away uppers, as fuse-overlayfs never syncs); fusefs-nopt
+// runs without passthrough (as an unprivileged daemon does, and so with
+// FUSE_HANDLE_KILLPRIV_V2); fusefs-noopen runs with Options.NoOpen.
 func TestCompareWithPeers(t *testing.T) {
 	if os.Getenv("OVL_BENCH") != "1" {
 		t.Skip("set OVL_BENCH=1 to compare fusefs with fuse-overlayfs and kernel overlay")
@@ -81,6 +88,24 @@ func TestCompareWithPeers(t *testing.T) {
 		}},
 		{"fusefs", func(s *stack) func() {
 			m, err := NewBackend().Mount(context.Background(), s.spec())
+			if err != nil {
+				t.Fatal(err)
+			}
+			testutil.CleanupMount(t, s.target)
+			return func() { m.Unmount() }
+		}},
+		{"fusefs-volatile", func(s *stack) func() {
+			spec := s.spec()
+			spec.Options.Volatile = true
+			m, err := mountDaemon(context.Background(), spec, envOptions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			testutil.CleanupMount(t, s.target)
+			return func() { m.Unmount() }
+		}},
+		{"fusefs-nopt", func(s *stack) func() {
+			m, err := mountDaemon(context.Background(), s.spec(), Options{NoPassthrough: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -172,4 +197,128 @@ func TestCompareWithPeers(t *testing.T) {
 	if out := os.Getenv("OVL_BENCH_OUT"); out != "" {
 		os.WriteFile(out, []byte(b.String()+"\n"), 0o644)
 	}
+}
+
+// TestOpcodeProfile runs each workload of TestCompareWithPeers once on an
+// in-process fusefs mount with request logging, and logs how many
+// requests of each opcode it cost: where a workload's round trips go.
+// It runs only with OVL_BENCH=profile (a diagnostic, not an assertion);
+// OVL_FUSE_PASSTHROUGH=0 profiles the stack without passthrough.
+func TestOpcodeProfile(t *testing.T) {
+	if os.Getenv("OVL_BENCH") != "profile" {
+		t.Skip("set OVL_BENCH=profile to count fusefs requests per workload")
+	}
+	testutil.RequireRoot(t)
+	src := os.Getenv("OVL_BENCH_TREE")
+	if src == "" {
+		src = "/usr/local/go/src/net"
+	}
+	dir := t.TempDir()
+	lower := filepath.Join(dir, "lower")
+	if out, err := exec.Command("cp", "-a", src, lower).CombinedOutput(); err != nil {
+		t.Fatalf("copy %s: %v: %s", src, err, out)
+	}
+	tarball := filepath.Join(dir, "src.tar")
+	if out, err := exec.Command("tar", "-cf", tarball, "-C", lower, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, out)
+	}
+	workloads := []struct{ name, cmd string }{
+		{"find+stat", "find . -printf '%s %i\\n' >/dev/null"},
+		{"read-all", "find . -type f -print0 | xargs -0 cat >/dev/null"},
+		{"append", "find . -type f | head -200 | while read f; do echo x >> \"$f\"; done"},
+		{"untar", "mkdir untarred && tar -xf " + tarball + " -C untarred"},
+		{"rm-rf", "rm -rf http"},
+	}
+	// OVL_BENCH_CPUPROFILE=PREFIX writes a CPU profile of the daemon per
+	// workload to PREFIX.WORKLOAD instead of counting requests.
+	prof := os.Getenv("OVL_BENCH_CPUPROFILE")
+	for i, w := range workloads {
+		s := newStack(t, filepath.Join(dir, fmt.Sprint("s", i)), 0)
+		s.lowers = []string{lower}
+		counter := &opcodeCounter{counts: map[string]int{}}
+		log.SetOutput(counter)
+		testutil.CleanupMount(t, s.target)
+		ctx, cancel := context.WithCancel(context.Background())
+		ready := make(chan struct{})
+		served := make(chan error, 1)
+		go func() {
+			served <- Serve(ctx, s.spec(), Options{Debug: prof == "", NoPassthrough: envOptions().NoPassthrough, Ready: func() { close(ready) }})
+		}()
+		select {
+		case <-ready:
+		case err := <-served:
+			cancel()
+			t.Fatalf("serve: %v", err)
+		}
+		exec.Command("find", s.target).Run() // warm, as the benchmark does
+		counter.reset()
+		if prof != "" {
+			f, err := os.Create(prof + "." + w.name)
+			mustDo(t, err)
+			mustDo(t, pprof.StartCPUProfile(f))
+		}
+		cmd := exec.Command("sh", "-c", w.cmd)
+		cmd.Dir = s.target
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		t.Logf("%s took %v", w.name, time.Since(start))
+		if prof != "" {
+			pprof.StopCPUProfile()
+		}
+		counts := counter.snapshot()
+		cancel()
+		<-served
+		log.SetOutput(os.Stderr)
+		if err != nil {
+			t.Fatalf("%s: %v: %s", w.name, err, out)
+		}
+		keys := make([]string, 0, len(counts))
+		total := 0
+		for k, v := range counts {
+			keys = append(keys, k)
+			total += v
+		}
+		sort.Slice(keys, func(i, j int) bool { return counts[keys[i]] > counts[keys[j]] })
+		var b strings.Builder
+		for _, k := range keys {
+			fmt.Fprintf(&b, " %s=%d", k, counts[k])
+		}
+		t.Logf("%s: %d requests:%s", w.name, total, b.String())
+	}
+}
+
+// opcodeCounter counts go-fuse's debug lines "rx N: OPCODE ...".
+type opcodeCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *opcodeCounter) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(string(p), "\n") {
+		_, rest, ok := strings.Cut(line, "rx ")
+		if !ok {
+			continue
+		}
+		_, rest, ok = strings.Cut(rest, ": ")
+		if !ok {
+			continue
+		}
+		op, _, _ := strings.Cut(rest, " ")
+		c.mu.Lock()
+		c.counts[op]++
+		c.mu.Unlock()
+	}
+	return len(p), nil
+}
+
+func (c *opcodeCounter) reset() {
+	c.mu.Lock()
+	c.counts = map[string]int{}
+	c.mu.Unlock()
+}
+
+func (c *opcodeCounter) snapshot() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.counts)
 }

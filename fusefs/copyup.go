@@ -15,7 +15,20 @@ import (
 // is about to be cut to zero). It is crash-safe: the copy is built in the
 // work directory and renamed into place, so the upper never shows a
 // partial file.
-func (n *node) copyUp(truncate bool) error {
+//
+// A copy of a lower hard link gets a new inode number, and the kernel
+// is told to look its name up again before copyUp returns, so a stat
+// after the change sees the new number. That takes the parent
+// directory's lock in the kernel: requests during which the kernel
+// holds it (link, rename) use copyUpInDirOp instead.
+func (n *node) copyUp(truncate bool) error { return n.copyUpNotify(truncate, false) }
+
+// copyUpInDirOp is copyUp for requests that the kernel sends holding the
+// parent directory's lock: the kernel learns a new inode number
+// asynchronously.
+func (n *node) copyUpInDirOp(truncate bool) error { return n.copyUpNotify(truncate, true) }
+
+func (n *node) copyUpNotify(truncate, async bool) error {
 	// 1. Fast path: already in the upper.
 	if n.inUpper() {
 		return nil
@@ -32,26 +45,43 @@ func (n *node) copyUp(truncate bool) error {
 	if err := p.copyUp(false); err != nil {
 		return err
 	}
-	// 3. Take the node and check again: another request may have copied
-	// it meanwhile. io is taken first so no read or write runs on the old
-	// copy while it moves (lock order: io before mu).
+	renumbered, err := n.copyUpOnce(p, name, truncate)
+	if err != nil || !renumbered {
+		return err
+	}
+	// 4. The name now stands for another inode number: the kernel must
+	// look it up again (no node lock held, so a request the kernel holds
+	// the parent's lock for can finish meanwhile).
+	if async {
+		go p.NotifyEntry(name)
+	} else {
+		p.NotifyEntry(name)
+	}
+	return nil
+}
+
+// copyUpOnce takes the node and copies it unless another request did
+// meanwhile; io is taken first so no read or write runs on the old copy
+// while it moves (lock order: io before mu).
+func (n *node) copyUpOnce(p *node, name string, truncate bool) (renumbered bool, err error) {
 	n.io.Lock()
 	defer n.io.Unlock()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	src := n.layers[0]
 	if n.u.isUpper(src) {
-		return nil
+		return false, nil
 	}
-	if err := n.copyUpLocked(p, name, src, truncate); err != nil {
-		return fmt.Errorf("copy up %q: %w", name, err)
+	if err := n.copyUpLocked(p, name, src, truncate, &renumbered); err != nil {
+		return false, fmt.Errorf("copy up %q: %w", name, err)
 	}
-	return nil
+	return renumbered, nil
 }
 
-// copyUpLocked does the copy. Preconditions: n.io and n.mu held; the
-// parent p is in the upper.
-func (n *node) copyUpLocked(p *node, name string, src int, truncate bool) (err error) {
+// copyUpLocked does the copy, and sets *renumbered when the copy (of a
+// lower hard link) takes a new inode number the kernel must learn.
+// Preconditions: n.io and n.mu held; the parent p is in the upper.
+func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumbered *bool) (err error) {
 	u := n.u
 	srcDir, err := p.dirFd(src)
 	if err != nil {
@@ -70,6 +100,20 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool) (err e
 		return err
 	}
 	typ := st.Mode & unix.S_IFMT
+
+	// The kernel's record of the copy (see origin.go): the parent is
+	// marked impure first; the copy gets the lower's file handle as its
+	// origin, except a lower hard link, whose other links stay behind
+	// as another file.
+	var origin []byte
+	if typ == unix.S_IFDIR || st.Nlink == 1 {
+		if origin, err = u.origin.encode(srcDir.fd, name, &st); err != nil {
+			return err
+		}
+	}
+	if err := u.markImpure(upDir.fd); err != nil {
+		return err
+	}
 
 	// 5. Create the copy in the work dir. From here on, one undo removes
 	// it on every failure.
@@ -113,15 +157,22 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool) (err e
 		created = true
 	}
 
-	// 6. Extended attributes, except the overlay's own.
-	if err := u.copyXattrs(procPathAt(srcDir.fd, name), procPathAt(u.workFd, tmp)); err != nil {
-		return err
-	}
-
-	// 7. Owner, then mode (chown clears set-id bits), then times last.
+	// 6. Owner first: chown(2) drops set-id bits and file capabilities
+	// (security.capability), which the mode and xattrs below put back.
 	if err := unix.Fchownat(u.workFd, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EINVAL) {
 		return err
 	}
+	// Extended attributes, except the overlay's own.
+	if err := u.copyXattrs(procPathAt(srcDir.fd, name), procPathAt(u.workFd, tmp)); err != nil {
+		return err
+	}
+	if origin != nil {
+		if err := u.setOrigin(procPathAt(u.workFd, tmp), origin); err != nil {
+			return err
+		}
+	}
+
+	// 7. Mode (the chown above cleared set-id bits), then times last.
 	if typ != unix.S_IFLNK {
 		if err := unix.Fchmodat(u.workFd, tmp, st.Mode&0o7777, 0); err != nil {
 			return err
@@ -157,14 +208,19 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool) (err e
 	// it takes the number of its upper inode (Linux:
 	// fs/overlayfs/inode.c:ovl_getattr, "Lower hardlinks may be broken
 	// on copy up"), and the kernel must look the name up again to learn
-	// it (asynchronously: the kernel may hold the parent's lock).
+	// it (copyUpNotify tells it).
 	renumber := typ != unix.S_IFDIR && st.Nlink > 1
+	*renumbered = renumber
+	// The node itself lives on for descriptors already open, under the
+	// old number; u.renumbered finds it when the file is deleted.
 	var ust unix.Stat_t
-	if err := unix.Fstatat(upDir.fd, name, &ust, unix.AT_SYMLINK_NOFOLLOW); err == nil && !renumber {
-		u.origins.Store(devIno{ust.Dev, ust.Ino}, fileIdentity{n.ino, n.gen})
-	}
-	if renumber {
-		go p.NotifyEntry(name)
+	if err := unix.Fstatat(upDir.fd, name, &ust, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		if !renumber {
+			u.origins.Store(devIno{ust.Dev, ust.Ino}, fileIdentity{n.ino, n.gen})
+		} else {
+			n.upperID = devIno{ust.Dev, ust.Ino}
+			u.renumbered.Store(n.upperID, n)
+		}
 	}
 	if typ == unix.S_IFDIR {
 		fd, err := openDirAt(upDir.fd, name)

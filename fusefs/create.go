@@ -218,12 +218,15 @@ func (d *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if !d.u.writable {
 		return nil, syscall.EROFS
 	}
-	if err := tn.copyUp(false); err != nil {
+	if err := tn.copyUpInDirOp(false); err != nil {
 		return nil, toErrno(err)
 	}
 	var linkErr error
 	child, err := d.createEntry(ctx, name, false, func(dirfd int, nm string, parent int) error {
 		linkErr = tn.at(0, func(srcDir int, srcName string) error {
+			if err := d.u.impureFor(dirfd, srcDir, srcName); err != nil {
+				return err
+			}
 			return unix.Linkat(srcDir, srcName, dirfd, nm, 0)
 		})
 		return linkErr
@@ -333,6 +336,7 @@ func (d *node) remove(name string, dir bool) error {
 		}
 		if keep {
 			child.setOrphan(kept)
+			d.u.orphanAlias(&h.st, child, kept)
 		}
 		return nil
 	case keep:
@@ -341,6 +345,7 @@ func (d *node) remove(name string, dir bool) error {
 			return err
 		}
 		child.setOrphan(tmp)
+		d.u.orphanAlias(&h.st, child, tmp)
 		return nil
 	case dir:
 		err := unix.Unlinkat(up.fd, name, unix.AT_REMOVEDIR)
@@ -355,6 +360,27 @@ func (d *node) remove(name string, dir bool) error {
 	default:
 		return unix.Unlinkat(up.fd, name, 0)
 	}
+}
+
+// orphanAlias gives the node a lower hard link was copied up through
+// (unionFS.renumbered), if it is not child itself, its own link to the
+// unlinked file kept at work-dir entry kept, and makes the kernel ask
+// for its attributes again: descriptors opened before the copy-up see
+// the file deleted (nlink 0), as under the kernel's overlay, where both
+// are one inode.
+func (u *unionFS) orphanAlias(st *unix.Stat_t, child *node, kept string) {
+	v, ok := u.renumbered.LoadAndDelete(devIno{st.Dev, st.Ino})
+	if !ok || v.(*node) == child {
+		return
+	}
+	alias := v.(*node)
+	tmp := u.tmpName()
+	if err := unix.Linkat(u.workFd, kept, u.workFd, tmp, 0); err != nil {
+		u.log.Warn("keep unlinked file for descriptors opened before its copy-up", "name", kept, "err", err)
+		return
+	}
+	alias.setOrphan(tmp)
+	alias.notifyAttr()
 }
 
 // setOrphan records that the node's data now lives at work-dir entry

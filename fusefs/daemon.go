@@ -107,6 +107,17 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 		ExplicitDataCacheControl: true,
 		Debug:                    opts.Debug,
 	}
+	if u.writable && !u.passthrough {
+		// The union drops set-id bits on write, truncate and chown
+		// itself (rawUnion.Writev, node.Setattr; file capabilities go
+		// with the daemon's own write, truncate and chown of the upper
+		// file), which saves the kernel a GETXATTR of
+		// security.capability before most changes and a GETATTR before
+		// each chown. Not with passthrough: the kernel then leaves the
+		// set-id bits alone on a passthrough write, which the daemon
+		// never sees.
+		mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
+	}
 	if !u.writable {
 		mo.Options = append(mo.Options, "ro")
 	}

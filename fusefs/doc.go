@@ -23,7 +23,13 @@
 //     directory created where a lower one is hidden or merged is opaque;
 //   - a directory that exists in a lower layer cannot be renamed (EXDEV),
 //     as the kernel does without redirect_dir;
-//   - the overlay's own xattrs (*.overlay.*) are never shown or copied.
+//   - the overlay's own xattrs (*.overlay.*) are never shown or copied;
+//   - a copy-up leaves the kernel's records (origin.go): overlay.origin
+//     on the copy (the lower's file handle, byte for byte what the
+//     kernel writes; empty where the kernel could not take one, as in a
+//     user namespace), overlay.impure on its parent and on a directory
+//     a copied-up file is moved or linked into, overlay.uuid on a fresh
+//     upper root; so the kernel mounts the upper as one it wrote.
 //
 // Invariants: lower layers are never written. Names are resolved one
 // component at a time, relative to directory descriptors, with
@@ -37,8 +43,12 @@
 // file it came from, tagged with a small per-device index so that files of
 // different layers never share one. A directory takes the number of its
 // bottom-most layer directory, a copied-up file keeps the number of its
-// origin for the life of the mount, so numbers are stable across copy-up
-// and identical in stat and readdir.
+// origin for the life of the mount, and across remounts where its
+// overlay.origin decodes (a daemon with CAP_DAC_READ_SEARCH, as the
+// kernel needs too), so numbers are stable across copy-up and identical
+// in stat and readdir. A copy of a lower hard link takes its upper
+// number, as in the kernel; the node it was copied through lives on for
+// descriptors opened before (unionFS.renumbered).
 //
 // # Lock order
 //
@@ -72,4 +82,13 @@
 // copy-up. Options.NoOpen goes further and answers OPEN with ENOSYS, so
 // the kernel stops sending OPEN and RELEASE too, at the price described
 // there.
+//
+// Without passthrough, the union negotiates FUSE_HANDLE_KILLPRIV_V2 and
+// drops set-id bits itself on write, truncate and chown (file
+// capabilities go with the daemon's own change of the upper file); that
+// saves the kernel a GETXATTR of security.capability before most changes
+// and a GETATTR before each chown. With passthrough the kernel would not
+// drop them on a passthrough write, so there it keeps doing it itself.
+// A volatile stack (layer.Options.Volatile) never syncs: not on copy-up,
+// not on fsync, as the kernel's volatile overlay.
 package fusefs

@@ -221,8 +221,11 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 
 var _ = (fs.NodeFsyncer)((*node)(nil))
 
+// Fsync syncs the upper copy; nothing on a volatile stack, whose upper
+// is thrown away after a crash anyway (Linux: fs/overlayfs/file.c:ovl_fsync
+// skips it when !ovl_should_sync).
 func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
-	if !n.inUpper() || n.isDir {
+	if n.u.volatile || !n.inUpper() || n.isDir {
 		return 0
 	}
 	n.io.RLock()
@@ -299,6 +302,21 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			done()
 		}
 		n.io.RUnlock()
+	}
+	if _, okMode := in.GetMode(); err == nil && !okMode && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
+		// A truncate or chown by a caller without CAP_FSETID
+		// (FUSE_HANDLE_KILLPRIV_V2): drop the set-id bits as the
+		// kernel's own would; the daemon's truncate would not.
+		err = n.at(li, func(dirfd int, name string) error {
+			var st unix.Stat_t
+			if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return err
+			}
+			if mode, kill := killSuidgidMode(st.Mode); kill && st.Mode&unix.S_IFMT == unix.S_IFREG {
+				return unix.Fchmodat(dirfd, name, mode&0o7777, 0)
+			}
+			return nil
+		})
 	}
 	atime, okA := in.GetATime()
 	mtime, okM := in.GetMTime()

@@ -74,6 +74,15 @@ type unionFS struct {
 	// in the lower layer.
 	known sync.Map // fs.StableAttr -> *node
 
+	// origin encodes overlay.origin for copy-ups (see origin.go).
+	origin *originEncoder
+
+	// renumbered maps the (dev, ino) of the upper copy of a lower hard
+	// link to the node it was copied up from, which open descriptors
+	// still use while the name is looked up again as a new node (see
+	// copyUpLocked).
+	renumbered sync.Map // devIno -> *node
+
 	dirFds  atomic.Int64  // directory descriptors cached by nodes
 	tmpSeq  atomic.Uint64 // names for scratch files in the work dir
 	renamMu sync.Mutex    // serialises renames against each other
@@ -114,7 +123,7 @@ const workSubdir = "ovl-fuse"
 // removing what an earlier crash left there.
 func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 	u = &unionFS{spec: spec, workFd: -1, ns: spec.Namespace, volatile: spec.Options.Volatile,
-		devs: map[uint64]uint64{}, log: log}
+		devs: map[uint64]uint64{}, log: log, origin: newOriginEncoder()}
 	defer func() {
 		if err != nil {
 			u.close()
@@ -140,10 +149,19 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 			return nil, err
 		}
 	}
+	// Number the layers' devices bottom-up now, not in the order files
+	// happen to be seen, so inode numbers are the same at every mount.
+	for i := len(u.layers) - 1; i >= 0; i-- {
+		var st unix.Stat_t
+		if unix.Fstat(u.layers[i].fd, &st) == nil {
+			u.ino(st.Dev, st.Ino)
+		}
+	}
 	if u.writable {
 		if err := u.prepareWork(); err != nil {
 			return nil, err
 		}
+		u.initUUID()
 	}
 	return u, nil
 }

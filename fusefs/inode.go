@@ -54,6 +54,11 @@ type node struct {
 	dataMu sync.Mutex
 	rfd    int // -1 when not open
 	wfd    int // -1 when not open
+
+	// upperID is the upper (dev, ino) of a lower hard link copied up
+	// through this node, which then lives on under a new number (see
+	// unionFS.renumbered); zero otherwise. Set under io and mu by copy-up.
+	upperID devIno
 }
 
 func newNode(u *unionFS, ino uint64, isDir bool, layers []int) *node {
@@ -263,6 +268,9 @@ func (n *node) OnForget() {
 		n.u.known.CompareAndDelete(fs.StableAttr{Mode: n.Mode(), Ino: n.ino, Gen: n.gen}, n)
 	}
 	n.mu.Lock()
+	if n.upperID != (devIno{}) {
+		n.u.renumbered.CompareAndDelete(n.upperID, n)
+	}
 	for i, fd := range n.dirFds {
 		if fd >= 0 {
 			unix.Close(fd)

@@ -36,7 +36,10 @@ type layerHit struct {
 	opacity []layer.Opacity
 	st      unix.Stat_t // the top copy
 	bottom  unix.Stat_t // for hitDir: the bottom-most copy, which names the inode
-	name    string      // the name looked up
+	// originIno, when set, is the number of the lower file an upper
+	// non-directory was copied up from in an earlier mount (originIno).
+	originIno uint64
+	name      string // the name looked up
 	// upperWhiteout is set when the name is a whiteout in the upper layer
 	// itself, so a create must replace it.
 	upperWhiteout bool
@@ -119,6 +122,9 @@ func (d *node) lookupChild(name string, lowerOnly bool) (layerHit, error) {
 			return h, nil
 		}
 		if !isDir {
+			if d.u.isUpper(li) {
+				h.originIno, _ = d.u.originIno(r.fd, name, st.Mode&unix.S_IFMT, devIno{st.Dev, st.Ino})
+			}
 			r.release()
 			h.kind, h.layers, h.st = hitFile, []int{li}, st
 			return h, nil
@@ -168,6 +174,9 @@ func (d *node) newChild(ctx context.Context, h *layerHit) *fs.Inode {
 		id.Ino = d.u.ino(h.bottom.Dev, h.bottom.Ino)
 	} else {
 		id.Ino, id.Gen = d.u.fileID(&h.st, h.layers[0], d.ino, h.name)
+		if h.originIno != 0 {
+			id.Ino = h.originIno
+		}
 		id.Gen = d.u.freeGen(id, h.layers[0])
 	}
 	if old := d.GetChild(h.name); old != nil && old.StableAttr() == id {

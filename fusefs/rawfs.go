@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // rawUnion sits between the kernel and go-fuse's node bridge to save the
@@ -49,4 +50,49 @@ func (r *rawUnion) ReleaseDir(in *fuse.ReleaseIn) {
 	if in.Fh != 0 {
 		r.RawFileSystem.ReleaseDir(in)
 	}
+}
+
+// Writev drops the file's set-user-ID and set-group-ID bits before a
+// write the kernel flags with WRITE_KILL_SUIDGID (the caller lacks
+// CAP_FSETID), as the kernel's own write does: with
+// FUSE_HANDLE_KILLPRIV_V2 the kernel leaves that to the filesystem, and
+// saves a GETATTR per chown and a GETXATTR per change in return.
+func (r *rawUnion) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
+		if st := r.killSuidgid(cancel, in.InHeader); !st.Ok() {
+			return 0, st
+		}
+	}
+	return r.RawFileSystem.Writev(cancel, in, data)
+}
+
+// killSuidgid clears set-user-ID, and set-group-ID when group execute is
+// set, on node hdr.NodeId, through the bridge (so copy-up and cache
+// invalidation happen as for a chmod).
+func (r *rawUnion) killSuidgid(cancel <-chan struct{}, hdr fuse.InHeader) fuse.Status {
+	var attr fuse.AttrOut
+	if st := r.RawFileSystem.GetAttr(cancel, &fuse.GetAttrIn{InHeader: hdr}, &attr); !st.Ok() {
+		return st
+	}
+	mode, ok := killSuidgidMode(attr.Mode)
+	if !ok {
+		return fuse.OK
+	}
+	in := &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{InHeader: hdr, Valid: fuse.FATTR_MODE, Mode: mode}}
+	return r.RawFileSystem.SetAttr(cancel, in, &attr)
+}
+
+// killSuidgidMode returns mode without the set-id bits a change by an
+// unprivileged caller drops (Linux: fs/attr.c:setattr_should_drop_suidgid:
+// set-user-ID always, set-group-ID only with group execute), and whether
+// that differs from mode.
+func killSuidgidMode(mode uint32) (uint32, bool) {
+	kill := uint32(0)
+	if mode&unix.S_ISUID != 0 {
+		kill |= unix.S_ISUID
+	}
+	if mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP {
+		kill |= unix.S_ISGID
+	}
+	return mode &^ kill, kill != 0
 }

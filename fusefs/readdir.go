@@ -90,6 +90,13 @@ func (d *node) mergedList(firstOnly bool) ([]mergedEntry, error) {
 		if err := unix.Fstat(fd, &dst); err == nil {
 			dev = dst.Dev
 		}
+		// Only an impure upper directory holds copied-up entries whose
+		// numbers come from their origin (as in the kernel's readdir).
+		impure := false
+		if d.u.isUpper(li) && d.u.origin.handles {
+			_, ierr := unix.Fgetxattr(fd, d.u.ns.Xattr("impure"), nil)
+			impure = ierr == nil
+		}
 		err = readRawDir(fd, func(e rawDirent) {
 			if firstOnly && len(out) > 0 {
 				return
@@ -124,6 +131,10 @@ func (d *node) mergedList(firstOnly bool) ([]mergedEntry, error) {
 			if mode != unix.S_IFDIR {
 				if v, ok := d.u.origins.Load(devIno{dev, e.ino}); ok {
 					ino = v.(fileIdentity).ino
+				} else if impure {
+					if oi, ok := d.u.originIno(fd, e.name, mode, devIno{dev, e.ino}); ok {
+						ino = oi
+					}
 				}
 			}
 			out = append(out, mergedEntry{name: e.name, mode: mode, ino: ino})
@@ -277,7 +288,7 @@ func (h *dirHandle) Releasedir(ctx context.Context, flags uint32) { h.entries = 
 var _ = (fs.FileFsyncdirer)((*dirHandle)(nil))
 
 func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
-	if !h.d.inUpper() {
+	if h.d.u.volatile || !h.d.inUpper() {
 		return 0
 	}
 	r, err := h.d.dirFd(0)

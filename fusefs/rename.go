@@ -74,7 +74,7 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 
 	// Everything involved moves to the upper first.
 	if ci := d.GetChild(name); ci != nil {
-		if err := ci.Operations().(*node).copyUp(false); err != nil {
+		if err := ci.Operations().(*node).copyUpInDirOp(false); err != nil {
 			return err
 		}
 	} else {
@@ -104,6 +104,11 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 		return err
 	}
 	defer newUp.release()
+	if d != np {
+		if err := u.impureFor(newUp.fd, oldUp.fd, name); err != nil {
+			return err
+		}
+	}
 
 	if src.kind == hitDir && newLower.kind == hitDir {
 		if err := u.makeOpaque(oldUp.fd, name); err != nil {
@@ -217,7 +222,7 @@ func (d *node) exchange(name string, src *layerHit, np *node, newName string, ds
 		if ci == nil {
 			return syscall.ESTALE
 		}
-		if err := ci.Operations().(*node).copyUp(false); err != nil {
+		if err := ci.Operations().(*node).copyUpInDirOp(false); err != nil {
 			return err
 		}
 	}
@@ -231,6 +236,14 @@ func (d *node) exchange(name string, src *layerHit, np *node, newName string, ds
 		return err
 	}
 	defer newUp.release()
+	if d != np {
+		if err := u.impureFor(newUp.fd, oldUp.fd, name); err != nil {
+			return err
+		}
+		if err := u.impureFor(oldUp.fd, newUp.fd, newName); err != nil {
+			return err
+		}
+	}
 	// A directory arriving where a lower layer has a directory must hide it.
 	opaque := func(h *layerHit, p *node, at string, updir int, name string) error {
 		if h.kind != hitDir {
