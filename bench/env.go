@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -122,12 +123,25 @@ func (e *Env) keptMount(ctx context.Context, c *Contestant, kind string, lowers 
 	return m, nil
 }
 
-// ReleaseKept unmounts every kept mount: the end of a phase.
+// ReleaseKept unmounts every kept mount: the end of a phase. The
+// contestants' clean-ups run at once, since nothing is timed then and
+// some (a FUSE daemon's exit, removing an upper full of untarred files)
+// take long.
 func (e *Env) ReleaseKept() error {
-	var errs []error
+	errs := make([]error, 0, len(e.kept))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for _, km := range e.kept {
-		errs = append(errs, km.release())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := km.release()
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}()
 	}
+	wg.Wait()
 	e.kept = map[keptKey]keptMount{}
 	return errors.Join(errs...)
 }

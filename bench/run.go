@@ -44,6 +44,9 @@ type RunOptions struct {
 	// fits its time.
 	SlowReps int
 	Slow     time.Duration
+	// VerySlowReps and VerySlow are a second, lower tier of the same.
+	VerySlowReps int
+	VerySlow     time.Duration
 	// Progress, when set, is told what runs.
 	Progress func(format string, args ...any)
 }
@@ -140,6 +143,9 @@ func Run(ctx context.Context, e *Env, ws []Workload, cs []*Contestant, opt RunOp
 				res[i].Samples = append(res[i].Samples, d)
 				if r == 0 && opt.SlowReps > 0 && max(d, wall) > opt.Slow {
 					want[i] = min(want[i], opt.SlowReps)
+				}
+				if r == 0 && opt.VerySlowReps > 0 && max(d, wall) > opt.VerySlow {
+					want[i] = min(want[i], opt.VerySlowReps)
 				}
 			}
 			if !ran {

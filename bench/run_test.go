@@ -85,12 +85,18 @@ func TestRunFewerRepsWhenSlow(t *testing.T) {
 		return time.Minute, nil
 	}}}
 	res, err := Run(context.Background(), &Env{Jan: &Janitor{}}, ws, []*Contestant{{Name: "a"}},
-		RunOptions{Reps: 5, SlowReps: 2, Slow: time.Second})
+		RunOptions{Reps: 5, SlowReps: 3, Slow: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if n != 3 || res[0].Summary.N != 3 {
+		t.Fatalf("ran %d times, %d samples; want 3 for a slow workload", n, res[0].Summary.N)
+	}
+	n = 0
+	res, _ = Run(context.Background(), &Env{Jan: &Janitor{}}, ws, []*Contestant{{Name: "a"}},
+		RunOptions{Reps: 5, SlowReps: 3, Slow: time.Second, VerySlowReps: 2, VerySlow: 10 * time.Second})
 	if n != 2 || res[0].Summary.N != 2 {
-		t.Fatalf("ran %d times, %d samples; want 2 for a slow workload", n, res[0].Summary.N)
+		t.Fatalf("ran %d times, %d samples; want 2 for a very slow workload", n, res[0].Summary.N)
 	}
 }
 

@@ -210,6 +210,23 @@ func (d *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 
 var _ = (fs.NodeLinker)((*node)(nil))
 
+// markImpureFor marks directory d's upper copy impure before the
+// copied-up file tn gets a name in it (see unionFS.impureFor); the new
+// name itself may be built in the work dir and renamed into place.
+func (d *node) markImpureFor(tn *node) error {
+	if err := d.copyUp(false); err != nil {
+		return err
+	}
+	up, err := d.dirFd(0)
+	if err != nil {
+		return err
+	}
+	defer up.release()
+	return tn.at(0, func(srcDir int, srcName string) error {
+		return d.u.impureFor(up.fd, srcDir, srcName)
+	})
+}
+
 func (d *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	tn, ok := target.(*node)
 	if !ok {
@@ -221,12 +238,12 @@ func (d *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err := tn.copyUpInDirOp(false); err != nil {
 		return nil, toErrno(err)
 	}
+	if err := d.markImpureFor(tn); err != nil {
+		return nil, toErrno(err)
+	}
 	var linkErr error
 	child, err := d.createEntry(ctx, name, false, func(dirfd int, nm string, parent int) error {
 		linkErr = tn.at(0, func(srcDir int, srcName string) error {
-			if err := d.u.impureFor(dirfd, srcDir, srcName); err != nil {
-				return err
-			}
 			return unix.Linkat(srcDir, srcName, dirfd, nm, 0)
 		})
 		return linkErr

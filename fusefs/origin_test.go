@@ -32,6 +32,7 @@ func TestOverlayRecordsMatchKernel(t *testing.T) {
 		"hard/keep/k":  "k",
 		"other/x.txt":  "x",
 		"other/empty/": "",
+		"wh/w":         "w",
 	})
 	if err := os.Link(filepath.Join(lower, "hard/a"), filepath.Join(lower, "hard/b")); err != nil {
 		t.Fatal(err)
@@ -60,7 +61,8 @@ func TestOverlayRecordsMatchKernel(t *testing.T) {
 	// Each change copies up: files, a directory, a symlink, a fifo, one
 	// link of a lower hard link (no origin), and a rename and a link of
 	// copied-up files into directories that only the upper has (impure
-	// there), but not a new file (no impure).
+	// there, also when the new name replaces a whiteout), but not a new
+	// file (no impure).
 	for _, root := range []string{kspec.Target, fspec.Target} {
 		p := func(s string) string { return filepath.Join(root, s) }
 		steps := []error{
@@ -77,6 +79,8 @@ func TestOverlayRecordsMatchKernel(t *testing.T) {
 			os.Link(p("d/f.txt"), p("fresh2/f")),
 			os.Mkdir(p("fresh3"), 0o755),
 			os.WriteFile(p("fresh3/new"), nil, 0o644),
+			os.Remove(p("wh/w")),
+			os.Link(p("top.txt"), p("wh/w")),
 		}
 		for i, err := range steps {
 			if err != nil {
