@@ -78,7 +78,7 @@ func (r *rawUnion) killSuidgid(cancel <-chan struct{}, hdr fuse.InHeader) fuse.S
 	if !ok {
 		return fuse.OK
 	}
-	in := &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{InHeader: hdr, Valid: fuse.FATTR_MODE, Mode: mode}}
+	in := &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{InHeader: hdr, Valid: fuse.FATTR_MODE, Mode: mode & 0o7777}}
 	return r.RawFileSystem.SetAttr(cancel, in, &attr)
 }
 
