@@ -63,6 +63,7 @@ type Result struct {
 	keys    []string // the stack's layer keys, bottom first, unsquashed
 	planned []string // stackOf: the keys of the container's own steps
 	force   bool     // rebuild this container's steps even if cached
+	parent  *Result  // the container of a !Container step, built first
 	env     []vagga.EnvVar
 }
 
@@ -173,7 +174,7 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, f
 	}
 	defer unlock()
 
-	r := &Result{Container: name, force: force}
+	r := &Result{Container: name, force: force, parent: parent}
 	if parent != nil {
 		r.keys = append(r.keys, parent.keys...)
 		r.env = append(r.env, parent.env...)

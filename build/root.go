@@ -16,7 +16,9 @@ import (
 func rootName(container, key string) string { return container + "." + key[:8] }
 
 // writeRoot makes sure the plain root of r exists, flattened from its
-// layers, and points .vagga/NAME at it. Both happen atomically: the root
+// layers (or, for a child container, cloned from its parent's root with
+// only its own layers flattened on top: cloneRoot), and points
+// .vagga/NAME at it. Both happen atomically: the root
 // is written under a temporary name and renamed, the symlink is replaced
 // by rename, so a reader sees the old container or the new, never half.
 func (b *Builder) writeRoot(ctx context.Context, r *Result) (string, error) {
@@ -32,10 +34,14 @@ func (b *Builder) writeRoot(ctx context.Context, r *Result) (string, error) {
 		if err != nil {
 			return "", err
 		}
+		detail, cloned := "", false
 		if len(r.Layers) == 0 {
 			err = os.Mkdir(filepath.Join(tmp, "root"), 0o755)
-		} else {
+		} else if detail, cloned, err = b.cloneRoot(ctx, r, filepath.Join(tmp, "root")); err == nil && !cloned {
 			err = b.flatten(ctx, "flatten "+r.Container, r.Layers, filepath.Join(tmp, "root"))
+		}
+		if !cloned {
+			detail = "flattened into " + root
 		}
 		if err == nil {
 			err = os.Chmod(tmp, 0o755)
@@ -51,7 +57,7 @@ func (b *Builder) writeRoot(ctx context.Context, r *Result) (string, error) {
 			return "", fmt.Errorf("write the root of %s: %w", r.Container, err)
 		}
 		b.event(Event{Container: r.Container, Status: StatusRoot, Key: r.Key, Seconds: time.Since(start).Seconds(),
-			Detail: "flattened into " + root})
+			Detail: detail})
 	} else if err != nil {
 		return "", err
 	}

@@ -20,7 +20,12 @@ import (
 // times, symlinks, hard links within a layer, xattrs (except overlay
 // metadata) and devices, fifos and sockets (where the caller may mknod).
 // dst is created if missing; what it already holds is merged with, as if
-// it were the bottom layer. On error dst may be partly written.
+// it were the bottom layer. Flatten never writes into a non-directory dst
+// already holds, its data or its metadata: a layer's file (even one that
+// only changes a mode or an xattr, which a layer holds as a whole copy)
+// replaces it, removed first and created anew (O_EXCL). So dst may share
+// its regular files with another tree by hard links (CloneTree) and that
+// tree stays as it was. On error dst may be partly written.
 func Flatten(ctx context.Context, lowers []string, dst string) error {
 	if len(lowers) == 0 {
 		return &SpecError{Field: "lower", Err: ErrIncomplete, Hint: "give at least one layer to flatten"}
