@@ -165,7 +165,10 @@ func (m *daemonMount) Target() string { return m.target }
 // Pid is the daemon's process id.
 func (m *daemonMount) Pid() int { return m.cmd.Process.Pid }
 
-// Unmount detaches the tree and waits for the daemon to exit.
+// Unmount detaches the tree and waits for the daemon to exit. A copy of
+// the mount that another mount namespace still holds stops working (it
+// fails with ENOTCONN), as nothing may change the upper once Unmount
+// returns.
 func (m *daemonMount) Unmount() error {
 	m.once.Do(func() {
 		select {
@@ -179,6 +182,10 @@ func (m *daemonMount) Unmount() error {
 			m.err = err
 			return
 		}
+		// The daemon exits by itself when the mount is gone, unless
+		// another mount namespace holds a copy of it: tell it to stop
+		// serving (see Serve), rather than wait for that copy to go.
+		m.cmd.Process.Signal(unix.SIGTERM)
 		<-m.exited
 	})
 	return m.err

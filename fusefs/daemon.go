@@ -59,6 +59,11 @@ func newRoot(u *unionFS) (*node, error) {
 // Serve mounts spec at spec.Target and serves it in this process until
 // the mount goes away (umount, fusermount3 -u) or ctx is done, which
 // unmounts it. opts.Ready is called once the mount is live.
+//
+// Once ctx is done and the target is unmounted here, Serve returns even
+// if a copy of the mount in another mount namespace still holds the FUSE
+// connection: the caller must then exit (as ovl's daemon and commands
+// do), which ends the connection, so the stack's upper stops changing.
 func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 	if err := spec.Validate(0); err != nil {
 		return err
@@ -147,23 +152,49 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 		server.Unmount()
 		return fmt.Errorf("mount fuse on %s: %w", spec.Target, err)
 	}
+	var mnt unix.Stat_t
+	if err := unix.Stat(spec.Target, &mnt); err != nil {
+		server.Unmount()
+		return fmt.Errorf("mount fuse on %s: %w", spec.Target, err)
+	}
 	logger.Debug("fusefs mounted", "target", spec.Target, "passthrough", u.passthrough, "writable", u.writable)
 	if opts.Ready != nil {
 		opts.Ready()
 	}
-	done := make(chan struct{})
+	served := make(chan struct{})
 	go func() {
-		select {
-		case <-ctx.Done():
-			if err := unmountTarget(spec.Target); err != nil {
-				logger.Warn("unmount", "target", spec.Target, "err", err)
-			}
-		case <-done:
-		}
+		server.Wait()
+		close(served)
 	}()
-	server.Wait()
-	close(done)
+	select {
+	case <-served:
+		return nil
+	case <-ctx.Done():
+	}
+	if stillMounted(spec.Target, mnt.Dev) {
+		if err := unmountTarget(spec.Target); err != nil && stillMounted(spec.Target, mnt.Dev) {
+			logger.Warn("unmount", "target", spec.Target, "err", err)
+			<-served
+			return nil
+		}
+	}
+	// The mount is gone from this mount namespace. A copy of it in
+	// another one (any process that unshared its mount namespace while
+	// the stack was mounted) would keep the connection, and so this
+	// server, alive until that process ends: seconds to minutes later,
+	// or never. The caller asked the stack to stop, so stop serving
+	// now; the connection ends when this process exits, and such
+	// copies then fail with ENOTCONN instead of changing the upper
+	// behind the caller's back.
+	logger.Debug("fusefs stopped", "target", spec.Target)
 	return nil
+}
+
+// stillMounted reports whether target is still the root of the mount
+// whose device is dev, in this process's mount namespace.
+func stillMounted(target string, dev uint64) bool {
+	var st unix.Stat_t
+	return unix.Stat(target, &st) == nil && st.Dev == dev
 }
 
 type discard struct{}
