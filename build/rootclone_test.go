@@ -3,16 +3,11 @@ package build
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
 
 	"ovl/internal/testutil"
 	"ovl/layer"
@@ -39,31 +34,6 @@ containers:
     - !Sh "chmod 600 /etc/c; echo more >> /etc/d; rm -r /opt/dir; echo file > /opt/dir"
     - !Text {/etc/child: yes}
 `
-
-// fullTree is testutil.TreeListing (modes, owners, contents, symlink
-// targets, xattrs, mtimes of files) with the mtime of every entry added:
-// equal lines mean the same tree, metadata included.
-func fullTree(t *testing.T, dir string) []string {
-	t.Helper()
-	lines := testutil.TreeListing(t, dir)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		lines = append(lines, fmt.Sprintf("%s mtime=%d.%09d", rel, st.Mtim.Sec, st.Mtim.Nsec))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(lines)
-	return lines
-}
 
 func diffTree(t *testing.T, what string, got, want []string) {
 	t.Helper()
@@ -106,7 +76,7 @@ func TestChildRootClonesParentRoot(t *testing.T) {
 		var out bytes.Buffer
 		opts := runOpts(native.New(), dir, &out)
 		parent, _ := mustBuild(t, dir, "parent", opts)
-		before := fullTree(t, parent.Root)
+		before := testutil.FullTreeListing(t, parent.Root)
 
 		rec := &recorder{}
 		opts.Events = rec.add
@@ -117,13 +87,13 @@ func TestChildRootClonesParentRoot(t *testing.T) {
 		if d := rootDetail(rec, "child"); !strings.HasPrefix(d, "cloned parent's root") {
 			t.Errorf("child's root was not cloned from the parent's: %q", d)
 		}
-		diffTree(t, "parent's root changed by building the child", fullTree(t, parent.Root), before)
+		diffTree(t, "parent's root changed by building the child", testutil.FullTreeListing(t, parent.Root), before)
 
 		want := filepath.Join(t.TempDir(), "flat")
 		if err := layer.Flatten(context.Background(), child.Layers, want); err != nil {
 			t.Fatal(err)
 		}
-		diffTree(t, "child's root differs from the flatten of its stack", fullTree(t, child.Root), fullTree(t, want))
+		diffTree(t, "child's root differs from the flatten of its stack", testutil.FullTreeListing(t, child.Root), testutil.FullTreeListing(t, want))
 		mustContain(t, child.Root, "etc/d", "dmore\n")
 		mustContain(t, child.Root, "opt/dir", "file\n")
 		if m := statT(t, filepath.Join(child.Root, "etc/c")).Mode & 0o777; m != 0o600 {
@@ -142,7 +112,7 @@ func TestChildRootClonesParentRoot(t *testing.T) {
 
 		// Without the parent's root, the child's root is flattened from
 		// all its layers, to the same tree.
-		cloned := fullTree(t, child.Root)
+		cloned := testutil.FullTreeListing(t, child.Root)
 		aside := filepath.Join(dir, ".vagga", "parent-root-aside")
 		if err := os.Rename(filepath.Dir(parent.Root), aside); err != nil {
 			t.Fatal(err)
@@ -158,6 +128,6 @@ func TestChildRootClonesParentRoot(t *testing.T) {
 		if d := rootDetail(rec, "child"); !strings.HasPrefix(d, "flattened into") {
 			t.Errorf("child's root without the parent's root: %q, want flattened", d)
 		}
-		diffTree(t, "flattened child root differs from the cloned one", fullTree(t, child.Root), cloned)
+		diffTree(t, "flattened child root differs from the cloned one", testutil.FullTreeListing(t, child.Root), cloned)
 	})
 }

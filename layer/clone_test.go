@@ -3,12 +3,10 @@ package layer_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -16,31 +14,6 @@ import (
 	"ovl/internal/testutil"
 	"ovl/layer"
 )
-
-// fullListing is testutil.TreeListing with the modification time of
-// every entry, directories and symlinks too: two trees with equal full
-// listings are the same byte for byte, metadata included.
-func fullListing(t *testing.T, dir string) []string {
-	t.Helper()
-	lines := testutil.TreeListing(t, dir)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		lines = append(lines, fmt.Sprintf("%s mtime=%d.%09d", rel, st.Mtim.Sec, st.Mtim.Nsec))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(lines)
-	return lines
-}
 
 // childLayer writes a layer that changes the tree of kernelLayers in
 // every way a child container can: it deletes a file, replaces a
@@ -79,7 +52,7 @@ func TestCloneThenFlattenLeavesSourceAlone(t *testing.T) {
 	must(t, layer.Flatten(ctx, parentLayers, parent))
 	want := filepath.Join(base, "want")
 	must(t, layer.Flatten(ctx, append([]string{child}, parentLayers...), want))
-	before := fullListing(t, parent)
+	before := testutil.FullTreeListing(t, parent)
 
 	got := filepath.Join(base, "got")
 	stats, err := layer.CloneTree(ctx, parent, got)
@@ -89,8 +62,8 @@ func TestCloneThenFlattenLeavesSourceAlone(t *testing.T) {
 	}
 	must(t, layer.Flatten(ctx, []string{child}, got))
 
-	diffTrees(t, "clone + child layer", fullListing(t, got), "full flatten", fullListing(t, want))
-	diffTrees(t, "parent root after", fullListing(t, parent), "before", before)
+	diffTrees(t, "clone + child layer", testutil.FullTreeListing(t, got), "full flatten", testutil.FullTreeListing(t, want))
+	diffTrees(t, "parent root after", testutil.FullTreeListing(t, parent), "before", before)
 	for _, p := range []string{"d/new", "h2"} {
 		a, b := statIno(t, filepath.Join(parent, p)), statIno(t, filepath.Join(got, p))
 		if a != b {

@@ -112,3 +112,28 @@ func Names(t testing.TB, dir string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// FullTreeListing is TreeListing with the modification time of every
+// entry, directories and symlinks too: two trees with equal full listings
+// are the same byte for byte, metadata included.
+func FullTreeListing(t testing.TB, dir string) []string {
+	t.Helper()
+	lines := TreeListing(t, dir)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		lines = append(lines, fmt.Sprintf("%s mtime=%d.%09d", rel, st.Mtim.Sec, st.Mtim.Nsec))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(lines)
+	return lines
+}
