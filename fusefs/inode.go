@@ -42,6 +42,9 @@ type node struct {
 	// listing is the directory listing a readdir in progress uses (see
 	// dirHandle); nil between listings.
 	listing []fuse.DirEntry
+	// lowerNames indexes the names in each lower layer's copy of this
+	// directory (see node.lowerMayHave); nil until the first lookup.
+	lowerNames map[int]map[string]struct{}
 	// cachedOpens counts open handles that do not use passthrough, which
 	// the kernel will not mix with passthrough ones.
 	cachedOpens int
@@ -280,6 +283,7 @@ func (n *node) OnForget() {
 	}
 	orphan, orphanLayer := n.orphan, n.orphanLayer
 	n.listing = nil
+	n.lowerNames = nil
 	n.mu.Unlock()
 	n.closeData()
 	if orphan != "" && orphanLayer < 0 && n.u.workFd >= 0 {

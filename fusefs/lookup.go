@@ -70,6 +70,9 @@ func (d *node) lookupChild(name string, lowerOnly bool) (layerHit, error) {
 		if lowerOnly && d.u.isUpper(li) {
 			continue
 		}
+		if !d.lowerMayHave(li, name) {
+			continue
+		}
 		r, err := d.dirFd(li)
 		if err != nil {
 			h.closeFds(d.u)
@@ -160,6 +163,67 @@ func (d *node) lookupChild(name string, lowerOnly bool) (layerHit, error) {
 		}
 	}
 	return h, nil
+}
+
+// maxIndexedNames bounds the names indexed per (layer, directory):
+// bigger directories are probed name by name instead.
+const maxIndexedNames = 50000
+
+// nameMax is Linux's NAME_MAX, the longest name a directory entry has.
+const nameMax = 255
+
+// lowerMayHave reports whether lower layer li's copy of directory d may
+// hold name or a ".wh." whiteout of it; false means lookupChild can skip
+// the layer without a system call. The first call per layer reads that
+// layer's directory once into d.lowerNames; later calls are a map lookup.
+// A name longer than nameMax is probed too, so the layer answers
+// ENAMETOOLONG as it would without the index.
+// This is safe because lower layers are immutable while mounted, so the
+// listing cannot go stale; the upper, which changes, is never indexed
+// (true is returned for it). A directory over maxIndexedNames, or one
+// that cannot be read, is recorded unindexed and always probed. The
+// index goes with the node when the kernel forgets it (OnForget).
+func (d *node) lowerMayHave(li int, name string) bool {
+	if d.u.isUpper(li) || len(name) > nameMax {
+		return true
+	}
+	d.mu.Lock()
+	names, ok := d.lowerNames[li]
+	d.mu.Unlock()
+	if !ok {
+		names = d.indexLower(li)
+	}
+	if names == nil {
+		return true
+	}
+	if _, ok := names[name]; ok {
+		return true
+	}
+	_, ok = names[layer.WhiteoutPrefix+name]
+	return ok
+}
+
+// indexLower reads lower layer li's copy of d into a name set and records
+// it (nil: not indexed) in d.lowerNames.
+func (d *node) indexLower(li int) map[string]struct{} {
+	var names map[string]struct{}
+	if r, err := d.dirFd(li); err == nil {
+		entries, _, err := layer.ReadDir(r.fd, d.u.ns)
+		r.release()
+		if err == nil && len(entries) <= maxIndexedNames {
+			names = make(map[string]struct{}, len(entries))
+			for _, e := range entries {
+				names[e.Name] = struct{}{}
+			}
+		}
+	}
+	d.mu.Lock()
+	if d.lowerNames == nil {
+		d.lowerNames = make(map[int]map[string]struct{})
+	}
+	d.lowerNames[li] = names
+	d.mu.Unlock()
+	return names
 }
 
 // newChild turns a hit into the child Inode of d. The identity is the
