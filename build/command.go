@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"ovl/backend"
 	"ovl/runner"
 	"ovl/vagga"
 )
@@ -93,9 +94,10 @@ func mergeEnv(base, over []vagga.EnvVar) []string {
 // from dir (rather than a path: an argument with a slash, or an existing
 // directory, is a path), and if so builds it when stale and returns it.
 // `ovl run CONTAINER` uses it. No vagga.yaml means false, with no error.
-// With opts.Backend set and opts.Run nil, command steps run with the
-// runner on that backend.
-func Resolve(ctx context.Context, dir, arg string, opts Options) (*Result, bool, error) {
+// pick, when not nil, chooses the backend once the project is known
+// (its .vagga holds the layers the selector probes next to). With a
+// backend and opts.Run nil, command steps run with the runner on it.
+func Resolve(ctx context.Context, dir, arg string, opts Options, pick func(*vagga.Config) (backend.Backend, error)) (*Result, bool, error) {
 	if arg == "" || strings.Contains(arg, "/") || dirExists(filepath.Join(dir, arg)) {
 		return nil, false, nil
 	}
@@ -109,6 +111,13 @@ func Resolve(ctx context.Context, dir, arg string, opts Options) (*Result, bool,
 	}
 	if _, ok := cfg.Containers[arg]; !ok {
 		return nil, false, nil
+	}
+	if pick != nil {
+		b, err := pick(cfg)
+		if err != nil {
+			return nil, true, err
+		}
+		opts.Backend = b
 	}
 	if opts.Run == nil && opts.Backend != nil {
 		opts.Run = RunnerFunc(opts.Backend, cfg.Dir)

@@ -86,7 +86,7 @@ func TestResolve(t *testing.T) {
 		{dir, "sub", false}, // an existing directory is a path
 		{t.TempDir(), "c", false},
 	} {
-		r, ok, err := Resolve(context.Background(), tc.from, tc.arg, Options{})
+		r, ok, err := Resolve(context.Background(), tc.from, tc.arg, Options{}, nil)
 		if err != nil || ok != tc.want || (ok && (r.Root == "" || len(r.Layers) == 0)) {
 			t.Errorf("Resolve(%s, %q) = %v, %v, %v; want %v", tc.from, tc.arg, r, ok, err, tc.want)
 		}

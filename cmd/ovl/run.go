@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"ovl/backend"
 	"ovl/build"
 	"ovl/layer"
 	"ovl/runner"
@@ -190,23 +191,9 @@ func runBuildContainer(ctx context.Context, o *runOptions, stderr io.Writer) (ro
 	if err != nil {
 		return "", nil, false, err
 	}
-	file, err := vagga.Find(cwd)
-	if err != nil {
-		return "", nil, false, nil
-	}
-	vc, err := vagga.Load(file)
-	if err != nil {
-		return "", nil, false, err
-	}
-	if _, ok := vc.Containers[o.Root]; !ok {
-		return "", nil, false, nil
-	}
-	b, err := buildBackend(ctx, vc, o.Backend)
-	if err != nil {
-		return "", nil, true, err
-	}
 	p := &buildProgress{w: stderr, quiet: true}
-	r, found, err := build.Resolve(ctx, vc.Dir, o.Root, build.Options{Backend: b, Events: p.event, Output: stderr})
+	pick := func(vc *vagga.Config) (backend.Backend, error) { return buildBackend(ctx, vc, o.Backend) }
+	r, found, err := build.Resolve(ctx, cwd, o.Root, build.Options{Events: p.event, Output: stderr}, pick)
 	if err != nil || !found {
 		return "", nil, found, err
 	}
