@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ovl/internal/userns"
+	"ovl/layer"
 )
 
 // The kernel's overlayfs keeps three xattrs beside whiteouts and opaque
@@ -147,7 +148,7 @@ func nativeBigEndian() bool {
 // the work dir). As in the kernel, an upper without xattrs, or one
 // refusing user.* xattrs on a symlink or special file, is no error.
 func (u *unionFS) setOrigin(path string, origin []byte) error {
-	err := unix.Lsetxattr(path, u.ns.Xattr("origin"), origin, 0)
+	err := unix.Lsetxattr(path, u.ns.Xattr(layer.KeyOrigin), origin, 0)
 	if err == nil || errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) {
 		return nil
 	}
@@ -157,7 +158,7 @@ func (u *unionFS) setOrigin(path string, origin []byte) error {
 // hasOrigin reports whether the upper entry at path carries
 // overlay.origin (with or without a handle): it was copied up.
 func (u *unionFS) hasOrigin(path string) bool {
-	_, err := unix.Lgetxattr(path, u.ns.Xattr("origin"), nil)
+	_, err := unix.Lgetxattr(path, u.ns.Xattr(layer.KeyOrigin), nil)
 	return err == nil
 }
 
@@ -168,7 +169,7 @@ func (u *unionFS) hasOrigin(path string) bool {
 // an ordinary user), is no error, as in the kernel: such an upper has no
 // origins for the mark to announce.
 func (u *unionFS) markImpure(dirfd int) error {
-	name := u.ns.Xattr("impure")
+	name := u.ns.Xattr(layer.KeyImpure)
 	if _, err := unix.Fgetxattr(dirfd, name, nil); err == nil {
 		return nil
 	}
@@ -189,10 +190,10 @@ func (u *unionFS) initUUID() {
 		return
 	}
 	root := u.layers[0].fd
-	if _, err := unix.Fgetxattr(root, u.ns.Xattr("uuid"), nil); err == nil {
+	if _, err := unix.Fgetxattr(root, u.ns.Xattr(layer.KeyUUID), nil); err == nil {
 		return
 	}
-	if _, err := unix.Fgetxattr(root, u.ns.Xattr("impure"), nil); err == nil {
+	if _, err := unix.Fgetxattr(root, u.ns.Xattr(layer.KeyImpure), nil); err == nil {
 		return
 	}
 	var id [16]byte
@@ -202,7 +203,7 @@ func (u *unionFS) initUUID() {
 	}
 	id[6] = id[6]&0x0f | 0x40 // version 4
 	id[8] = id[8]&0x3f | 0x80 // RFC 4122 variant
-	if err := unix.Fsetxattr(root, u.ns.Xattr("uuid"), id[:], 0); err != nil {
+	if err := unix.Fsetxattr(root, u.ns.Xattr(layer.KeyUUID), id[:], 0); err != nil {
 		u.log.Debug("upper uuid: not stored", "upper", u.spec.Upper, "err", err)
 	}
 }
@@ -235,7 +236,7 @@ func (u *unionFS) originIno(dirfd int, name string, mode uint32, up devIno) (ino
 		return 0, false
 	}
 	buf := make([]byte, 256)
-	n, err := unix.Lgetxattr(procPathAt(dirfd, name), u.ns.Xattr("origin"), buf)
+	n, err := unix.Lgetxattr(procPathAt(dirfd, name), u.ns.Xattr(layer.KeyOrigin), buf)
 	if err != nil || n < fhHeaderLen {
 		return 0, false
 	}

@@ -94,7 +94,7 @@ func (d *node) mergedList(firstOnly bool) ([]mergedEntry, error) {
 		// numbers come from their origin (as in the kernel's readdir).
 		impure := false
 		if d.u.isUpper(li) && d.u.origin.handles {
-			_, ierr := unix.Fgetxattr(fd, d.u.ns.Xattr("impure"), nil)
+			_, ierr := unix.Fgetxattr(fd, d.u.ns.Xattr(layer.KeyImpure), nil)
 			impure = ierr == nil
 		}
 		err = readRawDir(fd, func(e rawDirent) {

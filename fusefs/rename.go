@@ -94,15 +94,11 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 	}
 	newLower.closeFds(u)
 
-	oldUp, err := d.dirFd(0)
+	oldUp, newUp, err := upperDirs(d, np)
 	if err != nil {
 		return err
 	}
 	defer oldUp.release()
-	newUp, err := np.dirFd(0)
-	if err != nil {
-		return err
-	}
 	defer newUp.release()
 	if d != np {
 		if err := u.impureFor(newUp.fd, oldUp.fd, name); err != nil {
@@ -200,6 +196,18 @@ func (d *node) dropOCIWhiteout(updir int, name string, hadUpperWhiteout bool) er
 	return nil
 }
 
+// upperDirs opens the upper directories of a rename's source and target
+// parents, both already copied up; the caller releases both.
+func upperDirs(d, np *node) (oldUp, newUp fdRef, err error) {
+	if oldUp, err = d.dirFd(0); err != nil {
+		return oldUp, newUp, err
+	}
+	if newUp, err = np.dirFd(0); err != nil {
+		oldUp.release()
+	}
+	return oldUp, newUp, err
+}
+
 // exchange swaps two names (RENAME_EXCHANGE). Both are copied up first;
 // a directory that exists in a lower layer cannot move (EXDEV); a
 // directory that lands where a lower layer has a directory is made
@@ -226,15 +234,11 @@ func (d *node) exchange(name string, src *layerHit, np *node, newName string, ds
 			return err
 		}
 	}
-	oldUp, err := d.dirFd(0)
+	oldUp, newUp, err := upperDirs(d, np)
 	if err != nil {
 		return err
 	}
 	defer oldUp.release()
-	newUp, err := np.dirFd(0)
-	if err != nil {
-		return err
-	}
 	defer newUp.release()
 	if d != np {
 		if err := u.impureFor(newUp.fd, oldUp.fd, name); err != nil {

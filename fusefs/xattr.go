@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"strings"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -103,29 +102,12 @@ func (u *unionFS) copyXattrs(src, dst string) error {
 // so they never mean anything to a union. Names of the other namespace
 // are ordinary xattrs, as in the kernel.
 
-// privatePrefix is the prefix of the stack's own overlay xattrs.
-func (u *unionFS) privatePrefix() string { return u.ns.Xattr("") }
-
 // realXattr maps a name the user gives to the name stored on disk.
-func (u *unionFS) realXattr(name string) string {
-	if p := u.privatePrefix(); strings.HasPrefix(name, p) {
-		return p + "overlay." + name[len(p):]
-	}
-	return name
-}
+func (u *unionFS) realXattr(name string) string { return u.ns.EscapeXattr(name) }
 
 // userXattr maps a name stored on disk to the name the user sees, or ""
 // for the union's own metadata.
-func (u *unionFS) userXattr(name string) string {
-	p := u.privatePrefix()
-	if !strings.HasPrefix(name, p) {
-		return name
-	}
-	if rest := name[len(p):]; strings.HasPrefix(rest, "overlay.") {
-		return p + rest[len("overlay."):]
-	}
-	return ""
-}
+func (u *unionFS) userXattr(name string) string { return u.ns.UnescapeXattr(name) }
 
 // xattrPath calls fn with a path that reaches the node's visible copy
 // without following a symlink at its end.

@@ -35,6 +35,10 @@ func (n Namespace) Xattr(key string) string { return n.String() + ".overlay." + 
 const (
 	KeyOpaque   = "opaque"
 	KeyWhiteout = "whiteout"
+	KeyOrigin   = "origin"   // the lower file a copied-up file came from (an encoded file handle)
+	KeyImpure   = "impure"   // an upper directory holding copied-up entries or redirects
+	KeyUUID     = "uuid"     // the upper root's identity, for origin handles
+	KeyMetacopy = "metacopy" // a copied-up file whose data is still in the lower
 )
 
 // OCI/AUFS whiteout names.
@@ -55,6 +59,30 @@ func IsOverlayXattr(name string) bool {
 // shows user.overlay.* as an ordinary xattr on a trusted.* stack.
 func (n Namespace) IsOverlayXattr(name string) bool {
 	return strings.HasPrefix(name, n.String()+".overlay.")
+}
+
+// EscapeXattr maps an xattr name a user stores through a mount whose
+// metadata lives in n to the name kept on disk: names in n's overlay
+// prefix get one more "overlay.", so they never mean anything to a union
+// (Linux 6.7+: fs/overlayfs/xattrs.c, ovl_xattr_escape).
+func (n Namespace) EscapeXattr(name string) string {
+	if p := n.Xattr(""); strings.HasPrefix(name, p) {
+		return p + "overlay." + name[len(p):]
+	}
+	return name
+}
+
+// UnescapeXattr maps a name stored on disk to the name a user of the
+// mount sees, or "" for the union's own metadata.
+func (n Namespace) UnescapeXattr(name string) string {
+	p := n.Xattr("")
+	if !strings.HasPrefix(name, p) {
+		return name
+	}
+	if rest := name[len(p):]; strings.HasPrefix(rest, "overlay.") {
+		return p + rest[len("overlay."):]
+	}
+	return ""
 }
 
 // namespaces is ns, or both namespaces when ns is empty: a reader that

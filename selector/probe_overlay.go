@@ -253,9 +253,9 @@ var features = []feature{
 	{probe: ProbeMetacopy, opts: layer.Options{Metacopy: true, RedirectDir: true},
 		inside: func(st *stack) error { return os.Chmod(filepath.Join(st.mnt, "bottom"), 0o600) },
 		after: func(ns layer.Namespace, st *stack) error {
-			_, err := unix.Lgetxattr(filepath.Join(st.upper, "bottom"), ns.Xattr("metacopy"), nil)
+			_, err := unix.Lgetxattr(filepath.Join(st.upper, "bottom"), ns.Xattr(layer.KeyMetacopy), nil)
 			if err != nil {
-				return fmt.Errorf("chmod copied the whole file up (no %s): %w", ns.Xattr("metacopy"), err)
+				return fmt.Errorf("chmod copied the whole file up (no %s): %w", ns.Xattr(layer.KeyMetacopy), err)
 			}
 			return nil
 		}},

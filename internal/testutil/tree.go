@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"ovl/layer"
 )
 
 // TreeListing describes every file under dir, one line each, sorted:
@@ -80,7 +82,7 @@ func xattrText(p string) string {
 	}
 	var parts []string
 	for _, name := range strings.Split(string(buf[:n]), "\x00") {
-		if name == "" || strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") {
+		if name == "" || layer.IsOverlayXattr(name) {
 			continue
 		}
 		v := make([]byte, 64<<10)
