@@ -7,31 +7,28 @@ import (
 	"ovl/fusefs"
 )
 
-// fusePassthroughEnv is the knob fusefs reads at Mount: "0" turns FUSE
-// passthrough off. Passthrough is on by default where the daemon may use
-// it (CAP_SYS_ADMIN in the initial namespace, kernel 6.9+).
-const fusePassthroughEnv = "OVL_FUSE_PASSTHROUGH"
-
-// fuseContestants are ovl's FUSE backend with passthrough as fusefs
-// decides (on where privileged) and with passthrough forced off.
+// fuseContestants are ovl's FUSE backend as it runs by default (the
+// kernel sends no opens; copy-up at a file's first change) and with
+// fusefs.EnvStrictOpen=1 (copy-up at open for writing, as the kernel
+// does, which costs a round trip per open and buys FUSE passthrough).
 func fuseContestants() []*Contestant {
-	on := ovlContestant("ovl fuse", fusefs.NewBackend())
-	on.Note = "FUSE passthrough on where the daemon is privileged (root here, kernel 6.9+)"
-	off := ovlContestant("ovl fuse no-pt", fusefs.NewBackend())
-	off.Note = "FUSE passthrough off (" + fusePassthroughEnv + "=0)"
-	off.Env = []string{fusePassthroughEnv + "=0"}
-	mount := off.mount
-	off.mount = func(ctx context.Context, s Stack) (Mounted, error) {
-		old, had := os.LookupEnv(fusePassthroughEnv)
-		os.Setenv(fusePassthroughEnv, "0")
+	def := ovlContestant("ovl fuse", fusefs.NewBackend())
+	def.Note = "default: no OPEN round trips, copy-up at a file's first change"
+	strict := ovlContestant("ovl fuse strict-open", fusefs.NewBackend())
+	strict.Note = "copy-up at open as the kernel (" + fusefs.EnvStrictOpen + "=1): a round trip per open; FUSE passthrough where the daemon is privileged (root, kernel 6.9+)"
+	strict.Env = []string{fusefs.EnvStrictOpen + "=1"}
+	mount := strict.mount
+	strict.mount = func(ctx context.Context, s Stack) (Mounted, error) {
+		old, had := os.LookupEnv(fusefs.EnvStrictOpen)
+		os.Setenv(fusefs.EnvStrictOpen, "1")
 		defer func() {
 			if had {
-				os.Setenv(fusePassthroughEnv, old)
+				os.Setenv(fusefs.EnvStrictOpen, old)
 			} else {
-				os.Unsetenv(fusePassthroughEnv)
+				os.Unsetenv(fusefs.EnvStrictOpen)
 			}
 		}()
 		return mount(ctx, s)
 	}
-	return []*Contestant{on, off}
+	return []*Contestant{def, strict}
 }

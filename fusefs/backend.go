@@ -73,21 +73,29 @@ func init() { reexec.Register(daemonEntry, daemonMain) }
 type daemonRequest struct {
 	Spec          layer.Spec
 	NoPassthrough bool
-	NoOpen        bool
+	StrictOpen    bool
 }
 
 // Mount starts a daemon (a detached process of this binary, in its own
 // session) that mounts spec and serves it, and returns once the mount is
 // live. The daemon exits when the mount goes away.
 func (b *Backend) Mount(ctx context.Context, spec layer.Spec) (backend.Mount, error) {
-	return mountDaemon(ctx, spec, envOptions())
+	return mountDaemon(ctx, spec, EnvOptions())
 }
 
-// envOptions reads the daemon's tuning knobs from the environment:
-// OVL_FUSE_PASSTHROUGH=0 turns passthrough off, OVL_FUSE_NOOPEN=1 turns
-// Options.NoOpen on.
-func envOptions() Options {
-	return Options{NoPassthrough: os.Getenv("OVL_FUSE_PASSTHROUGH") == "0", NoOpen: os.Getenv("OVL_FUSE_NOOPEN") == "1"}
+// Environment knobs of the daemon (see EnvOptions).
+const (
+	// EnvStrictOpen=1 turns Options.StrictOpen on.
+	EnvStrictOpen = "OVL_FUSE_STRICT_OPEN"
+	// EnvPassthrough=0 turns passthrough off (Options.NoPassthrough).
+	EnvPassthrough = "OVL_FUSE_PASSTHROUGH"
+)
+
+// EnvOptions reads the tuning knobs from the environment (EnvStrictOpen,
+// EnvPassthrough), as Backend.Mount does; for callers that Serve a stack
+// themselves.
+func EnvOptions() Options {
+	return Options{NoPassthrough: os.Getenv(EnvPassthrough) == "0", StrictOpen: os.Getenv(EnvStrictOpen) == "1"}
 }
 
 func mountDaemon(ctx context.Context, spec layer.Spec, opts Options) (backend.Mount, error) {
@@ -97,7 +105,7 @@ func mountDaemon(ctx context.Context, spec layer.Spec, opts Options) (backend.Mo
 	if err := checkFeatures(spec); err != nil {
 		return nil, err
 	}
-	req, err := json.Marshal(daemonRequest{Spec: spec, NoPassthrough: opts.NoPassthrough, NoOpen: opts.NoOpen})
+	req, err := json.Marshal(daemonRequest{Spec: spec, NoPassthrough: opts.NoPassthrough, StrictOpen: opts.StrictOpen})
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +235,7 @@ func daemonMain() {
 	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer stop()
 	signal.Ignore(unix.SIGHUP, unix.SIGPIPE)
-	err := Serve(ctx, req.Spec, Options{NoPassthrough: req.NoPassthrough, NoOpen: req.NoOpen, Ready: func() {
+	err := Serve(ctx, req.Spec, Options{NoPassthrough: req.NoPassthrough, StrictOpen: req.StrictOpen, Ready: func() {
 		report("ok")
 		// Nothing more goes to the caller's terminal once it is detached.
 		if devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0); err == nil {

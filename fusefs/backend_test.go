@@ -113,16 +113,12 @@ func TestMountErrors(t *testing.T) {
 // after it.
 func TestCopyUpCoherentWithOpenReader(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, pt := range []bool{false, true} {
-		name := "passthrough"
-		if !pt {
-			name = "no-passthrough"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, mode := range openModes {
+		t.Run(mode.name, func(t *testing.T) {
 			s := newStack(t, t.TempDir(), 1)
 			writeFiles(t, s.lowers[0], map[string]string{"f": "old-data"})
 			testutil.CleanupMount(t, s.target)
-			m, err := mountDaemon(context.Background(), s.spec(), Options{NoPassthrough: !pt})
+			m, err := mountDaemon(context.Background(), s.spec(), mode.opts)
 			mustDo(t, err)
 			t.Cleanup(func() { m.Unmount() })
 			r, err := os.Open(filepath.Join(s.target, "f"))

@@ -26,9 +26,8 @@ import (
 // and warm, and logs a table. It runs only with OVL_BENCH=1 (it takes a
 // minute, and timings are no assertion); bench/ makes the official
 // figures. fusefs-volatile is a stack with Options.Volatile (no syncs,
-// for throw-away uppers, as fuse-overlayfs never syncs); fusefs-nopt
-// runs without passthrough (as an unprivileged daemon does, and so with
-// FUSE_HANDLE_KILLPRIV_V2); fusefs-noopen runs with Options.NoOpen.
+// for throw-away uppers, as fuse-overlayfs never syncs); fusefs-strict
+// runs with Options.StrictOpen (and so passthrough, as root).
 func TestCompareWithPeers(t *testing.T) {
 	if os.Getenv("OVL_BENCH") != "1" {
 		t.Skip("set OVL_BENCH=1 to compare fusefs with fuse-overlayfs and kernel overlay")
@@ -97,23 +96,15 @@ func TestCompareWithPeers(t *testing.T) {
 		{"fusefs-volatile", func(s *stack) func() {
 			spec := s.spec()
 			spec.Options.Volatile = true
-			m, err := mountDaemon(context.Background(), spec, envOptions())
+			m, err := mountDaemon(context.Background(), spec, EnvOptions())
 			if err != nil {
 				t.Fatal(err)
 			}
 			testutil.CleanupMount(t, s.target)
 			return func() { m.Unmount() }
 		}},
-		{"fusefs-nopt", func(s *stack) func() {
-			m, err := mountDaemon(context.Background(), s.spec(), Options{NoPassthrough: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			testutil.CleanupMount(t, s.target)
-			return func() { m.Unmount() }
-		}},
-		{"fusefs-noopen", func(s *stack) func() {
-			m, err := mountDaemon(context.Background(), s.spec(), Options{NoOpen: true})
+		{"fusefs-strict", func(s *stack) func() {
+			m, err := mountDaemon(context.Background(), s.spec(), Options{StrictOpen: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -203,7 +194,7 @@ func TestCompareWithPeers(t *testing.T) {
 // in-process fusefs mount with request logging, and logs how many
 // requests of each opcode it cost: where a workload's round trips go.
 // It runs only with OVL_BENCH=profile (a diagnostic, not an assertion);
-// OVL_FUSE_PASSTHROUGH=0 profiles the stack without passthrough.
+// OVL_FUSE_STRICT_OPEN=1 and OVL_FUSE_PASSTHROUGH=0 choose the mode.
 func TestOpcodeProfile(t *testing.T) {
 	if os.Getenv("OVL_BENCH") != "profile" {
 		t.Skip("set OVL_BENCH=profile to count fusefs requests per workload")
@@ -242,7 +233,7 @@ func TestOpcodeProfile(t *testing.T) {
 		ready := make(chan struct{})
 		served := make(chan error, 1)
 		go func() {
-			served <- Serve(ctx, s.spec(), Options{Debug: prof == "", NoPassthrough: envOptions().NoPassthrough, Ready: func() { close(ready) }})
+			served <- Serve(ctx, s.spec(), Options{Debug: prof == "", NoPassthrough: EnvOptions().NoPassthrough, StrictOpen: EnvOptions().StrictOpen, Ready: func() { close(ready) }})
 		}()
 		select {
 		case <-ready:

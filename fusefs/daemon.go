@@ -92,8 +92,8 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 	defer u.close()
 	// A stack nobody can write through gains nothing from seeing opens:
 	// skip their round trips.
-	u.noOpen = opts.NoOpen || !u.writable
-	u.passthrough = !opts.NoOpen && !opts.NoPassthrough && passthroughAllowed()
+	u.noOpen = !opts.StrictOpen || !u.writable
+	u.passthrough = !u.noOpen && !opts.NoPassthrough && passthroughAllowed()
 	root, err := newRoot(u)
 	if err != nil {
 		return err
@@ -110,7 +110,10 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 		DirectMount:              true,
 		EnableSymlinkCaching:     true,
 		ExplicitDataCacheControl: true,
-		Debug:                    opts.Debug,
+		// Reads reply from memory (node.Read): without this go-fuse
+		// would first try, and fail, to splice each reply.
+		DisableSplice: true,
+		Debug:         opts.Debug,
 	}
 	if u.writable && !u.passthrough {
 		// The union drops set-id bits on write, truncate and chown

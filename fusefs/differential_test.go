@@ -37,6 +37,7 @@ const (
 	diffStressOps     = 60
 	diffMaxFail       = 3 // failed seeds to report before stopping, by default
 	diffEntry         = "fusefs-differential"
+	diffEntryStrict   = "fusefs-differential-strict"
 	envDiffSeed       = "OVL_DIFF_SEED"
 	envDiffFirst      = "OVL_DIFF_FIRST"
 	envDiffOps        = "OVL_DIFF_OPS"
@@ -52,9 +53,14 @@ func TestMain(m *testing.M) {
 
 func init() {
 	difftest.RegisterEntry(diffEntry, diffMounters)
+	difftest.RegisterEntry(diffEntryStrict, func() (difftest.Mounter, difftest.Mounter) {
+		os.Setenv(EnvStrictOpen, "1") // the unprivileged child's own environment
+		return diffMounters()
+	})
 }
 
-// diffMounters returns the oracle and the filesystem under test.
+// diffMounters returns the oracle and the filesystem under test (whose
+// mode envOptions reads at each mount).
 func diffMounters() (difftest.Mounter, difftest.Mounter) {
 	return difftest.FromBackend(native.New()), difftest.FromBackend(NewBackend())
 }
@@ -130,69 +136,87 @@ func planDiff(t *testing.T) diffPlan {
 	return p
 }
 
-func diffConfig(t *testing.T, p diffPlan, dir string, ns layer.Namespace) difftest.Config {
+// diffConfig is the run's configuration; strict is for a subject with
+// Options.StrictOpen, which copies up at open as the kernel does.
+func diffConfig(t *testing.T, p diffPlan, dir string, ns layer.Namespace, strict bool) difftest.Config {
 	return difftest.Config{
-		Dir:       dir,
-		Namespace: ns,
-		Ops:       p.ops,
-		Replay:    fmt.Sprintf("%s=%d go test ./fusefs -run '%s' -seed %%d", envDiffOps, p.ops, t.Name()),
-		Keep:      os.Getenv(envDiffKeep) == "1",
+		Dir:                 dir,
+		Namespace:           ns,
+		Ops:                 p.ops,
+		Replay:              fmt.Sprintf("%s=%d go test ./fusefs -run '^%s$' -seed %%d", envDiffOps, p.ops, t.Name()),
+		Keep:                os.Getenv(envDiffKeep) == "1",
+		CopyUpAtFirstChange: !strict,
 	}
 }
 
 // TestDifferential compares fusefs with kernel overlayfs over many random
 // operation sequences: as root, on read-only stacks (no upper), and as an
 // ordinary user (both mounts then in a user namespace, overlay metadata
-// in user.overlay.*).
+// in user.overlay.*); writable stacks in both of fusefs's modes: the
+// default (copy-up at a file's first change) and StrictOpen (copy-up at
+// open for writing, as the kernel).
 func TestDifferential(t *testing.T) {
-	t.Run("root", func(t *testing.T) {
-		testutil.RequireRoot(t)
-		p := planDiff(t)
-		dir := t.TempDir()
-		if os.Getenv(envDiffKeep) == "1" {
-			dir = keepDir(t)
+	for _, strict := range []bool{false, true} {
+		suffix := ""
+		if strict {
+			suffix = "-strict-open"
 		}
-		cfg := diffConfig(t, p, dir, layer.Trusted)
-		oracle, subject := diffMounters()
-		start := time.Now()
-		errs := difftest.RunSeeds(context.Background(), cfg, p.seeds, oracle, subject, p.maxFail)
-		for _, err := range errs {
-			t.Error(err)
-		}
-		logDiffRun(t, p, errs, time.Since(start))
-	})
+		t.Run("root"+suffix, func(t *testing.T) {
+			testutil.RequireRoot(t)
+			if strict {
+				t.Setenv(EnvStrictOpen, "1")
+			}
+			p := planDiff(t)
+			dir := t.TempDir()
+			if os.Getenv(envDiffKeep) == "1" {
+				dir = keepDir(t)
+			}
+			cfg := diffConfig(t, p, dir, layer.Trusted, strict)
+			oracle, subject := diffMounters()
+			start := time.Now()
+			errs := difftest.RunSeeds(context.Background(), cfg, p.seeds, oracle, subject, p.maxFail)
+			for _, err := range errs {
+				t.Error(err)
+			}
+			logDiffRun(t, p, errs, time.Since(start))
+		})
+		t.Run("nobody"+suffix, func(t *testing.T) {
+			if !testutil.InNobodyChild() {
+				testutil.RunAsNobody(t, planDiff(t).env...)
+				return
+			}
+			p := planDiff(t)
+			dir := testutil.SharedDir(t)
+			if os.Getenv(envDiffKeep) == "1" {
+				dir = keepDir(t)
+			}
+			entry := diffEntry
+			if strict {
+				entry = diffEntryStrict
+			}
+			cfg := diffConfig(t, p, dir, layer.User, strict)
+			start := time.Now()
+			errs, err := difftest.RunInUserNamespace(context.Background(), entry, cfg, p.seeds, p.maxFail)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, err := range errs {
+				t.Error(err)
+			}
+			logDiffRun(t, p, errs, time.Since(start))
+		})
+	}
 	t.Run("readonly", func(t *testing.T) {
 		testutil.RequireRoot(t)
 		p := planDiff(t)
 		if len(p.seeds) > diffReadOnlySeeds {
 			p.seeds = p.seeds[:diffReadOnlySeeds]
 		}
-		cfg := diffConfig(t, p, t.TempDir(), layer.Trusted)
+		cfg := diffConfig(t, p, t.TempDir(), layer.Trusted, false)
 		cfg.ReadOnly = true
 		oracle, subject := diffMounters()
 		start := time.Now()
 		errs := difftest.RunSeeds(context.Background(), cfg, p.seeds, oracle, subject, p.maxFail)
-		for _, err := range errs {
-			t.Error(err)
-		}
-		logDiffRun(t, p, errs, time.Since(start))
-	})
-	t.Run("nobody", func(t *testing.T) {
-		if !testutil.InNobodyChild() {
-			testutil.RunAsNobody(t, planDiff(t).env...)
-			return
-		}
-		p := planDiff(t)
-		dir := testutil.SharedDir(t)
-		if os.Getenv(envDiffKeep) == "1" {
-			dir = keepDir(t)
-		}
-		cfg := diffConfig(t, p, dir, layer.User)
-		start := time.Now()
-		errs, err := difftest.RunInUserNamespace(context.Background(), diffEntry, cfg, p.seeds, p.maxFail)
-		if err != nil {
-			t.Fatal(err)
-		}
 		for _, err := range errs {
 			t.Error(err)
 		}

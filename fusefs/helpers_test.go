@@ -91,3 +91,15 @@ func must[T any](v T, err error) T {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// openModes are the ways a writable stack runs: by default (the kernel
+// sends no opens), and with Options.StrictOpen, with and without
+// passthrough (which needs opens, root and kernel 6.9+).
+var openModes = []struct {
+	name string
+	opts Options
+}{
+	{"default", Options{}},
+	{"strict-open", Options{StrictOpen: true, NoPassthrough: true}},
+	{"strict-open+passthrough", Options{StrictOpen: true}},
+}

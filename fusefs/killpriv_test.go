@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,8 +22,8 @@ func TestPrivilegesDroppedOnChange(t *testing.T) {
 		t.Skip("setcap not found (package libcap2-bin)")
 	}
 	testutil.RequireRoot(t)
-	for _, pt := range []bool{true, false} {
-		t.Run(fmt.Sprintf("passthrough=%v", pt), func(t *testing.T) { testPrivilegesDropped(t, Options{NoPassthrough: !pt}) })
+	for _, mode := range openModes {
+		t.Run(mode.name, func(t *testing.T) { testPrivilegesDropped(t, mode.opts) })
 	}
 }
 

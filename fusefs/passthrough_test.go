@@ -14,22 +14,24 @@ import (
 	"ovl/internal/testutil"
 )
 
-// TestPassthrough checks that with passthrough the kernel reads an upper
-// file itself, without the daemon reading it (its read byte count does
-// not grow), and that without passthrough the daemon serves the data.
+// TestPassthrough checks that with passthrough (a StrictOpen stack) the
+// kernel reads an upper file itself, without the daemon reading it (its
+// read byte count does not grow), and that without passthrough, and on a
+// stack that sees no opens, the daemon serves the data.
 func TestPassthrough(t *testing.T) {
 	testutil.RequireRoot(t)
 	if !passthroughAllowed() {
 		t.Skip("FUSE passthrough needs kernel 6.9+ and CAP_SYS_ADMIN in the initial namespace")
 	}
 	const size = 32 << 20
-	for _, pt := range []bool{true, false} {
-		t.Run(fmt.Sprintf("passthrough=%v", pt), func(t *testing.T) {
+	for _, mode := range openModes {
+		pt := mode.opts.StrictOpen && !mode.opts.NoPassthrough
+		t.Run(mode.name, func(t *testing.T) {
 			s := newStack(t, t.TempDir(), 1)
 			data := strings.Repeat("0123456789abcdef", size/16)
 			mustDo(t, os.WriteFile(filepath.Join(s.upper, "big"), []byte(data), 0o644))
 			testutil.CleanupMount(t, s.target)
-			m, err := mountDaemon(context.Background(), s.spec(), Options{NoPassthrough: !pt})
+			m, err := mountDaemon(context.Background(), s.spec(), mode.opts)
 			mustDo(t, err)
 			t.Cleanup(func() { m.Unmount() })
 			pid := m.(*daemonMount).Pid()

@@ -169,7 +169,7 @@ func dropinRun(ctx context.Context, args []string) error {
 	if o.foreground {
 		ctx, stop := signal.NotifyContext(ctx, unix.SIGINT, unix.SIGTERM)
 		defer stop()
-		return fusefs.Serve(ctx, o.spec, fusefs.Options{})
+		return fusefs.Serve(ctx, o.spec, fusefs.EnvOptions())
 	}
 	if _, err := fusefs.NewBackend().Mount(ctx, o.spec); err != nil {
 		return err

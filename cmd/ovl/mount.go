@@ -63,7 +63,15 @@ and '\,' escapes; '-o lowerdir+=DIR' adds one layer.
 Undo it with 'ovl umount TARGET'. With --foreground, ovl stays running
 instead, serving a FUSE stack itself, and unmounts when interrupted (or when
 the mount goes away); with the copy backend that is also when changes in
-TARGET are written back to the upper directory.`,
+TARGET are written back to the upper directory.
+
+The fuse backend behaves as kernel overlayfs with one difference, which
+saves a round trip to its daemon on every open: a lower file is copied up
+at its first change (write, truncate, chmod, ...), not when it is opened
+for writing, so an open for writing that changes nothing leaves the layers
+alone. OVL_FUSE_STRICT_OPEN=1 copies up at open as the kernel does (and
+lets a root daemon use FUSE passthrough); OVL_FUSE_PASSTHROUGH=0 turns
+passthrough off.`,
 		Example: `  ovl mount --lower /layers/app:/layers/base --upper /tmp/u --work /tmp/w /mnt/root
   ovl mount --lower '/data/v1:2024' --lower /data/base --read-only /mnt/view
   ovl mount -o lowerdir=/l/app:/l/base,upperdir=/tmp/u,workdir=/tmp/w,volatile /mnt/root
@@ -153,7 +161,9 @@ func mountForeground(ctx context.Context, b backend.Backend, spec layer.Spec, an
 	defer stop()
 	if b.Name() == backend.FUSE {
 		var announceErr error
-		err := fusefs.Serve(ctx, spec, fusefs.Options{Ready: func() { announceErr = announce() }})
+		opts := fusefs.EnvOptions()
+		opts.Ready = func() { announceErr = announce() }
+		err := fusefs.Serve(ctx, spec, opts)
 		if err != nil {
 			return fmt.Errorf("serve %s with the fuse backend: %w", spec.Target, err)
 		}

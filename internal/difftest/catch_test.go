@@ -158,3 +158,27 @@ func TestMountErrorStopsRun(t *testing.T) {
 		t.Errorf("left behind in %s: %v", cfg.Dir, entries)
 	}
 }
+
+// TestWriteAfterWriteOpens: every open for writing, and every create, is
+// followed by a write to the same file, read-only opens are not, and the
+// operations keep their order and are numbered afresh.
+func TestWriteAfterWriteOpens(t *testing.T) {
+	in := []Op{
+		{Kind: OpOpen, Path: "r", Slot: 1, Flags: unix.O_RDONLY},
+		{Kind: OpOpen, Path: "w", Slot: 2, Flags: unix.O_WRONLY | unix.O_APPEND},
+		{Kind: OpCreate, Path: "c", Flags: unix.O_TRUNC},
+		{Kind: OpStat, Path: "w"},
+	}
+	got := WriteAfterWriteOpens(in)
+	want := []Op{
+		{Kind: OpOpen, Path: "r", Slot: 1, Flags: unix.O_RDONLY, Index: 0},
+		{Kind: OpOpen, Path: "w", Slot: 2, Flags: unix.O_WRONLY | unix.O_APPEND, Index: 1},
+		{Kind: OpFdWrite, Slot: 2, Len: 1, Index: 2},
+		{Kind: OpCreate, Path: "c", Flags: unix.O_TRUNC, Index: 3},
+		{Kind: OpWrite, Path: "c", Len: 1, Index: 4},
+		{Kind: OpStat, Path: "w", Index: 5},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got\n%v\nwant\n%v", got, want)
+	}
+}

@@ -36,6 +36,12 @@ type Config struct {
 	// ReadOnly mounts the stacks without an upper: every change must
 	// fail the same way (EROFS), and there is no crossed mount.
 	ReadOnly bool
+	// CopyUpAtFirstChange is for a subject that copies a lower file up
+	// at its first change rather than when it is opened for writing, as
+	// the kernel does (fusefs without StrictOpen): every open for
+	// writing is followed by a write through it, so the sequences never
+	// look into the window where the two differ by design.
+	CopyUpAtFirstChange bool
 }
 
 // ErrDiverged is wrapped by every *Failure, for errors.Is.
@@ -138,6 +144,9 @@ func (r *run) do(ctx context.Context, dir string, seed int64, m1, m2 Mounter) er
 		return err
 	}
 	ops := Generate(seed, r.cfg.Ops)
+	if r.cfg.CopyUpAtFirstChange {
+		ops = WriteAfterWriteOpens(ops)
+	}
 	r.userSet = map[string]bool{}
 	for _, op := range ops {
 		if op.Kind == OpSetxattr {

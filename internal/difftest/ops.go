@@ -243,6 +243,25 @@ func Generate(seed int64, n int) []Op {
 	return ops
 }
 
+// WriteAfterWriteOpens returns ops with a one-byte write right after
+// each open for writing: through the descriptor after an open, by name
+// after a create (which opens an existing file for writing too)
+// (Config.CopyUpAtFirstChange).
+func WriteAfterWriteOpens(ops []Op) []Op {
+	out := make([]Op, 0, len(ops))
+	for _, op := range ops {
+		op.Index = len(out)
+		out = append(out, op)
+		switch {
+		case op.Kind == OpOpen && op.Flags&unix.O_ACCMODE != unix.O_RDONLY:
+			out = append(out, Op{Kind: OpFdWrite, Seed: op.Seed, Index: len(out), Slot: op.Slot, Off: 0, Len: 1})
+		case op.Kind == OpCreate:
+			out = append(out, Op{Kind: OpWrite, Seed: op.Seed, Index: len(out), Path: op.Path, Off: 0, Len: 1})
+		}
+	}
+	return out
+}
+
 func (g *generator) op(k OpKind) Op {
 	r := g.r
 	switch k {
