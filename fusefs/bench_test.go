@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime/pprof"
 	"sort"
 	"strings"
@@ -28,6 +29,7 @@ import (
 // figures. fusefs-volatile is a stack with Options.Volatile (no syncs,
 // for throw-away uppers, as fuse-overlayfs never syncs); fusefs-strict
 // runs with Options.StrictOpen (and so passthrough, as root).
+// OVL_BENCH_WORKLOADS, a regexp, picks workloads by name.
 func TestCompareWithPeers(t *testing.T) {
 	if os.Getenv("OVL_BENCH") != "1" {
 		t.Skip("set OVL_BENCH=1 to compare fusefs with fuse-overlayfs and kernel overlay")
@@ -135,7 +137,11 @@ func TestCompareWithPeers(t *testing.T) {
 	}
 	const rounds, writeRounds = 5, 3
 	times := map[string][]time.Duration{}
+	only := regexp.MustCompile(os.Getenv("OVL_BENCH_WORKLOADS")) // e.g. 'append|untar'
 	for _, w := range workloads {
+		if !only.MatchString(w.name) {
+			continue
+		}
 		for round := 0; round <= rounds; round++ {
 			if w.writes && (round == 0 || round > writeRounds) {
 				continue // nothing to warm: each round starts afresh
