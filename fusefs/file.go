@@ -136,7 +136,9 @@ func (n *node) newHandleWith(open func() (int, error)) (fs.FileHandle, uint32, s
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.u.isUpper(n.layers[0]) && n.cachedOpens == 0 {
+	// Not for a lower hard link copied up (a node with a twin): the
+	// daemon must see its writes to tell the twin.
+	if n.u.isUpper(n.layers[0]) && n.cachedOpens == 0 && n.upperID == (devIno{}) && n.twin.Load() == nil {
 		if fd, err := open(); err == nil {
 			return &fileHandle{backing: fd}, 0, 0
 		}
@@ -213,6 +215,7 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 	}
 	defer done()
 	m, err := unix.Pwrite(fd, data, off)
+	n.notifyTwin()
 	if err != nil {
 		return uint32(max(m, 0)), toErrno(err)
 	}
@@ -254,7 +257,9 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off, size uint64, 
 		return toErrno(err)
 	}
 	defer done()
-	return toErrno(unix.Fallocate(fd, mode, int64(off), int64(size)))
+	err = unix.Fallocate(fd, mode, int64(off), int64(size))
+	n.notifyTwin()
+	return toErrno(err)
 }
 
 var _ = (fs.NodeSetattrer)((*node)(nil))
@@ -335,6 +340,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if err != nil {
 		return toErrno(err)
 	}
+	n.notifyTwin()
 	out.SetTimeout(cacheTimeout)
 	return n.Getattr(ctx, f, out)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -62,6 +63,26 @@ type node struct {
 	// through this node, which then lives on under a new number (see
 	// unionFS.renumbered); zero otherwise. Set under io and mu by copy-up.
 	upperID devIno
+
+	// twin is the other node of the same upper file, when a lower hard
+	// link was copied up through this one (or it is that one): the
+	// kernel sees two inodes, so a change through one must drop what
+	// it caches of the other. Nil otherwise.
+	twin atomic.Pointer[node]
+}
+
+// linkTwins records that a and b are one upper file (node.twin).
+func linkTwins(a, b *node) {
+	a.twin.Store(b)
+	b.twin.Store(a)
+}
+
+// notifyTwin makes the kernel forget the attributes and cached data of
+// n's twin after a change through n.
+func (n *node) notifyTwin() {
+	if t := n.twin.Load(); t != nil {
+		t.notifyAttr()
+	}
 }
 
 func newNode(u *unionFS, ino uint64, isDir bool, layers []int) *node {

@@ -252,6 +252,11 @@ func (d *node) newChild(ctx context.Context, h *layerHit) *fs.Inode {
 	n.gen = id.Gen
 	n.dirFds, n.opacity = h.dirFds, h.opacity
 	d.u.known.Store(id, n)
+	if h.kind != hitDir && d.u.isUpper(h.layers[0]) {
+		if v, ok := d.u.renumbered.Load(devIno{h.st.Dev, h.st.Ino}); ok {
+			linkTwins(n, v.(*node))
+		}
+	}
 	return d.NewInode(ctx, n, id)
 }
 
