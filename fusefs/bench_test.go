@@ -35,15 +35,7 @@ func TestCompareWithPeers(t *testing.T) {
 		t.Skip("set OVL_BENCH=1 to compare fusefs with fuse-overlayfs and kernel overlay")
 	}
 	testutil.RequireRoot(t)
-	src := os.Getenv("OVL_BENCH_TREE")
-	if src == "" {
-		src = "/usr/local/go"
-	}
-	dir := t.TempDir()
-	lower := filepath.Join(dir, "lower")
-	if out, err := exec.Command("cp", "-a", src, lower).CombinedOutput(); err != nil {
-		t.Fatalf("copy %s: %v: %s", src, err, out)
-	}
+	dir, lower := benchLower(t, "/usr/local/go")
 	// A big file for the streaming read, and a tarball and a file list
 	// for the writing workloads.
 	bigf, err := os.Create(filepath.Join(lower, "big.bin"))
@@ -196,6 +188,22 @@ func TestCompareWithPeers(t *testing.T) {
 	}
 }
 
+// benchLower copies OVL_BENCH_TREE (else tree) to DIR/lower, DIR being a
+// fresh temporary directory, and returns both.
+func benchLower(t *testing.T, tree string) (dir, lower string) {
+	t.Helper()
+	src := os.Getenv("OVL_BENCH_TREE")
+	if src == "" {
+		src = tree
+	}
+	dir = t.TempDir()
+	lower = filepath.Join(dir, "lower")
+	if out, err := exec.Command("cp", "-a", src, lower).CombinedOutput(); err != nil {
+		t.Fatalf("copy %s: %v: %s", src, err, out)
+	}
+	return dir, lower
+}
+
 // TestOpcodeProfile runs each workload of TestCompareWithPeers once on an
 // in-process fusefs mount with request logging, and logs how many
 // requests of each opcode it cost: where a workload's round trips go.
@@ -206,15 +214,7 @@ func TestOpcodeProfile(t *testing.T) {
 		t.Skip("set OVL_BENCH=profile to count fusefs requests per workload")
 	}
 	testutil.RequireRoot(t)
-	src := os.Getenv("OVL_BENCH_TREE")
-	if src == "" {
-		src = "/usr/local/go/src/net"
-	}
-	dir := t.TempDir()
-	lower := filepath.Join(dir, "lower")
-	if out, err := exec.Command("cp", "-a", src, lower).CombinedOutput(); err != nil {
-		t.Fatalf("copy %s: %v: %s", src, err, out)
-	}
+	dir, lower := benchLower(t, "/usr/local/go/src/net")
 	tarball := filepath.Join(dir, "src.tar")
 	if out, err := exec.Command("tar", "-cf", tarball, "-C", lower, ".").CombinedOutput(); err != nil {
 		t.Fatalf("tar: %v: %s", err, out)

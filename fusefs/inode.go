@@ -291,6 +291,9 @@ func (n *node) OnForget() {
 	if !n.isDir {
 		n.u.known.CompareAndDelete(fs.StableAttr{Mode: n.Mode(), Ino: n.ino, Gen: n.gen}, n)
 	}
+	if t := n.twin.Swap(nil); t != nil {
+		t.twin.CompareAndSwap(n, nil) // the other is a file of its own again
+	}
 	n.mu.Lock()
 	if n.upperID != (devIno{}) {
 		n.u.renumbered.CompareAndDelete(n.upperID, n)
