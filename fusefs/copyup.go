@@ -117,82 +117,50 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumb
 
 	// 5. Create the copy in the work dir. From here on, one undo removes
 	// it on every failure.
-	tmp := u.tmpName()
-	created := false
-	defer func() {
-		if err != nil && created {
-			flags := 0
-			if typ == unix.S_IFDIR {
-				flags = unix.AT_REMOVEDIR
-			}
-			if uerr := unix.Unlinkat(u.workFd, tmp, flags); uerr != nil && !errors.Is(uerr, unix.ENOENT) {
-				u.log.Warn("undo copy-up: scratch copy left in the work dir (removed at next mount)", "name", tmp, "err", uerr)
-			}
-		}
-	}()
-	switch typ {
-	case unix.S_IFREG:
-		created = true
-		if err := copyFileData(srcDir.fd, name, u.workFd, tmp, truncate, !u.volatile); err != nil {
-			return err
-		}
-	case unix.S_IFDIR:
-		if err := unix.Mkdirat(u.workFd, tmp, 0o700); err != nil {
-			return err
-		}
-		created = true
-	case unix.S_IFLNK:
-		target, err := readlinkAt(srcDir.fd, name)
-		if err != nil {
-			return err
-		}
-		if err := unix.Symlinkat(target, u.workFd, tmp); err != nil {
-			return err
-		}
-		created = true
-	default:
-		if err := unix.Mknodat(u.workFd, tmp, st.Mode, int(st.Rdev)); err != nil {
-			return err
-		}
-		created = true
+	sc, err := u.newScratch(typ, srcDir.fd, name, &st, truncate)
+	if err != nil {
+		return err
 	}
+	published := false
+	defer func() { sc.close(!published) }()
 
 	// 6. Owner first: chown(2) drops set-id bits and file capabilities
 	// (security.capability), which the mode and xattrs below put back.
-	if err := unix.Fchownat(u.workFd, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EINVAL) {
+	if err := sc.chown(int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EINVAL) {
 		return err
 	}
 	// Extended attributes, except the overlay's own.
-	if err := u.copyXattrs(procPathAt(srcDir.fd, name), procPathAt(u.workFd, tmp)); err != nil {
+	if err := u.copyXattrs(procPathAt(srcDir.fd, name), sc.setXattr); err != nil {
 		return err
 	}
 	if origin != nil {
-		if err := u.setOrigin(procPathAt(u.workFd, tmp), origin); err != nil {
+		if err := u.setOrigin(sc.setXattr, origin); err != nil {
 			return err
 		}
 	}
 
 	// 7. Mode (the chown above cleared set-id bits), then times last.
 	if typ != unix.S_IFLNK {
-		if err := unix.Fchmodat(u.workFd, tmp, st.Mode&0o7777, 0); err != nil {
+		if err := sc.chmod(st.Mode & 0o7777); err != nil {
 			return err
 		}
 	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}
-	if err := unix.UtimesNanoAt(u.workFd, tmp, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := sc.utimes(ts); err != nil {
 		return err
 	}
 
-	// 8. Rename into place: the one step that makes the copy visible.
-	// The parent's times are put back afterwards, and a directory's own
-	// (its ".." changed): a copy-up is not a change the user made.
-	// Linux: fs/overlayfs/copy_up.c:ovl_copy_up_one restores pstat.
+	// 8. Link or rename into place: the one step that makes the copy
+	// visible. The parent's times are put back afterwards, and a
+	// directory's own (its ".." changed): a copy-up is not a change the
+	// user made. Linux: fs/overlayfs/copy_up.c:ovl_copy_up_one restores
+	// pstat.
 	var pst unix.Stat_t
 	perr := unix.Fstat(upDir.fd, &pst)
-	if err := unix.Renameat2(u.workFd, tmp, upDir.fd, name, unix.RENAME_NOREPLACE); err != nil {
+	if err := sc.publish(upDir.fd, name); err != nil {
 		return err
 	}
-	created = false
+	published = true
 	if typ == unix.S_IFDIR {
 		unix.UtimesNanoAt(upDir.fd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
 	}
@@ -249,15 +217,117 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumb
 	return nil
 }
 
-// copyFileData copies regular file name of srcDir to a new file dst of
-// dstDir, with copy_file_range (reflinks where the filesystem has them),
-// and syncs it when sync is set.
-func copyFileData(srcDir int, name string, dstDir int, dst string, skipData, sync bool) error {
-	out, err := unix.Openat(dstDir, dst, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return err
+// scratch is a copy being built in the work dir. A regular file is an
+// unnamed O_TMPFILE, linked into place when done, as the kernel's
+// ovl_copy_up_tmpfile does: a crash leaves nothing behind, and its fsync
+// need not write the work dir's entry too (one disk write less per
+// copy-up). Anything else, and a regular file where O_TMPFILE is
+// refused, is a named entry renamed into place.
+type scratch struct {
+	u    *unionFS
+	fd   int    // the regular file's descriptor, or -1
+	name string // the entry in the work dir, or "" for an O_TMPFILE
+	dir  bool
+}
+
+// newScratch creates the copy of src (name in srcDir, of type typ) in
+// the work dir: a regular file with its data (unless skipData), synced
+// unless the stack is volatile; an empty directory; the symlink; the
+// device node, fifo or socket.
+func (u *unionFS) newScratch(typ uint32, srcDir int, name string, st *unix.Stat_t, skipData bool) (sc *scratch, err error) {
+	sc = &scratch{u: u, fd: -1, dir: typ == unix.S_IFDIR}
+	if typ == unix.S_IFREG {
+		sc.fd, err = unix.Openat(u.workFd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
+			sc.name = u.tmpName()
+			sc.fd, err = unix.Openat(u.workFd, sc.name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := copyFileData(srcDir, name, sc.fd, skipData, !u.volatile); err != nil {
+			sc.close(true)
+			return nil, err
+		}
+		return sc, nil
 	}
-	defer unix.Close(out)
+	sc.name = u.tmpName()
+	switch typ {
+	case unix.S_IFDIR:
+		err = unix.Mkdirat(u.workFd, sc.name, 0o700)
+	case unix.S_IFLNK:
+		var target string
+		if target, err = readlinkAt(srcDir, name); err == nil {
+			err = unix.Symlinkat(target, u.workFd, sc.name)
+		}
+	default:
+		err = unix.Mknodat(u.workFd, sc.name, st.Mode, int(st.Rdev))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return sc, nil
+}
+
+func (sc *scratch) chown(uid, gid int) error {
+	if sc.fd >= 0 {
+		return unix.Fchown(sc.fd, uid, gid)
+	}
+	return unix.Fchownat(sc.u.workFd, sc.name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func (sc *scratch) setXattr(name string, val []byte) error {
+	if sc.fd >= 0 {
+		return unix.Fsetxattr(sc.fd, name, val, 0)
+	}
+	return unix.Lsetxattr(procPathAt(sc.u.workFd, sc.name), name, val, 0)
+}
+
+func (sc *scratch) chmod(mode uint32) error {
+	if sc.fd >= 0 {
+		return unix.Fchmod(sc.fd, mode)
+	}
+	return unix.Fchmodat(sc.u.workFd, sc.name, mode, 0)
+}
+
+func (sc *scratch) utimes(ts []unix.Timespec) error {
+	if sc.fd >= 0 {
+		return unix.UtimesNanoAt(unix.AT_FDCWD, procPath(sc.fd), ts, 0)
+	}
+	return unix.UtimesNanoAt(sc.u.workFd, sc.name, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// publish gives the copy its name in the upper directory dirfd, failing
+// if the name is taken.
+func (sc *scratch) publish(dirfd int, name string) error {
+	if sc.name == "" {
+		return unix.Linkat(unix.AT_FDCWD, procPath(sc.fd), dirfd, name, unix.AT_SYMLINK_FOLLOW)
+	}
+	return unix.Renameat2(sc.u.workFd, sc.name, dirfd, name, unix.RENAME_NOREPLACE)
+}
+
+// close releases the descriptor and, with discard, removes a named copy
+// from the work dir (an O_TMPFILE goes with its descriptor).
+func (sc *scratch) close(discard bool) {
+	if sc.fd >= 0 {
+		unix.Close(sc.fd)
+	}
+	if !discard || sc.name == "" {
+		return
+	}
+	flags := 0
+	if sc.dir {
+		flags = unix.AT_REMOVEDIR
+	}
+	if err := unix.Unlinkat(sc.u.workFd, sc.name, flags); err != nil && !errors.Is(err, unix.ENOENT) {
+		sc.u.log.Warn("undo copy-up: scratch copy left in the work dir (removed at next mount)", "name", sc.name, "err", err)
+	}
+}
+
+// copyFileData copies regular file name of srcDir into out, with
+// copy_file_range (reflinks where the filesystem has them), and syncs
+// it when sync is set.
+func copyFileData(srcDir int, name string, out int, skipData, sync bool) error {
 	if skipData {
 		return nil
 	}

@@ -1,8 +1,10 @@
 package fusefs
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -39,18 +41,24 @@ func TestKillDuringCopyUp(t *testing.T) {
 		}
 		done <- err
 	}()
-	// Wait until the copy is under way: a scratch file in the work dir
-	// that has data but is not complete.
+	// Wait until the copy is under way: the daemon holds a scratch file
+	// of the work dir (an O_TMPFILE: "work/ovl-fuse/#N (deleted)") that
+	// has data but is not complete.
 	work := filepath.Join(s.work, workSubdir)
+	fds := fmt.Sprintf("/proc/%d/fd", pid)
 	for started := false; !started; {
 		select {
 		case err := <-done:
 			t.Fatalf("the copy-up finished (%v) before the daemon could be killed", err)
 		default:
 		}
-		ents, _ := os.ReadDir(work)
+		ents, _ := os.ReadDir(fds)
 		for _, e := range ents {
-			if fi, err := e.Info(); err == nil && fi.Size() > 0 && fi.Size() < size {
+			p := filepath.Join(fds, e.Name())
+			if dst, err := os.Readlink(p); err != nil || !strings.HasPrefix(dst, work+"/") {
+				continue
+			}
+			if fi, err := os.Stat(p); err == nil && fi.Size() > 0 && fi.Size() < size {
 				started = true
 			}
 		}

@@ -144,11 +144,11 @@ func nativeBigEndian() bool {
 	return b[0] == 0
 }
 
-// setOrigin stores origin on path, which is not yet visible (the copy in
+// setOrigin stores origin with set, on a copy not yet visible (in
 // the work dir). As in the kernel, an upper without xattrs, or one
 // refusing user.* xattrs on a symlink or special file, is no error.
-func (u *unionFS) setOrigin(path string, origin []byte) error {
-	err := unix.Lsetxattr(path, u.ns.Xattr(layer.KeyOrigin), origin, 0)
+func (u *unionFS) setOrigin(set func(name string, val []byte) error, origin []byte) error {
+	err := set(u.ns.Xattr(layer.KeyOrigin), origin)
 	if err == nil || errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) {
 		return nil
 	}

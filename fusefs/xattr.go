@@ -63,11 +63,12 @@ func getXattr(path, name string) ([]byte, error) {
 	}
 }
 
-// copyXattrs copies every xattr of src to dst except the overlay's own.
+// copyXattrs copies every xattr of src to the copy set writes to, except
+// the overlay's own.
 // An xattr the destination refuses outside the user namespace
 // (security.*, trusted.* for an unprivileged daemon) is skipped, as the
 // kernel does; a refused user.* xattr fails the copy.
-func (u *unionFS) copyXattrs(src, dst string) error {
+func (u *unionFS) copyXattrs(src string, set func(name string, val []byte) error) error {
 	names, err := listXattrs(src)
 	if err != nil {
 		return err
@@ -83,7 +84,7 @@ func (u *unionFS) copyXattrs(src, dst string) error {
 		if err != nil {
 			return err
 		}
-		if err := unix.Lsetxattr(dst, name, val, 0); err != nil {
+		if err := set(name, val); err != nil {
 			if len(name) > 5 && name[:5] == "user." {
 				return err
 			}
