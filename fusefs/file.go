@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"io"
 	"sync/atomic"
 	"syscall"
 
@@ -200,7 +201,13 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 
 var _ = (fs.NodeWriter)((*node)(nil))
 
+// appendFlag, set in a WRITE's offset by rawUnion.Writev, marks a write
+// through an O_APPEND descriptor (offsets are below 1<<63).
+const appendFlag = 1 << 63
+
 func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	appending := uint64(off)&appendFlag != 0
+	off = int64(uint64(off) &^ appendFlag)
 	if !n.u.writable {
 		return 0, syscall.EROFS
 	}
@@ -209,6 +216,9 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 	}
 	n.io.RLock()
 	defer n.io.RUnlock()
+	if appending && n.twin.Load() != nil {
+		return n.appendTwinned(data, off)
+	}
 	fd, done, err := n.dataFd(true)
 	if err != nil {
 		return 0, toErrno(err)
@@ -216,6 +226,35 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 	defer done()
 	m, err := unix.Pwrite(fd, data, off)
 	n.notifyTwin()
+	if err != nil {
+		return uint32(max(m, 0)), toErrno(err)
+	}
+	return uint32(m), 0
+}
+
+// appendTwinned appends data to a file the kernel knows as two inodes
+// (node.twin). The kernel put the write at the end it knows for n, which
+// misses a change through the twin (an invalidation does not refresh
+// the size it appends at), so the write goes to the file's real end,
+// and the kernel, whose page cache and size for n now disagree with the
+// file, is told to drop them once this request is answered (it holds
+// the pages locked until then). Preconditions: n.io held (shared).
+func (n *node) appendTwinned(data []byte, kernelOff int64) (uint32, syscall.Errno) {
+	fd := -1
+	err := n.at(n.topLayer(), func(dirfd int, name string) error {
+		var err error
+		fd, err = unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_APPEND|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		return err
+	})
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	defer unix.Close(fd)
+	m, err := unix.Write(fd, data)
+	n.notifyTwin()
+	if end, serr := unix.Seek(fd, 0, io.SeekCurrent); serr != nil || end-int64(max(m, 0)) != kernelOff {
+		go n.notifyAttr()
+	}
 	if err != nil {
 		return uint32(max(m, 0)), toErrno(err)
 	}

@@ -155,18 +155,20 @@ func openDirAt(dirfd int, name string) (int, error) {
 // node's copy in layer li. For a directory the name is ".".
 func (n *node) at(li int, fn func(dirfd int, name string) error) error {
 	n.mu.Lock()
-	orphan, orphanLayer := n.orphan, n.orphanLayer
+	orphan, orphanLayer, alias := n.orphan, n.orphanLayer, n.upperID != (devIno{})
 	n.mu.Unlock()
-	return n.atWith(orphan, orphanLayer, li, fn)
+	return n.atWith(orphan, orphanLayer, alias, li, fn)
 }
 
 // atLocked is at for the node's top layer. Preconditions: n.mu held; n
 // is not a directory.
 func (n *node) atLocked(fn func(dirfd int, name string) error) error {
-	return n.atWith(n.orphan, n.orphanLayer, n.layers[0], fn)
+	return n.atWith(n.orphan, n.orphanLayer, n.upperID != (devIno{}), n.layers[0], fn)
 }
 
-func (n *node) atWith(orphan string, orphanLayer, li int, fn func(dirfd int, name string) error) error {
+// atWith is at with the node's state read: its orphan entry, and
+// whether a lower hard link was copied up through it (alias).
+func (n *node) atWith(orphan string, orphanLayer int, alias bool, li int, fn func(dirfd int, name string) error) error {
 	if orphan != "" {
 		root := n.u.workFd
 		if orphanLayer >= 0 {
@@ -191,6 +193,12 @@ func (n *node) atWith(orphan string, orphanLayer, li int, fn func(dirfd int, nam
 		}
 		defer r.release()
 		return fn(r.fd, ".")
+	}
+	// A lower hard link copied up through n lives on as its twin once
+	// the name has been looked up again; wherever the twin has moved
+	// since, that is n's file (n's own parent link may be stale).
+	if t := n.twin.Load(); t != nil && alias {
+		return t.at(li, fn)
 	}
 	p, name := n.parentNode()
 	if p == nil {

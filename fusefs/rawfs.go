@@ -57,11 +57,19 @@ func (r *rawUnion) ReleaseDir(in *fuse.ReleaseIn) {
 // CAP_FSETID), as the kernel's own write does: with
 // FUSE_HANDLE_KILLPRIV_V2 the kernel leaves that to the filesystem, and
 // saves a GETATTR per chown and a GETXATTR per change in return.
+//
+// A write through a descriptor opened with O_APPEND reaches node.Write
+// with appendFlag set in its offset (see there).
 func (r *rawUnion) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
 	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
 		if st := r.killSuidgid(cancel, in.InHeader); !st.Ok() {
 			return 0, st
 		}
+	}
+	if in.Flags&unix.O_APPEND != 0 {
+		mark := *in
+		mark.Offset |= appendFlag
+		in = &mark
 	}
 	return r.RawFileSystem.Writev(cancel, in, data)
 }
