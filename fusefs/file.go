@@ -322,7 +322,12 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		}
 		uid, okU := in.GetUID()
 		gid, okG := in.GetGID()
-		if okU || okG {
+		// A SETATTR that changes nothing (but ctime) is chown(-1, -1),
+		// which still drops set-id bits and file capabilities (Linux:
+		// fs/open.c:chown_common); with FUSE_HANDLE_KILLPRIV_V2 that is
+		// the filesystem's to do, and chown(2) of the copy does it.
+		nothing := in.Valid&^(fuse.FATTR_CTIME|fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0
+		if okU || okG || nothing {
 			u, g := -1, -1
 			if okU {
 				u = int(uid)

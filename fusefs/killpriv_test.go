@@ -40,6 +40,7 @@ func testPrivilegesDropped(t *testing.T, opts Options) {
 			{"own-write-nogx", 0o745 | os.ModeSetgid, false},
 			{"root-write", 0o755 | os.ModeSetuid | os.ModeSetgid, false},
 			{"root-chown", 0o755 | os.ModeSetuid | os.ModeSetgid, false},
+			{"root-chown-none", 0o755 | os.ModeSetuid | os.ModeSetgid, false},
 			{"cap-write", 0o755, true},
 			{"cap-chown", 0o755, true},
 			{"cap-chmod", 0o755, true},
@@ -95,10 +96,13 @@ func testPrivilegesDropped(t *testing.T, opts Options) {
 		o.do(dir+": write as owner, setgid without group execute", sh(true, "echo x >> "+dir+"/own-write-nogx"))
 		o.do(dir+": write as root", sh(false, "echo x >> "+dir+"/root-write"))
 		o.do(dir+": chown as root", sh(false, "chown 1000:1000 "+dir+"/root-chown"))
+		o.do(dir+": chown(-1, -1) as root", func(root string) error {
+			return os.Lchown(filepath.Join(root, dir, "root-chown-none"), -1, -1)
+		})
 		o.do(dir+": write to a file with capabilities", sh(false, "echo x >> "+dir+"/cap-write"))
 		o.do(dir+": chown a file with capabilities", sh(false, "chown 1000 "+dir+"/cap-chown"))
 		o.do(dir+": chmod a file with capabilities", sh(false, "chmod 750 "+dir+"/cap-chmod"))
-		for _, name := range []string{"own-write", "own-trunc", "own-write-nogx", "root-write", "root-chown", "cap-write", "cap-chown", "cap-chmod"} {
+		for _, name := range []string{"own-write", "own-trunc", "own-write-nogx", "root-write", "root-chown", "root-chown-none", "cap-write", "cap-chown", "cap-chmod"} {
 			o.same(filepath.Join(dir, name), false)
 			o.same(filepath.Join(dir, name), true)
 		}

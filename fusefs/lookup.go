@@ -248,6 +248,15 @@ func (d *node) newChild(ctx context.Context, h *layerHit) *fs.Inode {
 		h.closeFds(d.u)
 		return old
 	}
+	if h.kind != hitDir {
+		if v, ok := d.u.known.Load(id); ok && !v.(*node).Forgotten() {
+			// Another name of a live file (a hard link): the bridge
+			// would pick that node over a new one anyway, and it is
+			// the one whose twin and state count.
+			h.closeFds(d.u)
+			return v.(*node).EmbeddedInode()
+		}
+	}
 	n := newNode(d.u, id.Ino, h.kind == hitDir, h.layers)
 	n.gen = id.Gen
 	n.dirFds, n.opacity = h.dirFds, h.opacity
