@@ -13,8 +13,8 @@ import (
 // copyUp makes sure the node's visible copy is in the upper layer, so it
 // can be changed. With truncate, a regular file's data is not copied (it
 // is about to be cut to zero). It is crash-safe: the copy is built in the
-// work directory and renamed into place, so the upper never shows a
-// partial file.
+// work directory (see scratch) and linked or renamed into place, so the
+// upper never shows a partial file.
 //
 // A copy of a lower hard link gets a new inode number, and the kernel
 // is told to look its name up again before copyUp returns, so a stat

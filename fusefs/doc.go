@@ -17,8 +17,9 @@
 //     the layers below it;
 //   - every change lands in the upper; a file or directory is copied up
 //     (data, mode, owner, times, xattrs) before its first change, built in
-//     the work directory and renamed into place, so a crash never leaves a
-//     partial file visible;
+//     the work directory (a regular file as an unnamed O_TMPFILE) and
+//     linked or renamed into place, so a crash never leaves a partial file
+//     visible;
 //   - deleting a name that a lower layer has leaves a whiteout; a
 //     directory created where a lower one is hidden or merged is opaque;
 //   - a directory that exists in a lower layer cannot be renamed (EXDEV),
