@@ -42,8 +42,8 @@ func TestKillDuringCopyUp(t *testing.T) {
 		done <- err
 	}()
 	// Wait until the copy is under way: the daemon holds a scratch file
-	// of the work dir (an O_TMPFILE: "work/ovl-fuse/#N (deleted)") that
-	// has data but is not complete.
+	// (an O_TMPFILE on the upper directory, "upper/#N (deleted)", or a
+	// named one in the work dir) that has data but is not complete.
 	work := filepath.Join(s.work, workSubdir)
 	fds := fmt.Sprintf("/proc/%d/fd", pid)
 	for started := false; !started; {
@@ -55,7 +55,8 @@ func TestKillDuringCopyUp(t *testing.T) {
 		ents, _ := os.ReadDir(fds)
 		for _, e := range ents {
 			p := filepath.Join(fds, e.Name())
-			if dst, err := os.Readlink(p); err != nil || !strings.HasPrefix(dst, work+"/") {
+			dst, err := os.Readlink(p)
+			if err != nil || !strings.HasPrefix(dst, work+"/") && !strings.HasPrefix(dst, s.upper+"/#") {
 				continue
 			}
 			if fi, err := os.Stat(p); err == nil && fi.Size() > 0 && fi.Size() < size {
@@ -90,4 +91,53 @@ func TestKillDuringCopyUp(t *testing.T) {
 	if ents, _ := os.ReadDir(work); len(ents) != 0 {
 		t.Errorf("work dir after remount holds %d stale entries", len(ents))
 	}
+}
+
+// TestKillAfterCopyUp kills the daemon with SIGKILL right after a write
+// that copied a file up returns, before the copy's background sync has
+// had time to run (see copySync): nothing the write did may be lost, and
+// the daemon's scratch must not show, when the stack is mounted again,
+// by fusefs and by kernel overlay.
+func TestKillAfterCopyUp(t *testing.T) {
+	testutil.RequireRoot(t)
+	s := newStack(t, t.TempDir(), 1)
+	files := map[string]string{}
+	for i := range 20 {
+		files[fmt.Sprintf("d%d/f", i)] = strings.Repeat("lower ", 1000)
+	}
+	writeFiles(t, s.lowers[0], files)
+	m := mountFuse(t, s.spec())
+	for name := range files {
+		f, err := os.OpenFile(filepath.Join(s.target, name), os.O_WRONLY|os.O_APPEND, 0)
+		mustDo(t, err)
+		_, err = f.WriteString("appended")
+		mustDo(t, err)
+		mustDo(t, f.Close())
+	}
+	mustDo(t, syscall.Kill(m.(*daemonMount).Pid(), syscall.SIGKILL))
+	m.Unmount()
+	check := func(how, target string) {
+		t.Helper()
+		for name, lower := range files {
+			if got := string(must(os.ReadFile(filepath.Join(target, name)))); got != lower+"appended" {
+				t.Errorf("%s: %s after the kill: %d bytes, want the lower's %d and the append", how, name, len(got), len(lower))
+			}
+		}
+		ents, err := os.ReadDir(target)
+		mustDo(t, err)
+		if len(ents) != len(files) {
+			t.Errorf("%s: %d entries at the top, want %d", how, len(ents), len(files))
+		}
+	}
+	m2 := mountFuse(t, s.spec())
+	check("fusefs", m2.Target())
+	mustDo(t, m2.Unmount())
+	kspec := s.spec()
+	kspec.Target = filepath.Join(t.TempDir(), "k")
+	kspec.Work = filepath.Join(t.TempDir(), "kwork")
+	mustDo(t, os.Mkdir(kspec.Target, 0o755))
+	mustDo(t, os.Mkdir(kspec.Work, 0o755))
+	mountKernel(t, kspec)
+	defer unix.Unmount(kspec.Target, 0)
+	check("kernel overlay", kspec.Target)
 }

@@ -94,6 +94,15 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 	// skip their round trips.
 	u.noOpen = !opts.StrictOpen || !u.writable
 	u.passthrough = !u.noOpen && !opts.NoPassthrough && passthroughAllowed()
+	switch {
+	case u.volatile:
+		u.copySync = syncNone
+	case opts.StrictOpen || !u.writable:
+		u.copySync = syncBeforeLink
+	default:
+		u.copySync = syncAfterLink
+		u.syncer = newCopySyncer(logger)
+	}
 	root, err := newRoot(u)
 	if err != nil {
 		return err

@@ -16,10 +16,11 @@
 //     non-directory hides everything below it, an opaque directory hides
 //     the layers below it;
 //   - every change lands in the upper; a file or directory is copied up
-//     (data, mode, owner, times, xattrs) before its first change, built in
-//     the work directory (a regular file as an unnamed O_TMPFILE) and
-//     linked or renamed into place, so a crash never leaves a partial file
-//     visible;
+//     (data, mode, owner, times, xattrs) before its first change, built
+//     out of sight (a regular file as an unnamed O_TMPFILE, anything else
+//     in the work directory) and linked or renamed into place, so a
+//     killed daemon never leaves a partial file visible (see "Copy-up and
+//     the disk" for a machine crash);
 //   - deleting a name that a lower layer has leaves a whiteout; a
 //     directory created where a lower one is hidden or merged is opaque;
 //   - a directory that exists in a lower layer cannot be renamed (EXDEV),
@@ -102,6 +103,29 @@
 // saves the kernel a GETXATTR of security.capability before most changes
 // and a GETATTR before each chown. With passthrough the kernel would not
 // drop them on a passthrough write, so there it keeps doing it itself.
-// A volatile stack (layer.Options.Volatile) never syncs: not on copy-up,
-// not on fsync, as the kernel's volatile overlay.
+//
+// # Copy-up and the disk
+//
+// The kernel's overlay syncs a regular file's copy before linking it
+// into place, so not even a machine crash can leave a short copy in the
+// upper hiding the lower file. That fsync is most of what copying up a
+// small file costs (~0.3 ms of ~0.45 here, and the request waits for
+// it), so by default the union links the copy as soon as it is complete
+// in the page cache and syncs it on a background worker a moment later
+// (copysync.go; the syncs trail the copy-ups by at most 64 files, ~20
+// ms here). Programs see no difference, nor does anything reading the
+// upper after an unmount, and a killed daemon loses nothing; what a
+// machine crash (power loss, kernel panic) in that moment can leave is
+// the copy short or empty in the upper, the lower file's content still
+// in its layer. fuse-overlayfs never syncs a copy-up. Options.StrictOpen
+// keeps the kernel's order. A volatile stack (layer.Options.Volatile)
+// never syncs: not on copy-up, not on fsync, as the kernel's volatile
+// overlay.
+//
+// The O_TMPFILE is opened on the upper directory the copy goes to, not
+// on the work directory as the kernel does: it has no name until it is
+// linked either way, but a filesystem places a new inode near the
+// directory it is made in (ext4: in its block group), and a copy is
+// then placed as a file created in its directory would be, instead of
+// all copies crowding the work directory's group.
 package fusefs

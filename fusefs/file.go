@@ -60,6 +60,23 @@ func (n *node) dataFd(write bool) (fd int, done func(), err error) {
 	return fd, func() {}, nil
 }
 
+// keepData caches fd, a read-write descriptor of the node's upper copy
+// (-1 for none), when the budget allows; else closes it. Preconditions:
+// n.io held exclusively, no descriptor cached.
+func (n *node) keepData(fd int) {
+	if fd < 0 {
+		return
+	}
+	if cachedDataFds.Add(1) > maxCachedDataFds {
+		cachedDataFds.Add(-1)
+		unix.Close(fd)
+		return
+	}
+	n.dataMu.Lock()
+	n.wfd = fd
+	n.dataMu.Unlock()
+}
+
 // closeData drops the cached data descriptors, so the next request opens
 // the node's current copy. Preconditions: n.io held exclusively, or the
 // node forgotten.

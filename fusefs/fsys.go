@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -31,7 +32,10 @@ type Options struct {
 	// the link counts of the file (a lower hard link) and of its parent
 	// directories (a lower directory becomes a merged one, nlink 1) stay
 	// as before until the first change. Read-only stacks never see
-	// opens: there it makes no difference.
+	// opens: there it makes no difference. StrictOpen also syncs a
+	// copied-up file before linking it into place, as the kernel does,
+	// where the default links it first and syncs it a moment later (see
+	// the package documentation, "Copy-up and the disk").
 	StrictOpen bool
 	// Debug logs every FUSE request to stderr.
 	Debug bool
@@ -66,6 +70,10 @@ type unionFS struct {
 	passthrough bool
 	// noOpen answers OPEN with ENOSYS (no Options.StrictOpen).
 	noOpen bool
+	// copySync is when a regular file's copy-up is synced; syncer does
+	// it for syncAfterLink.
+	copySync copySync
+	syncer   *copySyncer
 
 	devMu sync.Mutex
 	devs  map[uint64]uint64 // st_dev -> small index; protected by devMu
@@ -186,10 +194,21 @@ func (u *unionFS) prepareWork() error {
 		return fmt.Errorf("work dir %s: %w", dir, err)
 	}
 	u.workFd = fd
+	// What is built here must not inherit a default ACL of Work (the
+	// kernel strips its work dir's too: fs/overlayfs/super.c
+	// ovl_workdir_create).
+	for _, acl := range []string{"system.posix_acl_default", "system.posix_acl_access"} {
+		if err := unix.Fremovexattr(fd, acl); err != nil && !errors.Is(err, unix.ENODATA) && !errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("work dir %s: remove %s: %w", dir, acl, err)
+		}
+	}
 	return nil
 }
 
 func (u *unionFS) close() {
+	if u.syncer != nil {
+		u.syncer.close()
+	}
 	for _, l := range u.layers {
 		unix.Close(l.fd)
 	}

@@ -64,6 +64,11 @@ type node struct {
 	// unionFS.renumbered); zero otherwise. Set under io and mu by copy-up.
 	upperID devIno
 
+	// impure is set once this directory's upper copy is known to carry
+	// overlay.impure (see unionFS.markImpure), which nothing removes
+	// while the stack is mounted.
+	impure atomic.Bool
+
 	// twin is the other node of the same upper file, when a lower hard
 	// link was copied up through this one (or it is that one): the
 	// kernel sees two inodes, so a change through one must drop what

@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -201,6 +202,55 @@ func TestCopyUpPreservesMetadata(t *testing.T) {
 		o.same(p, false)
 		o.same(p, true)
 	}
+}
+
+// TestCopyUpUnderDefaultACL copies up files of a directory whose lower
+// copy has a default ACL (so its upper copy gets one too). A new file
+// there inherits an access ACL from it; a copy-up must not: the copy
+// carries the lower file's ACL or none, and the mode the lower file
+// has, as on the kernel's overlay. Nor may a copy inherit the work
+// dir's default ACL.
+func TestCopyUpUnderDefaultACL(t *testing.T) {
+	o := newOracle(t, 1, false, func(s *stack) {
+		l := s.lowers[0]
+		writeFiles(t, l, map[string]string{"d/plain": "p", "d/withacl": "a", "e/f": "f"})
+		mustDo(t, unix.Setxattr(s.work, "system.posix_acl_default", testACL(0o7), 0))
+		mustDo(t, unix.Setxattr(filepath.Join(l, "d"), "system.posix_acl_default", testACL(0o5), 0))
+		mustDo(t, unix.Setxattr(filepath.Join(l, "d/withacl"), "system.posix_acl_access", testACL(0o4), 0))
+		mustDo(t, os.Chmod(filepath.Join(l, "d/plain"), 0o640))
+	})
+	for _, name := range []string{"d/plain", "d/withacl", "e/f"} {
+		o.do("append to "+name, func(r string) error {
+			f, err := os.OpenFile(filepath.Join(r, name), os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteString("+")
+			return err
+		})
+	}
+	for _, p := range []string{"d", "d/plain", "d/withacl", "e", "e/f"} {
+		o.same(p, false)
+		o.same(p, true)
+	}
+}
+
+// testACL is a POSIX ACL in its xattr form (Linux:
+// include/uapi/linux/posix_acl_xattr.h) granting user 1000 userPerm.
+func testACL(userPerm uint16) []byte {
+	const undefined = 0xffffffff
+	entries := []struct {
+		tag, perm uint16
+		id        uint32
+	}{{0x01, 6, undefined}, {0x02, userPerm, 1000}, {0x04, 4, undefined}, {0x10, 7, undefined}, {0x20, 4, undefined}}
+	b := binary.LittleEndian.AppendUint32(nil, 2)
+	for _, e := range entries {
+		b = binary.LittleEndian.AppendUint16(b, e.tag)
+		b = binary.LittleEndian.AppendUint16(b, e.perm)
+		b = binary.LittleEndian.AppendUint32(b, e.id)
+	}
+	return b
 }
 
 func TestWhiteoutAndOpaqueOnDisk(t *testing.T) {

@@ -65,13 +65,15 @@ instead, serving a FUSE stack itself, and unmounts when interrupted (or when
 the mount goes away); with the copy backend that is also when changes in
 TARGET are written back to the upper directory.
 
-The fuse backend behaves as kernel overlayfs with one difference, which
-saves a round trip to its daemon on every open: a lower file is copied up
-at its first change (write, truncate, chmod, ...), not when it is opened
-for writing, so an open for writing that changes nothing leaves the layers
-alone. OVL_FUSE_STRICT_OPEN=1 copies up at open as the kernel does (and
-lets a root daemon use FUSE passthrough); OVL_FUSE_PASSTHROUGH=0 turns
-passthrough off.`,
+The fuse backend behaves as kernel overlayfs with two differences, for
+speed. It saves a round trip to its daemon on every open: a lower file is
+copied up at its first change (write, truncate, chmod, ...), not when it is
+opened for writing, so an open for writing that changes nothing leaves the
+layers alone. And it syncs a copied-up file to the disk just after linking it
+into the upper rather than just before (a machine crash in that moment can
+leave a short copy; a killed daemon loses nothing). OVL_FUSE_STRICT_OPEN=1
+does both as the kernel does (and lets a root daemon use FUSE
+passthrough); OVL_FUSE_PASSTHROUGH=0 turns passthrough off.`,
 		Example: `  ovl mount --lower /layers/app:/layers/base --upper /tmp/u --work /tmp/w /mnt/root
   ovl mount --lower '/data/v1:2024' --lower /data/base --read-only /mnt/view
   ovl mount -o lowerdir=/l/app:/l/base,upperdir=/tmp/u,workdir=/tmp/w,volatile /mnt/root
