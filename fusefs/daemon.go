@@ -119,10 +119,7 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 		DirectMount:              true,
 		EnableSymlinkCaching:     true,
 		ExplicitDataCacheControl: true,
-		// Reads reply from memory (node.Read): without this go-fuse
-		// would first try, and fail, to splice each reply.
-		DisableSplice: true,
-		Debug:         opts.Debug,
+		Debug:                    opts.Debug,
 	}
 	if u.writable && !u.passthrough {
 		// The union drops set-id bits on write, truncate and chown

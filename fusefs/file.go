@@ -199,21 +199,82 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 		return nil, toErrno(err)
 	}
 	defer done()
+	if len(dest) < minSpliceRead {
+		total := 0
+		for total < len(dest) {
+			m, err := unix.Pread(fd, dest[total:], off+int64(total))
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return nil, toErrno(err)
+			}
+			if m == 0 {
+				break
+			}
+			total += m
+		}
+		// A vector: written out with writev, never tried for splice.
+		return fuse.ReadResultVector([][]byte{dest[:total]}), 0
+	}
+	// A descriptor of its own, so a copy-up closing the node's cached
+	// one before the reply is written changes nothing: the read is of
+	// the copy that was current when it arrived (the kernel keeps a
+	// write of the same pages waiting until the reply).
+	own, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return &spliceRead{fd: own, off: off, size: len(dest)}, 0
+}
+
+// minSpliceRead is the smallest READ spliced (see spliceRead): below it,
+// copying the data costs less than the splice's extra system calls.
+const minSpliceRead = 64 << 10
+
+// spliceRead is a READ reply that go-fuse splices from the file into
+// /dev/fuse after Read returns (its seekableResult): the kernel copies
+// the data once, where reading it into the daemon and writing it out
+// copies it twice (a 1 GiB sequential read: 622 ms before, measured with
+// fio). Bytes reads it by hand where splicing is refused (a pipe may
+// not grow to the reply's size without privilege). Done closes fd.
+type spliceRead struct {
+	fd   int // owned
+	off  int64
+	size int
+}
+
+func (r *spliceRead) Seekable() (uintptr, int64, int) { return uintptr(r.fd), r.off, r.size }
+
+func (r *spliceRead) Size() int { return r.size }
+
+func (r *spliceRead) Done() {
+	if r.fd >= 0 {
+		unix.Close(r.fd)
+		r.fd = -1
+	}
+}
+
+func (r *spliceRead) Bytes(buf []byte) ([]byte, fuse.Status) {
+	if cap(buf) < r.size {
+		buf = make([]byte, r.size)
+	}
+	buf = buf[:r.size]
 	total := 0
-	for total < len(dest) {
-		m, err := unix.Pread(fd, dest[total:], off+int64(total))
+	for total < len(buf) {
+		m, err := unix.Pread(r.fd, buf[total:], r.off+int64(total))
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return nil, toErrno(err)
+			return nil, fuse.ToStatus(err)
 		}
 		if m == 0 {
 			break
 		}
 		total += m
 	}
-	return fuse.ReadResultData(dest[:total]), 0
+	return buf[:total], fuse.OK
 }
 
 var _ = (fs.NodeWriter)((*node)(nil))

@@ -1,10 +1,12 @@
 package fusefs
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -202,6 +204,39 @@ func TestCopyUpPreservesMetadata(t *testing.T) {
 		o.same(p, false)
 		o.same(p, true)
 	}
+}
+
+// TestLargeReads reads files big enough for the daemon to splice its
+// replies (spliceRead), one ending mid-page, before and after a copy-up
+// with a reader opened before it, and compares with kernel overlay.
+func TestLargeReads(t *testing.T) {
+	data := make([]byte, 3<<20+12345)
+	for i := range data {
+		data[i] = byte(i*7 + i>>12)
+	}
+	o := newOracle(t, 1, false, func(s *stack) {
+		mustDo(t, os.WriteFile(filepath.Join(s.lowers[0], "big"), data, 0o644))
+	})
+	for _, root := range []string{o.k.target, o.f.target} {
+		r, err := os.Open(filepath.Join(root, "big"))
+		mustDo(t, err)
+		defer r.Close()
+		if got := must(io.ReadAll(r)); !bytes.Equal(got, data) {
+			t.Fatalf("%s: read %d bytes, not the lower's %d", root, len(got), len(data))
+		}
+		w, err := os.OpenFile(filepath.Join(root, "big"), os.O_WRONLY|os.O_APPEND, 0)
+		mustDo(t, err)
+		_, err = w.WriteString("tail")
+		mustDo(t, err)
+		mustDo(t, w.Close())
+		got := make([]byte, len(data)+10)
+		n, err := r.ReadAt(got, 0)
+		if err != io.EOF || !bytes.Equal(got[:n], append(data[:len(data):len(data)], "tail"...)) {
+			t.Errorf("%s: reader opened before the copy-up read %d bytes (%v), want the lower's %d and the append", root, n, err, len(data))
+		}
+	}
+	o.same("big", false)
+	o.same("big", true)
 }
 
 // TestCopyUpUnderDefaultACL copies up files of a directory whose lower
