@@ -90,7 +90,8 @@
 // upper, and tells the kernel when a copy-up changes attributes). Reads
 // and writes that reach the daemon go through the node, which always
 // addresses its current layer, so a descriptor opened before a copy-up
-// sees the copy. With StrictOpen and FUSE passthrough (a daemon with
+// sees the copy; a read of 64 KiB or more is spliced from the file into
+// the reply (the kernel copies it once, not in and out of the daemon). With StrictOpen and FUSE passthrough (a daemon with
 // CAP_SYS_ADMIN in the initial namespace, kernel 6.9+), an upper file is
 // opened with the upper file as backing and the kernel reads and writes
 // it directly; lower files are served by the daemon (with the page

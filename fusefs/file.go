@@ -200,22 +200,12 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 	}
 	defer done()
 	if len(dest) < minSpliceRead {
-		total := 0
-		for total < len(dest) {
-			m, err := unix.Pread(fd, dest[total:], off+int64(total))
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				return nil, toErrno(err)
-			}
-			if m == 0 {
-				break
-			}
-			total += m
+		m, err := preadFull(fd, dest, off)
+		if err != nil {
+			return nil, toErrno(err)
 		}
 		// A vector: written out with writev, never tried for splice.
-		return fuse.ReadResultVector([][]byte{dest[:total]}), 0
+		return fuse.ReadResultVector([][]byte{dest[:m]}), 0
 	}
 	// A descriptor of its own, so a copy-up closing the node's cached
 	// one before the reply is written changes nothing: the read is of
@@ -259,22 +249,30 @@ func (r *spliceRead) Bytes(buf []byte) ([]byte, fuse.Status) {
 	if cap(buf) < r.size {
 		buf = make([]byte, r.size)
 	}
-	buf = buf[:r.size]
+	m, err := preadFull(r.fd, buf[:r.size], r.off)
+	if err != nil {
+		return nil, fuse.ToStatus(err)
+	}
+	return buf[:m], fuse.OK
+}
+
+// preadFull reads buf from fd at off, short only at the end of the file.
+func preadFull(fd int, buf []byte, off int64) (int, error) {
 	total := 0
 	for total < len(buf) {
-		m, err := unix.Pread(r.fd, buf[total:], r.off+int64(total))
+		m, err := unix.Pread(fd, buf[total:], off+int64(total))
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return nil, fuse.ToStatus(err)
+			return total, err
 		}
 		if m == 0 {
 			break
 		}
 		total += m
 	}
-	return buf[:total], fuse.OK
+	return total, nil
 }
 
 var _ = (fs.NodeWriter)((*node)(nil))
