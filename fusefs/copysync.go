@@ -7,31 +7,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// How a regular file's copy-up reaches the disk. The kernel's overlay
-// syncs the copy before linking it into place (Linux:
-// fs/overlayfs/copy_up.c:ovl_copy_up_file, vfs_fsync), so a machine
-// crash can never leave a short copy in the upper hiding the lower file.
-// That sync is most of a small file's copy-up (~0.3 ms of ~0.45 here),
-// and one request waits for it; the default instead links the copy at
-// once and syncs it on a background worker a moment later.
-type copySync int
-
-const (
-	// syncBeforeLink: the kernel's order (Options.StrictOpen).
-	syncBeforeLink copySync = iota
-	// syncNone: a volatile stack; nothing survives a crash anyway.
-	syncNone
-	// syncAfterLink: the default. Processes see exactly what they see
-	// with syncBeforeLink, and a killed daemon loses nothing (the copy
-	// is complete in the page cache when it is linked). What it gives
-	// up: a machine crash (power loss, kernel panic) in the moment
-	// between the link and the worker's fsync can leave the copy short
-	// or empty in the upper, hiding the lower file's content, which is
-	// still in its lower layer (fuse-overlayfs never syncs a copy-up,
-	// so there the window is until the kernel writes it back).
-	syncAfterLink
-)
-
 // copySyncBacklog copies may wait for their sync; one more makes
 // copy-up wait, so the syncs lag the copies by ~20 ms at most here. One
 // worker syncs them: more overlap their device flushes but slow the
@@ -39,7 +14,21 @@ const (
 // copy-ups, 2 workers 700-735 ms, 8 workers 780-890 ms).
 const copySyncBacklog = 64
 
-// copySyncer syncs copied-up files in the background (syncAfterLink).
+// copySyncer syncs copied-up regular files in the background, after
+// they are linked into place. The kernel's overlay syncs a copy before
+// linking it (Linux: fs/overlayfs/copy_up.c:ovl_copy_up_file,
+// vfs_fsync), so a machine crash can never leave a short copy in the
+// upper hiding the lower file; that sync is most of a small file's
+// copy-up (~0.3 ms of ~0.45 here), and a request waits for it. With a
+// syncer (the default; not with Options.StrictOpen, which keeps the
+// kernel's order, nor on a volatile stack, which never syncs) processes
+// see exactly the same, and a killed daemon loses nothing (the copy is
+// complete in the page cache when it is linked). What it gives up: a
+// machine crash (power loss, kernel panic) in the moment between the
+// link and the worker's fsync can leave the copy short or empty in the
+// upper, hiding the lower file's content, which is still in its lower
+// layer (fuse-overlayfs never syncs a copy-up, so there the window is
+// until the kernel writes it back).
 type copySyncer struct {
 	log   *slog.Logger
 	mu    sync.RWMutex // held shared by add, exclusively by close

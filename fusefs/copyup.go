@@ -164,13 +164,16 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumb
 		return err
 	}
 	published = true
-	data := -1
-	if sc.fd >= 0 {
-		data, _ = unix.FcntlInt(uintptr(sc.fd), unix.F_DUPFD_CLOEXEC, 0)
-	}
-	if u.copySync == syncAfterLink && sc.fd >= 0 && !truncate {
-		u.syncer.add(sc.fd, name)
-		sc.fd = -1 // the syncer closes it
+	// The copy's descriptor stays with the node for its reads and
+	// writes (keepData); the syncer gets one of its own.
+	data := sc.fd
+	sc.fd = -1
+	if data >= 0 && u.syncer != nil && !truncate {
+		if fd, err := unix.FcntlInt(uintptr(data), unix.F_DUPFD_CLOEXEC, 0); err == nil {
+			u.syncer.add(fd, name)
+		} else {
+			unix.Fsync(data) // no descriptor to spare: sync it now
+		}
 	}
 	if typ == unix.S_IFDIR {
 		unix.UtimesNanoAt(upDir.fd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
@@ -252,8 +255,9 @@ type scratch struct {
 
 // newScratch creates the copy of src (name in srcDir, of type typ), to
 // be published in the upper directory upDir: a regular file with its
-// data (unless skipData), synced if copySync says so before linking; an
-// empty directory; the symlink; the device node, fifo or socket.
+// data (unless skipData), synced unless the stack is volatile or has a
+// syncer to do it after the link; an empty directory; the symlink; the
+// device node, fifo or socket.
 func (u *unionFS) newScratch(typ uint32, srcDir int, name string, st *unix.Stat_t, upDir int, skipData bool) (sc *scratch, err error) {
 	sc = &scratch{u: u, fd: -1, dir: typ == unix.S_IFDIR}
 	if typ == unix.S_IFREG {
@@ -276,7 +280,7 @@ func (u *unionFS) newScratch(typ uint32, srcDir int, name string, st *unix.Stat_
 				return nil, err
 			}
 		}
-		if err := copyFileData(srcDir, name, sc.fd, st.Size, skipData, u.copySync == syncBeforeLink); err != nil {
+		if err := copyFileData(srcDir, name, sc.fd, st.Size, skipData, !u.volatile && u.syncer == nil); err != nil {
 			sc.close(true)
 			return nil, err
 		}

@@ -95,7 +95,7 @@ func TestKillDuringCopyUp(t *testing.T) {
 
 // TestKillAfterCopyUp kills the daemon with SIGKILL right after a write
 // that copied a file up returns, before the copy's background sync has
-// had time to run (see copySync): nothing the write did may be lost, and
+// had time to run (see copySyncer): nothing the write did may be lost, and
 // the daemon's scratch must not show, when the stack is mounted again,
 // by fusefs and by kernel overlay.
 func TestKillAfterCopyUp(t *testing.T) {

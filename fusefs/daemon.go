@@ -94,13 +94,7 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 	// skip their round trips.
 	u.noOpen = !opts.StrictOpen || !u.writable
 	u.passthrough = !u.noOpen && !opts.NoPassthrough && passthroughAllowed()
-	switch {
-	case u.volatile:
-		u.copySync = syncNone
-	case opts.StrictOpen || !u.writable:
-		u.copySync = syncBeforeLink
-	default:
-		u.copySync = syncAfterLink
+	if u.writable && !u.volatile && !opts.StrictOpen {
 		u.syncer = newCopySyncer(logger)
 	}
 	root, err := newRoot(u)

@@ -60,7 +60,7 @@ func init() {
 }
 
 // diffMounters returns the oracle and the filesystem under test (whose
-// mode envOptions reads at each mount).
+// mode EnvOptions reads at each mount).
 func diffMounters() (difftest.Mounter, difftest.Mounter) {
 	return difftest.FromBackend(native.New()), difftest.FromBackend(NewBackend())
 }
@@ -175,10 +175,7 @@ func TestDifferential(t *testing.T) {
 			oracle, subject := diffMounters()
 			start := time.Now()
 			errs := difftest.RunSeeds(context.Background(), cfg, p.seeds, oracle, subject, p.maxFail)
-			for _, err := range errs {
-				t.Error(err)
-			}
-			logDiffRun(t, p, errs, time.Since(start))
+			reportDiffRun(t, p, errs, time.Since(start))
 		})
 		t.Run("nobody"+suffix, func(t *testing.T) {
 			if !testutil.InNobodyChild() {
@@ -200,10 +197,7 @@ func TestDifferential(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, err := range errs {
-				t.Error(err)
-			}
-			logDiffRun(t, p, errs, time.Since(start))
+			reportDiffRun(t, p, errs, time.Since(start))
 		})
 	}
 	t.Run("readonly", func(t *testing.T) {
@@ -217,14 +211,15 @@ func TestDifferential(t *testing.T) {
 		oracle, subject := diffMounters()
 		start := time.Now()
 		errs := difftest.RunSeeds(context.Background(), cfg, p.seeds, oracle, subject, p.maxFail)
-		for _, err := range errs {
-			t.Error(err)
-		}
-		logDiffRun(t, p, errs, time.Since(start))
+		reportDiffRun(t, p, errs, time.Since(start))
 	})
 }
 
-func logDiffRun(t *testing.T, p diffPlan, errs []error, took time.Duration) {
+// reportDiffRun fails the test with each failed seed and logs the run.
+func reportDiffRun(t *testing.T, p diffPlan, errs []error, took time.Duration) {
+	for _, err := range errs {
+		t.Error(err)
+	}
 	if p.maxFail > 0 && len(errs) >= p.maxFail {
 		t.Logf("stopped after %d failed seeds (%s=0 runs them all), in %v", len(errs), envDiffMaxFail, took.Round(time.Millisecond))
 		return

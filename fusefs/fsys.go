@@ -70,10 +70,9 @@ type unionFS struct {
 	passthrough bool
 	// noOpen answers OPEN with ENOSYS (no Options.StrictOpen).
 	noOpen bool
-	// copySync is when a regular file's copy-up is synced; syncer does
-	// it for syncAfterLink.
-	copySync copySync
-	syncer   *copySyncer
+	// syncer syncs copied-up files after their link; nil where a copy is
+	// synced before it (Options.StrictOpen) or never (volatile).
+	syncer *copySyncer
 
 	devMu sync.Mutex
 	devs  map[uint64]uint64 // st_dev -> small index; protected by devMu

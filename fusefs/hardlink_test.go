@@ -87,6 +87,19 @@ func hardLinkAgainstKernel(t *testing.T, do func(t *testing.T, target string) st
 	return kernel
 }
 
+// copyUpThroughDescriptor opens p, a lower hard link, for appending and
+// copies it up through that descriptor with a one-byte write.
+func copyUpThroughDescriptor(t *testing.T, p string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	mustDo(t, err)
+	if _, err := f.Write([]byte("x")); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	return f
+}
+
 // sizes reports the size of name and of the file open at f.
 func sizes(t *testing.T, name string, f *os.File) string {
 	st, err := os.Lstat(name)
@@ -125,11 +138,8 @@ func TestHardLinkCopiedUpThroughDescriptor(t *testing.T) {
 // the differential stress run (seed 2000067).
 func TestHardLinkRenamedAfterCopyUpThroughDescriptor(t *testing.T) {
 	hardLinkAgainstKernel(t, func(t *testing.T, target string) string {
-		f, err := os.OpenFile(filepath.Join(target, "h1"), os.O_WRONLY|os.O_APPEND, 0)
-		mustDo(t, err)
+		f := copyUpThroughDescriptor(t, filepath.Join(target, "h1"))
 		defer f.Close()
-		_, err = f.Write([]byte("x"))
-		mustDo(t, err)
 		g1 := filepath.Join(target, "dir/g1")
 		mustDo(t, os.Rename(filepath.Join(target, "h1"), g1))
 		mustDo(t, os.WriteFile(g1, []byte("yyyyyyyyyyyyyyyyyyyy"), 0))
@@ -144,11 +154,8 @@ func TestHardLinkRenamedAfterCopyUpThroughDescriptor(t *testing.T) {
 func TestHardLinkAppendAfterChangeByName(t *testing.T) {
 	hardLinkAgainstKernel(t, func(t *testing.T, target string) string {
 		p := filepath.Join(target, "h1")
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
-		mustDo(t, err)
+		f := copyUpThroughDescriptor(t, p)
 		defer f.Close()
-		_, err = f.Write([]byte("x"))
-		mustDo(t, err)
 		g, err := os.OpenFile(p, os.O_WRONLY, 0)
 		mustDo(t, err)
 		_, err = g.WriteAt(make([]byte, 100), 7)
@@ -169,11 +176,8 @@ func TestHardLinkAppendAfterChangeByName(t *testing.T) {
 func TestHardLinkLinkedAfterCopyUpThroughDescriptor(t *testing.T) {
 	hardLinkAgainstKernel(t, func(t *testing.T, target string) string {
 		p := filepath.Join(target, "h1")
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
-		mustDo(t, err)
+		f := copyUpThroughDescriptor(t, p)
 		defer f.Close()
-		_, err = f.Write([]byte("x"))
-		mustDo(t, err)
 		mustDo(t, unix.Lsetxattr(p, "user.t0", []byte("y"), 0))
 		mustDo(t, os.Link(p, filepath.Join(target, "dir/n16")))
 		var st unix.Stat_t
