@@ -208,6 +208,58 @@ func (d *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	return child, fh, fl, errno
 }
 
+var _ = (fs.NodeTmpfiler)((*node)(nil))
+
+// Tmpfile makes the file of open(2) with O_TMPFILE in d: a file of the
+// work dir that the node reaches as an unlinked file's data (node.orphan:
+// nlink 0, removed when the kernel forgets it) until Link gives it a name
+// in the upper. The kernel's overlay copies the directory up first too
+// (Linux: fs/overlayfs/dir.c:ovl_tmpfile).
+func (d *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if !d.u.writable {
+		return nil, nil, 0, syscall.EROFS
+	}
+	if err := d.copyUp(false); err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	up, err := d.dirFd(0)
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	defer up.release()
+	u := d.u
+	tmp := u.tmpName()
+	fd, err := unix.Openat(u.workFd, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, mode&0o7777)
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	unix.Close(fd)
+	var st unix.Stat_t
+	err = chownToCaller(ctx, u.workFd, tmp, up.fd)
+	if err == nil {
+		err = unix.Fstatat(u.workFd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err != nil {
+		u.removeWork(tmp)
+		return nil, nil, 0, toErrno(err)
+	}
+	// The identity newChild gives the file once linked, so Link finds
+	// this node (unionFS.known) for its name.
+	id := fs.StableAttr{Mode: unix.S_IFREG}
+	id.Ino, id.Gen = u.fileID(&st, 0, d.ino, "")
+	id.Gen = u.freeGen(id, 0)
+	n := newNode(u, id.Ino, false, []int{0})
+	n.gen = id.Gen
+	n.orphan, n.orphanLayer = tmp, -1
+	u.known.Store(id, n)
+	n.fillAttr(&st, &out.Attr)
+	child := d.NewInode(ctx, n, id)
+	fh, fl, errno := n.newHandleWith(func() (int, error) {
+		return unix.Openat(u.workFd, tmp, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	})
+	return child, fh, fl, errno
+}
+
 var _ = (fs.NodeLinker)((*node)(nil))
 
 // markImpureFor marks directory d's upper copy impure before the
@@ -250,6 +302,17 @@ func (d *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}, out)
 	if err != nil {
 		return nil, toErrno(err)
+	}
+	// A file that had no name (Tmpfile) has one now: its work dir entry
+	// goes, and its link count is the upper file's again.
+	tn.mu.Lock()
+	orphan, orphanLayer := tn.orphan, tn.orphanLayer
+	if orphan != "" && orphanLayer < 0 {
+		tn.orphan = ""
+	}
+	tn.mu.Unlock()
+	if orphan != "" && orphanLayer < 0 {
+		d.u.removeWork(orphan)
 	}
 	tn.notifyAttr()
 	return child, 0

@@ -25,6 +25,8 @@
 //     directory created where a lower one is hidden or merged is opaque;
 //   - a directory that exists in a lower layer cannot be renamed (EXDEV),
 //     as the kernel does without redirect_dir;
+//   - open(2) with O_TMPFILE makes a nameless file (in the work dir
+//     until linkat gives it a name in the upper);
 //   - the overlay's own xattrs (*.overlay.*) are never shown or copied;
 //   - a copy-up leaves the kernel's records (origin.go): overlay.origin
 //     on the copy (the lower's file handle, byte for byte what the

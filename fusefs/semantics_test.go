@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -237,6 +238,52 @@ func TestLargeReads(t *testing.T) {
 	}
 	o.same("big", false)
 	o.same("big", true)
+}
+
+// TestTmpfile makes O_TMPFILE files in a lower directory (copied up
+// for it), links one into place by /proc/self/fd and writes through its
+// descriptor after, and drops the other, against kernel overlay: the
+// link counts the descriptors see, the merged tree and the upper.
+func TestTmpfile(t *testing.T) {
+	o := newOracle(t, 1, false, func(s *stack) {
+		writeFiles(t, s.lowers[0], map[string]string{"d/old": "o"})
+	})
+	for _, root := range []string{o.k.target, o.f.target} {
+		var nlinks []uint64
+		nlink := func(fd int) {
+			var st unix.Stat_t
+			mustDo(t, unix.Fstat(fd, &st))
+			nlinks = append(nlinks, st.Nlink)
+		}
+		fd, err := unix.Open(filepath.Join(root, "d"), unix.O_TMPFILE|unix.O_RDWR, 0o640)
+		mustDo(t, err)
+		_, err = unix.Write(fd, []byte("before the link;"))
+		mustDo(t, err)
+		nlink(fd)
+		mustDo(t, unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, filepath.Join(root, "d/new"), unix.AT_SYMLINK_FOLLOW))
+		_, err = unix.Write(fd, []byte("after"))
+		mustDo(t, err)
+		nlink(fd)
+		mustDo(t, unix.Close(fd))
+		dropped, err := unix.Open(filepath.Join(root, "d"), unix.O_TMPFILE|unix.O_WRONLY, 0o600)
+		mustDo(t, err)
+		nlink(dropped)
+		mustDo(t, unix.Close(dropped))
+		if want := []uint64{0, 1, 0}; !slices.Equal(nlinks, want) {
+			t.Errorf("%s: link counts %v, want %v", root, nlinks, want)
+		}
+	}
+	for _, p := range []string{"d", "d/new", "d/old"} {
+		o.same(p, false)
+	}
+	o.same("d/new", true)
+	for _, s := range []*stack{o.k, o.f} {
+		ents, err := os.ReadDir(filepath.Join(s.upper, "d"))
+		mustDo(t, err)
+		if len(ents) != 1 || ents[0].Name() != "new" {
+			t.Errorf("%s: upper d holds %v, want only new", s.upper, ents)
+		}
+	}
 }
 
 // TestCopyUpUnderDefaultACL copies up files of a directory whose lower
