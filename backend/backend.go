@@ -6,7 +6,7 @@ import (
 	"context"
 	"errors"
 
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // Names of the backends, as users type them (--backend, OVL_BACKEND).

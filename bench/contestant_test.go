@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 type emptyMount struct{ dir string }

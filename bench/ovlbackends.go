@@ -3,10 +3,10 @@ package bench
 import (
 	"context"
 
-	"ovl/backend"
-	"ovl/copyback"
-	"ovl/layer"
-	"ovl/native"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/copyback"
+	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/native"
 )
 
 // OvlContestants returns ovl's backends as contestants, driven through

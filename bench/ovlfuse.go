@@ -4,7 +4,7 @@ import (
 	"context"
 	"os"
 
-	"ovl/fusefs"
+	"github.com/ovl-dev/ovl/fusefs"
 )
 
 // fuseContestants are ovl's FUSE backend as it runs by default (the

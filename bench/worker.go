@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/reexec"
 )
 
 // workerEntry is the re-exec entry that runs a Go-written workload in a

@@ -18,9 +18,9 @@ import (
 	"path/filepath"
 	"sync"
 
-	"ovl/backend"
-	"ovl/internal/mountinfo"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/mountinfo"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // Backend "mounts" a stack by copying it.

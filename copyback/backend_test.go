@@ -11,9 +11,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/copyback"
-	"ovl/internal/testutil"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/copyback"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 func write(t *testing.T, p, content string) {

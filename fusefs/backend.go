@@ -17,9 +17,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/backend"
-	"ovl/internal/reexec"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // Backend mounts stacks with ovl's FUSE union filesystem, each served by

@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // copyUp makes sure the node's visible copy is in the upper layer, so it

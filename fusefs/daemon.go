@@ -16,8 +16,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"ovl/internal/userns"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/internal/userns"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // cacheTimeout is how long the kernel may trust entries, attributes and

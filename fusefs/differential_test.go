@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"ovl/internal/difftest"
-	"ovl/internal/reexec"
-	"ovl/internal/testutil"
-	"ovl/layer"
-	"ovl/native"
+	"github.com/ovl-dev/ovl/internal/difftest"
+	"github.com/ovl-dev/ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/native"
 )
 
 // The differential test runs random operation sequences on two identical

@@ -13,7 +13,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"golang.org/x/sys/unix"
 
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // Options tune how Serve runs a stack.

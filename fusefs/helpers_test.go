@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"ovl/backend"
-	"ovl/internal/testutil"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // stack is a layer stack on disk: lowers (top first), upper, work,

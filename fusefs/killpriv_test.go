@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 // TestPrivilegesDroppedOnChange checks, against kernel overlay, that

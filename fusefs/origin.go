@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/internal/userns"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/internal/userns"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // The kernel's overlayfs keeps three xattrs beside whiteouts and opaque

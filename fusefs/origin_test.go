@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/internal/testutil"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // TestOverlayRecordsMatchKernel copies the same lower entries up under

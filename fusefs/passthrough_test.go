@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 // TestPassthrough checks that with passthrough (a StrictOpen stack) the

@@ -6,7 +6,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
 
-	"ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 // posixSkip names the posixtest cases that fail on plain tmpfs too, or

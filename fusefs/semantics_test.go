@@ -18,8 +18,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/internal/testutil"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // The semantic tests do the same thing on two identical stacks, one under

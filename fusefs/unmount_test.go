@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 // TestUnmountWithCopyInAnotherNamespace checks that Unmount does not wait

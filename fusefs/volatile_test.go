@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 // TestVolatileStack checks that a volatile stack (no syncs on copy-up or

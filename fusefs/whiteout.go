@@ -6,7 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // whiteoutEntry records in upper directory updir that name is deleted.

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/internal/userns"
+	"github.com/ovl-dev/ovl/internal/userns"
 )
 
 // Diff writes into the directory upper the layer that turns the union of

@@ -3,7 +3,7 @@ package layer_test
 import (
 	"fmt"
 
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // Classify needs no file system for the OCI/AUFS names: the name says it.

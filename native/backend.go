@@ -8,9 +8,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/backend"
-	"ovl/internal/userns"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/userns"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // Backend mounts stacks with kernel overlayfs. The zero value is ready

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 // BenchmarkMountUnmount measures one Mount and Unmount of a three-layer

@@ -3,7 +3,7 @@ package native
 import (
 	"fmt"
 
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // Check reports whether kernel overlayfs can mount spec, without touching

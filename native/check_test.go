@@ -11,9 +11,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/internal/mountinfo"
-	"ovl/internal/testutil"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/internal/mountinfo"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // TestMountRefusesBadSpecs gives Mount each mistake a caller can make and

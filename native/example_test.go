@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"log"
 
-	"ovl/layer"
-	"ovl/native"
+	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/native"
 )
 
 // Mount a writable stack of two layers as root; changes land in the

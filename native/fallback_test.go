@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 // TestMountFallsBack makes this kernel look older, one missing API at a

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"ovl/internal/mountinfo"
-	"ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/mountinfo"
+	"github.com/ovl-dev/ovl/internal/reexec"
 )
 
 func TestMain(m *testing.M) {

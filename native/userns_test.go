@@ -12,11 +12,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/backend"
-	"ovl/internal/reexec"
-	"ovl/internal/testutil"
-	"ovl/internal/userns"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/internal/userns"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // usernsEntry mounts a stack inside a new user + mount namespace and

@@ -1,8 +1,8 @@
 package runner
 
 import (
-	"ovl/backend"
-	"ovl/selector"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 // backendNamed returns, in the init process, a backend of the name the

@@ -30,7 +30,7 @@ import (
 	"strings"
 	"syscall"
 
-	"ovl/backend"
+	"github.com/ovl-dev/ovl/backend"
 )
 
 // Volume kinds.

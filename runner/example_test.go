@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"os"
 
-	"ovl/runner"
-	"ovl/selector"
+	"github.com/ovl-dev/ovl/runner"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 // A writable run with a Snapshot volume, on the backend the selector

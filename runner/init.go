@@ -16,10 +16,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/backend"
-	"ovl/internal/reexec"
-	"ovl/internal/userns"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/userns"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // Names of the re-exec entry points of a run.

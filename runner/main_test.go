@@ -11,11 +11,11 @@ import (
 	"strings"
 	"testing"
 
-	"ovl/backend"
-	"ovl/internal/reexec"
-	"ovl/internal/testutil"
-	"ovl/runner"
-	"ovl/selector"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/runner"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 func TestMain(m *testing.M) {

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"syscall"
 
-	"ovl/internal/reexec"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // rmEntry removes a directory tree as root of a user namespace with the

@@ -14,9 +14,9 @@ import (
 	"strings"
 	"syscall"
 
-	"ovl/internal/paths"
-	"ovl/internal/reexec"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/internal/paths"
+	"github.com/ovl-dev/ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // plan is what the init process needs to know, sent as JSON on its

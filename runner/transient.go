@@ -10,9 +10,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/internal/mountinfo"
-	"ovl/internal/paths"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/internal/mountinfo"
+	"github.com/ovl-dev/ovl/internal/paths"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // DefaultTransientDir is where runs keep their transient directories

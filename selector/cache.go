@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/internal/userns"
+	"github.com/ovl-dev/ovl/internal/userns"
 )
 
 // cacheVersion changes when Report's meaning changes, so that old cache

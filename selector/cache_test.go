@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"ovl/backend"
-	"ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 // countingProber is a fake Probe that counts its calls.

@@ -5,8 +5,8 @@ import (
 	"os"
 	"strings"
 
-	"ovl/backend"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // Decision is the selector's choice and why.

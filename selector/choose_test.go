@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"ovl/backend"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // fakeReport is a report in which every probe passed, except those named

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"ovl/selector"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 // A kernel without unprivileged overlay (before 5.11), where FUSE works:

@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/reexec"
 )
 
 func TestMain(m *testing.M) {

@@ -10,11 +10,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/fusefs"
-	"ovl/internal/reexec"
-	"ovl/internal/userns"
-	"ovl/layer"
-	"ovl/native"
+	"github.com/ovl-dev/ovl/fusefs"
+	"github.com/ovl-dev/ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/userns"
+	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/native"
 )
 
 // probeEntry is the re-exec entry that runs the mount probes of an

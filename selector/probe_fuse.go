@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/backend"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // supportsDevFuse opens /dev/fuse read-write, as a FUSE mount must.

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 // mustWork are the probes that pass on the kernels ovl is tested on

@@ -6,12 +6,12 @@ import (
 	"os"
 	"strings"
 
-	"ovl/backend"
-	"ovl/copyback"
-	"ovl/fusefs"
-	"ovl/internal/paths"
-	"ovl/layer"
-	"ovl/native"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/copyback"
+	"github.com/ovl-dev/ovl/fusefs"
+	"github.com/ovl-dev/ovl/internal/paths"
+	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/native"
 )
 
 // Options say what Select needs and where to probe.

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"ovl/bench"
+	"github.com/ovl-dev/ovl/bench"
 )
 
 func init() { register(benchNewCmd) }

@@ -15,10 +15,10 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/sys/unix"
 
-	"ovl/backend"
-	"ovl/build"
-	"ovl/selector"
-	"ovl/vagga"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/builder"
+	"github.com/ovl-dev/ovl/selector"
+	"github.com/ovl-dev/ovl/vagga"
 )
 
 func init() { register(buildNewCmd) }
@@ -130,11 +130,11 @@ type buildProgress struct {
 	quiet bool
 }
 
-func (p *buildProgress) event(e build.Event) {
+func (p *buildProgress) event(e builder.Event) {
 	switch {
 	case p.json:
 		writeJSONLine(p.w, e)
-	case p.quiet || e.Status == build.StatusRunning:
+	case p.quiet || e.Status == builder.StatusRunning:
 	default:
 		fmt.Fprintln(p.w, e.String())
 	}
@@ -163,18 +163,18 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 	if o.Quiet || o.JSON {
 		output = &kept
 	}
-	opts := build.Options{
+	opts := builder.Options{
 		OneLayer: !o.CacheEachStep, Force: o.Force, Backend: b,
-		Run: build.RunnerFunc(b, cfg.Dir), Events: progress.event, Output: output,
+		Run: builder.RunnerFunc(b, cfg.Dir), Events: progress.event, Output: output,
 	}
 	if bars := buildNewBars(stderr); bars != nil && !o.Quiet && !o.JSON {
 		opts.Progress = bars.start
 		defer bars.wait()
 	}
-	builder := build.New(cfg, opts)
+	eng := builder.New(cfg, opts)
 	if o.ShellBefore > 0 {
-		if err := builder.Shell(ctx, o.Containers[0], o.ShellBefore, stdin, stdout, stderr); err != nil {
-			var ee *build.ExitError
+		if err := eng.Shell(ctx, o.Containers[0], o.ShellBefore, stdin, stdout, stderr); err != nil {
+			var ee *builder.ExitError
 			if errors.As(err, &ee) {
 				return &exitError{code: ee.Code}
 			}
@@ -183,7 +183,7 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 		return nil
 	}
 	for _, name := range o.Containers {
-		r, err := builder.Build(ctx, name)
+		r, err := eng.Build(ctx, name)
 		if err != nil {
 			if kept.Len() > 0 {
 				stderr.Write(kept.Bytes())
@@ -230,9 +230,9 @@ func buildCleanFlags(f *pflag.FlagSet, o *buildCleanOptions) {
 
 // buildCleanResult is what `ovl clean --json` prints for the build flags.
 type buildCleanResult struct {
-	DryRun  bool            `json:"dry_run"`
-	Removed []build.Removed `json:"removed"`
-	Bytes   int64           `json:"bytes"`
+	DryRun  bool              `json:"dry_run"`
+	Removed []builder.Removed `json:"removed"`
+	Bytes   int64             `json:"bytes"`
 }
 
 // buildClean removes old roots, unused layers or everything of the
@@ -242,9 +242,9 @@ func buildClean(o *buildCleanOptions, dryRun, asJSON bool, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	removed, err := build.New(cfg, build.Options{}).Clean(build.CleanOptions{
+	removed, err := builder.New(cfg, builder.Options{}).Clean(builder.CleanOptions{
 		Old: o.Old, UnusedLayers: o.UnusedLayers, Everything: o.Everything, DryRun: dryRun})
-	res := buildCleanResult{DryRun: dryRun, Removed: append([]build.Removed{}, removed...)}
+	res := buildCleanResult{DryRun: dryRun, Removed: append([]builder.Removed{}, removed...)}
 	for _, r := range res.Removed {
 		res.Bytes += r.Bytes
 	}
@@ -297,8 +297,8 @@ func buildNewBars(w io.Writer) *buildBars {
 	return &buildBars{p: mpb.New(mpb.WithOutput(f), mpb.WithWidth(40))}
 }
 
-// start is build.Options.Progress.
-func (b *buildBars) start(what string, total int64) build.Progress {
+// start is builder.Options.Progress.
+func (b *buildBars) start(what string, total int64) builder.Progress {
 	bar := b.p.AddBar(total,
 		mpb.PrependDecorators(decor.Name(what, decor.WC{W: 32, C: decor.DindentRight})),
 		mpb.AppendDecorators(decor.CountersKibiByte("% .1f / % .1f"), decor.Name(" "), decor.Elapsed(decor.ET_STYLE_GO)),

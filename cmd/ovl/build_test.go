@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"ovl/build"
-	"ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/builder"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 // buildTestProject writes a project with a busybox base into a fresh
@@ -26,7 +26,7 @@ func buildTestProject(t *testing.T, yaml string) string {
 	if err != nil {
 		t.Skipf("skipping: needs /bin/busybox (busybox-static): %v", err)
 	}
-	if err := build.WriteBusyboxTar(filepath.Join(dir, "base.tar.gz"), bb); err != nil {
+	if err := builder.WriteBusyboxTar(filepath.Join(dir, "base.tar.gz"), bb); err != nil {
 		t.Fatal(err)
 	}
 	return dir

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"ovl/selector"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 func init() { register(checkOverlayfsNewCmd) }

@@ -11,9 +11,9 @@ import (
 	"strings"
 	"testing"
 
-	"ovl/backend"
-	"ovl/internal/testutil"
-	"ovl/selector"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 // checkBuildOVL builds the ovl binary into a directory every user can

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"ovl/runner"
+	"github.com/ovl-dev/ovl/runner"
 )
 
 func init() { register(cleanNewCmd) }

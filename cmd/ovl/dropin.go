@@ -12,9 +12,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/fusefs"
-	"ovl/internal/userns"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/fusefs"
+	"github.com/ovl-dev/ovl/internal/userns"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // Drop-in mode: the ovl binary stands in for fuse-overlayfs where tools

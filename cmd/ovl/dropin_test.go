@@ -4,7 +4,7 @@ import (
 	"reflect"
 	"testing"
 
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 func TestDropinArgs(t *testing.T) {

@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"ovl/build"
-	"ovl/runner"
+	"github.com/ovl-dev/ovl/builder"
+	"github.com/ovl-dev/ovl/runner"
 )
 
 func init() { register(execNewCmd) }
@@ -74,8 +74,8 @@ func execRun(ctx context.Context, o *execOptions, stdin io.Reader, stdout, stder
 		return &exitError{code: runExitOwnError, msg: "exec: " + err.Error()}
 	}
 	progress := &buildProgress{w: stderr, quiet: o.Quiet}
-	builder := build.New(cfg, build.Options{Backend: b, Run: build.RunnerFunc(b, cfg.Dir), Events: func(e build.Event) {
-		if e.Status != build.StatusCached { // a fresh container says nothing
+	builder := builder.New(cfg, builder.Options{Backend: b, Run: builder.RunnerFunc(b, cfg.Dir), Events: func(e builder.Event) {
+		if e.Status != builder.StatusCached { // a fresh container says nothing
 			progress.event(e)
 		}
 	}, Output: stderr})

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"os"
 
-	"ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/reexec"
 )
 
 func main() {

@@ -12,10 +12,10 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"ovl/backend"
-	"ovl/fusefs"
-	"ovl/layer"
-	"ovl/selector"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/fusefs"
+	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 func init() { register(mountNewCmd) }

@@ -12,12 +12,12 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"ovl/backend"
-	"ovl/build"
-	"ovl/layer"
-	"ovl/runner"
-	"ovl/selector"
-	"ovl/vagga"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/builder"
+	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/runner"
+	"github.com/ovl-dev/ovl/selector"
+	"github.com/ovl-dev/ovl/vagga"
 )
 
 func init() { register(runNewCmd) }
@@ -193,7 +193,7 @@ func runBuildContainer(ctx context.Context, o *runOptions, stderr io.Writer) (ro
 	}
 	p := &buildProgress{w: stderr, quiet: true}
 	pick := func(vc *vagga.Config) (backend.Backend, error) { return buildBackend(ctx, vc, o.Backend) }
-	r, found, err := build.Resolve(ctx, cwd, o.Root, build.Options{Events: p.event, Output: stderr}, pick)
+	r, found, err := builder.Resolve(ctx, cwd, o.Root, builder.Options{Events: p.event, Output: stderr}, pick)
 	if err != nil || !found {
 		return "", nil, found, err
 	}

@@ -8,8 +8,8 @@ import (
 	"syscall"
 	"testing"
 
-	"ovl/internal/testutil"
-	"ovl/runner"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/runner"
 )
 
 func TestRunParseVolume(t *testing.T) {

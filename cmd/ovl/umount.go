@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"ovl/internal/mountinfo"
+	"github.com/ovl-dev/ovl/internal/mountinfo"
 )
 
 func init() { register(umountNewCmd) }

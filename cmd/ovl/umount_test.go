@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 func errorsIsErrno(err error, target error) bool { return err != nil && errors.Is(err, target) }

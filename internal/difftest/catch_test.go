@@ -13,9 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/backend"
-	"ovl/internal/testutil"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // TestGenerateIsDeterministic: a seed is a replayable sequence, and

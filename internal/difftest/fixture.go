@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/internal/userns"
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/internal/userns"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // Stack is one layer stack built by BuildStack: three lowers, an empty

@@ -5,10 +5,10 @@ import (
 	"os"
 	"testing"
 
-	"ovl/internal/reexec"
-	"ovl/internal/testutil"
-	"ovl/layer"
-	"ovl/native"
+	"github.com/ovl-dev/ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/native"
 )
 
 func TestMain(m *testing.M) {

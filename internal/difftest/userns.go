@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"os"
 
-	"ovl/internal/reexec"
-	"ovl/internal/userns"
+	"github.com/ovl-dev/ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/userns"
 )
 
 const envConfig = "OVL_DIFFTEST_CONFIG"

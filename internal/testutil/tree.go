@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // TreeListing describes every file under dir, one line each, sorted:

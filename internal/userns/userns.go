@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/reexec"
 )
 
 // Command returns a command running re-exec entry with args in a new mount

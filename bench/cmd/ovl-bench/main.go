@@ -12,8 +12,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"ovl/bench"
-	"ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/bench"
+	"github.com/ovl-dev/ovl/internal/reexec"
 )
 
 func main() {

@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"context"
@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"ovl/backend"
-	"ovl/runner"
-	"ovl/vagga"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/runner"
+	"github.com/ovl-dev/ovl/vagga"
 )
 
 // CommandRun builds what command name of the config needs (its container

@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"archive/tar"
@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/vagga"
+	"github.com/ovl-dev/ovl/vagga"
 )
 
 // untar unpacks the local tarball of a !Tar step into w at s.Path,
@@ -84,7 +84,7 @@ func untar(w *writer, s *vagga.TarStep, hashes *fileHashes, progress func(string
 				return fmt.Errorf("%s: %w", h.Name, err)
 			}
 			dirs = append(dirs, dirTimes{target, h.ModTime.UnixNano()})
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg: // the reader turns the old TypeRegA into TypeReg
 			if err := w.writeFile(target, tr, mode, h.Uid, h.Gid, true); err != nil {
 				return fmt.Errorf("%s: %w", h.Name, err)
 			}

@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // Store is a project's build state under its .vagga directory:

@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"bytes"
@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"ovl/internal/testutil"
-	"ovl/layer"
-	"ovl/native"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/native"
 )
 
 // cloneProject is a parent with a few files and a child that changes

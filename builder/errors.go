@@ -1,10 +1,10 @@
-package build
+package builder
 
 import (
 	"errors"
 	"fmt"
 
-	"ovl/vagga"
+	"github.com/ovl-dev/ovl/vagga"
 )
 
 // Sentinel errors, to be tested with errors.Is.

@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"fmt"
@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"ovl/vagga"
+	"github.com/ovl-dev/ovl/vagga"
 )
 
 // isFileStep reports whether s only places files, so that the engine

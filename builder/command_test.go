@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"bytes"
@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"ovl/runner"
-	"ovl/vagga"
+	"github.com/ovl-dev/ovl/runner"
+	"github.com/ovl-dev/ovl/vagga"
 )
 
 func TestCommandRunConfig(t *testing.T) {

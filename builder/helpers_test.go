@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"context"
@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"ovl/backend"
-	"ovl/internal/testutil"
-	"ovl/layer"
-	"ovl/vagga"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/vagga"
 
 	"golang.org/x/sys/unix"
 )

@@ -1,11 +1,11 @@
-package build
+package builder
 
 import (
 	"context"
 	"path/filepath"
 
-	"ovl/backend"
-	"ovl/runner"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/runner"
 )
 
 // RunnerFunc returns the RunFunc that runs command steps in containers

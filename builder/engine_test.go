@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 // The kernel's overlayfs is the oracle for the layers file steps write:

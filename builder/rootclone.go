@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // parentRoot returns the plain root of r's parent container and the

@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"bytes"
@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"ovl/internal/testutil"
-	"ovl/layer"
-	"ovl/native"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/native"
 )
 
 // TestMeasure prints the figures of the closing note: the cost of a

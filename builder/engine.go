@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"context"
@@ -12,9 +12,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/backend"
-	"ovl/layer"
-	"ovl/vagga"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/vagga"
 )
 
 // Options control a Builder.

@@ -1,9 +1,9 @@
-package build
+package builder
 
 import (
 	"context"
 
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // Progress follows one long copy (unpacking a tarball, copying a project

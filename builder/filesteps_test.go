@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"errors"
@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"ovl/internal/testutil"
-	"ovl/vagga"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/vagga"
 )
 
 // fileSteps is a container built from file steps only: no runner needed.

@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"bytes"
@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"ovl/backend"
-	"ovl/copyback"
-	"ovl/fusefs"
-	"ovl/native"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/copyback"
+	"github.com/ovl-dev/ovl/fusefs"
+	"github.com/ovl-dev/ovl/native"
 )
 
 // backends are the backends command steps are tested on.

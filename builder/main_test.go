@@ -1,10 +1,10 @@
-package build
+package builder
 
 import (
 	"os"
 	"testing"
 
-	"ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/reexec"
 )
 
 func TestMain(m *testing.M) {

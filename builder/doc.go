@@ -1,4 +1,4 @@
-// Package build builds the containers of a vagga.yaml as stacks of
+// Package builder builds the containers of a vagga.yaml as stacks of
 // cached layers, one per step, and runs their commands.
 //
 // A Builder plans a container (every step's key: the previous key, the
@@ -27,4 +27,4 @@
 //	events.go    progress events; progress.go long copies
 //
 // See README.md for the design and why --cache-each-step is the default.
-package build
+package builder

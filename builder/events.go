@@ -1,10 +1,10 @@
-package build
+package builder
 
 import (
 	"fmt"
 	"time"
 
-	"ovl/vagga"
+	"github.com/ovl-dev/ovl/vagga"
 )
 
 // Status is what happened to a step, or to a phase of the build.

@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"ovl/vagga"
+	"github.com/ovl-dev/ovl/vagga"
 )
 
 // Exec is a command to run on top of layers: a command step of a build,

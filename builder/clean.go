@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/layer"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // Removed is one thing a clean removed (or, in a dry run, would remove).

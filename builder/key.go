@@ -1,4 +1,4 @@
-package build
+package builder
 
 import (
 	"crypto/sha256"
@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"ovl/vagga"
+	"github.com/ovl-dev/ovl/vagga"
 )
 
 // keyVersion changes when the meaning of a layer changes, so that layers
