@@ -81,9 +81,9 @@ func (n *node) copyUpOnce(p *node, name string, truncate bool) (renumbered bool,
 // copyUpLocked does the copy, and sets *renumbered when the copy (of a
 // lower hard link) takes a new inode number the kernel must learn.
 // Preconditions: n.io and n.mu held; the parent p is in the upper.
-func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumbered *bool) (err error) {
+func (n *node) copyUpLocked(p *node, name string, srcLayer int, truncate bool, renumbered *bool) (err error) {
 	u := n.u
-	srcDir, err := p.dirFd(src)
+	srcDir, err := p.dirFd(srcLayer)
 	if err != nil {
 		return err
 	}
@@ -94,11 +94,14 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumb
 	}
 	defer upDir.release()
 
-	// 4. What to copy: the lower's metadata.
-	var st unix.Stat_t
-	if err := unix.Fstatat(srcDir.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	// 4. What to copy: the lower file, held by an O_PATH descriptor
+	// from here on, and checked to be still of the node's type (a layer
+	// entry swapped behind the union's back is ESTALE, never copied).
+	src, st, err := openPathAt(srcDir.fd, name, n.fileType())
+	if err != nil {
 		return err
 	}
+	defer unix.Close(src)
 	typ := st.Mode & unix.S_IFMT
 
 	// The kernel's record of the copy (see origin.go): the parent is
@@ -107,7 +110,7 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumb
 	// as another file.
 	var origin []byte
 	if typ == unix.S_IFDIR || st.Nlink == 1 {
-		if origin, err = u.origin.encode(srcDir.fd, name, &st); err != nil {
+		if origin, err = u.origin.encode(srcDir.fd, src, &st); err != nil {
 			return err
 		}
 	}
@@ -120,7 +123,7 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumb
 
 	// 5. Create the copy in the work dir. From here on, one undo removes
 	// it on every failure.
-	sc, err := u.newScratch(typ, srcDir.fd, name, &st, upDir.fd, truncate)
+	sc, err := u.newScratch(typ, src, &st, upDir.fd, truncate)
 	if err != nil {
 		return err
 	}
@@ -133,7 +136,7 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumb
 		return err
 	}
 	// Extended attributes, except the overlay's own.
-	if err := u.copyXattrs(procPathAt(srcDir.fd, name), sc.setXattr); err != nil {
+	if err := u.copyXattrs(src, sc.setXattr); err != nil {
 		return err
 	}
 	if origin != nil {
@@ -253,12 +256,12 @@ type scratch struct {
 	dir  bool
 }
 
-// newScratch creates the copy of src (name in srcDir, of type typ), to
-// be published in the upper directory upDir: a regular file with its
-// data (unless skipData), synced unless the stack is volatile or has a
-// syncer to do it after the link; an empty directory; the symlink; the
-// device node, fifo or socket.
-func (u *unionFS) newScratch(typ uint32, srcDir int, name string, st *unix.Stat_t, upDir int, skipData bool) (sc *scratch, err error) {
+// newScratch creates the copy of src (an O_PATH descriptor of a file of
+// type typ), to be published in the upper directory upDir: a regular
+// file with its data (unless skipData), synced unless the stack is
+// volatile or has a syncer to do it after the link; an empty directory;
+// the symlink; the device node, fifo or socket.
+func (u *unionFS) newScratch(typ uint32, src int, st *unix.Stat_t, upDir int, skipData bool) (sc *scratch, err error) {
 	sc = &scratch{u: u, fd: -1, dir: typ == unix.S_IFDIR}
 	if typ == unix.S_IFREG {
 		// Read-write: the node keeps a descriptor of the copy for its
@@ -280,7 +283,7 @@ func (u *unionFS) newScratch(typ uint32, srcDir int, name string, st *unix.Stat_
 				return nil, err
 			}
 		}
-		if err := copyFileData(srcDir, name, sc.fd, st.Size, skipData, !u.volatile && u.syncer == nil); err != nil {
+		if err := copyFileData(src, sc.fd, st.Size, skipData, !u.volatile && u.syncer == nil); err != nil {
 			sc.close(true)
 			return nil, err
 		}
@@ -292,7 +295,7 @@ func (u *unionFS) newScratch(typ uint32, srcDir int, name string, st *unix.Stat_
 		err = unix.Mkdirat(u.workFd, sc.name, 0o700)
 	case unix.S_IFLNK:
 		var target string
-		if target, err = readlinkAt(srcDir, name); err == nil {
+		if target, err = readlinkAt(src, ""); err == nil {
 			err = unix.Symlinkat(target, u.workFd, sc.name)
 		}
 	default:
@@ -359,16 +362,17 @@ func (sc *scratch) close(discard bool) {
 	}
 }
 
-// copyFileData copies regular file name of srcDir into out, with
-// copy_file_range (reflinks where the filesystem has them), and syncs
-// it when sync is set. size is the file's size as stat saw it: the copy
-// ends there without a last call to find the end (lower layers do not
-// change under a mount).
-func copyFileData(srcDir int, name string, out int, size int64, skipData, sync bool) error {
+// copyFileData copies the regular file the O_PATH descriptor src refers
+// to into out, with copy_file_range (reflinks where the filesystem has
+// them), and syncs it when sync is set. size is the file's size as stat
+// saw it just before: the copy ends there without a last call to find
+// the end (a file changed in its layer meanwhile is copied as it was
+// then, or up to where it ends now).
+func copyFileData(src int, out int, size int64, skipData, sync bool) error {
 	if skipData {
 		return nil
 	}
-	in, err := unix.Openat(srcDir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	in, err := reopen(src, unix.O_RDONLY)
 	if err != nil {
 		return err
 	}
@@ -424,7 +428,8 @@ func copyRest(in, out int) error {
 	}
 }
 
-// readlinkAt reads symlink name of dirfd.
+// readlinkAt reads symlink name of dirfd (name "": the symlink an O_PATH
+// descriptor dirfd refers to).
 func readlinkAt(dirfd int, name string) (string, error) {
 	buf := make([]byte, 256)
 	for {

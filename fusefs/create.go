@@ -115,13 +115,25 @@ func (d *node) createEntry(ctx context.Context, name string, isDir bool, mk func
 	return child, nil
 }
 
-// chownToCaller gives a new entry the caller's owner, as the kernel does
-// for files it creates. An unprivileged daemon cannot, and needs not: it
-// is the caller.
-// parent is the upper directory the entry is for (it may be built in the
-// work dir): a set-group-ID parent gives its group, and its set-group-ID
-// bit to a new directory.
-func chownToCaller(ctx context.Context, dirfd int, name string, parent int) error {
+// chownToCaller gives the new entry name of dirfd, of file type typ,
+// the caller's owner, as the kernel does for files it creates; see
+// ownByCaller.
+func chownToCaller(ctx context.Context, dirfd int, name string, typ uint32, parent int) error {
+	fd, _, err := openPathAt(dirfd, name, typ)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return ownByCaller(ctx, fd, dirfd == parent, parent)
+}
+
+// ownByCaller gives the new entry open at fd (any descriptor, O_PATH
+// included) the caller's owner, as the kernel does for files it creates.
+// An unprivileged daemon cannot, and needs not: it is the caller.
+// parent is the upper directory the entry is for (inParent: it was made
+// there, not in the work dir): a set-group-ID parent gives its group,
+// and its set-group-ID bit to a new directory.
+func ownByCaller(ctx context.Context, fd int, inParent bool, parent int) error {
 	c, ok := fuse.FromContext(ctx)
 	if !ok {
 		return nil
@@ -131,11 +143,11 @@ func chownToCaller(ctx context.Context, dirfd int, name string, parent int) erro
 	if unix.Fstat(parent, &pst) == nil && pst.Mode&unix.S_ISGID != 0 {
 		gid = int(pst.Gid)
 		var st unix.Stat_t
-		if dirfd != parent && unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			defer unix.Fchmodat(dirfd, name, st.Mode&0o7777|unix.S_ISGID, 0)
+		if !inParent && unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			defer chmodFd(fd, st.Mode&0o7777|unix.S_ISGID)
 		}
 	}
-	err := unix.Fchownat(dirfd, name, int(c.Uid), gid, unix.AT_SYMLINK_NOFOLLOW)
+	err := chownFd(fd, int(c.Uid), gid)
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) {
 		return nil
 	}
@@ -149,7 +161,7 @@ func (d *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		if err := unix.Mkdirat(dirfd, nm, mode); err != nil {
 			return err
 		}
-		return chownToCaller(ctx, dirfd, nm, parent)
+		return chownToCaller(ctx, dirfd, nm, unix.S_IFDIR, parent)
 	}, out)
 	return child, toErrno(err)
 }
@@ -165,7 +177,7 @@ func (d *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 		if err := unix.Mknodat(dirfd, nm, mode, int(dev)); err != nil {
 			return err
 		}
-		return chownToCaller(ctx, dirfd, nm, parent)
+		return chownToCaller(ctx, dirfd, nm, mode&unix.S_IFMT, parent)
 	}, out)
 	return child, toErrno(err)
 }
@@ -177,7 +189,7 @@ func (d *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		if err := unix.Symlinkat(target, dirfd, nm); err != nil {
 			return err
 		}
-		return chownToCaller(ctx, dirfd, nm, parent)
+		return chownToCaller(ctx, dirfd, nm, unix.S_IFLNK, parent)
 	}, out)
 	return child, toErrno(err)
 }
@@ -190,8 +202,8 @@ func (d *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		if err != nil {
 			return err
 		}
-		unix.Close(fd)
-		return chownToCaller(ctx, dirfd, nm, parent)
+		defer unix.Close(fd)
+		return ownByCaller(ctx, fd, dirfd == parent, parent)
 	}, out)
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
@@ -203,7 +215,12 @@ func (d *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 			return -1, err
 		}
 		defer up.release()
-		return unix.Openat(up.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		pfd, _, err := openPathAt(up.fd, name, unix.S_IFREG)
+		if err != nil {
+			return -1, err
+		}
+		defer unix.Close(pfd)
+		return reopen(pfd, unix.O_RDONLY)
 	})
 	return child, fh, fl, errno
 }
@@ -233,12 +250,12 @@ func (d *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
-	unix.Close(fd)
 	var st unix.Stat_t
-	err = chownToCaller(ctx, u.workFd, tmp, up.fd)
+	err = ownByCaller(ctx, fd, false, up.fd)
 	if err == nil {
-		err = unix.Fstatat(u.workFd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW)
+		err = unix.Fstat(fd, &st)
 	}
+	unix.Close(fd)
 	if err != nil {
 		u.removeWork(tmp)
 		return nil, nil, 0, toErrno(err)

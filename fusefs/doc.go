@@ -39,7 +39,13 @@
 // component at a time, relative to directory descriptors, with
 // O_NOFOLLOW (or openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS for
 // whole paths), so a symlink inside a layer is returned to the kernel and
-// never followed by the daemon.
+// never followed by the daemon. Whoever owns a layer may change it under
+// the mount: every change to an existing file (chmod, chown, utimes,
+// truncate, write, xattrs, copy-up's reads) acts on an O_PATH descriptor
+// opened without following a symlink and checked to be a file of the
+// node's type (resolve.go: openPathAt), or on a file reopened from one;
+// an entry swapped for a symlink, a fifo or a device is ESTALE (the
+// kernel then looks the name up again), never the file it leads to.
 //
 // # Inode numbers
 //

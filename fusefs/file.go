@@ -24,13 +24,19 @@ func (n *node) openData(write bool) (int, error) {
 	if write {
 		flags = unix.O_RDWR
 	}
-	fd := -1
-	err := n.at(n.topLayer(), func(dirfd int, name string) error {
-		var err error
-		fd, err = unix.Openat(dirfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-		return err
-	})
-	return fd, err
+	return n.openFile(n.topLayer(), flags)
+}
+
+// openFile opens the node's copy in layer li, a regular file, with
+// flags: checked through an O_PATH descriptor first (see pathFd), so
+// that an entry swapped for a symlink, fifo or device is never opened.
+func (n *node) openFile(li int, flags int) (int, error) {
+	pfd, _, err := n.pathFd(li)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(pfd)
+	return reopen(pfd, flags)
 }
 
 // dataFd returns a descriptor of the node's data, cached when the budget
@@ -138,8 +144,12 @@ func (n *node) newHandle() (fs.FileHandle, uint32, syscall.Errno) {
 	return n.newHandleWith(func() (int, error) {
 		fd := -1
 		err := n.atLocked(func(dirfd int, name string) error {
-			var err error
-			fd, err = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			pfd, _, err := openPathAt(dirfd, name, unix.S_IFREG)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(pfd)
+			fd, err = reopen(pfd, unix.O_RDONLY)
 			return err
 		})
 		return fd, err
@@ -316,12 +326,7 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 // file, is told to drop them once this request is answered (it holds
 // the pages locked until then). Preconditions: n.io held (shared).
 func (n *node) appendTwinned(data []byte, kernelOff int64) (uint32, syscall.Errno) {
-	fd := -1
-	err := n.at(n.topLayer(), func(dirfd int, name string) error {
-		var err error
-		fd, err = unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_APPEND|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		return err
-	})
+	fd, err := n.openFile(n.topLayer(), unix.O_WRONLY|unix.O_APPEND)
 	if err != nil {
 		return 0, toErrno(err)
 	}
@@ -380,7 +385,8 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off, size uint64, 
 var _ = (fs.NodeSetattrer)((*node)(nil))
 
 // Setattr copies the node up and changes it there: mode, owner, size,
-// times, in the order chmod/chown/truncate/utimes would.
+// times, in the order chmod/chown/truncate/utimes would; each through an
+// O_PATH descriptor of the upper file (see pathFd), never by name.
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if !n.u.writable {
 		return syscall.EROFS
@@ -389,63 +395,75 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if err := n.copyUp(hasSize && size == 0); err != nil {
 		return toErrno(err)
 	}
-	li := n.topLayer()
-	err := n.at(li, func(dirfd int, name string) error {
-		if m, ok := in.GetMode(); ok {
-			if err := unix.Fchmodat(dirfd, name, m, 0); err != nil {
-				return err
-			}
+	pfd, st, err := n.pathFd(n.topLayer())
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(pfd)
+	if err := n.setattrFd(pfd, &st, in); err != nil {
+		return toErrno(err)
+	}
+	n.notifyTwin()
+	out.SetTimeout(cacheTimeout)
+	return n.Getattr(ctx, f, out)
+}
+
+// setattrFd applies in to the node's upper copy, open at the O_PATH
+// descriptor pfd, which st describes.
+func (n *node) setattrFd(pfd int, st *unix.Stat_t, in *fuse.SetAttrIn) error {
+	m, okMode := in.GetMode()
+	if okMode {
+		if err := chmodFd(pfd, m); err != nil {
+			return err
 		}
-		uid, okU := in.GetUID()
-		gid, okG := in.GetGID()
-		// A SETATTR that changes nothing (but ctime) is chown(-1, -1),
-		// which still drops set-id bits and file capabilities (Linux:
-		// fs/open.c:chown_common); with FUSE_HANDLE_KILLPRIV_V2 that is
-		// the filesystem's to do, and chown(2) of the copy does it.
-		nothing := in.Valid&^(fuse.FATTR_CTIME|fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0
-		if okU || okG || nothing {
-			u, g := -1, -1
-			if okU {
-				u = int(uid)
-			}
-			if okG {
-				g = int(gid)
-			}
-			if err := unix.Fchownat(dirfd, name, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return err
-			}
+	}
+	uid, okU := in.GetUID()
+	gid, okG := in.GetGID()
+	// A SETATTR that changes nothing (but ctime) is chown(-1, -1),
+	// which still drops set-id bits and file capabilities (Linux:
+	// fs/open.c:chown_common); with FUSE_HANDLE_KILLPRIV_V2 that is
+	// the filesystem's to do, and chown(2) of the copy does it.
+	nothing := in.Valid&^(fuse.FATTR_CTIME|fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0
+	if okU || okG || nothing {
+		u, g := -1, -1
+		if okU {
+			u = int(uid)
 		}
-		return nil
-	})
-	if err == nil && hasSize {
+		if okG {
+			g = int(gid)
+		}
+		if err := chownFd(pfd, u, g); err != nil {
+			return err
+		}
+	}
+	if size, ok := in.GetSize(); ok {
 		n.io.RLock()
-		var fd int
-		var done func()
-		fd, done, err = n.dataFd(true)
+		fd, done, err := n.dataFd(true)
 		if err == nil {
 			err = unix.Ftruncate(fd, int64(size))
 			done()
 		}
 		n.io.RUnlock()
+		if err != nil {
+			return err
+		}
 	}
-	if _, okMode := in.GetMode(); err == nil && !okMode && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
+	if !okMode && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
 		// A truncate or chown by a caller without CAP_FSETID
 		// (FUSE_HANDLE_KILLPRIV_V2): drop the set-id bits as the
 		// kernel's own would; the daemon's truncate would not.
-		err = n.at(li, func(dirfd int, name string) error {
-			var st unix.Stat_t
-			if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.Fstat(pfd, st); err != nil {
+			return err
+		}
+		if mode, kill := killSuidgidMode(st.Mode); kill && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			if err := chmodFd(pfd, mode&0o7777); err != nil {
 				return err
 			}
-			if mode, kill := killSuidgidMode(st.Mode); kill && st.Mode&unix.S_IFMT == unix.S_IFREG {
-				return unix.Fchmodat(dirfd, name, mode&0o7777, 0)
-			}
-			return nil
-		})
+		}
 	}
 	atime, okA := in.GetATime()
 	mtime, okM := in.GetMTime()
-	if err == nil && (okA || okM) {
+	if okA || okM {
 		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
 		if okA {
 			ts[0] = unix.NsecToTimespec(atime.UnixNano())
@@ -453,14 +471,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		if okM {
 			ts[1] = unix.NsecToTimespec(mtime.UnixNano())
 		}
-		err = n.at(li, func(dirfd int, name string) error {
-			return unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
-		})
+		return utimesFd(pfd, ts)
 	}
-	if err != nil {
-		return toErrno(err)
-	}
-	n.notifyTwin()
-	out.SetTimeout(cacheTimeout)
-	return n.Getattr(ctx, f, out)
+	return nil
 }

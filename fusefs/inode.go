@@ -217,11 +217,36 @@ func (n *node) atWith(orphan string, orphanLayer int, alias bool, li int, fn fun
 	return fn(r.fd, name)
 }
 
-// lstat stats the node's visible copy.
+// fileType is the node's file type (S_IFMT bits), which never changes.
+func (n *node) fileType() uint32 {
+	if n.isDir {
+		return unix.S_IFDIR
+	}
+	return n.Mode() & unix.S_IFMT
+}
+
+// pathFd opens the node's copy in layer li as an O_PATH descriptor that
+// follows no symlink and is checked to be a file of the node's type (see
+// openPathAt). The caller closes it.
+func (n *node) pathFd(li int) (fd int, st unix.Stat_t, err error) {
+	err = n.at(li, func(dirfd int, name string) error {
+		var err error
+		fd, st, err = openPathAt(dirfd, name, n.fileType())
+		return err
+	})
+	return fd, st, err
+}
+
+// lstat stats the node's visible copy: ESTALE if it is no longer a file
+// of the node's type (swapped behind the union's back).
 func (n *node) lstat(st *unix.Stat_t) error {
-	return n.at(n.topLayer(), func(dirfd int, name string) error {
+	err := n.at(n.topLayer(), func(dirfd int, name string) error {
 		return unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
 	})
+	if err == nil && st.Mode&unix.S_IFMT != n.fileType() && n.fileType() != 0 {
+		return unix.ESTALE
+	}
+	return err
 }
 
 // fillAttr converts a layer stat into what the union shows.

@@ -12,8 +12,15 @@ import (
 
 // listXattrs returns the xattr names of the file at path (not following
 // a symlink at its end).
-func listXattrs(path string) ([]string, error) {
-	sz, err := unix.Llistxattr(path, nil)
+func listXattrs(path string) ([]string, error) { return listXattrsWith(unix.Llistxattr, path) }
+
+// listXattrsFd returns the xattr names of the file the O_PATH descriptor
+// fd refers to (flistxattr refuses O_PATH descriptors; its /proc name,
+// followed, reaches that file and nothing beyond it).
+func listXattrsFd(fd int) ([]string, error) { return listXattrsWith(unix.Listxattr, procPath(fd)) }
+
+func listXattrsWith(list func(string, []byte) (int, error), path string) ([]string, error) {
+	sz, err := list(path, nil)
 	for {
 		if err != nil {
 			if errors.Is(err, unix.ENOTSUP) {
@@ -26,9 +33,9 @@ func listXattrs(path string) ([]string, error) {
 		}
 		buf := make([]byte, sz)
 		var m int
-		m, err = unix.Llistxattr(path, buf)
+		m, err = list(path, buf)
 		if errors.Is(err, unix.ERANGE) {
-			sz, err = unix.Llistxattr(path, nil)
+			sz, err = list(path, nil)
 			continue
 		}
 		if err != nil {
@@ -45,14 +52,21 @@ func listXattrs(path string) ([]string, error) {
 }
 
 // getXattr reads one xattr of path whole.
-func getXattr(path, name string) ([]byte, error) {
+func getXattr(path, name string) ([]byte, error) { return getXattrWith(unix.Lgetxattr, path, name) }
+
+// getXattrFd reads one xattr of the O_PATH descriptor fd's file whole.
+func getXattrFd(fd int, name string) ([]byte, error) {
+	return getXattrWith(unix.Getxattr, procPath(fd), name)
+}
+
+func getXattrWith(get func(string, string, []byte) (int, error), path, name string) ([]byte, error) {
 	for {
-		sz, err := unix.Lgetxattr(path, name, nil)
+		sz, err := get(path, name, nil)
 		if err != nil {
 			return nil, err
 		}
 		buf := make([]byte, sz)
-		m, err := unix.Lgetxattr(path, name, buf)
+		m, err := get(path, name, buf)
 		if errors.Is(err, unix.ERANGE) {
 			continue
 		}
@@ -63,13 +77,13 @@ func getXattr(path, name string) ([]byte, error) {
 	}
 }
 
-// copyXattrs copies every xattr of src to the copy set writes to, except
-// the overlay's own.
+// copyXattrs copies every xattr of the file the O_PATH descriptor src
+// refers to, to the copy set writes to, except the overlay's own.
 // An xattr the destination refuses outside the user namespace
 // (security.*, trusted.* for an unprivileged daemon) is skipped, as the
 // kernel does; a refused user.* xattr fails the copy.
-func (u *unionFS) copyXattrs(src string, set func(name string, val []byte) error) error {
-	names, err := listXattrs(src)
+func (u *unionFS) copyXattrs(src int, set func(name string, val []byte) error) error {
+	names, err := listXattrsFd(src)
 	if err != nil {
 		return err
 	}
@@ -77,7 +91,7 @@ func (u *unionFS) copyXattrs(src string, set func(name string, val []byte) error
 		if u.userXattr(name) == "" {
 			continue
 		}
-		val, err := getXattr(src, name)
+		val, err := getXattrFd(src, name)
 		if errors.Is(err, unix.ENODATA) {
 			continue
 		}
@@ -111,7 +125,8 @@ func (u *unionFS) realXattr(name string) string { return u.ns.EscapeXattr(name) 
 func (u *unionFS) userXattr(name string) string { return u.ns.UnescapeXattr(name) }
 
 // xattrPath calls fn with a path that reaches the node's visible copy
-// without following a symlink at its end.
+// without following a symlink at its end, for reading (a change goes
+// through xattrFd).
 func (n *node) xattrPath(fn func(path string) error) error {
 	return n.at(n.topLayer(), func(dirfd int, name string) error {
 		return fn(procPathAt(dirfd, name))
@@ -168,9 +183,22 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if err := n.copyUp(false); err != nil {
 		return toErrno(err)
 	}
-	return toErrno(n.xattrPath(func(p string) error {
-		return unix.Lsetxattr(p, attr, data, int(flags))
+	return toErrno(n.xattrFd(func(p string) error {
+		return unix.Setxattr(p, attr, data, int(flags))
 	}))
+}
+
+// xattrFd calls fn with the /proc name of an O_PATH descriptor of the
+// node's visible copy (see pathFd), which the plain (following) xattr
+// calls take to that file and no further: a change never reaches
+// another file by a name swapped meanwhile.
+func (n *node) xattrFd(fn func(path string) error) error {
+	fd, _, err := n.pathFd(n.topLayer())
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return fn(procPath(fd))
 }
 
 var _ = (fs.NodeRemovexattrer)((*node)(nil))
@@ -193,5 +221,5 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 			return toErrno(err)
 		}
 	}
-	return toErrno(n.xattrPath(func(p string) error { return unix.Lremovexattr(p, attr) }))
+	return toErrno(n.xattrFd(func(p string) error { return unix.Removexattr(p, attr) }))
 }
