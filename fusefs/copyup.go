@@ -205,6 +205,7 @@ func (n *node) copyUpLocked(p *node, name string, srcLayer int, truncate bool, r
 		} else {
 			n.upperID = devIno{ust.Dev, ust.Ino}
 			u.renumbered.Store(n.upperID, n)
+			p.dirChanged() // its listing shows the new number
 		}
 	}
 	if typ == unix.S_IFDIR {

@@ -103,6 +103,7 @@ func (d *node) createEntry(ctx context.Context, name string, isDir bool, mk func
 		// lower one itself.
 		unix.Unlinkat(up.fd, layer.WhiteoutPrefix+name, 0)
 	}
+	d.dirChanged()
 	nh, err := d.lookupChild(name, false)
 	if err != nil {
 		return nil, err
@@ -402,6 +403,7 @@ func (d *node) remove(name string, dir bool) error {
 		return err
 	}
 	lower.closeFds(d.u)
+	defer d.dirChanged()
 	lowerPositive := lower.kind == hitFile || lower.kind == hitDir
 	inUpper := d.u.isUpper(h.layers[0])
 

@@ -40,9 +40,9 @@ type node struct {
 	// -1 for the work directory.
 	orphan      string
 	orphanLayer int
-	// listing is the directory listing a readdir in progress uses (see
-	// dirHandle); nil between listings.
-	listing []fuse.DirEntry
+	// listing is the directory's listing as of its last read (see
+	// currentListing); nil when no read is in progress.
+	listing *dirListing
 	// lowerNames indexes the names in each lower layer's copy of this
 	// directory (see node.lowerMayHave); nil until the first lookup.
 	lowerNames map[int]map[string]struct{}
@@ -63,6 +63,10 @@ type node struct {
 	// through this node, which then lives on under a new number (see
 	// unionFS.renumbered); zero otherwise. Set under io and mu by copy-up.
 	upperID devIno
+
+	// listGen counts changes to the names of this directory (see
+	// dirChanged), to tell a listing that is still current.
+	listGen atomic.Uint64
 
 	// impure is set once this directory's upper copy is known to carry
 	// overlay.impure (see unionFS.markImpure), which nothing removes

@@ -57,6 +57,10 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 	if flags&unix.RENAME_NOREPLACE != 0 && dstExists {
 		return syscall.EEXIST
 	}
+	// Listings of both directories are stale from here on, whatever
+	// happens.
+	defer d.dirChanged()
+	defer np.dirChanged()
 	if flags&unix.RENAME_EXCHANGE != 0 {
 		return d.exchange(name, &src, np, newName, &dst)
 	}
