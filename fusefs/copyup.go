@@ -201,7 +201,9 @@ func (n *node) copyUpLocked(p *node, name string, srcLayer int, truncate bool, r
 	var ust unix.Stat_t
 	if err := unix.Fstatat(upDir.fd, name, &ust, unix.AT_SYMLINK_NOFOLLOW); err == nil {
 		if !renumber {
-			u.origins.Store(devIno{ust.Dev, ust.Ino}, fileIdentity{n.ino, n.gen})
+			if typ != unix.S_IFDIR { // a directory's number is its bottom copy's anyway
+				u.origins.Store(devIno{ust.Dev, ust.Ino}, fileIdentity{n.ino, n.gen})
+			}
 		} else {
 			n.upperID = devIno{ust.Dev, ust.Ino}
 			u.renumbered.Store(n.upperID, n)

@@ -362,7 +362,7 @@ func (d *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 // with a whiteout when a lower layer has it too. A regular file the
 // kernel still knows stays readable through open descriptors: its upper
 // copy is moved into the work dir until the kernel forgets it.
-func (d *node) remove(name string, dir bool) error {
+func (d *node) remove(name string, dir bool) (err error) {
 	if !d.u.writable {
 		return syscall.EROFS
 	}
@@ -406,6 +406,13 @@ func (d *node) remove(name string, dir bool) error {
 	defer d.dirChanged()
 	lowerPositive := lower.kind == hitFile || lower.kind == hitDir
 	inUpper := d.u.isUpper(h.layers[0])
+	if inUpper {
+		defer func() {
+			if err == nil {
+				d.u.forgetOrigin(&h.st)
+			}
+		}()
+	}
 
 	up, err := d.dirFd(0)
 	if err != nil {

@@ -158,9 +158,16 @@ func (n *node) newHandle() (fs.FileHandle, uint32, syscall.Errno) {
 
 // newHandleWith is newHandle with open giving the backing descriptor (a
 // node just created is not in the tree yet, so it cannot find itself).
+//
+// Without passthrough there is no handle: reads and writes go through
+// the node. That matters beyond saving the bookkeeping: once the kernel
+// knows the union needs no opens, it sends no RELEASE for a file made by
+// CREATE either (Linux: fs/fuse/file.c:fuse_file_put), so a handle
+// given out then would never be released, and would keep its node, and
+// so the file's every trace, for the life of the mount.
 func (n *node) newHandleWith(open func() (int, error)) (fs.FileHandle, uint32, syscall.Errno) {
 	if !n.u.passthrough {
-		return &fileHandle{backing: -1}, fuse.FOPEN_KEEP_CACHE, 0
+		return nil, fuse.FOPEN_KEEP_CACHE, 0
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

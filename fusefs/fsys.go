@@ -77,8 +77,10 @@ type unionFS struct {
 	devMu sync.Mutex
 	devs  map[uint64]uint64 // st_dev -> small index; protected by devMu
 
-	// origins maps the (dev, ino) of a copied-up upper file to the
-	// identity it had before copy-up.
+	// origins maps the (dev, ino) of an upper non-directory copied up
+	// during this mount to the identity it had before copy-up, for as
+	// long as the file has a name (forgetOrigin): a number the upper's
+	// filesystem gives again to a new file must not name the old one.
 	origins sync.Map // devIno -> fileIdentity
 
 	// known maps the identity of each live non-directory node to it, to
@@ -125,6 +127,16 @@ func (u *unionFS) fileID(st *unix.Stat_t, li int, parent uint64, name string) (u
 		gen |= h.Sum64() << 16
 	}
 	return u.ino(st.Dev, st.Ino), gen
+}
+
+// forgetOrigin drops the origin of the upper file st described before
+// one of its names was removed or replaced, if that was its last name.
+// Its data may live on for open descriptors (node.orphan), whose nodes
+// keep their numbers themselves.
+func (u *unionFS) forgetOrigin(st *unix.Stat_t) {
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Nlink <= 1 {
+		u.origins.Delete(devIno{st.Dev, st.Ino})
+	}
 }
 
 // workSubdir is ovl's own directory inside the Spec's Work, kept apart

@@ -25,7 +25,7 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	return toErrno(d.rename(name, np, newName, flags))
 }
 
-func (d *node) rename(name string, np *node, newName string, flags uint32) error {
+func (d *node) rename(name string, np *node, newName string, flags uint32) (err error) {
 	u := d.u
 	if !u.writable {
 		return syscall.EROFS
@@ -63,6 +63,13 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 	defer np.dirChanged()
 	if flags&unix.RENAME_EXCHANGE != 0 {
 		return d.exchange(name, &src, np, newName, &dst)
+	}
+	if dst.kind == hitFile && u.isUpper(dst.layers[0]) {
+		defer func() {
+			if err == nil {
+				u.forgetOrigin(&dst.st) // a name of the replaced file went
+			}
+		}()
 	}
 	if dst.kind == hitDir && (len(dst.layers) > 1 || !u.isUpper(dst.layers[0])) && src.kind == hitDir {
 		// Replacing a merged directory: it must be empty, and is
