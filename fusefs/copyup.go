@@ -37,10 +37,10 @@ func (n *node) copyUpNotify(truncate, async bool) error {
 		return syscall.EROFS
 	}
 	// 2. The parent first, recursively up to the root (which always has
-	// an upper).
+	// an upper); an unlinked lower file has none, and a copy of its own.
 	p, name := n.parentNode()
 	if p == nil {
-		return syscall.ESTALE // unlinked, or the root of a stack without upper
+		return n.copyUpOrphan()
 	}
 	if err := p.copyUp(false); err != nil {
 		return err
@@ -56,6 +56,26 @@ func (n *node) copyUpNotify(truncate, async bool) error {
 		go p.NotifyEntry(name)
 	} else {
 		p.NotifyEntry(name)
+	}
+	return nil
+}
+
+// copyUpOrphan is copyUpOrphanLocked for an unlinked node, unless it has
+// been copied meanwhile: ESTALE for a node that is not an orphan (the
+// root of a stack without upper).
+func (n *node) copyUpOrphan() error {
+	n.io.Lock()
+	defer n.io.Unlock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.u.isUpper(n.layers[0]):
+		return nil
+	case n.orphan == "" || n.isDir:
+		return syscall.ESTALE
+	}
+	if err := n.copyUpOrphanLocked(); err != nil {
+		return fmt.Errorf("copy up unlinked %q: %w", n.orphan, err)
 	}
 	return nil
 }
@@ -130,31 +150,11 @@ func (n *node) copyUpLocked(p *node, name string, srcLayer int, truncate bool, r
 	published := false
 	defer func() { sc.close(!published) }()
 
-	// 6. Owner first: chown(2) drops set-id bits and file capabilities
-	// (security.capability), which the mode and xattrs below put back.
-	if err := sc.chown(int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EINVAL) {
+	// 6-7. Owner, xattrs, the origin record, mode, times.
+	if err := sc.takeMeta(src, &st, origin); err != nil {
 		return err
-	}
-	// Extended attributes, except the overlay's own.
-	if err := u.copyXattrs(src, sc.setXattr); err != nil {
-		return err
-	}
-	if origin != nil {
-		if err := u.setOrigin(sc.setXattr, origin); err != nil {
-			return err
-		}
-	}
-
-	// 7. Mode (the chown above cleared set-id bits), then times last.
-	if typ != unix.S_IFLNK {
-		if err := sc.chmod(st.Mode & 0o7777); err != nil {
-			return err
-		}
 	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}
-	if err := sc.utimes(ts); err != nil {
-		return err
-	}
 
 	// 8. Link or rename into place: the one step that makes the copy
 	// visible. The parent's times are put back afterwards, and a
@@ -238,6 +238,73 @@ func (n *node) copyUpLocked(p *node, name string, srcLayer int, truncate bool, r
 	return nil
 }
 
+// takeMeta gives the scratch copy the metadata of src (an O_PATH
+// descriptor of the file st describes) and, unless nil, origin as its
+// overlay.origin.
+func (sc *scratch) takeMeta(src int, st *unix.Stat_t, origin []byte) error {
+	// 6. Owner first: chown(2) drops set-id bits and file capabilities
+	// (security.capability), which the mode and xattrs below put back.
+	if err := sc.chown(int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EINVAL) {
+		return err
+	}
+	// Extended attributes, except the overlay's own.
+	if err := sc.u.copyXattrs(src, sc.setXattr); err != nil {
+		return err
+	}
+	if origin != nil {
+		if err := sc.u.setOrigin(sc.setXattr, origin); err != nil {
+			return err
+		}
+	}
+	// 7. Mode (the chown above cleared set-id bits), then times last.
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		if err := sc.chmod(st.Mode & 0o7777); err != nil {
+			return err
+		}
+	}
+	return sc.utimes([]unix.Timespec{st.Atim, st.Mtim})
+}
+
+// copyUpOrphanLocked gives an unlinked lower file that open descriptors
+// still reach (node.orphan in a lower layer) a copy of its own, so it
+// can be changed: a named entry of the work dir, which the node reaches
+// as an unlinked upper file's data (nlink 0, removed when the kernel
+// forgets it). It is what the kernel's overlay has for such a descriptor
+// by then: the upper copy it made at open, unlinked since (a default
+// mode union copies at the first change, after the unlink). Preconditions:
+// n.io and n.mu held; n is a lower orphan.
+func (n *node) copyUpOrphanLocked() error {
+	var src int
+	var st unix.Stat_t
+	err := n.atWith(n.orphan, n.orphanLayer, false, n.layers[0], func(dirfd int, name string) error {
+		var err error
+		src, st, err = openPathAt(dirfd, name, n.fileType())
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	defer unix.Close(src)
+	sc, err := n.u.newScratch(st.Mode&unix.S_IFMT, src, &st, -1, false)
+	if err != nil {
+		return err
+	}
+	done := false
+	defer func() { sc.close(!done) }()
+	if err := sc.takeMeta(src, &st, nil); err != nil {
+		return err
+	}
+	done = true
+	data := sc.fd
+	sc.fd = -1
+	n.orphan, n.orphanLayer = sc.name, -1
+	n.layers = []int{0}
+	n.closeData()
+	n.keepData(data)
+	n.notifyAttr()
+	return nil
+}
+
 // scratch is a copy being built where no one sees it. A regular file is
 // an unnamed O_TMPFILE, linked into place when done, as the kernel's
 // ovl_copy_up_tmpfile does: a crash leaves nothing behind, and its fsync
@@ -260,16 +327,20 @@ type scratch struct {
 }
 
 // newScratch creates the copy of src (an O_PATH descriptor of a file of
-// type typ), to be published in the upper directory upDir: a regular
-// file with its data (unless skipData), synced unless the stack is
-// volatile or has a syncer to do it after the link; an empty directory;
-// the symlink; the device node, fifo or socket.
+// type typ), to be published in the upper directory upDir (-1: to stay a
+// named entry of the work dir): a regular file with its data (unless
+// skipData), synced unless the stack is volatile or has a syncer to do
+// it after the link; an empty directory; the symlink; the device node,
+// fifo or socket.
 func (u *unionFS) newScratch(typ uint32, src int, st *unix.Stat_t, upDir int, skipData bool) (sc *scratch, err error) {
 	sc = &scratch{u: u, fd: -1, dir: typ == unix.S_IFDIR}
 	if typ == unix.S_IFREG {
 		// Read-write: the node keeps a descriptor of the copy for its
 		// reads and writes (see keepData).
-		sc.fd, err = unix.Openat(upDir, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+		err = unix.EINVAL
+		if upDir >= 0 {
+			sc.fd, err = unix.Openat(upDir, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+		}
 		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
 			sc.name = u.tmpName()
 			sc.fd, err = unix.Openat(u.workFd, sc.name, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_CLOEXEC, 0o600)

@@ -87,7 +87,10 @@
 // its first change (write, truncate, chmod, ... which all reach it), so
 // an open for writing that changes nothing leaves the layers alone, and
 // the link counts that copy-up changes (a lower hard link's, its parent
-// directories') change at the first write instead of at the open.
+// directories') change at the first write instead of at the open. A
+// lower file unlinked while a descriptor is open on it gets its copy at
+// that first change too, as a nameless file of the work dir (the
+// kernel's copy from the open, unlinked since).
 // Options.StrictOpen restores the kernel's moment, at a round trip per
 // open, and with it FUSE passthrough (see below).
 //
@@ -98,7 +101,9 @@
 // upper, and tells the kernel when a copy-up changes attributes). Reads
 // and writes that reach the daemon go through the node, which always
 // addresses its current layer, so a descriptor opened before a copy-up
-// sees the copy; a read of 64 KiB or more is spliced from the file into
+// sees the copy; an append goes to the file's real end, which a lower
+// file changed in its layer may have moved from where the kernel knows
+// it (its cache of the file is dropped then); a read of 64 KiB or more is spliced from the file into
 // the reply (the kernel copies it once, not in and out of the daemon). With StrictOpen and FUSE passthrough (a daemon with
 // CAP_SYS_ADMIN in the initial namespace, kernel 6.9+), an upper file is
 // opened with the upper file as backing and the kernel reads and writes

@@ -317,6 +317,22 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 		return 0, toErrno(err)
 	}
 	defer done()
+	if appending {
+		// The kernel put the write at the end of the file as it last
+		// heard of it; a lower file that grew in its layer since (the
+		// copy-up copied it as it is now) ends further on. Write at the
+		// real end, as the kernel's overlay does, and have the kernel
+		// drop the size and pages it has wrong. The kernel sends one
+		// write of an inode at a time, so the end cannot move meanwhile.
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return 0, toErrno(err)
+		}
+		if st.Size != off {
+			off = st.Size
+			n.dropCacheAfterReply()
+		}
+	}
 	m, err := unix.Pwrite(fd, data, off)
 	n.notifyTwin()
 	if err != nil {
@@ -330,8 +346,8 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 // misses a change through the twin (an invalidation does not refresh
 // the size it appends at), so the write goes to the file's real end,
 // and the kernel, whose page cache and size for n now disagree with the
-// file, is told to drop them once this request is answered (it holds
-// the pages locked until then). Preconditions: n.io held (shared).
+// file, is told to drop them once this request is answered
+// (dropCacheAfterReply). Preconditions: n.io held (shared).
 func (n *node) appendTwinned(data []byte, kernelOff int64) (uint32, syscall.Errno) {
 	fd, err := n.openFile(n.topLayer(), unix.O_WRONLY|unix.O_APPEND)
 	if err != nil {
@@ -341,12 +357,33 @@ func (n *node) appendTwinned(data []byte, kernelOff int64) (uint32, syscall.Errn
 	m, err := unix.Write(fd, data)
 	n.notifyTwin()
 	if end, serr := unix.Seek(fd, 0, io.SeekCurrent); serr != nil || end-int64(max(m, 0)) != kernelOff {
-		go n.notifyAttr()
+		n.dropCacheAfterReply()
 	}
 	if err != nil {
 		return uint32(max(m, 0)), toErrno(err)
 	}
 	return uint32(m), 0
+}
+
+// dropCacheAfterReply makes the kernel drop the node's attributes and
+// cached pages once the request in flight is answered: a write through
+// the page cache holds its pages locked until then, and an invalidation
+// of them waits for that. Until it is done, the pages are marked stale
+// (see dropStalePages).
+func (n *node) dropCacheAfterReply() {
+	n.pagesStale.Store(true)
+	go n.dropStalePages()
+}
+
+// dropStalePages makes the kernel drop the node's attributes and cached
+// pages if a write left them wrong (node.pagesStale). Getattr calls it
+// too: a read past the end the kernel knows, as a write leaves it, asks
+// for the size first, and must then read the file anew, however late
+// the goroutine of dropCacheAfterReply runs.
+func (n *node) dropStalePages() {
+	if n.pagesStale.Swap(false) {
+		n.NotifyContent(0, 0)
+	}
 }
 
 var _ = (fs.NodeFsyncer)((*node)(nil))

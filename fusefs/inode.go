@@ -68,6 +68,11 @@ type node struct {
 	// dirChanged), to tell a listing that is still current.
 	listGen atomic.Uint64
 
+	// pagesStale is set while the kernel's cached pages of this file are
+	// known wrong (a write went elsewhere than where the kernel put it
+	// in its cache) until they are dropped (dropStalePages).
+	pagesStale atomic.Bool
+
 	// impure is set once this directory's upper copy is known to carry
 	// overlay.impure (see unionFS.markImpure), which nothing removes
 	// while the stack is mounted.
@@ -289,6 +294,7 @@ func (n *node) fillAttr(st *unix.Stat_t, out *fuse.Attr) {
 var _ = (fs.NodeGetattrer)((*node)(nil))
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.dropStalePages()
 	var st unix.Stat_t
 	if err := n.lstat(&st); err != nil {
 		return toErrno(err)
