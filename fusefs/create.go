@@ -15,7 +15,7 @@ import (
 // prepareCreate readies directory d for a new entry name: a writable
 // stack, d in the upper, and name absent from the merged view. It tells
 // whether the upper has a whiteout to replace and whether a new
-// directory must be opaque (the name hides or merges with a lower one).
+// directory must be opaque (the name hides a lower one).
 func (d *node) prepareCreate(name string) (h layerHit, opaqueDir bool, err error) {
 	if !d.u.writable {
 		return h, false, syscall.EROFS
@@ -31,13 +31,13 @@ func (d *node) prepareCreate(name string) (h layerHit, opaqueDir bool, err error
 		h.closeFds(d.u)
 		return h, false, syscall.EEXIST
 	}
-	d.mu.Lock()
-	merged := len(d.layers) > 1
-	d.mu.Unlock()
-	// Linux: fs/overlayfs/dir.c:ovl_create_upper and
-	// ovl_create_over_whiteout make a new directory opaque in a merged
-	// parent and over a whiteout.
-	return h, h.kind == hitWhiteout || merged, nil
+	// Linux: fs/overlayfs/dir.c:ovl_create_over_whiteout makes a new
+	// directory opaque over a whiteout. ovl_create_upper marks one in a
+	// merged parent too, as an optimisation, but only where offline
+	// changes to the layers are not allowed (index, redirect_dir or
+	// metacopy on), which the union never is: there a lower directory
+	// of that name added later would show through it.
+	return h, h.kind == hitWhiteout, nil
 }
 
 // createEntry makes name in d with mk (which creates an entry at a
@@ -139,20 +139,34 @@ func ownByCaller(ctx context.Context, fd int, inParent bool, parent int) error {
 	if !ok {
 		return nil
 	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	typ, mode := st.Mode&unix.S_IFMT, st.Mode&0o7777
 	gid := int(c.Gid)
 	var pst unix.Stat_t
 	if unix.Fstat(parent, &pst) == nil && pst.Mode&unix.S_ISGID != 0 {
 		gid = int(pst.Gid)
-		var st unix.Stat_t
-		if !inParent && unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			defer chmodFd(fd, st.Mode&0o7777|unix.S_ISGID)
+		if !inParent && typ == unix.S_IFDIR {
+			mode |= unix.S_ISGID // mkdir in the parent would inherit it
 		}
 	}
 	err := chownFd(fd, int(c.Uid), gid)
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) {
-		return nil
+		err = nil
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// chown(2) drops the set-user-ID and set-group-ID bits of a file
+	// even for root; the kernel's overlay creates the file as the caller
+	// and keeps the mode it was asked for (which the kernel stripped of
+	// what the caller may not set before the union saw it).
+	if typ != unix.S_IFLNK && mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		return chmodFd(fd, mode)
+	}
+	return nil
 }
 
 var _ = (fs.NodeMkdirer)((*node)(nil))

@@ -22,7 +22,11 @@
 //     killed daemon never leaves a partial file visible (see "Copy-up and
 //     the disk" for a machine crash);
 //   - deleting a name that a lower layer has leaves a whiteout; a
-//     directory created where a lower one is hidden or merged is opaque;
+//     directory created over a whiteout is opaque (one created in a
+//     merged directory is not, as in the kernel without index,
+//     redirect_dir or metacopy, which allow offline changes);
+//   - file attributes (lsattr, chattr: FS_IOC_GETFLAGS and friends)
+//     are those of the visible copy; a change copies the file up;
 //   - a directory that exists in a lower layer cannot be renamed (EXDEV),
 //     as the kernel does without redirect_dir;
 //   - open(2) with O_TMPFILE makes a nameless file (in the work dir
