@@ -146,7 +146,14 @@ func mountDaemon(ctx context.Context, spec layer.Spec, opts Options) (backend.Mo
 	if msg != "ok" {
 		cmd.Wait()
 		if msg == "" {
-			msg = "daemon exited before the mount was live: " + strings.TrimSpace(stderr.String())
+			msg = "daemon exited before the mount was live"
+		}
+		// What the daemon and fusermount3 wrote says why: fusermount3's
+		// refusal (no write access to the mount point, allow_other
+		// without user_allow_other, ...) goes there, not into the error
+		// go-fuse returns ("fusermount exited with code 256").
+		if why := strings.TrimSpace(stderr.String()); why != "" {
+			msg += ": " + strings.ReplaceAll(why, "\n", "; ")
 		}
 		return nil, fmt.Errorf("fuse mount %s: %s", spec.Target, msg)
 	}
@@ -243,8 +250,11 @@ func daemonMain() {
 		}
 	}})
 	if err != nil {
-		report(err.Error())
-		slog.Error("fuse daemon", "err", err)
+		if ready != nil {
+			report(strings.TrimSpace(err.Error()))
+		} else {
+			slog.Error("fuse daemon", "err", err)
+		}
 		os.Exit(1)
 	}
 }

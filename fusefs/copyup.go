@@ -212,11 +212,11 @@ func (n *node) copyUpLocked(p *node, name string, srcLayer int, truncate bool, r
 	}
 	if typ == unix.S_IFDIR {
 		fd, err := openDirAt(upDir.fd, name)
-		if err != nil || u.dirFds.Add(1) > maxCachedDirFds {
-			if err == nil {
-				u.dirFds.Add(-1)
-				unix.Close(fd)
-			}
+		if err == nil && !u.keepDirFd() {
+			unix.Close(fd)
+			err = unix.EMFILE
+		}
+		if err != nil {
 			fd = -1
 		}
 		if n.dirFds == nil {

@@ -3,19 +3,12 @@ package fusefs
 import (
 	"context"
 	"io"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
-
-// maxCachedDataFds bounds the file descriptors nodes keep open for
-// reading and writing; past it, each request opens and closes its own.
-const maxCachedDataFds = 4096
-
-var cachedDataFds atomic.Int64
 
 // openData opens the node's visible copy for reading, or for writing
 // (then the copy must be in the upper).
@@ -54,8 +47,7 @@ func (n *node) dataFd(write bool) (fd int, done func(), err error) {
 	if err != nil {
 		return -1, nil, err
 	}
-	if cachedDataFds.Add(1) > maxCachedDataFds {
-		cachedDataFds.Add(-1)
+	if !n.u.keepDataFd() {
 		return fd, func() { unix.Close(fd) }, nil
 	}
 	if write {
@@ -73,8 +65,7 @@ func (n *node) keepData(fd int) {
 	if fd < 0 {
 		return
 	}
-	if cachedDataFds.Add(1) > maxCachedDataFds {
-		cachedDataFds.Add(-1)
+	if !n.u.keepDataFd() {
 		unix.Close(fd)
 		return
 	}
@@ -92,7 +83,7 @@ func (n *node) closeData() {
 	for _, p := range []*int{&n.rfd, &n.wfd} {
 		if *p >= 0 {
 			unix.Close(*p)
-			cachedDataFds.Add(-1)
+			n.u.dataFds.Add(-1)
 			*p = -1
 		}
 	}

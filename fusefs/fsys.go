@@ -43,10 +43,66 @@ type Options struct {
 	Ready func()
 }
 
-// maxCachedDirFds bounds the directory descriptors nodes keep open, so a
-// tree with more directories than RLIMIT_NOFILE allows still works: past
-// the bound, directories are reopened by path per operation.
-const maxCachedDirFds = 4096
+// Descriptors. The union keeps one descriptor per layer open for the
+// life of the mount, and caches more: directories of each layer (every
+// layer a merged directory spans) and files' data. The caches are
+// bounded by what RLIMIT_NOFILE leaves (raised to its hard limit at the
+// start): past their bound, directories are reopened by path and files
+// opened per request. A stack whose layers alone would not leave room to
+// work is refused at mount, naming the limit.
+const (
+	// maxCachedDirFds and maxCachedDataFds bound the caches however high
+	// the limit.
+	maxCachedDirFds  = 4096
+	maxCachedDataFds = 4096
+	// reservedFds is kept free for everything else: /dev/fuse, the Go
+	// runtime, descriptors opened for one request (a few each).
+	reservedFds = 128
+	// minCachedFds is the least room for the caches a mount needs.
+	minCachedFds = 64
+)
+
+// fdBudget raises the soft RLIMIT_NOFILE to the hard one and returns how
+// many descriptors the caches may keep for a stack of layers layers (and
+// a work dir), or an error saying why the stack cannot be served.
+func fdBudget(layers int) (int64, error) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("read RLIMIT_NOFILE: %w", err)
+	}
+	if lim.Cur < lim.Max {
+		raised := lim
+		raised.Cur = lim.Max
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &raised); err == nil {
+			lim = raised
+		}
+	}
+	need := uint64(layers + 1 + reservedFds + minCachedFds)
+	if lim.Cur < need {
+		return 0, fmt.Errorf("fuse: %d layers need at least %d open files, and RLIMIT_NOFILE allows %d (hard limit %d): %w; raise the limit (ulimit -Hn, LimitNOFILE= for a service) or squash layers",
+			layers, need, lim.Cur, lim.Max, unix.EMFILE)
+	}
+	return int64(lim.Cur - uint64(layers+1+reservedFds)), nil
+}
+
+// keepDirFd reports whether one more directory descriptor may be cached,
+// and counts it if so (dirFds.Add(-1) when it is closed).
+func (u *unionFS) keepDirFd() bool {
+	if u.dirFds.Add(1) > u.maxDirFds {
+		u.dirFds.Add(-1)
+		return false
+	}
+	return true
+}
+
+// keepDataFd is keepDirFd for files' data descriptors (dataFds).
+func (u *unionFS) keepDataFd() bool {
+	if u.dataFds.Add(1) > u.maxDataFds {
+		u.dataFds.Add(-1)
+		return false
+	}
+	return true
+}
 
 // layerRoot is one layer directory of the stack.
 type layerRoot struct {
@@ -97,10 +153,13 @@ type unionFS struct {
 	// copyUpLocked).
 	renumbered sync.Map // devIno -> *node
 
-	dirFds  atomic.Int64  // directory descriptors cached by nodes
-	tmpSeq  atomic.Uint64 // names for scratch files in the work dir
-	renamMu sync.Mutex    // serialises renames against each other
-	log     *slog.Logger
+	dirFds     atomic.Int64 // directory descriptors cached by nodes
+	dataFds    atomic.Int64 // data descriptors cached by nodes
+	maxDirFds  int64        // bounds of dirFds and dataFds (fdBudget)
+	maxDataFds int64
+	tmpSeq     atomic.Uint64 // names for scratch files in the work dir
+	renamMu    sync.Mutex    // serialises renames against each other
+	log        *slog.Logger
 }
 
 type devIno struct{ dev, ino uint64 }
@@ -145,15 +204,30 @@ const workSubdir = "ovl-fuse"
 
 // newUnionFS opens every layer of spec and prepares the work directory,
 // removing what an earlier crash left there.
-func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
-	u = &unionFS{spec: spec, workFd: -1, ns: spec.Namespace, volatile: spec.Options.Volatile,
-		devs: map[uint64]uint64{}, log: log, origin: newOriginEncoder()}
-	defer func() {
-		if err != nil {
-			u.close()
-		}
-	}()
-	open := func(p string) error {
+func newUnionFS(spec layer.Spec, log *slog.Logger) (*unionFS, error) {
+	layers := len(spec.Lowers)
+	if spec.Upper != "" {
+		layers++
+	}
+	budget, err := fdBudget(layers)
+	if err != nil {
+		return nil, err
+	}
+	u := &unionFS{spec: spec, workFd: -1, ns: spec.Namespace, volatile: spec.Options.Volatile,
+		devs: map[uint64]uint64{}, log: log, origin: newOriginEncoder(),
+		maxDirFds: min(maxCachedDirFds, budget*2/3), maxDataFds: min(maxCachedDataFds, budget/3)}
+	if err := u.open(); err != nil {
+		u.close()
+		return nil, err
+	}
+	return u, nil
+}
+
+// open opens every layer of u.spec and prepares the work directory; on
+// an error the caller closes what it opened.
+func (u *unionFS) open() error {
+	spec := u.spec
+	openLayer := func(p string) error {
 		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("open layer %s: %w", p, err)
@@ -164,13 +238,17 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 	if spec.Upper != "" {
 		u.hasUpper = true
 		u.writable = !spec.ReadOnly
-		if err := open(spec.Upper); err != nil {
-			return nil, err
+		if err := openLayer(spec.Upper); err != nil {
+			return err
+		}
+		// Refused now, with its name, rather than at every change.
+		if err := unix.Faccessat(u.layers[0].fd, ".", unix.W_OK|unix.X_OK, unix.AT_EACCESS); u.writable && err != nil {
+			return fmt.Errorf("upper %s: not writable by uid %d: %w", spec.Upper, os.Geteuid(), err)
 		}
 	}
 	for _, l := range spec.Lowers {
-		if err := open(l); err != nil {
-			return nil, err
+		if err := openLayer(l); err != nil {
+			return err
 		}
 	}
 	// Number the layers' devices bottom-up now, not in the order files
@@ -183,11 +261,11 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 	}
 	if u.writable {
 		if err := u.prepareWork(); err != nil {
-			return nil, err
+			return err
 		}
 		u.initUUID()
 	}
-	return u, nil
+	return nil
 }
 
 // prepareWork makes Work/ovl-fuse empty: whatever is in it is a copy-up

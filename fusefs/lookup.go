@@ -146,8 +146,7 @@ func (d *node) lookupChild(name string, lowerOnly bool) (layerHit, error) {
 			h.closeFds(d.u)
 			return h, err
 		}
-		if d.u.dirFds.Add(1) > maxCachedDirFds {
-			d.u.dirFds.Add(-1)
+		if !d.u.keepDirFd() {
 			unix.Close(fd)
 			fd = -1
 		}
