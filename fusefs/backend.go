@@ -114,7 +114,8 @@ func mountDaemon(ctx context.Context, spec layer.Spec, opts Options) (backend.Mo
 		return nil, err
 	}
 	defer pr.Close()
-	cmd := reexec.Command(daemonEntry)
+	cmd := reexec.Command(daemonEntry, daemonArgs(spec.Target)[1:]...)
+	cmd.Args[0] = daemonArgs(spec.Target)[0]
 	cmd.Env = append(cmd.Env, envSpec+"="+string(req))
 	cmd.ExtraFiles = []*os.File{pw} // fd 3: the ready pipe
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -164,6 +165,12 @@ func mountDaemon(ctx context.Context, spec layer.Spec, opts Options) (backend.Mo
 	}()
 	return m, nil
 }
+
+// daemonArgs is the daemon's command line, as ps shows it: the binary
+// runs as /proc/self/exe (see reexec.Self), which says nothing, and the
+// daemon reads its request from the environment, so its arguments are
+// only there to tell it apart.
+func daemonArgs(target string) []string { return []string{"ovl", "fuse-daemon", target} }
 
 // daemonMount is one live stack served by a daemon this process started.
 type daemonMount struct {

@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,5 +150,19 @@ func TestCopyUpCoherentWithOpenReader(t *testing.T) {
 				t.Errorf("reader reads %q after a rewrite, want %q", buf[:5], "third")
 			}
 		})
+	}
+}
+
+// TestDaemonNamedInPs checks that ps tells a daemon by what it serves:
+// "ovl fuse-daemon TARGET", not /proc/self/exe.
+func TestDaemonNamedInPs(t *testing.T) {
+	testutil.RequireRoot(t)
+	s := newStack(t, t.TempDir(), 1)
+	m := mountFuse(t, s.spec()).(*daemonMount)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", m.Pid()))
+	mustDo(t, err)
+	got := strings.Join(strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00"), " ")
+	if want := "ovl fuse-daemon " + s.target; got != want {
+		t.Errorf("daemon's command line %q, want %q", got, want)
 	}
 }
