@@ -39,6 +39,11 @@
 //     a copied-up file is moved or linked into, overlay.uuid on a fresh
 //     upper root; so the kernel mounts the upper as one it wrote.
 //
+// Other users: the union mounts with default_permissions always, so the
+// kernel checks every access against the owners and modes it shows, and
+// with allow_other wherever that is safe (see OtherUsers), as kernel
+// overlay serves every user by permissions.
+//
 // Invariants: lower layers are never written. Names are resolved one
 // component at a time, relative to directory descriptors, with
 // O_NOFOLLOW (or openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS for

@@ -20,7 +20,7 @@ import (
 
 // cacheVersion changes when Report's meaning changes, so that old cache
 // files are ignored.
-const cacheVersion = 1
+const cacheVersion = 2 // 2: the fuse_other_uids probe
 
 // cacheKey is what a probe's answer depends on. Two calls with equal keys
 // get the same answer, so the second is served from the cache.

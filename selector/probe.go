@@ -47,7 +47,8 @@ func Probe(ctx context.Context, layerDir string) (*Report, error) {
 			nsResults = probeInUserns(ctx, layerDir)
 		}
 	})
-	host := runProbes(timed(ProbeDevFuse, supportsDevFuse), timed(ProbeFusermount, hasFusermount3))
+	host := runProbes(timed(ProbeDevFuse, supportsDevFuse), timed(ProbeFusermount, hasFusermount3),
+		timed(ProbeFuseOtherUIDs, func() (bool, string, error) { ok, why := fusefs.OtherUsers(); return ok, why, nil }))
 	wg.Wait()
 	r.Probes = append(nsResults, host...)
 	r.ProbedAt = time.Now().UTC()

@@ -164,3 +164,32 @@ func runOVLCode(t *testing.T, bin string, args ...string) (string, int) {
 	}
 	return out, code
 }
+
+// TestRunAsOtherUser runs a command as uid 65534 inside a writable run
+// on every backend: the container's files must serve it by their
+// permissions (the FUSE mount admits other users: allow_other).
+func TestRunAsOtherUser(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := checkBuildOVL(t)
+	root := filepath.Join(testutil.SharedDir(t), "root")
+	testutil.BusyboxRoot(t, root, []string{"etc", "proc", "sys", "dev", "tmp", "run"}, []string{"sh", "cat", "su"})
+	for p, c := range map[string]string{
+		"etc/passwd": "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+		"etc/group":  "root:x:0:\nnogroup:x:65534:\n",
+		"etc/motd":   "hello from the container\n",
+	} {
+		if err := os.WriteFile(filepath.Join(root, p), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, backend := range []string{"native", "fuse", "copy"} {
+		t.Run(backend, func(t *testing.T) {
+			tdir := filepath.Join(testutil.SharedDir(t), "transient")
+			out, errOut, code := checkOVL(t, bin, nil, "run", "--backend", backend, "--transient-dir", tdir, "--writable", root,
+				"--", "su", "-s", "/bin/sh", "nobody", "-c", "cat /etc/motd")
+			if code != 0 || out != "hello from the container\n" {
+				t.Errorf("su nobody -c 'cat /etc/motd': exit %d, stdout %q, stderr %q", code, out, errOut)
+			}
+		})
+	}
+}
