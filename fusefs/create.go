@@ -15,7 +15,7 @@ import (
 // prepareCreate readies directory d for a new entry name: a writable
 // stack, d in the upper, and name absent from the merged view. It tells
 // whether the upper has a whiteout to replace and whether a new
-// directory must be opaque (the name hides a lower one).
+// directory must be opaque (over a whiteout of the upper).
 func (d *node) prepareCreate(name string) (h layerHit, opaqueDir bool, err error) {
 	if !d.u.writable {
 		return h, false, syscall.EROFS
@@ -32,12 +32,13 @@ func (d *node) prepareCreate(name string) (h layerHit, opaqueDir bool, err error
 		return h, false, syscall.EEXIST
 	}
 	// Linux: fs/overlayfs/dir.c:ovl_create_over_whiteout makes a new
-	// directory opaque over a whiteout. ovl_create_upper marks one in a
-	// merged parent too, as an optimisation, but only where offline
+	// directory opaque over a whiteout in the upper (one in a lower
+	// layer goes on hiding what is below it). ovl_create_upper marks one
+	// in a merged parent too, as an optimisation, but only where offline
 	// changes to the layers are not allowed (index, redirect_dir or
 	// metacopy on), which the union never is: there a lower directory
 	// of that name added later would show through it.
-	return h, h.kind == hitWhiteout, nil
+	return h, h.kind == hitWhiteout && h.upperWhiteout, nil
 }
 
 // createEntry makes name in d with mk (which creates an entry at a

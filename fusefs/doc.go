@@ -22,9 +22,10 @@
 //     killed daemon never leaves a partial file visible (see "Copy-up and
 //     the disk" for a machine crash);
 //   - deleting a name that a lower layer has leaves a whiteout; a
-//     directory created over a whiteout is opaque (one created in a
-//     merged directory is not, as in the kernel without index,
-//     redirect_dir or metacopy, which allow offline changes);
+//     directory created over a whiteout of the upper is opaque, and
+//     one moved into a merged directory (one created there is not, as
+//     in the kernel without index, redirect_dir or metacopy, which
+//     allow offline changes to the layers);
 //   - file attributes (lsattr, chattr: FS_IOC_GETFLAGS and friends)
 //     are those of the visible copy; a change copies the file up;
 //   - a directory that exists in a lower layer cannot be renamed (EXDEV),

@@ -16,7 +16,9 @@ var _ = (fs.NodeRenamer)((*node)(nil))
 // without redirect_dir does: a directory that exists in a lower layer
 // cannot move (EXDEV, and tools such as mv fall back to copying); a
 // moved name that a lower layer also has leaves a whiteout; a directory
-// moved where a lower layer has the name becomes opaque.
+// moved where a lower layer has the name, or into a merged directory,
+// becomes opaque (Linux: fs/overlayfs/dir.c:ovl_rename sets opaque on an
+// upper directory whose new parent is merged).
 func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	np, ok := newParent.(*node)
 	if !ok {
@@ -117,7 +119,7 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) (err 
 		}
 	}
 
-	if src.kind == hitDir && newLower.kind == hitDir {
+	if src.kind == hitDir && (newLower.kind == hitDir || np.merged()) {
 		if err := u.makeOpaque(oldUp.fd, name); err != nil {
 			return err
 		}
@@ -207,6 +209,13 @@ func (d *node) dropOCIWhiteout(updir int, name string, hadUpperWhiteout bool) er
 	return nil
 }
 
+// merged reports whether directory d merges an upper with lower layers.
+func (d *node) merged() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.layers) > 1
+}
+
 // upperDirs opens the upper directories of a rename's source and target
 // parents, both already copied up; the caller releases both.
 func upperDirs(d, np *node) (oldUp, newUp fdRef, err error) {
@@ -259,7 +268,9 @@ func (d *node) exchange(name string, src *layerHit, np *node, newName string, ds
 			return err
 		}
 	}
-	// A directory arriving where a lower layer has a directory must hide it.
+	// A directory arriving where a lower layer has a directory must hide
+	// it; one arriving in a merged directory is made opaque too, as the
+	// kernel does (see rename).
 	opaque := func(h *layerHit, p *node, at string, updir int, name string) error {
 		if h.kind != hitDir {
 			return nil
@@ -269,7 +280,7 @@ func (d *node) exchange(name string, src *layerHit, np *node, newName string, ds
 			return err
 		}
 		l.closeFds(u)
-		if l.kind == hitDir {
+		if l.kind == hitDir || p.merged() {
 			return u.makeOpaque(updir, name)
 		}
 		return nil
