@@ -12,9 +12,14 @@ import (
 
 // copyUp makes sure the node's visible copy is in the upper layer, so it
 // can be changed. With truncate, a regular file's data is not copied (it
-// is about to be cut to zero). It is crash-safe: the copy is built in the
-// work directory (see scratch) and linked or renamed into place, so the
-// upper never shows a partial file.
+// is about to be cut to zero). It is crash-safe: the copy is built out of
+// sight (a regular file as an unnamed O_TMPFILE on its upper directory,
+// anything else in the work directory; see scratch) and linked or renamed
+// into place, so the upper never shows a partial file.
+//
+// The steps, numbered where they are done: 1-2 here (copyUpNotify),
+// 3 in copyUpOnce, 4-9 in copyUpLocked (6-7 in scratch.takeMeta), 10
+// back here.
 //
 // A copy of a lower hard link gets a new inode number, and the kernel
 // is told to look its name up again before copyUp returns, so a stat
@@ -49,7 +54,7 @@ func (n *node) copyUpNotify(truncate, async bool) error {
 	if err != nil || !renumbered {
 		return err
 	}
-	// 4. The name now stands for another inode number: the kernel must
+	// 10. The name now stands for another inode number: the kernel must
 	// look it up again (no node lock held, so a request the kernel holds
 	// the parent's lock for can finish meanwhile).
 	if async {
@@ -84,6 +89,8 @@ func (n *node) copyUpOrphan() error {
 // meanwhile; io is taken first so no read or write runs on the old copy
 // while it moves (lock order: io before mu).
 func (n *node) copyUpOnce(p *node, name string, truncate bool) (renumbered bool, err error) {
+	// 3. Both locks, then check again: another request may have copied
+	// the node while this one waited.
 	n.io.Lock()
 	defer n.io.Unlock()
 	n.mu.Lock()
@@ -141,8 +148,8 @@ func (n *node) copyUpLocked(p *node, name string, srcLayer int, truncate bool, r
 		p.impure.Store(true)
 	}
 
-	// 5. Create the copy in the work dir. From here on, one undo removes
-	// it on every failure.
+	// 5. Create the copy out of sight (see scratch). From here on, one
+	// undo removes it on every failure.
 	sc, err := u.newScratch(typ, src, &st, upDir.fd, truncate)
 	if err != nil {
 		return err
@@ -150,7 +157,7 @@ func (n *node) copyUpLocked(p *node, name string, srcLayer int, truncate bool, r
 	published := false
 	defer func() { sc.close(!published) }()
 
-	// 6-7. Owner, xattrs, the origin record, mode, times.
+	// 6-7. Owner, xattrs, the origin record, mode, times (takeMeta).
 	if err := sc.takeMeta(src, &st, origin); err != nil {
 		return err
 	}
@@ -168,7 +175,7 @@ func (n *node) copyUpLocked(p *node, name string, srcLayer int, truncate bool, r
 	}
 	published = true
 	// The copy's descriptor stays with the node for its reads and
-	// writes (keepData); the syncer gets one of its own.
+	// writes (keepDataLocked); the syncer gets one of its own.
 	data := sc.fd
 	sc.fd = -1
 	if data >= 0 && u.syncer != nil && !truncate {
@@ -232,8 +239,8 @@ func (n *node) copyUpLocked(p *node, name string, srcLayer int, truncate bool, r
 		n.layers = []int{0}
 	}
 	n.orphan = ""
-	n.closeData() // reads and writes now go to the upper copy
-	n.keepData(data)
+	n.closeDataLocked() // reads and writes now go to the upper copy
+	n.keepDataLocked(data)
 	n.notifyAttr()
 	return nil
 }
@@ -299,8 +306,8 @@ func (n *node) copyUpOrphanLocked() error {
 	sc.fd = -1
 	n.orphan, n.orphanLayer = sc.name, -1
 	n.layers = []int{0}
-	n.closeData()
-	n.keepData(data)
+	n.closeDataLocked()
+	n.keepDataLocked(data)
 	n.notifyAttr()
 	return nil
 }
@@ -336,7 +343,7 @@ func (u *unionFS) newScratch(typ uint32, src int, st *unix.Stat_t, upDir int, sk
 	sc = &scratch{u: u, fd: -1, dir: typ == unix.S_IFDIR}
 	if typ == unix.S_IFREG {
 		// Read-write: the node keeps a descriptor of the copy for its
-		// reads and writes (see keepData).
+		// reads and writes (see keepDataLocked).
 		err = unix.EINVAL
 		if upDir >= 0 {
 			sc.fd, err = unix.Openat(upDir, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)

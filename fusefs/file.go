@@ -32,9 +32,9 @@ func (n *node) openFile(li int, flags int) (int, error) {
 	return reopen(pfd, flags)
 }
 
-// dataFd returns a descriptor of the node's data, cached when the budget
+// dataFdLocked returns a descriptor of the node's data, cached when the budget
 // allows. Preconditions: n.io held (shared). The caller calls done.
-func (n *node) dataFd(write bool) (fd int, done func(), err error) {
+func (n *node) dataFdLocked(write bool) (fd int, done func(), err error) {
 	n.dataMu.Lock()
 	defer n.dataMu.Unlock()
 	if n.wfd >= 0 {
@@ -58,10 +58,10 @@ func (n *node) dataFd(write bool) (fd int, done func(), err error) {
 	return fd, func() {}, nil
 }
 
-// keepData caches fd, a read-write descriptor of the node's upper copy
+// keepDataLocked caches fd, a read-write descriptor of the node's upper copy
 // (-1 for none), when the budget allows; else closes it. Preconditions:
 // n.io held exclusively, no descriptor cached.
-func (n *node) keepData(fd int) {
+func (n *node) keepDataLocked(fd int) {
 	if fd < 0 {
 		return
 	}
@@ -74,10 +74,10 @@ func (n *node) keepData(fd int) {
 	n.dataMu.Unlock()
 }
 
-// closeData drops the cached data descriptors, so the next request opens
+// closeDataLocked drops the cached data descriptors, so the next request opens
 // the node's current copy. Preconditions: n.io held exclusively, or the
 // node forgotten.
-func (n *node) closeData() {
+func (n *node) closeDataLocked() {
 	n.dataMu.Lock()
 	defer n.dataMu.Unlock()
 	for _, p := range []*int{&n.rfd, &n.wfd} {
@@ -202,7 +202,7 @@ var _ = (fs.NodeReader)((*node)(nil))
 func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n.io.RLock()
 	defer n.io.RUnlock()
-	fd, done, err := n.dataFd(false)
+	fd, done, err := n.dataFdLocked(false)
 	if err != nil {
 		return nil, toErrno(err)
 	}
@@ -301,9 +301,9 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 	n.io.RLock()
 	defer n.io.RUnlock()
 	if appending && n.twin.Load() != nil {
-		return n.appendTwinned(data, off)
+		return n.appendTwinnedLocked(data, off)
 	}
-	fd, done, err := n.dataFd(true)
+	fd, done, err := n.dataFdLocked(true)
 	if err != nil {
 		return 0, toErrno(err)
 	}
@@ -332,14 +332,14 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 	return uint32(m), 0
 }
 
-// appendTwinned appends data to a file the kernel knows as two inodes
+// appendTwinnedLocked appends data to a file the kernel knows as two inodes
 // (node.twin). The kernel put the write at the end it knows for n, which
 // misses a change through the twin (an invalidation does not refresh
 // the size it appends at), so the write goes to the file's real end,
 // and the kernel, whose page cache and size for n now disagree with the
 // file, is told to drop them once this request is answered
 // (dropCacheAfterReply). Preconditions: n.io held (shared).
-func (n *node) appendTwinned(data []byte, kernelOff int64) (uint32, syscall.Errno) {
+func (n *node) appendTwinnedLocked(data []byte, kernelOff int64) (uint32, syscall.Errno) {
 	fd, err := n.openFile(n.topLayer(), unix.O_WRONLY|unix.O_APPEND)
 	if err != nil {
 		return 0, toErrno(err)
@@ -388,7 +388,7 @@ func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall
 	}
 	n.io.RLock()
 	defer n.io.RUnlock()
-	fd, done, err := n.dataFd(true)
+	fd, done, err := n.dataFdLocked(true)
 	if err != nil {
 		return toErrno(err)
 	}
@@ -407,7 +407,7 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off, size uint64, 
 	}
 	n.io.RLock()
 	defer n.io.RUnlock()
-	fd, done, err := n.dataFd(true)
+	fd, done, err := n.dataFdLocked(true)
 	if err != nil {
 		return toErrno(err)
 	}
@@ -473,7 +473,7 @@ func (n *node) setattrFd(pfd int, st *unix.Stat_t, in *fuse.SetAttrIn) error {
 	}
 	if size, ok := in.GetSize(); ok {
 		n.io.RLock()
-		fd, done, err := n.dataFd(true)
+		fd, done, err := n.dataFdLocked(true)
 		if err == nil {
 			err = unix.Ftruncate(fd, int64(size))
 			done()

@@ -357,7 +357,7 @@ func (n *node) OnForget() {
 	n.listing = nil
 	n.lowerNames = nil
 	n.mu.Unlock()
-	n.closeData()
+	n.closeDataLocked()
 	if orphan != "" && orphanLayer < 0 && n.u.workFd >= 0 {
 		unix.Unlinkat(n.u.workFd, orphan, 0)
 	}

@@ -67,8 +67,7 @@ type mergedEntry struct {
 // mergedList reads directory d through its layers, top-first: whiteouts
 // hide names below them and are not shown, opaque markers are not shown,
 // an upper name hides the same name below, each name appears once. The
-// result is a snapshot, so a listing stays stable while the directory
-// changes. Visible reports whether to stop at the first entry (an
+// result is a snapshot (how listings use it: dirListing). With firstOnly it stops at the first visible entry (an
 // emptiness check).
 func (d *node) mergedList(firstOnly bool) ([]mergedEntry, error) {
 	d.mu.Lock()
