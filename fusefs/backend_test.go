@@ -195,10 +195,7 @@ func TestOtherUsersAdmitted(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			s := newStack(t, filepath.Join(dir, mode.name), 1)
 			build(s)
-			testutil.CleanupMount(t, s.target)
-			m, err := mountDaemon(context.Background(), s.spec(), mode.opts)
-			mustDo(t, err)
-			t.Cleanup(func() { m.Unmount() })
+			mountMode(t, s.spec(), mode.opts)
 			if got := read(t, s.target); got != want {
 				t.Errorf("as uid 2:\n got  %s\n want %s (kernel)", got, want)
 			}

@@ -1,7 +1,6 @@
 package fusefs
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -41,11 +40,7 @@ func TestDaemonMemoryUnderChurn(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			s := newStack(t, t.TempDir(), 1)
 			writeFiles(t, s.lowers[0], map[string]string{"lower-file": "data", "d/": ""})
-			testutil.CleanupMount(t, s.target)
-			m, err := mountDaemon(context.Background(), s.spec(), mode.opts)
-			mustDo(t, err)
-			t.Cleanup(func() { m.Unmount() })
-			pid := m.(*daemonMount).Pid()
+			pid := mountMode(t, s.spec(), mode.opts).(*daemonMount).Pid()
 			if _, err := os.ReadFile(filepath.Join(s.target, "lower-file")); err != nil {
 				t.Fatal(err)
 			}

@@ -1,9 +1,6 @@
 package fusefs
 
 import (
-	"bytes"
-	"context"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,32 +12,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovl-dev/ovl/internal/difftest"
 	"github.com/ovl-dev/ovl/internal/testutil"
 )
-
-// readdirMounters are kernel overlay (the oracle) and fusefs in both its
-// modes, each mounting a stack the test built.
-func readdirMounters(t *testing.T) []struct {
-	name  string
-	mount func(t *testing.T, s *stack)
-} {
-	ms := []struct {
-		name  string
-		mount func(t *testing.T, s *stack)
-	}{{"kernel", func(t *testing.T, s *stack) { mountKernel(t, s.spec()) }}}
-	for _, mode := range openModes[:2] {
-		ms = append(ms, struct {
-			name  string
-			mount func(t *testing.T, s *stack)
-		}{"fusefs-" + mode.name, func(t *testing.T, s *stack) {
-			testutil.CleanupMount(t, s.target)
-			m, err := mountDaemon(context.Background(), s.spec(), mode.opts)
-			mustDo(t, err)
-			t.Cleanup(func() { m.Unmount() })
-		}})
-	}
-	return ms
-}
 
 // TestReaddirWhileChanging lists a merged directory over and over while
 // another goroutine creates and unlinks names in it through the mount.
@@ -50,7 +24,7 @@ func readdirMounters(t *testing.T) []struct {
 func TestReaddirWhileChanging(t *testing.T) {
 	testutil.RequireRoot(t)
 	const stable, listings = 800, 100
-	for _, m := range readdirMounters(t) {
+	for _, m := range kernelAndFusefs() {
 		t.Run(m.name, func(t *testing.T) {
 			s := newStack(t, t.TempDir(), 1)
 			files := map[string]string{}
@@ -139,24 +113,10 @@ func getdentsAll(dir string, bufSize int) ([]string, error) {
 	buf := make([]byte, bufSize)
 	for {
 		m, err := unix.Getdents(fd, buf)
-		if err != nil {
+		if err != nil || m == 0 {
 			return names, err
 		}
-		if m == 0 {
-			return names, nil
-		}
-		// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name.
-		for b := buf[:m]; len(b) > 0; {
-			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
-			name := b[19:reclen]
-			if i := bytes.IndexByte(name, 0); i >= 0 {
-				name = name[:i]
-			}
-			if s := string(name); s != "." && s != ".." {
-				names = append(names, s)
-			}
-			b = b[reclen:]
-		}
+		difftest.ParseDirents(buf[:m], func(name string, _ uint64, _ byte) { names = append(names, name) })
 	}
 }
 
@@ -168,7 +128,7 @@ func getdentsAll(dir string, bufSize int) ([]string, error) {
 func TestReaddirContinuesAfterRemovals(t *testing.T) {
 	testutil.RequireRoot(t)
 	const entries, batch = 6000, 1000
-	for _, m := range readdirMounters(t) {
+	for _, m := range kernelAndFusefs() {
 		t.Run(m.name, func(t *testing.T) {
 			s := newStack(t, t.TempDir(), 1)
 			files := map[string]string{}
@@ -189,18 +149,10 @@ func TestReaddirContinuesAfterRemovals(t *testing.T) {
 					t.Fatalf("getdents after %d names and their removal: %v", len(seen), err)
 				}
 				done = m == 0
-				for b := buf[:m]; len(b) > 0; {
-					reclen := int(binary.NativeEndian.Uint16(b[16:18]))
-					name := b[19:reclen]
-					if i := bytes.IndexByte(name, 0); i >= 0 {
-						name = name[:i]
-					}
-					if n := string(name); n != "." && n != ".." {
-						seen[n]++
-						pending = append(pending, n)
-					}
-					b = b[reclen:]
-				}
+				difftest.ParseDirents(buf[:m], func(name string, _ uint64, _ byte) {
+					seen[name]++
+					pending = append(pending, name)
+				})
 				if len(pending) >= batch || done {
 					for _, n := range pending {
 						mustDo(t, unix.Unlinkat(fd, n, 0))
@@ -234,7 +186,7 @@ func TestRmRfHugeLowerDir(t *testing.T) {
 		t.Skip("skipping: 100,001 removals take minutes; make stress (OVL_STRESS=1) runs it")
 	}
 	const entries = 100001
-	for _, m := range readdirMounters(t)[:2] {
+	for _, m := range kernelAndFusefs()[:2] {
 		t.Run(m.name, func(t *testing.T) {
 			s := newStack(t, t.TempDir(), 1)
 			d := filepath.Join(s.lowers[0], "d")

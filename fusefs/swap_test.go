@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -107,21 +106,9 @@ func TestLayerEntrySwappedForSymlink(t *testing.T) {
 }
 
 func swapCases(t *testing.T, dir string, nobodyLayers bool) {
-	type mounter struct {
-		name  string
-		mount func(t *testing.T, s *stack)
-	}
-	mounters := []mounter{}
-	if os.Geteuid() == 0 {
-		mounters = append(mounters, mounter{"kernel", func(t *testing.T, s *stack) { mountKernel(t, s.spec()) }})
-	}
-	for _, mode := range openModes[:2] {
-		mounters = append(mounters, mounter{"fusefs-" + mode.name, func(t *testing.T, s *stack) {
-			testutil.CleanupMount(t, s.target)
-			m, err := mountDaemon(context.Background(), s.spec(), mode.opts)
-			mustDo(t, err)
-			t.Cleanup(func() { m.Unmount() })
-		}})
+	mounters := kernelAndFusefs()
+	if os.Geteuid() != 0 {
+		mounters = mounters[1:] // no kernel overlay in place for uid 65534
 	}
 	n := 0
 	for _, where := range []string{"lower", "upper"} {
@@ -265,10 +252,7 @@ func TestLayerEntrySwappedForFifo(t *testing.T) {
 			t.Run(mode.name+"/"+op.name, func(t *testing.T) {
 				s := newStack(t, t.TempDir(), 1)
 				writeFiles(t, s.lowers[0], map[string]string{"f": "layer data"})
-				testutil.CleanupMount(t, s.target)
-				m, err := mountDaemon(context.Background(), s.spec(), mode.opts)
-				mustDo(t, err)
-				t.Cleanup(func() { m.Unmount() })
+				mountMode(t, s.spec(), mode.opts)
 				p := filepath.Join(s.target, "f")
 				var st unix.Stat_t
 				mustDo(t, unix.Lstat(p, &st))

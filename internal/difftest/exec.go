@@ -499,18 +499,26 @@ func readDirents(fd int) ([]dirent, error) {
 		if n == 0 {
 			return out, nil
 		}
-		// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name.
-		for b := buf[:n]; len(b) > 0; {
-			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
-			name := b[19:reclen]
-			if i := bytes.IndexByte(name, 0); i >= 0 {
-				name = name[:i]
-			}
-			if s := string(name); s != "." && s != ".." {
-				out = append(out, dirent{name: s, ino: binary.NativeEndian.Uint64(b[0:8]), typ: b[18]})
-			}
-			b = b[reclen:]
+		ParseDirents(buf[:n], func(name string, ino uint64, typ byte) {
+			out = append(out, dirent{name: name, ino: ino, typ: typ})
+		})
+	}
+}
+
+// ParseDirents calls fn for each entry but "." and ".." of buf, what one
+// getdents64 call returned.
+func ParseDirents(buf []byte, fn func(name string, ino uint64, typ byte)) {
+	// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name.
+	for b := buf; len(b) > 0; {
+		reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+		name := b[19:reclen]
+		if i := bytes.IndexByte(name, 0); i >= 0 {
+			name = name[:i]
 		}
+		if s := string(name); s != "." && s != ".." {
+			fn(s, binary.NativeEndian.Uint64(b[0:8]), b[18])
+		}
+		b = b[reclen:]
 	}
 }
 

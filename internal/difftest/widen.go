@@ -1,8 +1,6 @@
 package difftest
 
 import (
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -403,18 +401,10 @@ func (x *Executor) listInterleaved(op Op) (string, error) {
 			if err != nil || m == 0 {
 				return err
 			}
-			for b := buf[:m]; len(b) > 0; {
-				reclen := int(binary.NativeEndian.Uint16(b[16:18]))
-				name := b[19:reclen]
-				if i := bytes.IndexByte(name, 0); i >= 0 {
-					name = name[:i]
-				}
-				if s := string(name); s != "." && s != ".." {
-					seen[s]++
-					n++
-				}
-				b = b[reclen:]
-			}
+			ParseDirents(buf[:m], func(name string, _ uint64, _ byte) {
+				seen[name]++
+				n++
+			})
 		}
 		return nil
 	}
