@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/ovl
 PKGS    := ./...
 
-.PHONY: all build deps test stress demo bench bench-quick lint clean
+.PHONY: all build deps test test-integration stress demo bench bench-quick lint clean
 
 all: build
 
@@ -15,6 +15,13 @@ deps:
 
 test: deps build lint
 	$(GO) test -count=1 -timeout 9m $(PKGS)
+
+# Tests with real third-party clients (podman with ovl as mount_program,
+# against kernel overlay and fuse-overlayfs). Root; each client command is
+# bounded in time. .ci/run runs it after `make test`.
+test-integration: deps build
+	@./scripts/deps.sh integration
+	OVL_INTEGRATION=1 $(GO) test -count=1 -timeout 30m -v ./integration/
 
 # Many more random operation sequences for the differential fusefs test.
 stress: deps build
