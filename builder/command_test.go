@@ -98,8 +98,8 @@ func TestResolve(t *testing.T) {
 // 65534: what `make demo` shows.
 func TestExampleProject(t *testing.T) {
 	testAsRootAndNobody(t, func(t *testing.T) {
-		for _, be := range backends() {
-			t.Run(be.Name(), func(t *testing.T) {
+		for _, be := range backends(t) {
+			t.Run(be.Backend, func(t *testing.T) {
 				dir := testutilCopyExamples(t)
 				busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 				var out bytes.Buffer
@@ -115,7 +115,7 @@ func TestExampleProject(t *testing.T) {
 						t.Fatalf("%s: %v\n%s", name, err, out.String())
 					}
 					var stdout, stderr bytes.Buffer
-					rc.Backend, rc.Stdout, rc.Stderr = be, &stdout, &stderr
+					rc.Decision, rc.Stdout, rc.Stderr = be, &stdout, &stderr
 					res, err := runner.Run(context.Background(), rc)
 					if err != nil || res.ExitCode != 0 {
 						t.Fatalf("%s: %v, exit %d\n%s", name, err, res.ExitCode, stderr.String())

@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/selector"
 	"github.com/ovl-dev/ovl/vagga"
 )
 
@@ -28,9 +28,9 @@ type Options struct {
 	// Force rebuilds the steps of the containers Build is called for,
 	// even if their layers exist (not their parents').
 	Force bool
-	// Backend is what command steps will be mounted with; its MaxLayers
-	// decides when old layers are squashed. nil means no limit.
-	Backend backend.Backend
+	// Decision is the selector's choice command steps are mounted with;
+	// its MaxLayers decides when old layers are squashed (0: no limit).
+	Decision selector.Decision
 	// Run runs command steps; nil fails them.
 	Run RunFunc
 	// Events receives progress; nil ignores it.

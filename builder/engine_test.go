@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 // The kernel's overlayfs is the oracle for the layers file steps write:
@@ -116,7 +117,7 @@ func TestSquashKeepsTheTree(t *testing.T) {
 		}
 		dir := project(t, b.String(), nil)
 		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
-		limited, rec := mustBuild(t, dir, "c", Options{Backend: stubBackend{max: 8}})
+		limited, rec := mustBuild(t, dir, "c", Options{Decision: selector.Decision{MaxLayers: 8}})
 		if len(limited.Layers) > 8 {
 			t.Errorf("stack of %d layers for a backend of 8", len(limited.Layers))
 		}
@@ -139,7 +140,7 @@ func TestSquashKeepsTheTree(t *testing.T) {
 			t.Errorf("squashed root differs:\n%s\nvs\n%s", a, b)
 		}
 		// A rebuild finds the same squash layers.
-		again, rec := mustBuild(t, dir, "c", Options{Backend: stubBackend{max: 8}})
+		again, rec := mustBuild(t, dir, "c", Options{Decision: selector.Decision{MaxLayers: 8}})
 		for _, e := range rec.events {
 			if e.Status == StatusSquash {
 				t.Errorf("rebuild squashed again: %v", e)

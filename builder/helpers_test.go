@@ -9,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/testutil"
-	"github.com/ovl-dev/ovl/layer"
 	"github.com/ovl-dev/ovl/vagga"
 
 	"golang.org/x/sys/unix"
@@ -120,17 +118,6 @@ func busyboxTar(t testing.TB, dst string) {
 	if err := WriteBusyboxTar(dst, bb); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// stubBackend is a backend that only reports a layer limit, for squash
-// tests of file-only builds that mount nothing.
-type stubBackend struct{ max int }
-
-func (s stubBackend) Name() string            { return "stub" }
-func (s stubBackend) MaxLayers() int          { return s.max }
-func (s stubBackend) Features() layer.Options { return layer.Options{} }
-func (s stubBackend) Mount(ctx context.Context, spec layer.Spec) (backend.Mount, error) {
-	return nil, backend.ErrUnavailable
 }
 
 func statT(t *testing.T, p string) *unix.Stat_t {

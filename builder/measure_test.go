@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/layer"
-	"github.com/ovl-dev/ovl/native"
 )
 
 // TestMeasure prints the figures of the closing note: the cost of a
@@ -23,7 +23,7 @@ func TestMeasure(t *testing.T) {
 		t.Skip("set OVL_MEASURE=1 to measure build costs")
 	}
 	testutil.RequireRoot(t)
-	b := native.New()
+	b := decision(t, backend.Native)
 	var out bytes.Buffer
 
 	// Each kind of step with and without --cache-each-step, interleaved

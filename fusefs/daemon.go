@@ -129,7 +129,7 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 	if !u.writable {
 		mo.Options = append(mo.Options, "ro")
 	}
-	if os.Geteuid() == 0 && !userns.InUserNamespace() {
+	if userns.Privileged() {
 		// Device nodes and set-user-ID files work as on kernel overlay
 		// (go-fuse's default is nodev,nosuid). In a user namespace the
 		// kernel adds nodev itself; fusermount3 adds both.

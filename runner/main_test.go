@@ -28,28 +28,29 @@ func TestMain(m *testing.M) {
 // backendNames are the backends every runner test runs on.
 var backendNames = []string{backend.Native, backend.FUSE, backend.Copy}
 
-// backendFor returns the backend of that name, failing (not skipping) a
-// test on a backend that is not there.
-func backendFor(t *testing.T, name string) backend.Backend {
+// decisionFor returns the decision for the backend of that name, as a
+// caller that forces it gets, failing (not skipping) a test on a backend
+// that is not there.
+func decisionFor(t *testing.T, name string) selector.Decision {
 	t.Helper()
-	b, err := selector.ByName(name)
+	d, err := selector.Force(name, "the test")
 	if err != nil {
 		t.Fatalf("backend %s: %v", name, err)
 	}
-	return b
+	return d
 }
 
 // eachBackendAndUser runs f for every backend, as root and as uid 65534.
-func eachBackendAndUser(t *testing.T, f func(t *testing.T, b backend.Backend)) {
+func eachBackendAndUser(t *testing.T, f func(t *testing.T, d selector.Decision)) {
 	for _, name := range backendNames {
 		t.Run(name, func(t *testing.T) {
 			t.Run("root", func(t *testing.T) {
 				testutil.RequireRoot(t)
-				f(t, backendFor(t, name))
+				f(t, decisionFor(t, name))
 			})
 			t.Run("nobody", func(t *testing.T) {
 				if testutil.InNobodyChild() {
-					f(t, backendFor(t, name))
+					f(t, decisionFor(t, name))
 					return
 				}
 				testutil.RunAsNobody(t)
@@ -136,7 +137,7 @@ const helperEntry = "runner-test-run"
 type helperConfig struct {
 	Layers       []string
 	Writable     bool
-	Backend      string
+	Decision     selector.Decision
 	TransientDir string
 	Volumes      []runner.Volume
 	Args         []string
@@ -149,13 +150,8 @@ func init() {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
-		b, err := selector.ByName(hc.Backend)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(2)
-		}
 		res, err := runner.Run(context.Background(), runner.Config{
-			Layers: hc.Layers, Writable: hc.Writable, Backend: b, TransientDir: hc.TransientDir,
+			Layers: hc.Layers, Writable: hc.Writable, Decision: hc.Decision, TransientDir: hc.TransientDir,
 			Volumes: hc.Volumes, Args: hc.Args, Stdout: os.Stdout, Stderr: os.Stderr,
 		})
 		if err != nil {

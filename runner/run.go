@@ -17,6 +17,7 @@ import (
 	"github.com/ovl-dev/ovl/internal/paths"
 	"github.com/ovl-dev/ovl/internal/reexec"
 	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 // plan is what the init process needs to know, sent as JSON on its
@@ -30,8 +31,8 @@ type plan struct {
 	Workdir     string
 	BindWork    string
 	Args        []string
-	Backend     string
-	Dir         string // the run's transient directory
+	Decision    selector.Decision // the caller's, carried to init as is
+	Dir         string            // the run's transient directory
 	// Remap: the caller mapped a subuid range with newuidmap; init must
 	// exec itself again to gain root's capabilities in the namespace.
 	Remap bool
@@ -81,7 +82,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.check(); err != nil {
 		return Result{ExitCode: 125}, err
 	}
-	res := Result{Backend: cfg.Backend.Name()}
+	res := Result{Backend: cfg.Decision.Backend}
 	tdir := cfg.TransientDir
 	if tdir == "" {
 		state, err := paths.StateDir()
@@ -99,7 +100,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	p := plan{
 		Layers: cfg.Layers, Writable: cfg.Writable, KeepChanges: cfg.KeepChanges, Volumes: cfg.Volumes,
-		Env: cfg.Env, Workdir: cfg.Workdir, BindWork: cfg.BindWork, Args: cfg.Args, Backend: cfg.Backend.Name(),
+		Env: cfg.Env, Workdir: cfg.Workdir, BindWork: cfg.BindWork, Args: cfg.Args, Decision: cfg.Decision,
 	}
 	idmap := hostIDMap()
 	p.Remap = idmap != nil

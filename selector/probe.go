@@ -79,7 +79,7 @@ func newReport(layerDir string) (*Report, error) {
 // namespaceProbes runs every probe that mounts, in this process's mount
 // namespace, in parallel.
 func namespaceProbes(ctx context.Context, dir string) []Result {
-	ns := layer.DefaultNamespace()
+	ns := layer.NamespaceFor(userns.Privileged())
 	p := &overlayProber{dir: dir, ns: ns, mount: native.New().Mount}
 	with := func(f func(context.Context) (bool, string, error)) func() (bool, string, error) {
 		return func() (bool, string, error) { return f(ctx) }

@@ -128,7 +128,7 @@ func unmountProbe(m backend.Mount, target string) error {
 
 func how(ns layer.Namespace) string {
 	if ns == layer.User {
-		if os.Geteuid() != 0 || userns.InUserNamespace() {
+		if !userns.Privileged() {
 			return "in a user namespace, userxattr"
 		}
 		return "userxattr"

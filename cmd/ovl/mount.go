@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -125,11 +124,18 @@ func mountRun(ctx context.Context, o *mountOptions, w, errW io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, d, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &spec, HostMount: true, LayerDir: o.LayerDir})
+	d, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &spec, HostMount: true, LayerDir: o.LayerDir})
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", spec.Target, err)
 	}
-	if d.Backend == backend.Copy && !mountForced(o) && !o.Foreground {
+	b, err := d.Open()
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", spec.Target, err)
+	}
+	if d.Namespace == layer.User {
+		spec.Namespace = layer.User // metadata in user.overlay.*, as the kernel's userxattr
+	}
+	if d.Backend == backend.Copy && !d.Forced() && !o.Foreground {
 		msg := fmt.Sprintf("mount %s: no overlay backend can mount here for you (%s)", spec.Target, strings.Join(d.Reasons, "; "))
 		if len(d.Hints) > 0 {
 			msg += "; for one: " + strings.Join(d.Hints, "; ")
@@ -186,16 +192,6 @@ func mountForeground(ctx context.Context, b backend.Backend, spec layer.Spec, an
 	return nil
 }
 
-// mountForced reports whether the user named the backend (flag or
-// OVL_BACKEND).
-func mountForced(o *mountOptions) bool {
-	f := o.Backend
-	if f == "" {
-		f = os.Getenv("OVL_BACKEND")
-	}
-	return f != "" && f != "auto"
-}
-
 // mountSpec builds the stack from the flags and -o options. Paths are
 // made absolute, so the mount does not depend on the working directory.
 func mountSpec(o *mountOptions) (layer.Spec, error) {
@@ -211,9 +207,6 @@ func mountSpec(o *mountOptions) (layer.Spec, error) {
 		if err := mountApplyKernelOptions(&spec, opts, len(o.Lowers) > 0); err != nil {
 			return spec, err
 		}
-	}
-	if layer.DefaultNamespace() == layer.User {
-		spec.Namespace = layer.User // metadata in user.overlay.*, as the kernel's userxattr
 	}
 	if spec.Options.Metacopy {
 		// As in the kernel, metacopy=on turns redirect_dir on: a

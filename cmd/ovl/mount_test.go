@@ -61,9 +61,6 @@ func TestMountSpec(t *testing.T) {
 			}
 			want := tt.want
 			want.Target = "/t"
-			if layer.DefaultNamespace() == layer.User {
-				want.Namespace = layer.User
-			}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("spec = %+v\nwant   %+v", got, want)
 			}

@@ -242,7 +242,7 @@ func BuildStack(dir string, ns layer.Namespace) (*Stack, error) {
 			return nil, fmt.Errorf("build stack %s: %w", dir, err)
 		}
 	}
-	chown := os.Geteuid() == 0 && !userns.InUserNamespace()
+	chown := userns.Privileged()
 	for _, e := range fixture {
 		if err := buildEntry(layers[e.layer], e, ns, chown); err != nil {
 			return nil, fmt.Errorf("build stack %s: layer %d: %s: %w", dir, e.layer, e.path, err)
