@@ -80,4 +80,4 @@ func (b *Backend) Mount(ctx context.Context, spec layer.Spec) (backend.Mount, er
 type mount struct{ target string }
 
 func (m *mount) Target() string { return m.target }
-func (m *mount) Unmount() error { return Unmount(m.target) }
+func (m *mount) Unmount() error { return backend.Unmount(m.target, false) }

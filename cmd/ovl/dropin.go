@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/backend"
-	"github.com/ovl-dev/ovl/fusefs"
 	"github.com/ovl-dev/ovl/layer"
 	"github.com/ovl-dev/ovl/selector"
 )
@@ -170,14 +169,14 @@ func dropinRun(ctx context.Context, args []string) error {
 	if d.Namespace == layer.User {
 		o.spec.Namespace = layer.User
 	}
-	if o.foreground {
-		ctx, stop := signal.NotifyContext(ctx, unix.SIGINT, unix.SIGTERM)
-		defer stop()
-		return fusefs.Serve(ctx, o.spec, fusefs.EnvOptions())
-	}
 	b, err := d.Open()
 	if err != nil {
 		return err
+	}
+	if o.foreground {
+		ctx, stop := signal.NotifyContext(ctx, unix.SIGINT, unix.SIGTERM)
+		defer stop()
+		return serveOrMount(ctx, b, o.spec, nil)
 	}
 	_, err = b.Mount(ctx, o.spec)
 	return err

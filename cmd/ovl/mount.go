@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/backend"
-	"github.com/ovl-dev/ovl/fusefs"
 	"github.com/ovl-dev/ovl/layer"
 	"github.com/ovl-dev/ovl/selector"
 )
@@ -150,7 +149,9 @@ func mountRun(ctx context.Context, o *mountOptions, w, errW io.Writer) error {
 		return err
 	}
 	if o.Foreground {
-		return mountForeground(ctx, b, spec, announce)
+		ctx, stop := signal.NotifyContext(ctx, unix.SIGINT, unix.SIGTERM)
+		defer stop()
+		return serveOrMount(ctx, b, spec, announce)
 	}
 	if _, err := b.Mount(ctx, spec); err != nil {
 		return fmt.Errorf("mount %s with the %s backend: %w", spec.Target, b.Name(), err)
@@ -161,19 +162,19 @@ func mountRun(ctx context.Context, o *mountOptions, w, errW io.Writer) error {
 	return announce()
 }
 
-// mountForeground mounts spec and keeps it until SIGINT or SIGTERM, then
-// unmounts. A FUSE stack is served by this process (fusefs.Serve), which
-// also returns when the mount goes away.
-func mountForeground(ctx context.Context, b backend.Backend, spec layer.Spec, announce func() error) error {
-	ctx, stop := signal.NotifyContext(ctx, unix.SIGINT, unix.SIGTERM)
-	defer stop()
-	if b.Name() == backend.FUSE {
+// serveOrMount keeps spec mounted in the foreground until ctx is done,
+// then unmounts; announce (nil: nothing) is called once the mount is
+// live. A backend that can serve a stack in this process
+// (backend.Server: FUSE) does so, and also returns when the mount goes
+// away; any other mounts and waits.
+func serveOrMount(ctx context.Context, b backend.Backend, spec layer.Spec, announce func() error) error {
+	if announce == nil {
+		announce = func() error { return nil }
+	}
+	if s, ok := b.(backend.Server); ok {
 		var announceErr error
-		opts := fusefs.EnvOptions()
-		opts.Ready = func() { announceErr = announce() }
-		err := fusefs.Serve(ctx, spec, opts)
-		if err != nil {
-			return fmt.Errorf("serve %s with the fuse backend: %w", spec.Target, err)
+		if err := s.Serve(ctx, spec, func() { announceErr = announce() }); err != nil {
+			return fmt.Errorf("serve %s with the %s backend: %w", spec.Target, b.Name(), err)
 		}
 		return announceErr
 	}
