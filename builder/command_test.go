@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/runner"
 	"github.com/ovl-dev/ovl/vagga"
 )
@@ -39,7 +40,7 @@ commands:
     work-dir: sub
 `
 	dir := project(t, yaml, map[string]string{"data/x": "x"})
-	busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+	testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 	b := New(load(t, dir), Options{})
 	rc, err := b.CommandRun(context.Background(), "list", []string{"/etc"}, filepath.Join(dir, "data"))
 	if err != nil {
@@ -73,7 +74,7 @@ commands:
 
 func TestResolve(t *testing.T) {
 	dir := project(t, "containers:\n  c:\n    setup: [!Tar {url: ./base.tar.gz}]\n", nil)
-	busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+	testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 	os.Mkdir(filepath.Join(dir, "sub"), 0o755)
 	for _, tc := range []struct {
 		from, arg string
@@ -101,7 +102,7 @@ func TestExampleProject(t *testing.T) {
 		for _, be := range backends(t) {
 			t.Run(be.Backend, func(t *testing.T) {
 				dir := testutilCopyExamples(t)
-				busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+				testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 				var out bytes.Buffer
 				cfg, err := vagga.Load(filepath.Join(dir, "vagga.yaml"))
 				if err != nil {

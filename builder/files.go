@@ -285,18 +285,3 @@ func (w *writer) chown(p string, uid, gid int) error {
 	}
 	return nil
 }
-
-// modeBits converts setuid, setgid and sticky from a raw mode.
-func modeBits(m uint32) os.FileMode {
-	var out os.FileMode
-	if m&unix.S_ISUID != 0 {
-		out |= os.ModeSetuid
-	}
-	if m&unix.S_ISGID != 0 {
-		out |= os.ModeSetgid
-	}
-	if m&unix.S_ISVTX != 0 {
-		out |= os.ModeSticky
-	}
-	return out
-}

@@ -106,20 +106,6 @@ func treeLines(t testing.TB, dir string) []string {
 	return lines
 }
 
-// busyboxTar writes a gzipped root filesystem with the host's static
-// busybox (package busybox-static) as the base of test containers: /bin
-// with busybox and links for the applets the tests use, /etc, /tmp.
-func busyboxTar(t testing.TB, dst string) {
-	t.Helper()
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Skipf("skipping: needs /bin/busybox (Debian package busybox-static; `make deps` installs it): %v", err)
-	}
-	if err := WriteBusyboxTar(dst, bb); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func statT(t *testing.T, p string) *unix.Stat_t {
 	t.Helper()
 	var st unix.Stat_t

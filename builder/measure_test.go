@@ -38,7 +38,7 @@ func TestMeasure(t *testing.T) {
 		for round := 0; round < 3; round++ {
 			for _, one := range []bool{false, true} {
 				dir := project(t, y.String(), nil)
-				busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+				testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 				o := runOpts(b, dir, &out)
 				o.OneLayer, o.NoRoot = one, true
 				start := time.Now()
@@ -57,7 +57,7 @@ func TestMeasure(t *testing.T) {
 	for _, mb := range []int{1, 270} {
 		dir := project(t, "containers:\n  parent:\n    setup:\n    - !Tar {url: ./base.tar.gz}\n    - !Copy {source: /work/big, path: /big}\n"+
 			"  child:\n    setup:\n    - !Container parent\n    - !Sh \"echo child > /etc/child\"\n    - !Text {/etc/more: x}\n", nil)
-		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 		files := 15000 * mb / 270
 		chunk := bytes.Repeat([]byte("x"), mb<<20/files)
 		for i := 0; i < files; i++ {

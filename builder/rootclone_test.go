@@ -72,7 +72,7 @@ func rootDetail(rec *recorder, container string) string {
 func TestChildRootClonesParentRoot(t *testing.T) {
 	testAsRootAndNobody(t, func(t *testing.T) {
 		dir := project(t, cloneProject, nil)
-		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 		var out bytes.Buffer
 		opts := runOpts(decision(t, backend.Native), dir, &out)
 		parent, _ := mustBuild(t, dir, "parent", opts)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/selector"
 )
 
@@ -62,7 +63,7 @@ func TestCommandStepsOnEachBackend(t *testing.T) {
 		for _, b := range backends(t) {
 			t.Run(b.Backend, func(t *testing.T) {
 				dir := project(t, commandSteps, map[string]string{"input": "from-work\n"})
-				busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+				testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 				var out bytes.Buffer
 				start := time.Now()
 				r, _, err := buildOnce(t, dir, "c", runOpts(b, dir, &out))
@@ -88,7 +89,7 @@ func TestCommandStepsOnEachBackend(t *testing.T) {
 				// The one-layer build (uppers of command steps shared with
 				// file steps) gives the same root.
 				one := project(t, commandSteps, map[string]string{"input": "from-work\n"})
-				busyboxTar(t, filepath.Join(one, "base.tar.gz"))
+				testutil.BusyboxTar(t, filepath.Join(one, "base.tar.gz"))
 				o := runOpts(b, one, &out)
 				o.OneLayer = true
 				shared, _ := mustBuild(t, one, "c", o)
@@ -170,7 +171,7 @@ func TestDeepStackOnNative(t *testing.T) {
 		b := decision(t, backend.Native)
 		var out bytes.Buffer
 		each := project(t, y.String(), nil)
-		busyboxTar(t, filepath.Join(each, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(each, "base.tar.gz"))
 		start := time.Now()
 		r, rec, err := buildOnce(t, each, "c", runOpts(b, each, &out))
 		if errors.Is(err, backend.ErrUnavailable) {
@@ -207,7 +208,7 @@ func TestDeepStackOnNative(t *testing.T) {
 		checkCounts("each step", r.Root)
 
 		one := project(t, y.String(), nil)
-		busyboxTar(t, filepath.Join(one, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(one, "base.tar.gz"))
 		o := runOpts(b, one, &out)
 		o.OneLayer = true
 		shared, _ := mustBuild(t, one, "c", o)
@@ -223,7 +224,7 @@ func TestDeepStackOnNative(t *testing.T) {
 func TestRootModeOnlyStep(t *testing.T) {
 	testAsRootAndNobody(t, func(t *testing.T) {
 		dir := project(t, "containers:\n  c:\n    setup:\n    - !Tar {url: ./base.tar.gz}\n    - !Sh \"chmod 750 /\"\n    - !Text {/x: x}\n", nil)
-		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 		var out bytes.Buffer
 		r, _ := mustBuild(t, dir, "c", runOpts(decision(t, backend.Native), dir, &out))
 		fi, err := os.Stat(r.Root)

@@ -77,7 +77,7 @@ func untar(w *writer, s *vagga.TarStep, hashes *fileHashes, progress func(string
 		if name == "" {
 			target = dst
 		}
-		mode := os.FileMode(h.Mode).Perm() | modeBits(uint32(h.Mode))
+		mode := h.FileInfo().Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky)
 		switch h.Typeflag {
 		case tar.TypeDir:
 			if err := w.dir(target, mode, h.Uid, h.Gid); err != nil {

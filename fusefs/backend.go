@@ -129,8 +129,8 @@ func mountDaemon(ctx context.Context, spec layer.Spec, opts Options) (backend.Mo
 	cmd.ExtraFiles = []*os.File{pw} // fd 3: the ready pipe
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Stdin = nil
-	var stderr strings.Builder
-	cmd.Stderr = &limitedWriter{w: &stderr, n: 8 << 10}
+	var stderr reexec.LimitedBuffer
+	cmd.Stderr = &stderr
 	if os.Getenv("OVL_FUSEFS_DEBUG") != "" {
 		cmd.Stderr = os.Stderr
 	}
@@ -242,19 +242,4 @@ func daemonMain() {
 		slog.Error("fuse daemon", "err", err)
 		os.Exit(1)
 	}
-}
-
-// limitedWriter keeps the first n bytes written to it.
-type limitedWriter struct {
-	w io.Writer
-	n int
-}
-
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	if l.n > 0 {
-		k := min(len(p), l.n)
-		l.w.Write(p[:k])
-		l.n -= k
-	}
-	return len(p), nil
 }

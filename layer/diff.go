@@ -299,11 +299,11 @@ func sameFile(a, b string, sa, sb *unix.Stat_t) (bool, error) {
 }
 
 func sameXattrs(a, b string) (bool, error) {
-	na, err := listXattrs(a)
+	na, err := ListXattrs(a)
 	if err != nil {
 		return false, err
 	}
-	nb, err := listXattrs(b)
+	nb, err := ListXattrs(b)
 	if err != nil {
 		return false, err
 	}
@@ -318,16 +318,16 @@ func sameXattrs(a, b string) (bool, error) {
 			continue
 		}
 		count--
-		va, err := getXattr(a, n)
+		va, err := GetXattr(a, n)
 		if err != nil {
-			return false, &os.PathError{Op: "getxattr " + n, Path: a, Err: err}
+			return false, err
 		}
-		vb, err := getXattr(b, n)
+		vb, err := GetXattr(b, n)
 		if errors.Is(err, unix.ENODATA) {
 			return false, nil
 		}
 		if err != nil {
-			return false, &os.PathError{Op: "getxattr " + n, Path: b, Err: err}
+			return false, err
 		}
 		if !bytes.Equal(va, vb) {
 			return false, nil
