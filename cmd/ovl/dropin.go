@@ -89,9 +89,7 @@ func dropinParse(args []string) (*dropinOptions, error) {
 			key, val, _ := strings.Cut(kv, "=")
 			switch key {
 			case "lowerdir":
-				for _, l := range dropinSplitLowers(val) {
-					o.spec.Lowers = append(o.spec.Lowers, l)
-				}
+				o.spec.Lowers = append(o.spec.Lowers, dropinSplitLowers(val)...)
 			case "upperdir":
 				o.spec.Upper = val
 			case "workdir":
