@@ -48,7 +48,7 @@ const (
 
 func TestMain(m *testing.M) {
 	reexec.Init()
-	os.Exit(m.Run())
+	os.Exit(testutil.Main(m))
 }
 
 func init() {

@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 	if reexec.Init() {
 		return
 	}
-	os.Exit(m.Run())
+	os.Exit(testutil.Main(m))
 }
 
 // backendNames are the backends every runner test runs on.

@@ -13,7 +13,7 @@ import (
 
 func TestMain(m *testing.M) {
 	reexec.Init()
-	os.Exit(m.Run())
+	os.Exit(testutil.Main(m))
 }
 
 // agreeing are pairs of mounters that must agree on every seed: kernel
