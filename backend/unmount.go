@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
 // ErrNotMounted reports an unmount of a path that is not a mount point.
 var ErrNotMounted = errors.New("not a mount point")
+
+// busyRetry is how long Unmount tries a busy mount again.
+const busyRetry = time.Second
 
 // Unmount detaches the stack mounted on target, whatever backend mounted
 // it: ovl's one unmount path (`ovl umount`, the native and FUSE mounts'
@@ -21,15 +25,25 @@ var ErrNotMounted = errors.New("not a mount point")
 // caller mounted it. lazy detaches at once and lets the kernel finish
 // once nothing uses the mount (MNT_DETACH, fusermount3 -z).
 //
+// A busy mount is tried again for up to busyRetry: a process this one
+// forks holds copies of its descriptors until it execs, so a mount this
+// process still had a file open in an instant ago can be busy for that
+// instant (a process that runs mounts and starts others side by side,
+// as ovl's runner and tests do, meets it).
+//
 // Errors name target. A path that is not a mount point gives an error
-// wrapping ErrNotMounted; a busy mount one that says how to find who
-// holds it. A FUSE daemon exits by itself once its mount is gone.
+// wrapping ErrNotMounted; a mount still busy one that says how to find
+// who holds it. A FUSE daemon exits by itself once its mount is gone.
 func Unmount(target string, lazy bool) error {
 	flags := 0
 	if lazy {
 		flags = unix.MNT_DETACH
 	}
 	err := unix.Unmount(target, flags)
+	for wait, deadline := time.Millisecond, time.Now().Add(busyRetry); errors.Is(err, unix.EBUSY) && time.Now().Before(deadline); wait = min(2*wait, 100*time.Millisecond) {
+		time.Sleep(wait)
+		err = unix.Unmount(target, flags)
+	}
 	switch {
 	case err == nil:
 		return nil

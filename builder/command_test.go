@@ -98,6 +98,7 @@ func TestResolve(t *testing.T) {
 // and runs each of its commands, on every backend, as root and as uid
 // 65534: what `make demo` shows.
 func TestExampleProject(t *testing.T) {
+	t.Parallel() // beside the package's other long tests
 	testAsRootAndNobody(t, func(t *testing.T) {
 		for _, be := range backends(t) {
 			t.Run(be.Backend, func(t *testing.T) {

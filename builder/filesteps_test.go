@@ -107,7 +107,8 @@ func repoPath(t *testing.T, rel string) string {
 	return p
 }
 
-// testAsRootAndNobody runs f as root, and again as uid 65534.
+// testAsRootAndNobody runs f as root, and again as uid 65534, side by
+// side.
 func testAsRootAndNobody(t *testing.T, f func(t *testing.T)) {
 	t.Helper()
 	if testutil.InNobodyChild() {
@@ -115,10 +116,12 @@ func testAsRootAndNobody(t *testing.T, f func(t *testing.T)) {
 		return
 	}
 	t.Run("root", func(t *testing.T) {
+		t.Parallel()
 		testutil.RequireRoot(t)
 		f(t)
 	})
 	t.Run("nobody", func(t *testing.T) {
+		t.Parallel()
 		// The child runs in /: tell it where the repository is.
 		repo, _ := filepath.Abs("..")
 		testutil.RunAsNobody(t, envRepo+"="+repo)

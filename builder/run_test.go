@@ -58,6 +58,7 @@ containers:
 // of 6 reruns 4-6, a failing step keeps 1-3 and a fix reruns from it, and
 // every backend gives the same root.
 func TestCommandStepsOnEachBackend(t *testing.T) {
+	t.Parallel() // beside the package's other long tests
 	testAsRootAndNobody(t, func(t *testing.T) {
 		hashes := map[string]string{}
 		for _, b := range backends(t) {
@@ -158,6 +159,7 @@ func TestCommandStepsOnEachBackend(t *testing.T) {
 // squashed, command steps near the end mount the squashed stack, and the
 // result equals the one-layer build.
 func TestDeepStackOnNative(t *testing.T) {
+	t.Parallel() // beside the package's other long tests
 	testAsRootAndNobody(t, func(t *testing.T) {
 		var y strings.Builder
 		y.WriteString("containers:\n  c:\n    setup:\n    - !Tar {url: ./base.tar.gz}\n    - !EnsureDir /steps\n")

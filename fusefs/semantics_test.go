@@ -476,6 +476,7 @@ func TestNlinkAfterCopyUp(t *testing.T) {
 }
 
 func TestNameTooLong(t *testing.T) {
+	t.Parallel() // beside the package's other long tests
 	o := newOracle(t, 1, false, func(s *stack) { writeFiles(t, s.lowers[0], map[string]string{"d/f": "f"}) })
 	for _, n := range []int{255, 256, 1000, 5000} {
 		name := strings.Repeat("n", n)

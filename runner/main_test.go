@@ -40,15 +40,19 @@ func decisionFor(t *testing.T, name string) selector.Decision {
 	return d
 }
 
-// eachBackendAndUser runs f for every backend, as root and as uid 65534.
+// eachBackendAndUser runs f for every backend, as root and as uid 65534,
+// side by side.
 func eachBackendAndUser(t *testing.T, f func(t *testing.T, d selector.Decision)) {
 	for _, name := range backendNames {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			t.Run("root", func(t *testing.T) {
+				t.Parallel()
 				testutil.RequireRoot(t)
 				f(t, decisionFor(t, name))
 			})
 			t.Run("nobody", func(t *testing.T) {
+				t.Parallel()
 				if testutil.InNobodyChild() {
 					f(t, decisionFor(t, name))
 					return

@@ -345,6 +345,7 @@ func TestDecisionNamespaceCarried(t *testing.T) {
 }
 
 func TestEnvironmentWorkdirAndDevices(t *testing.T) {
+	t.Setenv("RUNNER_TEST_SECRET", "do not leak")
 	eachBackendAndUser(t, func(t *testing.T, d selector.Decision) {
 		root := makeRoot(t)
 		work := testutil.SharedDir(t)
@@ -360,7 +361,6 @@ test -d /dev/pts && test -d /dev/shm && test -c /dev/tty && echo devices
 test $(ls /proc | grep -c "^[0-9]") -lt 20 && echo pidns; test -e /proc/self/status && echo proc
 touch /sys/x 2>/dev/null || echo sys-ro
 echo secrets=$(cat /proc/1/environ /proc/self/environ | grep -c RUNNER_TEST_SECRET)`
-		t.Setenv("RUNNER_TEST_SECRET", "do not leak")
 		out := mustRun(t, cfg, "sh", "-c", script)
 		want := "from stdin\nhello /bin /root\n/work\nproject\n4\n4\ndevices\npidns\nproc\nsys-ro\nsecrets=0\n"
 		if out != want {
