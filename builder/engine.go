@@ -90,7 +90,7 @@ type shellRequest struct {
 func New(cfg *vagga.Config, opts Options) *Builder {
 	s := NewStore(cfg.Dir)
 	return &Builder{cfg: cfg, store: s, opts: opts, built: map[string]*Result{},
-		hashes: loadFileHashes(filepath.Join(s.layersDir(), ".file-hashes.json"))}
+		hashes: loadFileHashes(cfg.Dir, filepath.Join(s.layersDir(), ".file-hashes.json"))}
 }
 
 // Store returns the builder's layer store.

@@ -19,12 +19,13 @@ import (
 	"github.com/ovl-dev/ovl/vagga"
 )
 
-// untar unpacks the local tarball of a !Tar step into w at s.Path,
-// taking only the entries under s.Subdir. gzip and bzip2 are read
-// natively; xz and zstd through the host's xz or zstd command.
-func untar(w *writer, s *vagga.TarStep, hashes *fileHashes, progress func(string, int64) Progress) error {
+// untar unpacks the local tarball of a !Tar step, a file of the project
+// in dir, into w at s.Path, taking only the entries under s.Subdir. gzip
+// and bzip2 are read natively; xz and zstd through the host's xz or zstd
+// command.
+func untar(w *writer, dir string, s *vagga.TarStep, hashes *fileHashes, progress func(string, int64) Progress) error {
 	if s.SHA256 != "" {
-		sum, err := hashes.tree(s.HostFile)
+		sum, err := hashes.tree(s.HostFile, readOptions(s))
 		if err != nil {
 			return err
 		}
@@ -32,7 +33,7 @@ func untar(w *writer, s *vagga.TarStep, hashes *fileHashes, progress func(string
 			return fmt.Errorf("%s has sha256 %s, the step asks for %s", s.HostFile, sum, s.SHA256)
 		}
 	}
-	f, err := os.Open(s.HostFile)
+	f, err := openProjectFile(dir, s.HostFile)
 	if err != nil {
 		return err
 	}

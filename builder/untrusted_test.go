@@ -1,0 +1,124 @@
+package builder
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/testutil"
+)
+
+// Builds of projects their user did not write (a clone of someone else's
+// repository) must not reach outside the project, whoever runs them: the
+// tests below run as root and as uid 65534, on every backend.
+
+// outsideSecret writes, outside any project, a directory with a file
+// only the current user may read, and returns the directory and the
+// file's content.
+func outsideSecret(t *testing.T) (dir, secret string) {
+	t.Helper()
+	dir = filepath.Join(testutil.SharedDir(t), "outside")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	secret = fmt.Sprintf("TOP-SECRET-%d-%s", os.Getpid(), t.Name())
+	if err := os.WriteFile(filepath.Join(dir, "secret"), []byte(secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, secret
+}
+
+// assertNotCopied fails t if any file under the project's .vagga holds
+// secret.
+func assertNotCopied(t *testing.T, projectDir, secret string) {
+	t.Helper()
+	filepath.WalkDir(filepath.Join(projectDir, ".vagga"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(secret)) {
+			t.Errorf("the file outside the project was copied to %s", p)
+		}
+		return nil
+	})
+}
+
+// eachBackend runs f as a subtest per backend, skipping one that is not
+// available here.
+func eachBackend(t *testing.T, f func(t *testing.T, b backend.Backend)) {
+	for _, b := range backends() {
+		t.Run(b.Name(), func(t *testing.T) { f(t, b) })
+	}
+}
+
+// TestCopyStaysInProject: !Copy does not follow a symlink out of the
+// project in the middle of its source path, whether the project brings
+// the symlink along or a command of another container writes it into
+// /work; symlinks that stay in the project are followed on the way to
+// the source, and copied as symlinks below it.
+func TestCopyStaysInProject(t *testing.T) {
+	testAsRootAndNobody(t, func(t *testing.T) {
+		eachBackend(t, func(t *testing.T, b backend.Backend) {
+			outside, secret := outsideSecret(t)
+			yaml := fmt.Sprintf(`
+containers:
+  direct:
+    setup:
+    - !Tar {url: ./base.tar.gz}
+    - !Copy {source: /work/leakdir/secret, path: /x}
+  maker:
+    setup:
+    - !Tar {url: ./base.tar.gz}
+    - !Sh "ln -sfn %s /work/v"
+  victim:
+    setup:
+    - !Tar {url: ./base.tar.gz}
+    - !Copy {source: /work/v/secret, path: /x}
+  inner:
+    setup:
+    - !Tar {url: ./base.tar.gz}
+    - !Copy {source: /work/inside/alias/f, path: /in/f}
+    - !Copy {source: /work/inside/real, path: /tree}
+`, outside)
+			dir := project(t, yaml, map[string]string{"inside/real/f": "in"})
+			busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+			for link, target := range map[string]string{"leakdir": outside, "inside/alias": "real", "inside/real/lnk": "f"} {
+				if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var out bytes.Buffer
+			_, _, err := buildOnce(t, dir, "direct", runOpts(b, dir, &out))
+			if !errors.Is(err, ErrOutsideProject) || !errors.Is(err, ErrPath) || !strings.Contains(err.Error(), "leakdir/secret") {
+				t.Errorf("!Copy through leakdir -> %s: %v; want ErrOutsideProject naming leakdir/secret", outside, err)
+			}
+
+			if _, _, err := buildOnce(t, dir, "maker", runOpts(b, dir, &out)); errors.Is(err, backend.ErrUnavailable) {
+				t.Skipf("backend %s unavailable here: %v", b.Name(), err)
+			} else if err != nil {
+				t.Fatalf("build maker: %v\n%s", err, out.String())
+			}
+			if l, err := os.Readlink(filepath.Join(dir, "v")); err != nil || l != outside {
+				t.Fatalf("the command step made /work/v -> %q (%v), want %s", l, err, outside)
+			}
+			_, _, err = buildOnce(t, dir, "victim", runOpts(b, dir, &out))
+			if !errors.Is(err, ErrOutsideProject) || !strings.Contains(err.Error(), "v/secret") {
+				t.Errorf("!Copy through v -> %s written by another container: %v; want ErrOutsideProject", outside, err)
+			}
+			assertNotCopied(t, dir, secret)
+
+			r, _ := mustBuild(t, dir, "inner", runOpts(b, dir, &out))
+			mustContain(t, r.Root, "in/f", "in")
+			mustContain(t, r.Root, "tree/f", "in")
+			if l, err := os.Readlink(filepath.Join(r.Root, "tree/lnk")); err != nil || l != "f" {
+				t.Errorf("symlink inside the source: %q, %v; want a symlink to f", l, err)
+			}
+		})
+	})
+}
