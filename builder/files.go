@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovl-dev/ovl/internal/beneath"
 	"github.com/ovl-dev/ovl/layer"
 )
 
@@ -246,6 +247,35 @@ func (w *writer) writeFile(rel string, r io.Reader, mode os.FileMode, uid, gid i
 		return err
 	}
 	return os.Chmod(p, mode)
+}
+
+// link makes rel a hard link to oldRel, a file this step already put in
+// upper (a tarball's hard link to an earlier entry). Both paths are
+// resolved inside upper with no symlink on the way: the step may have
+// made symlinks that point anywhere on the host, and a link through one
+// would put a host file into the layer. rel's parent must exist.
+func (w *writer) link(oldRel, rel string) error {
+	upper, err := unix.Open(w.upper, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: w.upper, Err: err}
+	}
+	defer unix.Close(upper)
+	var dirs [2]int
+	for i, r := range []string{parentRel(oldRel), parentRel(rel)} {
+		fd, err := beneath.Open(upper, r, unix.O_PATH|unix.O_DIRECTORY, beneath.NoSymlinks)
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) {
+			return pathErr(r, "goes through a symlink (links are resolved inside the container, never through a symlink)")
+		}
+		if err != nil {
+			return &os.PathError{Op: "open", Path: "/" + r, Err: err}
+		}
+		defer unix.Close(fd)
+		dirs[i] = fd
+	}
+	if err := unix.Linkat(dirs[0], filepath.Base(oldRel), dirs[1], filepath.Base(rel), 0); err != nil {
+		return &os.LinkError{Op: "link", Old: "/" + oldRel, New: "/" + rel, Err: err}
+	}
+	return nil
 }
 
 // symlink creates a symlink at rel.

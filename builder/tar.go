@@ -103,7 +103,7 @@ func untar(w *writer, dir string, s *vagga.TarStep, hashes *fileHashes, progress
 			if err := w.prepare(target, true); err != nil {
 				return fmt.Errorf("%s: %w", h.Name, err)
 			}
-			if err := os.Link(w.up(path.Join(dst, old)), w.up(target)); err != nil {
+			if err := w.link(path.Join(dst, old), target); err != nil {
 				return fmt.Errorf("%s: hard link to %s, which this archive must hold before it: %w", h.Name, h.Linkname, err)
 			}
 		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:

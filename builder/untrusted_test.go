@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"archive/tar"
 	"bytes"
 	"errors"
 	"fmt"
@@ -118,6 +119,102 @@ containers:
 			mustContain(t, r.Root, "tree/f", "in")
 			if l, err := os.Readlink(filepath.Join(r.Root, "tree/lnk")); err != nil || l != "f" {
 				t.Errorf("symlink inside the source: %q, %v; want a symlink to f", l, err)
+			}
+		})
+	})
+}
+
+// tarEntry is one entry of writeTar's archive.
+type tarEntry struct {
+	name     string
+	kind     byte // tar.TypeReg, TypeDir, TypeSymlink, TypeLink
+	body     string
+	linkname string
+}
+
+// writeTar writes an uncompressed tarball of entries to p.
+func writeTar(t *testing.T, p string, entries []tarEntry) {
+	t.Helper()
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := tar.NewWriter(f)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Typeflag: e.kind, Mode: 0o644, Linkname: e.linkname, ModTime: time0}
+		if e.kind == tar.TypeDir {
+			h.Mode = 0o755
+		}
+		if e.kind == tar.TypeReg {
+			h.Size = int64(len(e.body))
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(e.body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTarLinksStayInTheRoot: a tarball whose entry esc is a symlink to a
+// host directory and whose entry hl is a hard link to esc/secret does
+// not link the host file into the layer; a hard link to an earlier
+// entry of the archive still works.
+func TestTarLinksStayInTheRoot(t *testing.T) {
+	testAsRootAndNobody(t, func(t *testing.T) {
+		eachBackend(t, func(t *testing.T, b backend.Backend) {
+			outside, secret := outsideSecret(t)
+			dir := project(t, `
+containers:
+  evil:
+    setup:
+    - !Tar {url: ./base.tar.gz}
+    - !Tar {url: ./evil.tar, path: /opt}
+  good:
+    setup:
+    - !Tar {url: ./base.tar.gz}
+    - !Tar {url: ./good.tar, path: /opt}
+    - !Sh "cat /opt/hl > /opt/read-through-link"
+`, nil)
+			busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+			writeTar(t, filepath.Join(dir, "evil.tar"), []tarEntry{
+				{name: "esc", kind: tar.TypeSymlink, linkname: outside},
+				{name: "hl", kind: tar.TypeLink, linkname: "esc/secret"},
+			})
+			writeTar(t, filepath.Join(dir, "good.tar"), []tarEntry{
+				{name: "d/", kind: tar.TypeDir},
+				{name: "d/f", kind: tar.TypeReg, body: "inner"},
+				{name: "esc", kind: tar.TypeSymlink, linkname: outside},
+				{name: "hl", kind: tar.TypeLink, linkname: "d/f"},
+			})
+			var out bytes.Buffer
+			_, _, err := buildOnce(t, dir, "evil", runOpts(b, dir, &out))
+			if err == nil || !strings.Contains(err.Error(), "hl: hard link to esc/secret") || !strings.Contains(err.Error(), "symlink") {
+				t.Errorf("hard link through the archive's symlink: %v; want an error naming hl and the symlink", err)
+			}
+			if st := statT(t, filepath.Join(outside, "secret")); st.Nlink != 1 {
+				t.Errorf("the host file has %d links after the build, want 1: it was linked into the layer", st.Nlink)
+			}
+			assertNotCopied(t, dir, secret)
+			assertNothingHalfMade(t, dir)
+
+			r, _, err := buildOnce(t, dir, "good", runOpts(b, dir, &out))
+			if errors.Is(err, backend.ErrUnavailable) {
+				t.Skipf("backend %s unavailable here: %v", b.Name(), err)
+			}
+			if err != nil {
+				t.Fatalf("build good: %v\n%s", err, out.String())
+			}
+			mustContain(t, r.Root, "opt/read-through-link", "inner")
+			if a, b := statT(t, filepath.Join(r.Root, "opt/hl")), statT(t, filepath.Join(r.Root, "opt/d/f")); a.Ino != b.Ino {
+				t.Errorf("opt/hl and opt/d/f are not one file in the root")
 			}
 		})
 	})
