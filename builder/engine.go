@@ -173,6 +173,9 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, f
 		return nil, err
 	}
 	defer unlock()
+	if err := b.store.makePrivate(); err != nil {
+		return nil, err
+	}
 
 	r := &Result{Container: name, force: force, parent: parent}
 	if parent != nil {

@@ -102,7 +102,7 @@ func (fh *fileHashes) save() error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(fh.path), 0o755); err != nil {
+	if err := privateDir(filepath.Dir(fh.path)); err != nil { // the store's .layers
 		return err
 	}
 	tmp := fmt.Sprintf("%s.%d", fh.path, os.Getpid())

@@ -3,6 +3,7 @@ package builder
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/runner"
 )
 
 // Builds of projects their user did not write (a clone of someone else's
@@ -215,6 +217,79 @@ containers:
 			mustContain(t, r.Root, "opt/read-through-link", "inner")
 			if a, b := statT(t, filepath.Join(r.Root, "opt/hl")), statT(t, filepath.Join(r.Root, "opt/d/f")); a.Ino != b.Ino {
 				t.Errorf("opt/hl and opt/d/f are not one file in the root")
+			}
+		})
+	})
+}
+
+// execCommand runs command name of the project in dir as `ovl exec`
+// does (CommandRun, then the runner on b) and returns its output.
+func execCommand(t *testing.T, dir, name string, b backend.Backend) string {
+	t.Helper()
+	var out bytes.Buffer
+	eng := New(load(t, dir), runOpts(b, dir, &out))
+	rc, err := eng.CommandRun(context.Background(), name, nil, dir)
+	if err != nil {
+		t.Fatalf("exec %s: %v\n%s", name, err, out.String())
+	}
+	rc.Backend, rc.Stdout, rc.Stderr = b, &out, &out
+	res, err := runner.Run(context.Background(), rc)
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("exec %s: exit %d, %v\n%s", name, res.ExitCode, err, out.String())
+	}
+	return out.String()
+}
+
+// TestStoreIsPrivate: the directories of layers and roots are the
+// builder's alone (a root built by root holds set-id root binaries), and
+// containers still run from them, read-only and writable.
+func TestStoreIsPrivate(t *testing.T) {
+	testAsRootAndNobody(t, func(t *testing.T) {
+		eachBackend(t, func(t *testing.T, b backend.Backend) {
+			dir := project(t, `
+containers:
+  c:
+    setup:
+    - !Tar {url: ./base.tar.gz}
+    - !Sh "cp /bin/busybox /bin/suid && chmod 4755 /bin/suid"
+    - !Text {/etc/motd: hello}
+commands:
+  show: !Command
+    container: c
+    run: "ls -ln /bin/suid; cat /etc/motd"
+  write: !Command
+    container: c
+    write-mode: transient-hard-link-copy
+    run: "echo changed > /etc/motd; cat /etc/motd"
+`, nil)
+			busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+			var out bytes.Buffer
+			if _, _, err := buildOnce(t, dir, "c", runOpts(b, dir, &out)); errors.Is(err, backend.ErrUnavailable) {
+				t.Skipf("backend %s unavailable here: %v", b.Name(), err)
+			} else if err != nil {
+				t.Fatalf("build: %v\n%s", err, out.String())
+			}
+			var private []string
+			for _, pattern := range []string{".vagga/.layers", ".vagga/.roots", ".vagga/.layers/*", ".vagga/.roots/*"} {
+				m, _ := filepath.Glob(filepath.Join(dir, pattern))
+				if len(m) == 0 {
+					t.Fatalf("nothing at %s", pattern)
+				}
+				private = append(private, m...)
+			}
+			for _, p := range private {
+				if fi, err := os.Lstat(p); err != nil || (fi.IsDir() && fi.Mode().Perm()&0o077 != 0) {
+					t.Errorf("%s: mode %v (%v); want no access for group and others", p, fi.Mode(), err)
+				}
+			}
+			if got := execCommand(t, dir, "show", b); !strings.HasPrefix(got, "-rwsr-xr-x") || !strings.HasSuffix(got, "hello") {
+				t.Errorf("read-only run shows %q; want the set-uid binary and /etc/motd", got)
+			}
+			if got := execCommand(t, dir, "write", b); got != "changed\n" {
+				t.Errorf("writable run shows %q", got)
+			}
+			if got := execCommand(t, dir, "show", b); !strings.HasSuffix(got, "hello") {
+				t.Errorf("after a writable run the root shows %q", got)
 			}
 		})
 	})
