@@ -17,6 +17,7 @@
 //	exec.go      command steps, errors of a step, a shell before a step
 //	key.go       step keys and the cache of project file hashes
 //	project.go   reading project files, never through a symlink out
+//	copyfilter.go  what a !Copy leaves out (.vagga)
 //	store.go     the layer store: pending layers, commit and seal
 //	union.go     reading a stack of layers as a union, without a mount
 //	files.go     writing a layer over a union: copy-up, whiteouts

@@ -34,7 +34,7 @@ func (b *Builder) applyFileStep(w *writer, s vagga.Step) error {
 	case *vagga.CopyStep:
 		p := b.progress(s.Summary(), b.projectUsage(s.HostSource, readOptions(s)))
 		defer p.Done()
-		return copyIn(w, b.cfg.Dir, s.HostSource, rel(s.Path), s.OwnerUID, s.OwnerGID, p)
+		return copyIn(w, b.cfg.Dir, s, p)
 	case *vagga.RemoveStep:
 		return w.remove(rel(s.Path))
 	case *vagga.EnsureDirStep:
@@ -52,19 +52,20 @@ func (b *Builder) applyFileStep(w *writer, s vagga.Step) error {
 // rel turns an absolute container path into a path relative to the root.
 func rel(p string) string { return strings.TrimPrefix(filepath.Clean(p), "/") }
 
-// copyIn copies the project file or directory src (a host path in the
-// project directory dir) to dst in the container: contents, permission
-// bits and symlinks; owners become uid:gid. It reads the project as
-// walkProject does, never through a symlink out of it; a symlink is
-// copied as a symlink.
-func copyIn(w *writer, dir, src, dst string, uid, gid int, p Progress) error {
-	return walkProject(dir, src, walkOptions{}, func(f *projectFile) error {
+// copyIn copies the source of !Copy s, a file or directory of the
+// project in dir, into the container: contents, permission bits and
+// symlinks, leaving out what its filter leaves out; owners become the
+// step's. It reads the project as walkProject does, never through a
+// symlink out of it; a symlink is copied as a symlink.
+func copyIn(w *writer, dir string, s *vagga.CopyStep, p Progress) error {
+	dst := rel(s.Path)
+	return walkProject(dir, s.HostSource, readOptions(s), func(f *projectFile) error {
 		target := dst
 		if f.rel != "" {
 			target = path.Join(dst, f.rel)
 		}
 		p.Add(f.st.Size)
-		return copyEntry(w, f, target, uid, gid)
+		return copyEntry(w, f, target, s.OwnerUID, s.OwnerGID)
 	})
 }
 

@@ -39,12 +39,12 @@ func stepKey(parent string, s vagga.Step, hashes *fileHashes) (string, error) {
 }
 
 // readOptions says how the project files step s reads are walked: a
-// !Copy source as it will be copied (a symlink source kept as a
-// symlink), a tarball or !Depends path through a symlink that stays in
-// the project.
+// !Copy source as it will be copied (its filter applied, a symlink
+// source kept as a symlink), a tarball or !Depends path through a
+// symlink that stays in the project.
 func readOptions(s vagga.Step) walkOptions {
-	if _, ok := s.(*vagga.CopyStep); ok {
-		return walkOptions{}
+	if c, ok := s.(*vagga.CopyStep); ok {
+		return walkOptions{skip: newCopyFilter(c).skip}
 	}
 	return walkOptions{followStart: true}
 }

@@ -294,3 +294,37 @@ commands:
 		})
 	})
 }
+
+// TestCopyWholeProject: `!Copy source: /work` copies the project without
+// its .vagga (vagga's default rule), so it does not copy the layer it
+// writes into itself without end; what it leaves out is not in the
+// step's key either, so the next build is cached.
+func TestCopyWholeProject(t *testing.T) {
+	testAsRootAndNobody(t, func(t *testing.T) {
+		eachBackend(t, func(t *testing.T, b backend.Backend) {
+			dir := project(t, `
+containers:
+  c:
+    setup:
+    - !Tar {url: ./base.tar.gz}
+    - !Copy {source: /work, path: /proj}
+    - !Sh "find /proj | sort > /listing"
+`, map[string]string{"a": "A", "sub/b": "B", "sub/.vagga/x": "nested"})
+			busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+			var out bytes.Buffer
+			r, _, err := buildOnce(t, dir, "c", runOpts(b, dir, &out))
+			if errors.Is(err, backend.ErrUnavailable) {
+				t.Skipf("backend %s unavailable here: %v", b.Name(), err)
+			}
+			if err != nil {
+				t.Fatalf("build: %v\n%s", err, out.String())
+			}
+			want := "/proj\n/proj/a\n/proj/base.tar.gz\n/proj/sub\n/proj/sub/b\n/proj/vagga.yaml\n"
+			mustContain(t, r.Root, "listing", want)
+			r2, rec := mustBuild(t, dir, "c", runOpts(b, dir, &out))
+			if r2.Ran != 0 {
+				t.Errorf("the rebuild ran %d steps (%v): .vagga changed the !Copy key", r2.Ran, rec.statuses())
+			}
+		})
+	})
+}
