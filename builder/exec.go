@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/ovl-dev/ovl/internal/idmap"
 	"github.com/ovl-dev/ovl/vagga"
 )
 
@@ -23,6 +24,8 @@ type Exec struct {
 	Stdin       io.Reader
 	Stdout      io.Writer
 	Stderr      io.Writer
+	// UIDs and GIDs are the container's id ranges (runner.Config's).
+	UIDs, GIDs []idmap.Range
 }
 
 // RunFunc runs x to completion. A command that exits non-zero or is
@@ -68,7 +71,7 @@ func (b *Builder) runStep(ctx context.Context, c *vagga.Container, s step, r *Re
 		out = io.Discard
 	}
 	return b.opts.Run(ctx, Exec{Layers: lowers, Writable: true, KeepChanges: upper, Env: sortedEnv(r.env),
-		Workdir: "/work", BindWork: b.cfg.Dir, Args: args, Stdout: out, Stderr: out})
+		Workdir: "/work", BindWork: b.cfg.Dir, Args: args, Stdout: out, Stderr: out, UIDs: c.UIDs, GIDs: c.GIDs})
 }
 
 // stepError wraps the failure of step s with where it is and how to
@@ -110,5 +113,5 @@ func (b *Builder) shell(ctx context.Context, c *vagga.Container, steps []step, r
 	}
 	return b.opts.Run(ctx, Exec{Layers: lowers, Writable: true, Env: sortedEnv(r.env), Workdir: "/work",
 		BindWork: b.cfg.Dir, Args: []string{"/bin/sh"},
-		Stdin: sh.stdin, Stdout: sh.stdout, Stderr: sh.stderr})
+		Stdin: sh.stdin, Stdout: sh.stdout, Stderr: sh.stderr, UIDs: c.UIDs, GIDs: c.GIDs})
 }
