@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/backend"
-	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/internal/idmap"
 	"github.com/ovl-dev/ovl/vagga"
 )
 
@@ -176,6 +176,9 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, f
 	if err := b.store.makePrivate(); err != nil {
 		return nil, err
 	}
+	if sp := space(); sp.mode == ownIDs {
+		idmap.Warn(sp.why)
+	}
 
 	r := &Result{Container: name, force: force, parent: parent}
 	if parent != nil {
@@ -244,7 +247,7 @@ func (b *Builder) buildSteps(ctx context.Context, c *vagga.Container, steps []st
 				return b.stepError(c, s, total, err)
 			}
 			if r.force && b.store.Has(s.key) {
-				if err := removeAll(filepath.Dir(b.store.Layer(s.key))); err != nil {
+				if err := removeTree(filepath.Dir(b.store.Layer(s.key))); err != nil {
 					p.Discard()
 					return err
 				}
@@ -276,7 +279,7 @@ func (b *Builder) newLayer(key string, below []string) (*pending, error) {
 	if err != nil || len(below) == 0 {
 		return p, err
 	}
-	if err := layer.CopyMetadata(b.store.Layer(below[len(below)-1]), p.Path()); err != nil {
+	if err := copyMetadata(b.store.Layer(below[len(below)-1]), p.Path()); err != nil {
 		p.Discard()
 		return nil, fmt.Errorf("start layer %s: %w", key, err)
 	}
@@ -350,7 +353,7 @@ func (b *Builder) buildShared(ctx context.Context, c *vagga.Container, steps []s
 			b.event(ev)
 		}
 		if r.force && b.store.Has(key) {
-			if err := removeAll(filepath.Dir(b.store.Layer(key))); err != nil {
+			if err := removeTree(filepath.Dir(b.store.Layer(key))); err != nil {
 				p.Discard()
 				return err
 			}

@@ -28,11 +28,11 @@ var ErrPath = errors.New("unusable path")
 type writer struct {
 	upper  string
 	lowers union
-	root   bool // may chown to any owner
+	owners owners // what to chown files to
 }
 
-func newWriter(upper string, lowers []string) *writer {
-	return &writer{upper: upper, lowers: lowers, root: os.Geteuid() == 0}
+func newWriter(upper string, lowers []string, o owners) *writer {
+	return &writer{upper: upper, lowers: lowers, owners: o}
 }
 
 // full is the union as the step sees it: upper over the lowers.
@@ -304,16 +304,18 @@ func (w *writer) dir(rel string, mode os.FileMode, uid, gid int) error {
 	return os.Chmod(w.up(rel), mode)
 }
 
-// chown sets the owner where this process may; an ordinary user's files
-// stay its own (its uid is root inside the container's user namespace).
+// chown makes the container see p owned by uid:gid, as w.owners says:
+// an ordinary user without subordinate ids keeps its own files (its uid
+// is root inside the container's user namespace).
 func (w *writer) chown(p string, uid, gid int) error {
-	if !w.root {
+	u, g, keep, err := w.owners.chownIDs(uid, gid)
+	if err != nil {
+		return fmt.Errorf("%s: %w", strings.TrimPrefix(p, w.upper), err)
+	}
+	if !keep {
 		return nil
 	}
-	if err := os.Lchown(p, uid, gid); err != nil {
-		return err
-	}
-	return nil
+	return os.Lchown(p, u, g)
 }
 
 // modeBits converts setuid, setgid and sticky from a raw mode.

@@ -20,9 +20,10 @@ func isFileStep(s vagga.Step) bool {
 	return true
 }
 
-// applyFileStep writes the effect of the file step s into w's upper.
-// Steps that change no file (!Env, !Depends, !Container) leave it empty.
-func (b *Builder) applyFileStep(w *writer, s vagga.Step) error {
+// applyFileStep writes the effect of the file step s into w's upper,
+// reading the project in dir. Steps that change no file (!Env,
+// !Depends, !Container) leave it empty.
+func applyFileStep(w *writer, dir string, s vagga.Step, progress progressFunc) error {
 	switch s := s.(type) {
 	case *vagga.TextStep:
 		for _, f := range s.Files {
@@ -32,9 +33,13 @@ func (b *Builder) applyFileStep(w *writer, s vagga.Step) error {
 		}
 		return nil
 	case *vagga.CopyStep:
-		p := b.progress(s.Summary(), b.projectUsage(s.HostSource, readOptions(s)))
+		var total int64
+		if progress != nil {
+			total = projectUsage(dir, s.HostSource, readOptions(s))
+		}
+		p := startProgress(progress, s.Summary(), total)
 		defer p.Done()
-		return copyIn(w, b.cfg.Dir, s, p)
+		return copyIn(w, dir, s, p)
 	case *vagga.RemoveStep:
 		return w.remove(rel(s.Path))
 	case *vagga.EnsureDirStep:
@@ -42,7 +47,7 @@ func (b *Builder) applyFileStep(w *writer, s vagga.Step) error {
 	case *vagga.EmptyDirStep:
 		return w.emptyDir(rel(s.Path))
 	case *vagga.TarStep:
-		return untar(w, b.cfg.Dir, s, b.hashes, b.progress)
+		return untar(w, dir, s, progress)
 	case *vagga.EnvStep, *vagga.DependsStep, *vagga.ContainerStep:
 		return nil
 	}
@@ -91,14 +96,12 @@ func copyEntry(w *writer, f *projectFile, dst string, uid, gid int) error {
 	return nil // sockets, fifos, devices of the project are not copied
 }
 
-// projectUsage is the size of the regular files of the project path p,
-// walked as o says: the total of a progress bar.
-func (b *Builder) projectUsage(p string, o walkOptions) int64 {
-	if b.opts.Progress == nil {
-		return 0
-	}
+// projectUsage is the size of the regular files of the project path p
+// (the project is in dir), walked as o says: the total of a progress
+// bar.
+func projectUsage(dir, p string, o walkOptions) int64 {
 	var total int64
-	walkProject(b.cfg.Dir, p, o, func(f *projectFile) error {
+	walkProject(dir, p, o, func(f *projectFile) error {
 		if f.isReg() {
 			total += f.st.Size
 		}

@@ -53,7 +53,7 @@ func (b *Builder) writeRoot(ctx context.Context, r *Result) (string, error) {
 			}
 		}
 		if err != nil {
-			removeAll(tmp)
+			removeTree(tmp)
 			return "", fmt.Errorf("write the root of %s: %w", r.Container, err)
 		}
 		b.event(Event{Container: r.Container, Status: StatusRoot, Key: r.Key, Seconds: time.Since(start).Seconds(),

@@ -90,7 +90,7 @@ func (s *Store) Has(key string) bool {
 
 // Empty reports whether the complete layer with key has no entries (a
 // step such as !Env, or a command that wrote no file).
-func (s *Store) Empty(key string) (bool, error) { return dirEmpty(s.Layer(key)) }
+func (s *Store) Empty(key string) (bool, error) { return treeEmpty(s.Layer(key)) }
 
 // emptyLayer returns, as a one-layer stack, a layer with nothing in it.
 func (s *Store) emptyLayer() ([]string, error) {
@@ -174,7 +174,7 @@ func (p *pending) Commit() error {
 }
 
 // Discard removes the unfinished layer.
-func (p *pending) Discard() error { return removeAll(p.dir) }
+func (p *pending) Discard() error { return removeTree(p.dir) }
 
 // tmpPrefix starts the names of unfinished layers and roots: it carries
 // the builder's pid, so that `ovl clean --old` removes only those of

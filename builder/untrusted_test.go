@@ -132,6 +132,7 @@ type tarEntry struct {
 	kind     byte // tar.TypeReg, TypeDir, TypeSymlink, TypeLink
 	body     string
 	linkname string
+	uid, gid int
 }
 
 // writeTar writes an uncompressed tarball of entries to p.
@@ -143,7 +144,7 @@ func writeTar(t *testing.T, p string, entries []tarEntry) {
 	}
 	tw := tar.NewWriter(f)
 	for _, e := range entries {
-		h := &tar.Header{Name: e.name, Typeflag: e.kind, Mode: 0o644, Linkname: e.linkname, ModTime: time0}
+		h := &tar.Header{Name: e.name, Typeflag: e.kind, Mode: 0o644, Linkname: e.linkname, ModTime: time0, Uid: e.uid, Gid: e.gid}
 		if e.kind == tar.TypeDir {
 			h.Mode = 0o755
 		}
