@@ -59,6 +59,9 @@ type Result struct {
 	BuildEnv []string
 	// Ran counts the steps that ran (were not cached) in this build.
 	Ran int
+	// UIDs and GIDs are the container's id ranges (vagga's uids and
+	// gids; nil: the default), for runner.Config.
+	UIDs, GIDs []idmap.Range
 
 	keys    []string // the stack's layer keys, bottom first, unsquashed
 	planned []string // stackOf: the keys of the container's own steps
@@ -180,7 +183,7 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, f
 		idmap.Warn(sp.why)
 	}
 
-	r := &Result{Container: name, force: force, parent: parent}
+	r := &Result{Container: name, force: force, parent: parent, UIDs: c.UIDs, GIDs: c.GIDs}
 	if parent != nil {
 		r.keys = append(r.keys, parent.keys...)
 		r.env = append(r.env, parent.env...)
