@@ -110,12 +110,15 @@ func TestStepOwnershipSurvives(t *testing.T) {
 			dir := project(t, ownershipYAML, map[string]string{"src": "copied\n"})
 			busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 			var out bytes.Buffer
-			r, _, err := buildOnce(t, dir, "child", runOpts(b, dir, &out))
+			r, rec, err := buildOnce(t, dir, "child", runOpts(b, dir, &out))
 			if errors.Is(err, backend.ErrUnavailable) {
 				t.Skipf("backend %s unavailable here: %v", b.Name(), err)
 			}
 			if err != nil {
 				t.Fatalf("build: %v\n%s", err, out.String())
+			}
+			if d := rootDetail(rec, "child"); !strings.HasPrefix(d, "cloned pg's root") {
+				t.Errorf("the child's root was not cloned from pg's: %q", d)
 			}
 			pg, _ := mustBuild(t, dir, "pg", runOpts(b, dir, &out))
 			// On disk, as far as the test may look: an ordinary user

@@ -2,12 +2,16 @@ package runner_test
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/idmap"
 	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/runner"
@@ -55,5 +59,34 @@ func TestRunMapsSubordinateIDs(t *testing.T) {
 				t.Errorf("uids 0-70000 with 65536 subordinate ids: %v; want ErrTooFew naming /etc/subuid", err)
 			}
 		})
+	}
+}
+
+// TestCleanTransientRemovesMappedFiles: what a killed run left behind in
+// its transient directory, owned by the user's subordinate ids and
+// private to them, is removed by CleanTransient as root of a namespace
+// where those ids are mapped.
+func TestCleanTransientRemovesMappedFiles(t *testing.T) {
+	if !testutil.InNobodyChild() {
+		testutil.RunAsNobodyWithSubIDs(t)
+		return
+	}
+	tdir := filepath.Join(testutil.SharedDir(t), "transient")
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	left := filepath.Join(tdir, fmt.Sprintf("c.%d", dead.Process.Pid))
+	cfg := runner.Config{Layers: []string{makeRoot(t)}, Writable: true, KeepChanges: filepath.Join(left, "upper"), Backend: backendFor(t, backend.Native)}
+	mustRun(t, cfg, "sh", "-c", "mkdir -p /var/lib/pg/x && busybox chown -R 100:101 /var/lib/pg && chmod 700 /var/lib/pg")
+	if err := os.RemoveAll(left); err == nil {
+		t.Fatalf("the user removed %s by itself: the test shows nothing", left)
+	}
+	removed, err := runner.CleanTransient(tdir, false)
+	if err != nil || len(removed) != 1 || removed[0] != left {
+		t.Errorf("CleanTransient = %v, %v; want %s removed", removed, err, left)
+	}
+	if _, err := os.Lstat(left); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s still there: %v", left, err)
 	}
 }
