@@ -52,8 +52,22 @@ func assertNotCopied(t *testing.T, projectDir, secret string) {
 	})
 }
 
-// eachBackend runs f as a subtest per backend, skipping one that is not
-// available here.
+// buildOn builds container name of the project in dir, its command steps
+// run on backend b with their output into out; it skips t when b is not
+// available here and fails it on any other error.
+func buildOn(t *testing.T, dir, name string, b backend.Backend, out *bytes.Buffer) (*Result, *recorder) {
+	t.Helper()
+	r, rec, err := buildOnce(t, dir, name, runOpts(b, dir, out))
+	if errors.Is(err, backend.ErrUnavailable) {
+		t.Skipf("backend %s unavailable here: %v", b.Name(), err)
+	}
+	if err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, out.String())
+	}
+	return r, rec
+}
+
+// eachBackend runs f as a subtest per backend.
 func eachBackend(t *testing.T, f func(t *testing.T, b backend.Backend)) {
 	for _, b := range backends() {
 		t.Run(b.Name(), func(t *testing.T) { f(t, b) })
@@ -102,11 +116,7 @@ containers:
 				t.Errorf("!Copy through leakdir -> %s: %v; want ErrOutsideProject naming leakdir/secret", outside, err)
 			}
 
-			if _, _, err := buildOnce(t, dir, "maker", runOpts(b, dir, &out)); errors.Is(err, backend.ErrUnavailable) {
-				t.Skipf("backend %s unavailable here: %v", b.Name(), err)
-			} else if err != nil {
-				t.Fatalf("build maker: %v\n%s", err, out.String())
-			}
+			buildOn(t, dir, "maker", b, &out)
 			if l, err := os.Readlink(filepath.Join(dir, "v")); err != nil || l != outside {
 				t.Fatalf("the command step made /work/v -> %q (%v), want %s", l, err, outside)
 			}
@@ -208,13 +218,7 @@ containers:
 			assertNotCopied(t, dir, secret)
 			assertNothingHalfMade(t, dir)
 
-			r, _, err := buildOnce(t, dir, "good", runOpts(b, dir, &out))
-			if errors.Is(err, backend.ErrUnavailable) {
-				t.Skipf("backend %s unavailable here: %v", b.Name(), err)
-			}
-			if err != nil {
-				t.Fatalf("build good: %v\n%s", err, out.String())
-			}
+			r, _ := buildOn(t, dir, "good", b, &out)
 			mustContain(t, r.Root, "opt/read-through-link", "inner")
 			if a, b := statT(t, filepath.Join(r.Root, "opt/hl")), statT(t, filepath.Join(r.Root, "opt/d/f")); a.Ino != b.Ino {
 				t.Errorf("opt/hl and opt/d/f are not one file in the root")
@@ -265,11 +269,7 @@ commands:
 `, nil)
 			busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 			var out bytes.Buffer
-			if _, _, err := buildOnce(t, dir, "c", runOpts(b, dir, &out)); errors.Is(err, backend.ErrUnavailable) {
-				t.Skipf("backend %s unavailable here: %v", b.Name(), err)
-			} else if err != nil {
-				t.Fatalf("build: %v\n%s", err, out.String())
-			}
+			buildOn(t, dir, "c", b, &out)
 			var private []string
 			for _, pattern := range []string{".vagga/.layers", ".vagga/.roots", ".vagga/.layers/*", ".vagga/.roots/*"} {
 				m, _ := filepath.Glob(filepath.Join(dir, pattern))
@@ -313,13 +313,7 @@ containers:
 `, map[string]string{"a": "A", "sub/b": "B", "sub/.vagga/x": "nested"})
 			busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 			var out bytes.Buffer
-			r, _, err := buildOnce(t, dir, "c", runOpts(b, dir, &out))
-			if errors.Is(err, backend.ErrUnavailable) {
-				t.Skipf("backend %s unavailable here: %v", b.Name(), err)
-			}
-			if err != nil {
-				t.Fatalf("build: %v\n%s", err, out.String())
-			}
+			r, _ := buildOn(t, dir, "c", b, &out)
 			want := "/proj\n/proj/a\n/proj/base.tar.gz\n/proj/sub\n/proj/sub/b\n/proj/vagga.yaml\n"
 			mustContain(t, r.Root, "listing", want)
 			r2, rec := mustBuild(t, dir, "c", runOpts(b, dir, &out))
