@@ -79,6 +79,13 @@ var stateVars = []struct{ name, sub string }{{"OVL_RUNTIME_DIR", "run"}, {"OVL_S
 // passed on, the child makes its own. Its output is logged. Needs root.
 func RunAsNobody(t *testing.T, extraEnv ...string) {
 	t.Helper()
+	runAsNobody(t, nil, extraEnv)
+}
+
+// runAsNobody is RunAsNobody, with the setpriv command run through wrap
+// (a command that ends by executing its arguments) when wrap is set.
+func runAsNobody(t *testing.T, wrap []string, extraEnv []string) {
+	t.Helper()
 	RequireRoot(t)
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Fatalf("setpriv not found (package util-linux): %v", err)
@@ -89,8 +96,9 @@ func RunAsNobody(t *testing.T, extraEnv ...string) {
 			t.Fatalf("copy test binary for the unprivileged user: %v", err)
 		}
 	}
-	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+	args := append(append([]string(nil), wrap...), "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
 		bin, "-test.run", runPattern(t.Name()), "-test.v", "-test.count=1")
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(nobodyEnv(os.Environ()), envNobody+"=1", "HOME=/nonexistent", "XDG_RUNTIME_DIR=", "XDG_STATE_HOME=")
 	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Dir = "/"
