@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/runner"
+	"github.com/ovl-dev/ovl/selector"
 	"github.com/ovl-dev/ovl/vagga"
 )
 
@@ -20,7 +20,7 @@ import (
 // and the command's volumes and environment (the command's win), the
 // project bound at /work. cwd, when inside the project, sets the working
 // directory as vagga does (/work/<relative cwd>); the command's work-dir
-// overrides it. Backend and stdio are the caller's to fill in.
+// overrides it. Decision and stdio are the caller's to fill in.
 func (b *Builder) CommandRun(ctx context.Context, name string, extra []string, cwd string) (runner.Config, error) {
 	cmd, ok := b.cfg.Commands[name]
 	if !ok {
@@ -42,6 +42,8 @@ func (b *Builder) CommandRun(ctx context.Context, name string, extra []string, c
 		Workdir:      "/work",
 		Name:         cmd.Container,
 		TransientDir: filepath.Join(b.store.Dir, ".transient"),
+		UIDs:         c.UIDs,
+		GIDs:         c.GIDs,
 	}
 	if rel, err := filepath.Rel(b.cfg.Dir, cwd); err == nil && cwd != "" && !strings.HasPrefix(rel, "..") {
 		cfg.Workdir = path.Join("/work", filepath.ToSlash(rel))
@@ -94,10 +96,10 @@ func mergeEnv(base, over []vagga.EnvVar) []string {
 // from dir (rather than a path: an argument with a slash, or an existing
 // directory, is a path), and if so builds it when stale and returns it.
 // `ovl run CONTAINER` uses it. No vagga.yaml means false, with no error.
-// pick, when not nil, chooses the backend once the project is known
-// (its .vagga holds the layers the selector probes next to). With a
-// backend and opts.Run nil, command steps run with the runner on it.
-func Resolve(ctx context.Context, dir, arg string, opts Options, pick func(*vagga.Config) (backend.Backend, error)) (*Result, bool, error) {
+// pick, when not nil, asks the selector once the project is known (its
+// .vagga holds the layers the selector probes next to). With a decision
+// and opts.Run nil, command steps run with the runner as it decided.
+func Resolve(ctx context.Context, dir, arg string, opts Options, pick func(*vagga.Config) (selector.Decision, error)) (*Result, bool, error) {
 	if arg == "" || strings.Contains(arg, "/") || dirExists(filepath.Join(dir, arg)) {
 		return nil, false, nil
 	}
@@ -113,14 +115,14 @@ func Resolve(ctx context.Context, dir, arg string, opts Options, pick func(*vagg
 		return nil, false, nil
 	}
 	if pick != nil {
-		b, err := pick(cfg)
+		d, err := pick(cfg)
 		if err != nil {
 			return nil, true, err
 		}
-		opts.Backend = b
+		opts.Decision = d
 	}
-	if opts.Run == nil && opts.Backend != nil {
-		opts.Run = RunnerFunc(opts.Backend, cfg.Dir)
+	if opts.Run == nil && opts.Decision.Backend != "" {
+		opts.Run = RunnerFunc(opts.Decision, cfg.Dir)
 	}
 	r, err := New(cfg, opts).Build(ctx, arg)
 	return r, true, err

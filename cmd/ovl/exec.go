@@ -69,12 +69,12 @@ func execRun(ctx context.Context, o *execOptions, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
-	b, err := buildBackend(ctx, cfg, o.Backend)
+	d, err := buildDecision(ctx, cfg, o.Backend)
 	if err != nil {
 		return &exitError{code: runExitOwnError, msg: "exec: " + err.Error()}
 	}
 	progress := &buildProgress{w: stderr, quiet: o.Quiet}
-	builder := builder.New(cfg, builder.Options{Backend: b, Run: builder.RunnerFunc(b, cfg.Dir), Events: func(e builder.Event) {
+	builder := builder.New(cfg, builder.Options{Decision: d, Run: builder.RunnerFunc(d, cfg.Dir), Events: func(e builder.Event) {
 		if e.Status != builder.StatusCached { // a fresh container says nothing
 			progress.event(e)
 		}
@@ -84,11 +84,11 @@ func execRun(ctx context.Context, o *execOptions, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
-	rc.Backend = b
+	rc.Decision = d
 	if !o.Quiet {
-		fmt.Fprintf(stderr, "[%s] in container %s, %s backend\n", o.Command, cfg.Commands[o.Command].Container, b.Name())
+		fmt.Fprintf(stderr, "[%s] in container %s, %s backend\n", o.Command, cfg.Commands[o.Command].Container, d.Backend)
 	}
 	rc.Stdin, rc.Stdout, rc.Stderr = stdin, stdout, stderr
 	res, err := runner.Run(ctx, rc)
-	return runExitStatus(res, err, "exec", fmt.Sprintf("exec %s (%s backend)", o.Command, b.Name()))
+	return runExitStatus(res, err, "exec", fmt.Sprintf("exec %s (%s backend)", o.Command, d.Backend))
 }
