@@ -71,12 +71,19 @@ func Select(ctx context.Context, o Options) (Decision, error) {
 // messages, e.g. "the drop-in mode"), for this process, without probing
 // whether it works here: for callers that need no probe (the copy
 // backend works everywhere; ovl's drop-in mode is FUSE by definition)
-// and for tests. An unknown name is an error.
+// and for tests. An unknown name is an error. Its isolation follows the
+// caller's capabilities: namespaces of its own with CAP_SYS_ADMIN, a
+// user namespace without (a run on the copy backend falls back to
+// chroot where none can be made).
 func Force(name, by string) (Decision, error) {
 	if by == "" {
 		by = "the caller"
 	}
-	d := decided(Decision{Backend: name, ForcedBy: by, Reasons: []string{name + " forced by " + by}}, userns.Privileged())
+	d := Decision{Backend: name, ForcedBy: by, Reasons: []string{name + " forced by " + by}, Isolation: IsolateUserns}
+	if userns.CanMount() {
+		d.Isolation = IsolateNamespaces
+	}
+	d = decided(d, userns.Privileged())
 	if _, err := d.Open(); err != nil {
 		return Decision{}, fmt.Errorf("%s: %w", by, err)
 	}
