@@ -21,6 +21,9 @@ type execPlan struct {
 	Workdir string
 	Env     []string
 	Args    []string
+	// Chroot enters Root with chroot(2) rather than pivot_root: a run
+	// without namespaces (chroot.go).
+	Chroot bool `json:",omitempty"`
 }
 
 // defaultPath is the PATH of the clean environment.
@@ -66,13 +69,19 @@ func execMain() {
 	if err := os.Chdir(x.Root); err != nil {
 		fail(kindSetup, 125, "enter the container root: %v", err)
 	}
-	// pivot_root(".", ".") stacks the old root on the new one; detaching
-	// it leaves only the container visible.
-	if err := unix.PivotRoot(".", "."); err != nil {
-		fail(kindSetup, 125, "pivot_root into %s: %v", x.Root, err)
-	}
-	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
-		fail(kindSetup, 125, "detach the host's root: %v", err)
+	if x.Chroot {
+		if err := unix.Chroot("."); err != nil {
+			fail(kindSetup, 125, "chroot into %s: %v", x.Root, err)
+		}
+	} else {
+		// pivot_root(".", ".") stacks the old root on the new one;
+		// detaching it leaves only the container visible.
+		if err := unix.PivotRoot(".", "."); err != nil {
+			fail(kindSetup, 125, "pivot_root into %s: %v", x.Root, err)
+		}
+		if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+			fail(kindSetup, 125, "detach the host's root: %v", err)
+		}
 	}
 	if err := os.Chdir("/"); err != nil {
 		fail(kindSetup, 125, "chdir /: %v", err)

@@ -14,9 +14,11 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/idmap"
 	"github.com/ovl-dev/ovl/internal/paths"
 	"github.com/ovl-dev/ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/userns"
 	"github.com/ovl-dev/ovl/layer"
 	"github.com/ovl-dev/ovl/selector"
 )
@@ -99,6 +101,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if name == "" {
 		name = filepath.Base(cfg.Layers[0])
 	}
+	if iso := cfg.Decision.Isolation; iso == selector.IsolateChroot || iso == selector.IsolateNone {
+		return runChroot(ctx, cfg, tdir, name, errNoNamespaces)
+	}
 	p := plan{
 		Layers: cfg.Layers, Writable: cfg.Writable, KeepChanges: cfg.KeepChanges, Volumes: cfg.Volumes,
 		Env: cfg.Env, Workdir: cfg.Workdir, BindWork: cfg.BindWork, Args: cfg.Args, Decision: cfg.Decision,
@@ -129,7 +134,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 	cmd := reexec.Command(initEntry)
 	cmd.Env = initEnv(cmd.Env)
-	cmd.SysProcAttr = initSysProcAttr(ids)
+	cmd.SysProcAttr = initSysProcAttr(cfg.Decision.Isolation, ids)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
 	cmd.ExtraFiles = []*os.File{confR, repW, lifeR}
 
@@ -144,7 +149,15 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	defer signal.Stop(sigs)
 	if err := cmd.Start(); err != nil {
 		repW.Close()
-		return Result{ExitCode: 125}, fmt.Errorf("start the container's init process: %w", err)
+		if nsRefused(err) && cfg.Decision.Backend == backend.Copy {
+			// The copy backend runs everywhere: without namespaces,
+			// with chroot.
+			signal.Stop(sigs)
+			slog.Debug("run: no namespace can be made, the copy runs with chroot", "err", err)
+			return runChroot(ctx, cfg, tdir, name, err)
+		}
+		return Result{ExitCode: 125}, fmt.Errorf("start the container's init process in new %s: %w%s",
+			namespacesOf(cmd.SysProcAttr), err, refusal(err))
 	}
 	repW.Close()
 	confR.Close()
@@ -260,23 +273,36 @@ func initEnv(env []string) []string {
 // forwardedSignals are passed on to the command.
 var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
 
-// initSysProcAttr starts init in new mount and pid namespaces, and, for
-// an ordinary user, a new user namespace: mapped to root by the Go
-// runtime when there is no subuid range (ids nil), by newuidmap later
-// otherwise.
-func initSysProcAttr(ids *idmap.Map) *syscall.SysProcAttr {
+// initSysProcAttr starts init in new mount and pid namespaces, and, when
+// the decision isolates runs in a user namespace (the caller lacks
+// CAP_SYS_ADMIN: an ordinary user, root in a default container), in a
+// new user namespace: mapped by the Go runtime when there is no subuid
+// range (ids nil: userns.Mappings), by newuidmap later otherwise.
+func initSysProcAttr(iso selector.Isolation, ids *idmap.Map) *syscall.SysProcAttr {
+	if iso == "" { // a decision made without one: by capability
+		iso = selector.IsolateUserns
+		if userns.CanMount() {
+			iso = selector.IsolateNamespaces
+		}
+	}
 	attr := &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID,
 		Pdeathsig:  syscall.SIGKILL,
 	}
-	if os.Geteuid() == 0 {
+	if iso != selector.IsolateUserns {
 		return attr
 	}
 	attr.Cloneflags |= syscall.CLONE_NEWUSER
 	if ids == nil {
-		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
-		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
-		attr.GidMappingsEnableSetgroups = false
+		attr.UidMappings, attr.GidMappings, attr.GidMappingsEnableSetgroups = userns.Mappings()
 	}
 	return attr
+}
+
+// namespacesOf names the namespaces attr asks for, for messages.
+func namespacesOf(attr *syscall.SysProcAttr) string {
+	if attr.Cloneflags&syscall.CLONE_NEWUSER != 0 {
+		return "user, mount and pid namespaces"
+	}
+	return "mount and pid namespaces"
 }
