@@ -36,6 +36,9 @@ type Decision struct {
 	// one chosen among the candidates (place.go) or given; "" when
 	// nothing was probed (Force).
 	LayerDir string `json:"layer_dir,omitempty"`
+	// LayerDirWhy says why LayerDir was chosen ("given", "a tmpfs:
+	// /var/lib/ovl is on overlay, ...").
+	LayerDirWhy string `json:"layer_dir_why,omitempty"`
 	// ForcedBy says who named the backend ("--backend", EnvBackend, a
 	// caller such as the drop-in mode); "" when the selector chose it.
 	ForcedBy string `json:"forced_by,omitempty"`

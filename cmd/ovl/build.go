@@ -110,14 +110,14 @@ func buildLoad(config string) (*vagga.Config, error) {
 	return vagga.Load(config)
 }
 
-// buildDecision asks the selector for the backend builds and runs of the
-// project use, probing on the project's filesystem.
+// buildDecision asks the selector for the backend builds of the project
+// use, probing on the project's filesystem, where their layers are.
 func buildDecision(ctx context.Context, cfg *vagga.Config, name string) (selector.Decision, error) {
 	dir := filepath.Join(cfg.Dir, ".vagga")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return selector.Decision{}, err
 	}
-	return selector.Select(ctx, selector.Options{Backend: name, LayerDir: dir})
+	return selector.Select(ctx, selector.Options{Backend: name, LayerDir: dir, Project: cfg.Dir})
 }
 
 // buildProgress prints events: progress lines, or one JSON object per

@@ -9,7 +9,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ovl-dev/ovl/builder"
+	"github.com/ovl-dev/ovl/layer"
 	"github.com/ovl-dev/ovl/runner"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 func init() { register(execNewCmd) }
@@ -84,11 +86,18 @@ func execRun(ctx context.Context, o *execOptions, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
-	rc.Decision = d
+	// The run's uppers are scratch, not layers of the project: it is
+	// placed as `ovl run` is (its backend may be faster than the build's
+	// where the project is on a filesystem overlay refuses uppers on).
+	rd, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &layer.Spec{Lowers: rc.Layers}, Project: cfg.Dir})
+	if err != nil {
+		return &exitError{code: runExitOwnError, msg: "exec: " + err.Error()}
+	}
+	rc.Decision = rd
 	if !o.Quiet {
-		fmt.Fprintf(stderr, "[%s] in container %s, %s backend\n", o.Command, cfg.Commands[o.Command].Container, d.Backend)
+		fmt.Fprintf(stderr, "[%s] in container %s, %s backend\n", o.Command, cfg.Commands[o.Command].Container, rd.Backend)
 	}
 	rc.Stdin, rc.Stdout, rc.Stderr = stdin, stdout, stderr
 	res, err := runner.Run(ctx, rc)
-	return runExitStatus(res, err, "exec", fmt.Sprintf("exec %s (%s backend)", o.Command, d.Backend))
+	return runExitStatus(res, err, "exec", fmt.Sprintf("exec %s (%s backend)", o.Command, rd.Backend))
 }

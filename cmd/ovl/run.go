@@ -32,6 +32,7 @@ type runOptions struct {
 	Workdir      string
 	BindWork     string
 	Backend      string
+	LayerDir     string
 	TransientDir string
 }
 
@@ -107,6 +108,7 @@ Exit status:
 	f.StringVarP(&o.Workdir, "workdir", "w", "/", "working directory inside the container")
 	f.StringVar(&o.BindWork, "bind-work", "", "host directory (usually the project) bound at /work")
 	backendFlag(f, &o.Backend)
+	layerDirFlag(f, &o.LayerDir)
 	f.StringVar(&o.TransientDir, "transient-dir", "", "where the copy backend's transient copies go (default: ovl's state directory)")
 	return cmd
 }
@@ -152,7 +154,7 @@ func runRun(ctx context.Context, o *runOptions, stdin io.Reader, stdout, stderr 
 	if err := cfg.Validate(); err != nil {
 		return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
 	}
-	d, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &layer.Spec{Lowers: cfg.Layers}})
+	d, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &layer.Spec{Lowers: cfg.Layers}, LayerDir: o.LayerDir, Project: cwdProject()})
 	if err != nil {
 		return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
 	}
