@@ -145,3 +145,22 @@ func TestChrootRunWithoutCapSysChroot(t *testing.T) {
 		t.Errorf("a run without namespaces nor chroot: exit %d, %v; want 125 and ErrNoIsolation naming CAP_SYS_CHROOT", res.ExitCode, err)
 	}
 }
+
+// TestWritableRunOfForeignRoot: an ordinary user's writable run of a
+// root-owned tree on native fails to write where only root may, and ovl
+// says why, not only the shell's "Permission denied".
+func TestWritableRunOfForeignRoot(t *testing.T) {
+	if testutil.InNobodyChild() {
+		cfg := runner.Config{Layers: []string{os.Getenv("OVL_TEST_ROOT")}, Writable: true, Decision: decisionFor(t, backend.Native)}
+		_, errOut, res, err := run(t, cfg, "sh", "-c", "echo x > /etc/new")
+		if err != nil || res.ExitCode == 0 {
+			t.Fatalf("writing a root-owned directory: exit %d, %v; want the command to fail\n%s", res.ExitCode, err, errOut)
+		}
+		if !strings.Contains(errOut, "ovl: note: the container root") || !strings.Contains(errOut, "belongs to uid 0") {
+			t.Errorf("stderr %q says nothing from ovl about the root's owner", errOut)
+		}
+		return
+	}
+	testutil.RequireRoot(t)
+	testutil.RunAsNobody(t, "OVL_TEST_ROOT="+makeRoot(t))
+}

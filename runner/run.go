@@ -212,7 +212,11 @@ wait:
 	if ctx.Err() != nil {
 		return Result{ExitCode: 125, Backend: res.Backend}, fmt.Errorf("run %v: %w", cfg.Args, ctx.Err())
 	}
-	return decodeReport(&repBuf, res, waitErr)
+	res, err = decodeReport(&repBuf, res, waitErr)
+	if err == nil && res.ExitCode != 0 {
+		printNote(cfg.Stderr, foreignRootNote(cfg, ids))
+	}
+	return res, err
 }
 
 // decodeReport turns the reports of init and the exec stage into Run's
