@@ -42,9 +42,14 @@ import (
 // allowed either (or the run needs a mount, which chroot cannot give).
 var ErrNoIsolation = errors.New("cannot isolate the command here")
 
-// errNoNamespaces is why a decision isolated by chroot (or not at all)
-// makes no namespaces: the selector found none could be made.
-var errNoNamespaces = errors.New("the probe found that no namespace can be made here (see ovl check)")
+// noNamespaces is why a decision isolated by chroot (or not at all)
+// makes no namespaces: what the selector's probe was refused.
+func noNamespaces(d selector.Decision) error {
+	if d.NoNamespace == "" {
+		return errors.New("the probe found that no namespace can be made here (see ovl check)")
+	}
+	return fmt.Errorf("a new user namespace: %s", d.NoNamespace)
+}
 
 // nsRefused reports whether err, from starting a process in new
 // namespaces, says the namespaces were refused rather than something

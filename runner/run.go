@@ -102,7 +102,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		name = filepath.Base(cfg.Layers[0])
 	}
 	if iso := cfg.Decision.Isolation; iso == selector.IsolateChroot || iso == selector.IsolateNone {
-		return runChroot(ctx, cfg, tdir, name, errNoNamespaces)
+		return runChroot(ctx, cfg, tdir, name, noNamespaces(cfg.Decision))
 	}
 	p := plan{
 		Layers: cfg.Layers, Writable: cfg.Writable, KeepChanges: cfg.KeepChanges, Volumes: cfg.Volumes,

@@ -29,6 +29,9 @@ type Decision struct {
 	// own (CAP_SYS_ADMIN), in a new user namespace, or, for the copy
 	// backend where no namespace can be made, with chroot.
 	Isolation Isolation `json:"isolation"`
+	// NoNamespace says what refused a namespace, for IsolateChroot and
+	// IsolateNone: the runner's messages repeat it.
+	NoNamespace string `json:"no_namespace,omitempty"`
 	// MaxLayers is the deepest lower stack the backend mounts; 0 means
 	// no limit. Builds squash older layers to fit it.
 	MaxLayers int `json:"max_layers"`
@@ -189,6 +192,9 @@ func Choose(r *Report, req Request) (Decision, error) {
 	d.Hints = dedup(append(d.Hints, hintsOf(fuse)...))
 	iso, why := copyIsolation(r)
 	d.Isolation = iso
+	if iso == IsolateChroot || iso == IsolateNone {
+		d.NoNamespace = r.Get(ProbeUserns).String()
+	}
 	d.Reasons = append(d.Reasons, "copy works everywhere, but copies every layer"+why)
 	return decided(d, r.Privileged()), nil
 }
@@ -262,6 +268,9 @@ func chooseForced(r *Report, modes []Mode, force, by string, nat, fuse []verdict
 		vs = fuse
 	case backend.Copy:
 		d.Isolation, _ = copyIsolation(r)
+		if d.Isolation == IsolateChroot || d.Isolation == IsolateNone {
+			d.NoNamespace = r.Get(ProbeUserns).String()
+		}
 		return d, nil
 	default:
 		return d, fmt.Errorf("%s: unknown backend %q: choose one of %s", by, force, strings.Join(backend.Names, ", "))
