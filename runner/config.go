@@ -1,5 +1,6 @@
 // Package runner runs a command in a container root, vagga-style: in new
-// user (for an ordinary user), mount and pid namespaces, with the root
+// user (for a caller without CAP_SYS_ADMIN: an ordinary user, root in a
+// default container), mount and pid namespaces, with the root
 // mounted through the backend the caller chose, /proc, /sys, a minimal
 // /dev, /tmp and /run, volumes, pivot_root, and a clean environment.
 //
@@ -19,6 +20,10 @@
 // backend's full copy lives in a transient directory NAME.PID on disk
 // (PID of the init process) that Run removes, and CleanTransient removes
 // when the run was killed.
+//
+// Where no namespace can be made (a seccomp filter forbids them), the
+// copy backend still runs: the command enters its copy with chroot
+// (chroot.go), without mounts.
 package runner
 
 import (

@@ -51,9 +51,12 @@ func runNewCmd(g *globalOptions) *cobra.Command {
 		Use:   "run [flags] ROOT|CONTAINER -- CMD [ARGS...]",
 		Short: "Run a command in a container root, with throw-away writable state",
 		Long: `run runs CMD in the container whose root directory is ROOT, in new user
-(for an ordinary user), mount and pid namespaces, with /proc, /sys (read-only),
-a minimal /dev, and tmpfs /tmp and /run, in a clean environment (PATH, HOME,
-TERM, plus --env).
+(without CAP_SYS_ADMIN: an ordinary user, root in a default container), mount
+and pid namespaces, with /proc, /sys (read-only), a minimal /dev, and tmpfs
+/tmp and /run, in a clean environment (PATH, HOME, TERM, plus --env). Where
+no namespace can be made (a seccomp filter forbids them, as Docker's default
+profile does), the copy backend enters a copy of ROOT with chroot instead:
+no /proc, no bind volumes, and ovl says so when that cannot work.
 
 ROOT may also name a container of the project's vagga.yaml (found from the
 current directory or a parent) when no such directory exists: the container
