@@ -42,6 +42,9 @@ type Options struct {
 	// Progress, when set, follows long copies (32 MiB and more): the
 	// command line draws a progress bar with it on a terminal.
 	Progress func(what string, total int64) Progress
+	// Cache, when set, is asked for a step's layer before the step runs,
+	// and given every step's layer (cache.go). Not with OneLayer.
+	Cache StepCache
 }
 
 // Result is a built container.
@@ -59,6 +62,8 @@ type Result struct {
 	BuildEnv []string
 	// Ran counts the steps that ran (were not cached) in this build.
 	Ran int
+	// Pulled counts the steps whose layer came from Options.Cache.
+	Pulled int
 
 	keys    []string // the stack's layer keys, bottom first, unsquashed
 	planned []string // stackOf: the keys of the container's own steps
@@ -218,7 +223,7 @@ func (b *Builder) buildEachStep(ctx context.Context, c *vagga.Container, steps [
 
 // buildSteps builds steps, the first of the total steps of c.
 func (b *Builder) buildSteps(ctx context.Context, c *vagga.Container, steps []step, total int, r *Result) error {
-	for _, s := range steps {
+	for i, s := range steps {
 		if env, ok := s.step.(*vagga.EnvStep); ok {
 			r.env = append(r.env, env.Vars...)
 		}
@@ -226,6 +231,8 @@ func (b *Builder) buildSteps(ctx context.Context, c *vagga.Container, steps []st
 		if b.store.Has(s.key) && !r.force {
 			ev.Status = StatusCached
 			b.event(ev)
+		} else if !r.force && b.pullStep(ctx, ev, s.key) {
+			r.Pulled++
 		} else {
 			start := time.Now()
 			ev.Status = StatusRunning
@@ -253,6 +260,7 @@ func (b *Builder) buildSteps(ctx context.Context, c *vagga.Container, steps []st
 			ev.Status, ev.Seconds = StatusDone, time.Since(start).Seconds()
 			b.event(ev)
 		}
+		b.offerStep(ctx, c, s, total, parentKey(steps, i, r))
 		empty, err := b.emptyOver(s.key, r.keys)
 		if err != nil {
 			return err
