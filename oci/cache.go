@@ -223,19 +223,10 @@ func (c *Cache) Fetch(ctx context.Context, key, dst string) (bool, error) {
 	return false, nil
 }
 
-// fetchLayer downloads and unpacks one step layer, resuming a broken
-// connection where the registry allows and giving up on a stall.
+// fetchLayer downloads and unpacks one step layer.
 func (c *Cache) fetchLayer(ctx context.Context, s *cacheSource, d ocispec.Descriptor, dst string) error {
-	w := newWatchdog(ctx, c.o.Remote.timeout())
-	defer w.stop()
-	rc, err := s.repo.Fetch(w.ctx, d)
-	if err != nil {
-		return orStall(w, err)
-	}
-	defer rc.Close()
 	diffID, _ := digest.Parse(d.Annotations[AnnotationDiffID])
-	r := w.reader(&resumingReader{r: rc})
-	return orStall(w, ReadBlob(w.ctx, r, d, diffID, dst, c.o.Namespace))
+	return readRemoteLayer(ctx, s.repo, d, diffID, dst, c.o.Namespace, c.o.Remote)
 }
 
 // orStall is err, or the watchdog's reason when it cut the transfer.
