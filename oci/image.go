@@ -29,13 +29,13 @@ type ImageConfig struct {
 // ImageResult says what WriteImage, PushImage or ExportImage wrote.
 type ImageResult struct {
 	Ref      string `json:"ref"`
-	Digest   string `json:"digest"`    // the manifest's
-	Layer    string `json:"layer"`     // the one layer's digest
-	Size     int64  `json:"size"`      // its compressed size
-	Uploaded bool   `json:"uploaded"`  // false: the target had the layer
-	DiffID   string `json:"diff_id"`   // the digest of its tar
-	Platform string `json:"platform"`  // os/architecture
-	Config   string `json:"config"`    // the config's digest
+	Digest   string `json:"digest"`   // the manifest's
+	Layer    string `json:"layer"`    // the one layer's digest
+	Size     int64  `json:"size"`     // its compressed size
+	Uploaded bool   `json:"uploaded"` // false: the target had the layer
+	DiffID   string `json:"diff_id"`  // the digest of its tar
+	Platform string `json:"platform"` // os/architecture
+	Config   string `json:"config"`   // the config's digest
 	Manifest int64  `json:"manifest_size"`
 }
 
