@@ -130,6 +130,10 @@ func ReadBlob(ctx context.Context, r io.Reader, desc ocispec.Descriptor, diffID 
 // cause that matters.
 func blobError(desc ocispec.Descriptor, vr *content.VerifyReader, err error) error {
 	_, cerr := io.Copy(io.Discard, vr)
+	var te *transferError
+	if errors.As(cerr, &te) || errors.As(err, &te) {
+		return fmt.Errorf("layer %s: %w", desc.Digest, te)
+	}
 	if errors.Is(cerr, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("layer %s: %w: shorter than its size, %d bytes", desc.Digest, ErrDigest, desc.Size)
 	}

@@ -221,22 +221,29 @@ func (rr *resumingReader) Read(p []byte) (int, error) {
 	}
 	s, ok := rr.r.(io.Seeker)
 	if !ok || rr.resumes >= maxResumes || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return n, err
+		return n, &transferError{err}
 	}
 	rr.resumes++
 	// Seeking to where the reader already is does nothing in oras-go;
 	// going to the end first makes the next seek a new range request.
 	if _, serr := s.Seek(0, io.SeekEnd); serr != nil {
-		return n, err
+		return n, &transferError{err}
 	}
 	if _, serr := s.Seek(rr.off, io.SeekStart); serr != nil {
-		return n, fmt.Errorf("%w (and resuming at byte %d failed: %v)", err, rr.off, serr)
+		return n, &transferError{fmt.Errorf("%w (and resuming at byte %d failed: %v)", err, rr.off, serr)}
 	}
 	if n > 0 {
 		return n, nil
 	}
 	return rr.Read(p)
 }
+
+// transferError is a download cut by the network or the registry (not
+// content that fails its digest): the registry is not asked again.
+type transferError struct{ err error }
+
+func (e *transferError) Error() string { return "transfer cut: " + e.err.Error() }
+func (e *transferError) Unwrap() error { return e.err }
 
 // hostOf is the registry host of ref, for messages.
 func hostOf(ref string) string {

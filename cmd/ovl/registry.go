@@ -76,6 +76,7 @@ func flushStepCache(ctx context.Context, c *oci.Cache, asJSON bool, stdout, stde
 	if err != nil {
 		if asJSON {
 			writeJSONLine(stdout, builder.Event{Status: builder.StatusWarning, Detail: err.Error()})
+			return
 		}
 		fmt.Fprintf(stderr, "ovl: warning: %v (the build itself is fine)\n", err)
 		return
