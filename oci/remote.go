@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -244,11 +243,3 @@ type transferError struct{ err error }
 
 func (e *transferError) Error() string { return "transfer cut: " + e.err.Error() }
 func (e *transferError) Unwrap() error { return e.err }
-
-// hostOf is the registry host of ref, for messages.
-func hostOf(ref string) string {
-	if i := strings.IndexByte(ref, '/'); i > 0 {
-		return ref[:i]
-	}
-	return ref
-}
