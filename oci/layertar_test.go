@@ -431,3 +431,51 @@ func TestReadBlobChecksDigest(t *testing.T) {
 		}
 	}
 }
+
+// TestLayerTarRoundTripUnprivileged: an ordinary user's layer (0/0
+// whiteouts, user.overlay.opaque, files of its own) goes to a tar, its
+// own uid written as 0 (the container saw it as root), and back to the
+// same tar, its opaque directory marked in the user namespace.
+func TestLayerTarRoundTripUnprivileged(t *testing.T) {
+	if !testutil.InNobodyChild() {
+		testutil.RunAsNobody(t)
+		return
+	}
+	src := filepath.Join(t.TempDir(), "layer")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := fixture{t, src}
+	f.dir("etc", 0o755)
+	f.file("etc/passwd", "root:x:0:0::/root:/bin/sh\n", 0o644)
+	f.whiteout("etc/group")
+	f.dir("opt/a", 0o750)
+	f.xattr("opt/a", layer.User.Xattr(layer.KeyOpaque), "y")
+	f.file("opt/a/3", "three\n", 0o600)
+	f.times()
+	first := packBytes(t, src)
+	entries := tarEntries(t, first)
+	for _, n := range []string{"./", "etc/passwd", "etc/.wh.group", "opt/a/.wh..wh..opq"} {
+		if h := entries[n]; h == nil || h.Uid != 0 || h.Gid != 0 {
+			t.Errorf("%s: %+v; want an entry owned by 0:0", n, h)
+		}
+	}
+	back := filepath.Join(t.TempDir(), "layer")
+	if err := os.Mkdir(back, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := ReadLayer(context.Background(), bytes.NewReader(first), back, layer.User); err != nil {
+		t.Fatal(err)
+	}
+	if second := packBytes(t, back); !bytes.Equal(first, second) {
+		t.Errorf("the round trip changed the tar:\nfirst:  %v\nsecond: %v", entries, tarEntries(t, second))
+	}
+	buf := make([]byte, 4)
+	if n, err := unix.Lgetxattr(filepath.Join(back, "opt/a"), layer.User.Xattr(layer.KeyOpaque), buf); err != nil || string(buf[:n]) != "y" {
+		t.Errorf("opt/a is not opaque in the user namespace after the round trip: %q %v", buf[:n], err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(back, "etc/group"), &st); err != nil || !layer.IsWhiteoutDevice(st.Mode, st.Rdev) {
+		t.Errorf("etc/group is not a 0/0 whiteout after the round trip: %v", err)
+	}
+}
