@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ovl-dev/ovl/builder"
@@ -59,7 +60,7 @@ func repCI(project string, warm bool) func(ctx context.Context, e *Env, c *Conte
 			if err != nil {
 				return 0, err
 			}
-			ref := fmt.Sprintf("%s/bench/%s-%s:cache", addr, c.Slug(), project)
+			ref := fmt.Sprintf("%s/bench/%s-%s:cache", addr, c.Slug(), strings.ReplaceAll(project, " ", "-"))
 			args = append(args, "--insecure-registry", "--cache-from", ref)
 			key := c.Slug() + "/" + project
 			if !e.ciFilled[key] {
