@@ -399,6 +399,9 @@ func TestRegistryBuildCache(t *testing.T) {
 	if got := rootListing(t, dir, "app"); got != want {
 		t.Errorf("the root built from the cache differs:\nbuilt:\n%s\nfrom the cache:\n%s", want, got)
 	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".vagga", "oci-*")); len(left) > 0 {
+		t.Errorf("downloads or uploads left behind: %v", left)
+	}
 
 	other := newRegistryProject(t, "")
 	st, _, _ = buildEvents(t, other, "app", "--insecure-registry", "--cache-from", ref)

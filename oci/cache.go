@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -60,8 +61,10 @@ type CacheOptions struct {
 
 // Cache is a build cache of step layers in OCI registries. It
 // implements builder.StepCache: Fetch before a step runs, Store after
-// it is sealed. Uploads run in the background; Flush waits for them and
-// pushes the index. A registry that fails is reported once (the error
+// it is sealed. Uploads run in the background, and so do downloads of
+// the steps after a pulled one (prefetch.go); Flush, which the caller
+// must call once the builds are over, stops the downloads, waits for
+// the uploads and pushes the index. A registry that fails is reported once (the error
 // of the Fetch or the Flush) and then left alone for the rest of the
 // build; a blob that does not match its digest is never unpacked into a
 // layer the builder keeps. Safe for concurrent use.
@@ -78,6 +81,13 @@ type Cache struct {
 	addedBy map[string]bool      // their keys
 	report  PushReport
 	failed  error // the first upload failure; later uploads are skipped
+
+	// Background downloads of the steps after a pulled one (prefetch.go).
+	pmu     sync.Mutex
+	pctx    context.Context
+	pcancel context.CancelFunc
+	pwg     sync.WaitGroup
+	pre     map[digest.Digest]*prefetch
 }
 
 // PushReport is what a Flush pushed.
@@ -101,6 +111,7 @@ type cacheSource struct {
 	once     sync.Once
 	entries  []ocispec.Descriptor
 	index    map[string]ocispec.Descriptor
+	children map[string][]ocispec.Descriptor // parent key -> entries
 	err      error
 	disabled atomic.Bool
 }
@@ -144,7 +155,7 @@ func newSource(ref string, o RemoteOptions) (*cacheSource, error) {
 func (s *cacheSource) load(ctx context.Context, o RemoteOptions) (map[string]ocispec.Descriptor, error) {
 	s.once.Do(func() {
 		s.entries, s.err = fetchIndex(ctx, s.repo, s.tag, o)
-		s.index = indexOf(s.entries)
+		s.index, s.children = indexOf(s.entries), children(s.entries)
 	})
 	return s.index, s.err
 }
@@ -212,6 +223,7 @@ func (c *Cache) Fetch(ctx context.Context, key, dst string) (bool, error) {
 		if !ok {
 			continue
 		}
+		c.prefetchAfter(s, key)
 		if err := c.fetchLayer(ctx, s, d, dst); err != nil {
 			if !errors.Is(err, ErrDigest) && !errors.Is(err, ErrBadLayer) && ctx.Err() == nil {
 				s.disabled.Store(true)
@@ -223,10 +235,25 @@ func (c *Cache) Fetch(ctx context.Context, key, dst string) (bool, error) {
 	return false, nil
 }
 
-// fetchLayer downloads and unpacks one step layer.
+// fetchLayer unpacks one step layer from its background download, or
+// downloads it.
 func (c *Cache) fetchLayer(ctx context.Context, s *cacheSource, d ocispec.Descriptor, dst string) error {
 	diffID, _ := digest.Parse(d.Annotations[AnnotationDiffID])
-	return readRemoteLayer(ctx, s.repo, d, diffID, dst, c.o.Namespace, c.o.Remote)
+	path, ok, err := c.prefetched(ctx, d)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return readRemoteLayer(ctx, s.repo, d, diffID, dst, c.o.Namespace, c.o.Remote)
+	}
+	slog.Debug("oci: step layer from its background download", "digest", d.Digest)
+	defer os.Remove(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return ReadBlob(ctx, f, d, diffID, dst, c.o.Namespace)
 }
 
 // orStall is err, or the watchdog's reason when it cut the transfer.
@@ -351,11 +378,13 @@ func pushBytes(ctx context.Context, t blobTarget, desc ocispec.Descriptor, data 
 	return nil
 }
 
-// Flush waits for the queued uploads and pushes the index: the entries
+// Flush ends the background downloads (removing what no step used),
+// waits for the queued uploads and pushes the index: the entries
 // the registry has now (read again, so that another build's pushes
 // meanwhile are kept) plus this build's, the oldest dropped past
 // MaxEntries. It returns what it pushed, and the first failure.
 func (c *Cache) Flush(ctx context.Context) (PushReport, error) {
+	c.stopPrefetch()
 	c.wg.Wait()
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -48,5 +48,6 @@
 //	blob.go      compressed, digested blobs on disk (Pack) and verified reads
 //	remote.go    repositories: references, auth, plain HTTP, time limits
 //	cache.go     the step cache: the index artifact, Fetch, Store, Flush
+//	prefetch.go  the step cache's background downloads of the next steps
 //	image.go     images of built containers: push, pull, export
 package oci
