@@ -399,7 +399,7 @@ func TestRegistryBuildCache(t *testing.T) {
 	if got := rootListing(t, dir, "app"); got != want {
 		t.Errorf("the root built from the cache differs:\nbuilt:\n%s\nfrom the cache:\n%s", want, got)
 	}
-	if left, _ := filepath.Glob(filepath.Join(dir, ".vagga", "oci-*")); len(left) > 0 {
+	if left, _ := filepath.Glob(filepath.Join(dir, ".vagga", ".layers", ".tmp", "*")); len(left) > 0 {
 		t.Errorf("downloads or uploads left behind: %v", left)
 	}
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -37,7 +38,7 @@ func (b *Blob) Remove() error { return os.Remove(b.Path) }
 // (WriteLayer) into a new file under tmpDir, digesting both forms on
 // the way.
 func Pack(ctx context.Context, dir, tmpDir string) (*Blob, error) {
-	f, err := os.CreateTemp(tmpDir, "oci-blob-")
+	f, err := os.CreateTemp(tmpDir, tmpName("blob"))
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", dir, err)
 	}
@@ -144,3 +145,8 @@ func blobError(desc ocispec.Descriptor, vr *content.VerifyReader, err error) err
 	}
 	return fmt.Errorf("layer %s: %w", desc.Digest, err)
 }
+
+// tmpName starts the names of the files this process keeps under a
+// TmpDir: "tmp-PID-oci-WHAT-", the builder's pattern for unfinished work,
+// so that `ovl clean --old` removes those of a killed build.
+func tmpName(what string) string { return "tmp-" + strconv.Itoa(os.Getpid()) + "-oci-" + what + "-" }

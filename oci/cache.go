@@ -47,7 +47,9 @@ type CacheOptions struct {
 	To string
 	// Remote says how to reach the registries.
 	Remote RemoteOptions
-	// TmpDir holds layers packed for upload (the project's .vagga).
+	// TmpDir holds layers packed for upload and blobs downloaded ahead:
+	// the project's .vagga/.layers/.tmp, where `ovl clean --old` removes
+	// what a killed build left.
 	TmpDir string
 	// Namespace is where pulled layers get their opaque xattrs: the
 	// namespace the project's layers are mounted with.

@@ -76,7 +76,7 @@ func (c *Cache) download(ctx context.Context, s *cacheSource, d ocispec.Descript
 		return "", orStall(w, err)
 	}
 	defer rc.Close()
-	f, err := os.CreateTemp(c.o.TmpDir, "oci-prefetch-")
+	f, err := os.CreateTemp(c.o.TmpDir, tmpName("prefetch"))
 	if err != nil {
 		return "", err
 	}

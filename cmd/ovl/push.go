@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -93,11 +92,15 @@ func containerImage(ctx context.Context, config, backendName, name string, stder
 	if err != nil {
 		return builtImage{}, err
 	}
+	tmp, err := registryTmp(cfg)
+	if err != nil {
+		return builtImage{}, err
+	}
 	env := append([]string(nil), r.BuildEnv...)
 	for _, v := range cfg.Containers[name].Environ {
 		env = append(env, v.String())
 	}
-	return builtImage{root: r.Root, tmpDir: filepath.Join(cfg.Dir, ".vagga"), config: oci.ImageConfig{
+	return builtImage{root: r.Root, tmpDir: tmp, config: oci.ImageConfig{
 		Env:        env,
 		WorkingDir: "/work",
 		Labels:     map[string]string{"dev.ovl.container": name, "dev.ovl.key": r.Key},

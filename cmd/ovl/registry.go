@@ -57,8 +57,8 @@ func newStepCache(o cacheOptions, cfg *vagga.Config, oneLayer bool) (*oci.Cache,
 	if oneLayer {
 		return nil, fmt.Errorf("build: --cache-from and --cache-to share step layers; they need --cache-each-step (the default)")
 	}
-	tmp := filepath.Join(cfg.Dir, ".vagga")
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	tmp, err := registryTmp(cfg)
+	if err != nil {
 		return nil, err
 	}
 	return oci.NewCache(oci.CacheOptions{From: o.From, To: o.To, Remote: o.Registry.remote(),
@@ -92,4 +92,12 @@ func flushStepCache(ctx context.Context, c *oci.Cache, asJSON bool, stdout, stde
 	}
 	fmt.Fprintf(stderr, "cache %s: %d layers uploaded (%s), %d already there, %d steps listed before; the index has %d steps\n",
 		rep.Ref, rep.Uploaded, buildHumanBytes(rep.Bytes), rep.Present, rep.Indexed, rep.Entries)
+}
+
+// registryTmp is where blobs wait for their upload or their unpacking:
+// the project's .vagga/.layers/.tmp, with the builder's unfinished
+// layers (ovl clean --old removes what a killed ovl left there).
+func registryTmp(cfg *vagga.Config) (string, error) {
+	tmp := filepath.Join(cfg.Dir, ".vagga", ".layers", ".tmp")
+	return tmp, os.MkdirAll(tmp, 0o755)
 }
