@@ -23,6 +23,7 @@ import (
 
 	"archive/tar"
 	"compress/gzip"
+	"encoding/base64"
 
 	"github.com/ovl-dev/ovl/builder"
 	"github.com/ovl-dev/ovl/internal/testutil"
@@ -88,12 +89,20 @@ type testRegistry struct {
 	done    chan struct{}
 }
 
-// startRegistry starts a registry with a fresh storage directory.
-func startRegistry(t *testing.T) *testRegistry {
+// startRegistry starts a registry with a fresh storage directory;
+// htpasswd, when set, is the htpasswd file whose users it admits.
+func startRegistry(t *testing.T, htpasswd ...string) *testRegistry {
 	t.Helper()
 	dir := t.TempDir()
 	r := &testRegistry{t: t, addr: freeLoopbackAddr(t), storage: filepath.Join(dir, "storage"), config: filepath.Join(dir, "config.yml")}
 	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n", r.storage, r.addr)
+	if len(htpasswd) > 0 {
+		p := filepath.Join(dir, "htpasswd")
+		if err := os.WriteFile(p, []byte(htpasswd[0]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg += fmt.Sprintf("auth:\n  htpasswd:\n    realm: test\n    path: %s\n", p)
+	}
 	if err := os.WriteFile(r.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +137,7 @@ func (r *testRegistry) start() {
 		resp, err := client.Get("http://" + r.addr + "/v2/")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
 				return
 			}
 		}
@@ -706,4 +715,45 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// testUser is the registry user of TestRegistryAuth: its password is
+// "ovl-test-password" (bcrypt, cost 4).
+const testUser = "ovl:$2b$04$uQ87TNm.ZuVgHtCRnPCfee9fKxLMfMm1.u4.nzc1FYSqtkbGoV3kG\n"
+
+// TestRegistryAuth: a registry that wants a login refuses a push without
+// credentials (ovl push fails naming the cause; a build cache warns and
+// builds) and takes one with $REGISTRY_AUTH_FILE, from which the next
+// build pulls every step.
+func TestRegistryAuth(t *testing.T) {
+	requireRegistryTools(t)
+	reg := startRegistry(t, testUser)
+	dir := newRegistryProject(t, "")
+	ref := reg.ref("proj/cache:main")
+
+	st, warnings, _ := buildEvents(t, dir, "app", "--insecure-registry", "--cache-to", ref)
+	if countStatus(st, builder.StatusDone) != 8 || len(warnings) != 1 || !strings.Contains(warnings[0], "login") {
+		t.Errorf("build cache without credentials: %v, warnings %q; want the build and one warning saying to log in", st, warnings)
+	}
+	r := ovlIn(t, dir, "push", "--insecure-registry", "app", reg.ref("proj/app:v1"))
+	if r.err == nil || !strings.Contains(r.stderr, "podman login") {
+		t.Errorf("push without credentials: %v\n%s; want a failure saying how to log in", r.err, r.stderr)
+	}
+
+	auth := filepath.Join(t.TempDir(), "auth.json")
+	cred := base64.StdEncoding.EncodeToString([]byte("ovl:ovl-test-password"))
+	if err := os.WriteFile(auth, []byte(`{"auths": {"`+reg.addr+`": {"auth": "`+cred+`"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("REGISTRY_AUTH_FILE", auth)
+	_, warnings, _ = buildEvents(t, dir, "app", "--insecure-registry", "--cache-to", ref)
+	if len(warnings) > 0 {
+		t.Fatalf("build cache with credentials: warnings %q", warnings)
+	}
+	mustOvl(t, dir, "clean", "--everything")
+	st, warnings, _ = buildEvents(t, dir, "app", "--insecure-registry", "--cache-from", ref)
+	if countStatus(st, builder.StatusPulled) != 8 || len(warnings) > 0 {
+		t.Errorf("pull with credentials: %v, warnings %q; want all 8 steps pulled", st, warnings)
+	}
+	mustOvl(t, dir, "push", "--insecure-registry", "app", reg.ref("proj/app:v1"))
 }

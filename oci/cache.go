@@ -219,7 +219,7 @@ func (c *Cache) Fetch(ctx context.Context, key, dst string) (bool, error) {
 		idx, err := s.load(ctx, c.o.Remote)
 		if err != nil {
 			s.disabled.Store(true)
-			return false, fmt.Errorf("build cache %s: %w", s.ref, err)
+			return false, fmt.Errorf("build cache %s: %w", s.ref, explain(err))
 		}
 		d, ok := idx[key]
 		if !ok {
@@ -230,7 +230,7 @@ func (c *Cache) Fetch(ctx context.Context, key, dst string) (bool, error) {
 			if !errors.Is(err, ErrDigest) && !errors.Is(err, ErrBadLayer) && ctx.Err() == nil {
 				s.disabled.Store(true)
 			}
-			return false, fmt.Errorf("build cache %s: %w", s.ref, err)
+			return false, fmt.Errorf("build cache %s: %w", s.ref, explain(err))
 		}
 		return true, nil
 	}
@@ -394,7 +394,7 @@ func (c *Cache) Flush(ctx context.Context) (PushReport, error) {
 		return c.report, nil
 	}
 	if c.failed != nil {
-		return c.report, fmt.Errorf("build cache %s: %w", c.to.ref, c.failed)
+		return c.report, fmt.Errorf("build cache %s: %w", c.to.ref, explain(c.failed))
 	}
 	if len(c.added) == 0 {
 		c.report.Entries = len(c.to.entries)

@@ -88,7 +88,7 @@ func PushImage(ctx context.Context, ref, root string, cfg ImageConfig, tmpDir st
 	}
 	res, err := writeImage(ctx, repo, tag, root, cfg, tmpDir, o)
 	if err != nil {
-		return res, fmt.Errorf("push %s: %w", ref, err)
+		return res, fmt.Errorf("push %s: %w", ref, explain(err))
 	}
 	res.Ref = ref
 	return res, nil
@@ -144,7 +144,7 @@ func PullImage(ctx context.Context, ref, dst string, o RemoteOptions) (res PullR
 	}()
 	m, mdesc, err := fetchImageManifest(ctx, repo, tag, o)
 	if err != nil {
-		return res, fmt.Errorf("pull %s: %w", ref, err)
+		return res, fmt.Errorf("pull %s: %w", ref, explain(err))
 	}
 	cdata, err := fetchSmall(ctx, repo, m.Config, o)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 	"oras.land/oras-go/v2/registry/remote/retry"
 )
 
@@ -243,3 +244,18 @@ type transferError struct{ err error }
 
 func (e *transferError) Error() string { return "transfer cut: " + e.err.Error() }
 func (e *transferError) Unwrap() error { return e.err }
+
+// ErrAuth reports a registry that refused the caller's credentials, or
+// wanted some and found none. Test with errors.Is.
+var ErrAuth = errors.New("the registry wants a login (podman login or docker login REGISTRY, or --authfile FILE)")
+
+// explain wraps err with ErrAuth when the registry refused access, so
+// the message says what to do.
+func explain(err error) error {
+	var resp *errcode.ErrorResponse
+	if errors.Is(err, auth.ErrBasicCredentialNotFound) ||
+		errors.As(err, &resp) && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
+		return fmt.Errorf("%w: %v", ErrAuth, err)
+	}
+	return err
+}
