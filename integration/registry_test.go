@@ -52,31 +52,28 @@ func requireRegistryTools(t *testing.T, tools ...string) {
 	}
 }
 
-var (
-	regOvlOnce sync.Once
-	regOvlPath string
-	regOvlErr  error
-)
-
-// regOvl builds ovl once per test binary and returns its path.
+// regOvl builds ovl into the test's temp directory (removed with it;
+// go's build cache makes every build after the first a link) and
+// returns its path. ovl commands of one test share it.
 func regOvl(t *testing.T) string {
 	t.Helper()
-	regOvlOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ovl-registry-test-bin-")
-		if err != nil {
-			regOvlErr = err
-			return
-		}
-		regOvlPath = filepath.Join(dir, "ovl")
-		if out, err := exec.Command("go", "build", "-o", regOvlPath, "../cmd/ovl").CombinedOutput(); err != nil {
-			regOvlErr = fmt.Errorf("go build ../cmd/ovl: %w\n%s", err, out)
-		}
-	})
-	if regOvlErr != nil {
-		t.Fatal(regOvlErr)
+	regOvlMu.Lock()
+	defer regOvlMu.Unlock()
+	if p, ok := regOvlPaths[t]; ok {
+		return p
 	}
-	return regOvlPath
+	p := filepath.Join(t.TempDir(), "ovl")
+	if out, err := exec.Command("go", "build", "-o", p, "../cmd/ovl").CombinedOutput(); err != nil {
+		t.Fatalf("go build ../cmd/ovl: %v\n%s", err, out)
+	}
+	regOvlPaths[t] = p
+	return p
 }
+
+var (
+	regOvlMu    sync.Mutex
+	regOvlPaths = map[*testing.T]string{}
+)
 
 // testRegistry is one docker-registry process serving a storage
 // directory on a loopback port.
@@ -522,6 +519,7 @@ containers:
 // partial layer, and the next push and pull finish the job.
 func TestRegistryKilled(t *testing.T) {
 	requireRegistryTools(t)
+	regOvl(t) // built here, not in the goroutines below
 	reg := startRegistry(t)
 	dir := bigProject(t)
 
