@@ -180,9 +180,9 @@ func (s *Store) CleanEverything(dryRun bool) ([]Removed, error) {
 // remove measures and (unless dryRun) removes each path.
 func (s *Store) remove(list []Removed, dryRun bool) ([]Removed, error) {
 	for i := range list {
-		list[i].Bytes = diskUsage(list[i].Path)
+		list[i].Bytes = treeUsage(list[i].Path)
 		if !dryRun {
-			if err := removeAll(list[i].Path); err != nil {
+			if err := removeTree(list[i].Path); err != nil {
 				return list[:i], err
 			}
 		}

@@ -42,6 +42,8 @@ func (b *Builder) CommandRun(ctx context.Context, name string, extra []string, c
 		Workdir:      "/work",
 		Name:         cmd.Container,
 		TransientDir: filepath.Join(b.store.Dir, ".transient"),
+		UIDs:         c.UIDs,
+		GIDs:         c.GIDs,
 	}
 	if rel, err := filepath.Rel(b.cfg.Dir, cwd); err == nil && cwd != "" && !strings.HasPrefix(rel, "..") {
 		cfg.Workdir = path.Join("/work", filepath.ToSlash(rel))

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/backend"
-	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/internal/idmap"
 	"github.com/ovl-dev/ovl/vagga"
 )
 
@@ -64,6 +64,9 @@ type Result struct {
 	Ran int
 	// Pulled counts the steps whose layer came from Options.Cache.
 	Pulled int
+	// UIDs and GIDs are the container's id ranges (vagga's uids and
+	// gids; nil: the default), for runner.Config.
+	UIDs, GIDs []idmap.Range
 
 	keys    []string // the stack's layer keys, bottom first, unsquashed
 	planned []string // stackOf: the keys of the container's own steps
@@ -95,7 +98,7 @@ type shellRequest struct {
 func New(cfg *vagga.Config, opts Options) *Builder {
 	s := NewStore(cfg.Dir)
 	return &Builder{cfg: cfg, store: s, opts: opts, built: map[string]*Result{},
-		hashes: loadFileHashes(filepath.Join(s.layersDir(), ".file-hashes.json"))}
+		hashes: loadFileHashes(cfg.Dir, filepath.Join(s.layersDir(), ".file-hashes.json"))}
 }
 
 // Store returns the builder's layer store.
@@ -178,8 +181,14 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, f
 		return nil, err
 	}
 	defer unlock()
+	if err := b.store.makePrivate(); err != nil {
+		return nil, err
+	}
+	if sp := space(); sp.mode == ownIDs {
+		idmap.Warn(sp.why)
+	}
 
-	r := &Result{Container: name, force: force, parent: parent}
+	r := &Result{Container: name, force: force, parent: parent, UIDs: c.UIDs, GIDs: c.GIDs}
 	if parent != nil {
 		r.keys = append(r.keys, parent.keys...)
 		r.env = append(r.env, parent.env...)
@@ -248,7 +257,7 @@ func (b *Builder) buildSteps(ctx context.Context, c *vagga.Container, steps []st
 				return b.stepError(c, s, total, err)
 			}
 			if r.force && b.store.Has(s.key) {
-				if err := removeAll(filepath.Dir(b.store.Layer(s.key))); err != nil {
+				if err := removeTree(filepath.Dir(b.store.Layer(s.key))); err != nil {
 					p.Discard()
 					return err
 				}
@@ -281,7 +290,7 @@ func (b *Builder) newLayer(key string, below []string) (*pending, error) {
 	if err != nil || len(below) == 0 {
 		return p, err
 	}
-	if err := layer.CopyMetadata(b.store.Layer(below[len(below)-1]), p.Path()); err != nil {
+	if err := copyMetadata(b.store.Layer(below[len(below)-1]), p.Path()); err != nil {
 		p.Discard()
 		return nil, fmt.Errorf("start layer %s: %w", key, err)
 	}
@@ -355,7 +364,7 @@ func (b *Builder) buildShared(ctx context.Context, c *vagga.Container, steps []s
 			b.event(ev)
 		}
 		if r.force && b.store.Has(key) {
-			if err := removeAll(filepath.Dir(b.store.Layer(key))); err != nil {
+			if err := removeTree(filepath.Dir(b.store.Layer(key))); err != nil {
 				p.Discard()
 				return err
 			}

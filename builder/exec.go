@@ -1,11 +1,15 @@
 package builder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/ovl-dev/ovl/internal/idmap"
 	"github.com/ovl-dev/ovl/vagga"
 )
 
@@ -23,6 +27,8 @@ type Exec struct {
 	Stdin       io.Reader
 	Stdout      io.Writer
 	Stderr      io.Writer
+	// UIDs and GIDs are the container's id ranges (runner.Config's).
+	UIDs, GIDs []idmap.Range
 }
 
 // RunFunc runs x to completion. A command that exits non-zero or is
@@ -33,11 +39,7 @@ type RunFunc func(ctx context.Context, x Exec) error
 // steps directly, command steps through the runner.
 func (b *Builder) runStep(ctx context.Context, c *vagga.Container, s step, r *Result, upper string) error {
 	if isFileStep(s.step) {
-		lowers := make([]string, len(r.keys))
-		for i, k := range r.keys {
-			lowers[len(r.keys)-1-i] = b.store.Layer(k)
-		}
-		return b.applyFileStep(newWriter(upper, lowers), s.step)
+		return b.runFileStep(ctx, c, s, r, upper)
 	}
 	if b.opts.Run == nil {
 		return errors.New("no container runner to run commands with")
@@ -49,7 +51,7 @@ func (b *Builder) runStep(ctx context.Context, c *vagga.Container, s step, r *Re
 	if len(lowers) == 0 {
 		// One-layer builds keep the earlier steps in upper itself; a
 		// mount still needs a lower layer.
-		if empty, _ := dirEmpty(upper); empty {
+		if empty, _ := treeEmpty(upper); empty {
 			return errors.New("the container is empty: start it with !Tar or !Container before running commands")
 		}
 		if lowers, err = b.store.emptyLayer(); err != nil {
@@ -67,8 +69,55 @@ func (b *Builder) runStep(ctx context.Context, c *vagga.Container, s step, r *Re
 	if out == nil {
 		out = io.Discard
 	}
-	return b.opts.Run(ctx, Exec{Layers: lowers, Writable: true, KeepChanges: upper, Env: sortedEnv(r.env),
-		Workdir: "/work", BindWork: b.cfg.Dir, Args: args, Stdout: out, Stderr: out})
+	var tail tailWriter
+	if space().mode == ownIDs {
+		out = io.MultiWriter(out, &tail)
+	}
+	err = b.opts.Run(ctx, Exec{Layers: lowers, Writable: true, KeepChanges: upper, Env: sortedEnv(r.env),
+		Workdir: "/work", BindWork: b.cfg.Dir, Args: args, Stdout: out, Stderr: out, UIDs: c.UIDs, GIDs: c.GIDs})
+	if err != nil && bytes.Contains(bytes.ToLower(tail.buf), []byte(unix.EINVAL.Error())) {
+		// EINVAL, as a chown to an id the single-id map lacks fails
+		// (strerror: "Invalid argument"): say why.
+		err = fmt.Errorf("%w: the step ran with only your own uid and gid mapped, so a chown to another owner fails (\"Invalid argument\"): %v",
+			err, space().why)
+	}
+	return err
+}
+
+// runFileStep applies the file step s into upper, over the layers in
+// r.keys, where the owners of their files are mapped (work).
+func (b *Builder) runFileStep(ctx context.Context, c *vagga.Container, s step, r *Result, upper string) error {
+	msg, ok := newStepMsg(s.step)
+	if !ok {
+		return nil // !Env, !Depends, !Container: nothing to write
+	}
+	if t, ok := s.step.(*vagga.TarStep); ok {
+		if err := checkTarSum(t, b.hashes); err != nil {
+			return err
+		}
+	}
+	o, err := ownersOf(c)
+	if err != nil {
+		return err
+	}
+	lowers := make([]string, len(r.keys))
+	for i, k := range r.keys {
+		lowers[len(r.keys)-1-i] = b.store.Layer(k)
+	}
+	_, err = work(ctx, job{FileStep: &fileStepJob{Upper: upper, Lowers: lowers, Project: b.cfg.Dir, Owners: o, Step: msg}}, b.progressFunc())
+	return err
+}
+
+// tailWriter keeps the last bytes written to it.
+type tailWriter struct{ buf []byte }
+
+func (t *tailWriter) Write(p []byte) (int, error) {
+	const keep = 4 << 10
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > keep {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-keep:]...)
+	}
+	return len(p), nil
 }
 
 // stepError wraps the failure of step s with where it is and how to
@@ -110,5 +159,5 @@ func (b *Builder) shell(ctx context.Context, c *vagga.Container, steps []step, r
 	}
 	return b.opts.Run(ctx, Exec{Layers: lowers, Writable: true, Env: sortedEnv(r.env), Workdir: "/work",
 		BindWork: b.cfg.Dir, Args: []string{"/bin/sh"},
-		Stdin: sh.stdin, Stdout: sh.stdout, Stderr: sh.stderr})
+		Stdin: sh.stdin, Stdout: sh.stdout, Stderr: sh.stderr, UIDs: c.UIDs, GIDs: c.GIDs})
 }

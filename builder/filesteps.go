@@ -2,8 +2,8 @@ package builder
 
 import (
 	"fmt"
-	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 
@@ -20,9 +20,10 @@ func isFileStep(s vagga.Step) bool {
 	return true
 }
 
-// applyFileStep writes the effect of the file step s into w's upper.
-// Steps that change no file (!Env, !Depends, !Container) leave it empty.
-func (b *Builder) applyFileStep(w *writer, s vagga.Step) error {
+// applyFileStep writes the effect of the file step s into w's upper,
+// reading the project in dir. Steps that change no file (!Env,
+// !Depends, !Container) leave it empty.
+func applyFileStep(w *writer, dir string, s vagga.Step, progress progressFunc) error {
 	switch s := s.(type) {
 	case *vagga.TextStep:
 		for _, f := range s.Files {
@@ -32,9 +33,13 @@ func (b *Builder) applyFileStep(w *writer, s vagga.Step) error {
 		}
 		return nil
 	case *vagga.CopyStep:
-		p := b.progress(s.Summary(), diskUsage(s.HostSource))
+		var total int64
+		if progress != nil {
+			total = projectUsage(dir, s.HostSource, readOptions(s))
+		}
+		p := startProgress(progress, s.Summary(), total)
 		defer p.Done()
-		return copyIn(w, s.HostSource, rel(s.Path), s.OwnerUID, s.OwnerGID, p)
+		return copyIn(w, dir, s, p)
 	case *vagga.RemoveStep:
 		return w.remove(rel(s.Path))
 	case *vagga.EnsureDirStep:
@@ -42,7 +47,7 @@ func (b *Builder) applyFileStep(w *writer, s vagga.Step) error {
 	case *vagga.EmptyDirStep:
 		return w.emptyDir(rel(s.Path))
 	case *vagga.TarStep:
-		return untar(w, s, b.hashes, b.progress)
+		return untar(w, dir, s, progress)
 	case *vagga.EnvStep, *vagga.DependsStep, *vagga.ContainerStep:
 		return nil
 	}
@@ -52,52 +57,55 @@ func (b *Builder) applyFileStep(w *writer, s vagga.Step) error {
 // rel turns an absolute container path into a path relative to the root.
 func rel(p string) string { return strings.TrimPrefix(filepath.Clean(p), "/") }
 
-// copyIn copies the host file or directory src to dst in the container:
-// contents, permission bits and symlinks; owners become uid:gid.
-func copyIn(w *writer, src, dst string, uid, gid int, p Progress) error {
-	fi, err := os.Lstat(src)
-	if err != nil {
-		return err
-	}
-	if !fi.IsDir() {
-		return copyEntry(w, src, dst, fi, uid, gid)
-	}
-	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		r, _ := filepath.Rel(src, path)
+// copyIn copies the source of !Copy s, a file or directory of the
+// project in dir, into the container: contents, permission bits and
+// symlinks, leaving out what its filter leaves out; owners become the
+// step's. It reads the project as walkProject does, never through a
+// symlink out of it; a symlink is copied as a symlink.
+func copyIn(w *writer, dir string, s *vagga.CopyStep, p Progress) error {
+	dst := rel(s.Path)
+	return walkProject(dir, s.HostSource, readOptions(s), func(f *projectFile) error {
 		target := dst
-		if r != "." {
-			target = filepath.ToSlash(filepath.Join(dst, r))
+		if f.rel != "" {
+			target = path.Join(dst, f.rel)
 		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		p.Add(fi.Size())
-		return copyEntry(w, path, target, fi, uid, gid)
+		p.Add(f.st.Size)
+		return copyEntry(w, f, target, s.OwnerUID, s.OwnerGID)
 	})
 }
 
-func copyEntry(w *writer, src, dst string, fi fs.FileInfo, uid, gid int) error {
-	mode := fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
+func copyEntry(w *writer, f *projectFile, dst string, uid, gid int) error {
+	mode := os.FileMode(f.st.Mode).Perm() | modeBits(f.st.Mode)
 	switch {
-	case fi.IsDir():
+	case f.isDir():
 		return w.dir(dst, mode, uid, gid)
-	case fi.Mode()&fs.ModeSymlink != 0:
-		t, err := os.Readlink(src)
+	case f.isLink():
+		t, err := f.readlink()
 		if err != nil {
 			return err
 		}
 		return w.symlink(dst, t, uid, gid, true)
-	case fi.Mode().IsRegular():
-		f, err := os.Open(src)
+	case f.isReg():
+		file, err := f.open()
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		return w.writeFile(dst, f, mode, uid, gid, true)
+		defer file.Close()
+		return w.writeFile(dst, file, mode, uid, gid, true)
 	}
 	return nil // sockets, fifos, devices of the project are not copied
+}
+
+// projectUsage is the size of the regular files of the project path p
+// (the project is in dir), walked as o says: the total of a progress
+// bar.
+func projectUsage(dir, p string, o walkOptions) int64 {
+	var total int64
+	walkProject(dir, p, o, func(f *projectFile) error {
+		if f.isReg() {
+			total += f.st.Size
+		}
+		return nil
+	})
+	return total
 }

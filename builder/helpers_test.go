@@ -24,7 +24,7 @@ func project(t *testing.T, yaml string, files map[string]string) string {
 	dir := testutil.SharedDir(t)
 	// Sealed layers are read-only: t.TempDir alone cannot remove them
 	// as an ordinary user.
-	t.Cleanup(func() { removeAll(filepath.Join(dir, ".vagga")) })
+	t.Cleanup(func() { removeTree(filepath.Join(dir, ".vagga")) })
 	writeProject(t, dir, yaml, files)
 	return dir
 }

@@ -25,11 +25,11 @@ func (b *Builder) writeRoot(ctx context.Context, r *Result) (string, error) {
 	roots := b.store.rootsDir()
 	final := filepath.Join(roots, rootName(r.Container, r.Key))
 	root := filepath.Join(final, "root")
+	if err := privateDir(roots); err != nil {
+		return "", err
+	}
 	if _, err := os.Lstat(root); errors.Is(err, fs.ErrNotExist) {
 		start := time.Now()
-		if err := os.MkdirAll(roots, 0o755); err != nil {
-			return "", err
-		}
 		tmp, err := os.MkdirTemp(roots, "."+tmpPrefix()+rootName(r.Container, r.Key)+".")
 		if err != nil {
 			return "", err
@@ -44,7 +44,7 @@ func (b *Builder) writeRoot(ctx context.Context, r *Result) (string, error) {
 			detail = "flattened into " + root
 		}
 		if err == nil {
-			err = os.Chmod(tmp, 0o755)
+			err = os.Chmod(tmp, privateMode)
 		}
 		if err == nil {
 			err = os.Rename(tmp, final)
@@ -53,7 +53,7 @@ func (b *Builder) writeRoot(ctx context.Context, r *Result) (string, error) {
 			}
 		}
 		if err != nil {
-			removeAll(tmp)
+			removeTree(tmp)
 			return "", fmt.Errorf("write the root of %s: %w", r.Container, err)
 		}
 		b.event(Event{Container: r.Container, Status: StatusRoot, Key: r.Key, Seconds: time.Since(start).Seconds(),

@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-
-	"github.com/ovl-dev/ovl/layer"
 )
 
 // parentRoot returns the plain root of r's parent container and the
@@ -46,7 +44,7 @@ func (b *Builder) cloneRoot(ctx context.Context, r *Result, dst string) (detail 
 	if !ok {
 		return "", false, nil
 	}
-	stats, err := layer.CloneTree(ctx, src, dst)
+	stats, err := cloneTree(ctx, src, dst)
 	if err == nil && len(own) > 0 {
 		lowers := make([]string, len(own))
 		for i, k := range own {
@@ -58,7 +56,7 @@ func (b *Builder) cloneRoot(ctx context.Context, r *Result, dst string) (detail 
 		slog.Debug("build: cannot make the root from the parent's, flattening all layers",
 			"container", r.Container, "parent_root", src, "err", err)
 		if _, statErr := os.Lstat(dst); statErr == nil {
-			return "", false, removeAll(dst)
+			return "", false, removeTree(dst)
 		}
 		return "", false, nil
 	}

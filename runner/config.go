@@ -31,6 +31,7 @@ import (
 	"syscall"
 
 	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/idmap"
 )
 
 // Volume kinds.
@@ -76,6 +77,10 @@ type Config struct {
 	// TransientDir holds transient directories (e.g. a project's
 	// .vagga/.transient); default paths.StateDir()/transient.
 	TransientDir string
+	// UIDs and GIDs are the container's ranges of user and group ids
+	// that an ordinary user's subordinate ids are mapped onto (vagga's
+	// uids and gids); nil means 0-65535. Root's runs map nothing.
+	UIDs, GIDs []idmap.Range
 }
 
 // Result is how the command ended.

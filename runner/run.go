@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ovl-dev/ovl/internal/idmap"
 	"github.com/ovl-dev/ovl/internal/paths"
 	"github.com/ovl-dev/ovl/internal/reexec"
 	"github.com/ovl-dev/ovl/layer"
@@ -101,8 +102,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		Layers: cfg.Layers, Writable: cfg.Writable, KeepChanges: cfg.KeepChanges, Volumes: cfg.Volumes,
 		Env: cfg.Env, Workdir: cfg.Workdir, BindWork: cfg.BindWork, Args: cfg.Args, Backend: cfg.Backend.Name(),
 	}
-	idmap := hostIDMap()
-	p.Remap = idmap != nil
+	ids, err := containerIDs(cfg.UIDs, cfg.GIDs)
+	if err != nil {
+		return Result{ExitCode: 125}, err
+	}
+	p.Remap = ids != nil
 
 	confR, confW, err := os.Pipe()
 	if err != nil {
@@ -124,7 +128,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 	cmd := reexec.Command(initEntry)
 	cmd.Env = initEnv(cmd.Env)
-	cmd.SysProcAttr = initSysProcAttr(idmap)
+	cmd.SysProcAttr = initSysProcAttr(ids)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
 	cmd.ExtraFiles = []*os.File{confR, repW, lifeR}
 
@@ -162,8 +166,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		if err := os.Mkdir(p.Dir, 0o700); err != nil {
 			return fmt.Errorf("transient directory: %w", err)
 		}
-		if idmap != nil {
-			if err := idmap.apply(cmd.Process.Pid); err != nil {
+		if ids != nil {
+			if err := ids.Apply(cmd.Process.Pid); err != nil {
 				return err
 			}
 		}
@@ -257,9 +261,9 @@ var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGH
 
 // initSysProcAttr starts init in new mount and pid namespaces, and, for
 // an ordinary user, a new user namespace: mapped to root by the Go
-// runtime when there is no subuid range (idmap nil), by newuidmap later
+// runtime when there is no subuid range (ids nil), by newuidmap later
 // otherwise.
-func initSysProcAttr(idmap *idMap) *syscall.SysProcAttr {
+func initSysProcAttr(ids *idmap.Map) *syscall.SysProcAttr {
 	attr := &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID,
 		Pdeathsig:  syscall.SIGKILL,
@@ -268,7 +272,7 @@ func initSysProcAttr(idmap *idMap) *syscall.SysProcAttr {
 		return attr
 	}
 	attr.Cloneflags |= syscall.CLONE_NEWUSER
-	if idmap == nil {
+	if ids == nil {
 		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
 		attr.GidMappingsEnableSetgroups = false

@@ -1,6 +1,10 @@
 package vagga
 
-import "sort"
+import (
+	"sort"
+
+	"github.com/ovl-dev/ovl/internal/idmap"
+)
 
 // Config is a parsed vagga.yaml.
 type Config struct {
@@ -37,6 +41,10 @@ type Container struct {
 	Environ []EnvVar
 	// Volumes are mounted when a command runs in the container.
 	Volumes []Volume
+	// UIDs and GIDs are the ranges of user and group ids the container
+	// maps for an ordinary user (uids:, gids:); nil means vagga's
+	// default, 0-65535.
+	UIDs, GIDs []idmap.Range
 }
 
 // Parent returns the container this one is built on (its first step is

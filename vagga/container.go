@@ -8,12 +8,14 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ovl-dev/ovl/internal/idmap"
 )
 
 // ignoredContainerKeys are vagga container options that change nothing
-// for ovl (user id ranges, auto-clean, files vagga generates).
+// for ovl (auto-clean, files vagga generates).
 var ignoredContainerKeys = map[string]bool{
-	"uids": true, "gids": true, "auto-clean": true, "resolv-conf-path": true,
+	"auto-clean": true, "resolv-conf-path": true,
 	"hosts-file-path": true, "data-dirs": true, "image-cache-url": true,
 }
 
@@ -37,11 +39,15 @@ func (p *parser) container(name string, k, v *yaml.Node) (*Container, error) {
 			c.Environ, err = p.environ(vv)
 		case "volumes":
 			c.Volumes, err = p.volumes(vv)
+		case "uids":
+			c.UIDs, err = p.idRanges(vv, key)
+		case "gids":
+			c.GIDs, err = p.idRanges(vv, key)
 		case "environ-file":
 			err = p.errf(kk, ErrUnsupported, "environ-file is not supported", "write the variables under environ:")
 		default:
 			if !ignoredContainerKeys[key] {
-				err = p.errf(kk, ErrInvalid, fmt.Sprintf("container %q: unknown key %q", name, key), "a container has setup:, environ: and volumes:")
+				err = p.errf(kk, ErrInvalid, fmt.Sprintf("container %q: unknown key %q", name, key), "a container has setup:, environ:, volumes:, uids: and gids:")
 			}
 		}
 		return err
@@ -57,6 +63,28 @@ func (p *parser) container(name string, k, v *yaml.Node) (*Container, error) {
 		}
 	}
 	return c, nil
+}
+
+// idRanges reads a container's uids or gids: a list of ranges
+// "FIRST-LAST" or single ids.
+func (p *parser) idRanges(n *yaml.Node, key string) ([]idmap.Range, error) {
+	out := []idmap.Range{}
+	err := p.sequence(n, func(item *yaml.Node) error {
+		s, err := p.scalar(item, key)
+		if err != nil {
+			return err
+		}
+		r, err := idmap.ParseRange(s)
+		if err != nil {
+			return p.errf(item, ErrInvalid, fmt.Sprintf("%s: %v", key, err), "write ranges as in vagga, e.g. "+key+": [0-65535]")
+		}
+		out = append(out, r)
+		return nil
+	})
+	if err == nil && len(out) == 0 {
+		err = p.errf(n, ErrInvalid, key+" is empty", "leave it out for the default, 0-65535")
+	}
+	return out, err
 }
 
 // checkName refuses names that cannot be a file name under .vagga/.

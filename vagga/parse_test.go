@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/ovl-dev/ovl/internal/idmap"
 )
 
 const full = `
@@ -130,6 +132,8 @@ func TestParseErrors(t *testing.T) {
 		{"supervise", "commands:\n  c: !Supervise {}\n", ErrUnsupported, 2, "!Supervise"},
 		{"untagged step", "containers:\n  a:\n    setup:\n    - make\n", ErrInvalid, 4, "needs a tag"},
 		{"unknown key", "containers:\n  a:\n    stup: []\n", ErrInvalid, 3, `unknown key "stup"`},
+		{"bad uids", "containers:\n  a:\n    uids: [0-10, 9-5]\n", ErrInvalid, 3, `uids: id range "9-5"`},
+		{"empty gids", "containers:\n  a:\n    gids: []\n", ErrInvalid, 3, "gids is empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml), "/p/vagga.yaml", "/p")
@@ -145,6 +149,25 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("err = %q, want it to start with %q and contain %q", err, prefix, tc.want)
 			}
 		})
+	}
+}
+
+// TestParseIDRanges reads uids and gids as vagga writes them; a container
+// without them maps vagga's default (nil).
+func TestParseIDRanges(t *testing.T) {
+	cfg, err := Parse([]byte("containers:\n  a:\n    uids: [0-999, 65534]\n    gids: [\"0-65535\"]\n  b: {}\n"), "/p/vagga.yaml", "/p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := cfg.Containers["a"], cfg.Containers["b"]
+	if want := []idmap.Range{{First: 0, Last: 999}, {First: 65534, Last: 65534}}; !reflect.DeepEqual(a.UIDs, want) {
+		t.Errorf("uids = %v, want %v", a.UIDs, want)
+	}
+	if want := []idmap.Range{{First: 0, Last: 65535}}; !reflect.DeepEqual(a.GIDs, want) {
+		t.Errorf("gids = %v, want %v", a.GIDs, want)
+	}
+	if b.UIDs != nil || b.GIDs != nil {
+		t.Errorf("no uids/gids: %v %v, want nil (the default)", b.UIDs, b.GIDs)
 	}
 }
 

@@ -138,7 +138,7 @@ func runRun(ctx context.Context, o *runOptions, stdin io.Reader, stdout, stderr 
 		return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
 	}
 	if fi, err := os.Stat(o.Root); err != nil || !fi.IsDir() {
-		root, env, found, err := runBuildContainer(ctx, o, stderr)
+		r, found, err := runBuildContainer(ctx, o, stderr)
 		if err != nil {
 			return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
 		}
@@ -146,8 +146,9 @@ func runRun(ctx context.Context, o *runOptions, stdin io.Reader, stdout, stderr 
 			msg := fmt.Sprintf("run: container root %s: not an existing directory, nor a container of a vagga.yaml here (build the container first, or fix the path)", o.Root)
 			return &exitError{code: runExitOwnError, msg: msg}
 		}
-		cfg.Layers = []string{root}
-		cfg.Env = append(env, cfg.Env...)
+		cfg.Layers = []string{r.Root}
+		cfg.Env = append(r.BuildEnv, cfg.Env...)
+		cfg.UIDs, cfg.GIDs = r.UIDs, r.GIDs
 	}
 	if err := cfg.Validate(); err != nil {
 		return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
@@ -184,20 +185,16 @@ func runExitStatus(res runner.Result, err error, verb, own string) error {
 
 // runBuildContainer treats ROOT as the name of a container of the
 // vagga.yaml in the current directory or above: it builds the container
-// when stale and returns its flattened root and build environment.
-// found is false when there is no such container.
-func runBuildContainer(ctx context.Context, o *runOptions, stderr io.Writer) (root string, env []string, found bool, err error) {
+// when stale and returns it (its flattened root, build environment and
+// id ranges). found is false when there is no such container.
+func runBuildContainer(ctx context.Context, o *runOptions, stderr io.Writer) (r *builder.Result, found bool, err error) {
 	cwd, err := os.Getwd()
 	if err != nil {
-		return "", nil, false, err
+		return nil, false, err
 	}
 	p := &buildProgress{w: stderr, quiet: true}
 	pick := func(vc *vagga.Config) (backend.Backend, error) { return buildBackend(ctx, vc, o.Backend) }
-	r, found, err := builder.Resolve(ctx, cwd, o.Root, builder.Options{Events: p.event, Output: stderr}, pick)
-	if err != nil || !found {
-		return "", nil, found, err
-	}
-	return r.Root, r.BuildEnv, true, nil
+	return builder.Resolve(ctx, cwd, o.Root, builder.Options{Events: p.event, Output: stderr}, pick)
 }
 
 // runParseVolume parses one --volume value.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"syscall"
 )
 
 const envKey = "OVL_REEXEC"
@@ -59,3 +60,11 @@ func Command(name string, args ...string) *exec.Cmd {
 
 // Self is the path of this binary, stable even if the file is replaced.
 func Self() string { return "/proc/self/exe" }
+
+// Exec replaces this process with a new start of entry name of this
+// binary, with the same arguments and env: for an entry that must begin
+// again, e.g. to become root with capabilities in a user namespace that
+// was mapped after it started. It returns only on failure.
+func Exec(name string, env []string) error {
+	return syscall.Exec(Self(), os.Args, append(env, envKey+"="+name))
+}

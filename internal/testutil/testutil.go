@@ -53,6 +53,13 @@ var (
 // Its output is logged. Needs root.
 func RunAsNobody(t *testing.T, extraEnv ...string) {
 	t.Helper()
+	runAsNobody(t, nil, extraEnv)
+}
+
+// runAsNobody is RunAsNobody, with the setpriv command run through wrap
+// (a command that ends by executing its arguments) when wrap is set.
+func runAsNobody(t *testing.T, wrap []string, extraEnv []string) {
+	t.Helper()
 	RequireRoot(t)
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Fatalf("setpriv not found (package util-linux): %v", err)
@@ -72,8 +79,9 @@ func RunAsNobody(t *testing.T, extraEnv ...string) {
 	if copyErr != nil {
 		t.Fatalf("copy test binary for the unprivileged user: %v", copyErr)
 	}
-	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+	args := append(append([]string(nil), wrap...), "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
 		copyPath, "-test.run", runPattern(t.Name()), "-test.v", "-test.count=1")
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), envNobody+"=1", "HOME=/nonexistent", "XDG_RUNTIME_DIR=", "XDG_STATE_HOME=")
 	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Dir = "/"
