@@ -2,6 +2,7 @@ package builder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -31,7 +32,7 @@ type StepCache interface {
 // the cache vouches for it. A cache that fails gives a warning event
 // and false: the step then runs here, the build goes on.
 func (b *Builder) pullStep(ctx context.Context, ev Event, key string) bool {
-	if b.opts.Cache == nil {
+	if !b.cacheUsable(ev) {
 		return false
 	}
 	start := time.Now()
@@ -61,13 +62,33 @@ func (b *Builder) pullStep(ctx context.Context, ev Event, key string) bool {
 // offerStep hands the sealed layer of step s (parent: the key before
 // it) to Options.Cache.
 func (b *Builder) offerStep(ctx context.Context, c *vagga.Container, s step, total int, parent string) {
-	if b.opts.Cache == nil {
+	ev := Event{Container: c.Name, Index: s.index, Total: total, Step: s.step.Summary(), Key: s.key}
+	if !b.cacheUsable(ev) {
 		return
 	}
 	desc := fmt.Sprintf("%s: container %s, step %d/%d %s", s.step.Position(), c.Name, s.index, total, s.step.Summary())
 	if err := b.opts.Cache.Store(ctx, s.key, parent, b.store.Layer(s.key), desc); err != nil {
-		b.warn(Event{Container: c.Name, Index: s.index, Total: total, Step: s.step.Summary(), Key: s.key}, err)
+		b.warn(ev, err)
 	}
+}
+
+// errCacheMappedIDs is why an ordinary user with subordinate ids builds
+// without Options.Cache: its layers hold files of those ids, which only
+// the mapped helper (mapped.go) may read and chown, and the cache packs
+// and unpacks layers in this process: it would lose their owners.
+var errCacheMappedIDs = errors.New("the build cache is not used yet by an ordinary user with subordinate ids (the owners in the layers would be lost); every step runs here")
+
+// cacheUsable reports whether Options.Cache is set and this process may
+// use it; the first time it may not, it warns once.
+func (b *Builder) cacheUsable(ev Event) bool {
+	if b.opts.Cache == nil {
+		return false
+	}
+	if space().mode != mappedIDs {
+		return true
+	}
+	b.cacheOff.Do(func() { b.warn(ev, errCacheMappedIDs) })
+	return false
 }
 
 // warn reports a problem that does not stop the build.

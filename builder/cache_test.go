@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ovl-dev/ovl/internal/testutil"
@@ -161,4 +162,39 @@ func count(rec *recorder, s Status) int {
 		}
 	}
 	return n
+}
+
+// countingCache is a StepCache that counts its calls and has nothing.
+type countingCache struct{ fetches, stores atomic.Int32 }
+
+func (c *countingCache) Fetch(ctx context.Context, key, dst string) (bool, error) {
+	c.fetches.Add(1)
+	return false, nil
+}
+
+func (c *countingCache) Store(ctx context.Context, key, parent, dir, description string) error {
+	c.stores.Add(1)
+	return nil
+}
+
+// TestStepCacheMappedIDs: an ordinary user with subordinate ids, whose
+// layers the cache could not pack or unpack with their owners, builds
+// without it and is told so once; root uses it for every step.
+func TestStepCacheMappedIDs(t *testing.T) {
+	testAsRootAndMappedNobody(t, func(t *testing.T) {
+		dir := project(t, cachedSteps, nil)
+		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		cache := &countingCache{}
+		_, rec := mustBuild(t, dir, "child", Options{Cache: cache})
+		warnings := count(rec, StatusWarning)
+		if os.Geteuid() == 0 {
+			if cache.fetches.Load() != 8 || cache.stores.Load() != 8 || warnings != 0 {
+				t.Errorf("root: %d fetches, %d stores, %d warnings; want 8, 8, 0", cache.fetches.Load(), cache.stores.Load(), warnings)
+			}
+			return
+		}
+		if cache.fetches.Load() != 0 || cache.stores.Load() != 0 || warnings != 1 {
+			t.Errorf("with subordinate ids: %d fetches, %d stores, %d warnings; want 0, 0 and one warning", cache.fetches.Load(), cache.stores.Load(), warnings)
+		}
+	})
 }

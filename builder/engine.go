@@ -85,6 +85,8 @@ type Builder struct {
 
 	mu    sync.Mutex
 	built map[string]*Result
+
+	cacheOff sync.Once // the warning that Options.Cache cannot be used (cache.go)
 }
 
 // shellRequest asks build for a shell before a step instead of a build.

@@ -99,5 +99,5 @@ func flushStepCache(ctx context.Context, c *oci.Cache, asJSON bool, stdout, stde
 // layers (ovl clean --old removes what a killed ovl left there).
 func registryTmp(cfg *vagga.Config) (string, error) {
 	tmp := filepath.Join(cfg.Dir, ".vagga", ".layers", ".tmp")
-	return tmp, os.MkdirAll(tmp, 0o755)
+	return tmp, os.MkdirAll(tmp, 0o700)
 }
