@@ -12,7 +12,8 @@
 // redirect_dir, metacopy and index, which is what unprivileged kernel
 // overlay gives:
 //
-//   - lookup walks the layers top-down; a whiteout ends the walk, a
+//   - lookup walks the layers top-down (layer.Lookup, the one merge walk,
+//     and layer.List for readdir); a whiteout ends the walk, a
 //     non-directory hides everything below it, an opaque directory hides
 //     the layers below it;
 //   - every change lands in the upper; a file or directory is copied up

@@ -427,8 +427,11 @@ func readDirInos(dir string) (map[string]uint64, error) {
 		return nil, err
 	}
 	defer unix.Close(fd)
+	ents, err := layer.List(layer.Dirs{{Fd: fd}}, 0)
 	out := map[string]uint64{}
-	err = readRawDir(fd, func(e rawDirent) { out[e.name] = e.ino })
+	for _, e := range ents {
+		out[e.Name] = e.Ino
+	}
 	return out, err
 }
 

@@ -19,5 +19,10 @@
 //     understood too.
 //
 // No other package matches whiteout names or overlay xattrs itself: they call
-// Classify, DirOpacity, MakeWhiteout and MakeOpaque.
+// Classify, DirOpacity, MakeWhiteout and MakeOpaque. Nor does any other
+// package merge layers itself: the merge walk (walk.go) is Lookup, which
+// says what one name of a directory is through a Stack of layers (HitNone,
+// HitWhiteout, HitNonDir or HitDir, with the layers that make it up), and
+// List, the merged listing of a directory; fusefs, the build engine's file
+// steps and Diff all call them.
 package layer

@@ -122,9 +122,9 @@ const (
 	Transparent Opacity = iota
 	// OpaqueDir hides everything below it.
 	OpaqueDir
-	// XattrWhiteouts is a transparent directory whose entries may be 6.7+
-	// xattr whiteouts (overlay.opaque = "x").
-	XattrWhiteouts
+	// HasXattrWhiteouts is a transparent directory whose entries may be
+	// 6.7+ xattr whiteouts (overlay.opaque = "x").
+	HasXattrWhiteouts
 )
 
 // IsWhiteoutDevice reports whether a file with this mode and device number
@@ -133,12 +133,30 @@ func IsWhiteoutDevice(mode uint32, rdev uint64) bool {
 	return mode&unix.S_IFMT == unix.S_IFCHR && rdev == 0
 }
 
+// Reader reads the entries of layer directories: which are whiteouts,
+// which directories are opaque. The zero Reader honours overlay xattrs
+// in both namespaces.
+type Reader struct {
+	// NS limits the overlay xattrs honoured to these namespaces, as a
+	// kernel mount honours only its own; nil honours both (a reader that
+	// does not know which namespace wrote a layer).
+	NS []Namespace
+}
+
 // Classify tells what entry name of the layer directory dirfd is. st is the
 // entry's lstat; dir is the directory's Opacity (from DirOpacity). For a
 // whiteout, target is the name it hides; otherwise it is name. ns limits
 // the xattr whiteouts honoured to those namespaces (default: both), as a
 // kernel mount honours only its own.
 func Classify(dirfd int, name string, st *unix.Stat_t, dir Opacity, ns ...Namespace) (kind Kind, target string) {
+	return Reader{NS: ns}.Classify(dirfd, name, st, dir)
+}
+
+// Classify tells what entry name of the layer directory dirfd is. st is
+// the entry's lstat (nil: not known, which leaves whiteouts that are
+// files unseen); dir is the directory's Opacity. For a whiteout, target
+// is the name it hides; otherwise it is name.
+func (r Reader) Classify(dirfd int, name string, st *unix.Stat_t, dir Opacity) (kind Kind, target string) {
 	if strings.HasPrefix(name, WhiteoutPrefix) {
 		switch {
 		case name == OpaqueMarker:
@@ -153,16 +171,16 @@ func Classify(dirfd int, name string, st *unix.Stat_t, dir Opacity, ns ...Namesp
 		if IsWhiteoutDevice(st.Mode, st.Rdev) {
 			return Whiteout, name
 		}
-		if dir == XattrWhiteouts && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 && hasWhiteoutXattr(dirfd, name, ns) {
+		if dir == HasXattrWhiteouts && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 && r.hasWhiteoutXattr(dirfd, name) {
 			return Whiteout, name
 		}
 	}
 	return Visible, name
 }
 
-func hasWhiteoutXattr(dirfd int, name string, nss []Namespace) bool {
+func (r Reader) hasWhiteoutXattr(dirfd int, name string) bool {
 	p := fdPath(dirfd, name)
-	for _, ns := range namespaces(nss) {
+	for _, ns := range namespaces(r.NS) {
 		if _, err := unix.Lgetxattr(p, ns.Xattr(KeyWhiteout), nil); err == nil {
 			return true
 		}
@@ -176,23 +194,43 @@ func fdPath(dirfd int, name string) string {
 
 // DirOpacity reads how the layer directory open at dirfd merges with the
 // layers below: the opaque xattr in either namespace ("y" opaque, "x" has
-// xattr whiteouts) or an OCI ".wh..wh..opq" marker. dirfd must be a real
-// (not O_PATH) descriptor. ns limits the xattrs read to those namespaces
-// (default: both).
+// xattr whiteouts) or an OCI ".wh..wh..opq" marker. ns limits the xattrs
+// read to those namespaces (default: both).
 func DirOpacity(dirfd int, nss ...Namespace) (Opacity, error) {
+	return Reader{NS: nss}.Opacity(dirfd)
+}
+
+// Opacity reads how the layer directory open at dirfd (O_PATH will do)
+// merges with the layers below: its overlay.opaque xattr ("y" opaque,
+// "x" has xattr whiteouts) or an OCI ".wh..wh..opq" marker. An xattr the
+// caller may not read counts as absent, as in the kernel (which reads it
+// with the mounter's rights).
+func (r Reader) Opacity(dirfd int) (Opacity, error) {
 	buf := make([]byte, 8)
 	op := Transparent
-	for _, ns := range namespaces(nss) {
-		n, err := unix.Fgetxattr(dirfd, ns.Xattr(KeyOpaque), buf)
+	var p string // the /proc path of dirfd, for an O_PATH descriptor
+	for _, ns := range namespaces(r.NS) {
+		var n int
+		var err error
+		if p == "" {
+			n, err = unix.Fgetxattr(dirfd, ns.Xattr(KeyOpaque), buf)
+			if errors.Is(err, unix.EBADF) {
+				p = fdPath(dirfd, ".")
+			}
+		}
+		if p != "" {
+			n, err = unix.Lgetxattr(p, ns.Xattr(KeyOpaque), buf)
+		}
 		switch {
 		case err == nil:
 			switch string(buf[:n]) {
 			case "y":
 				return OpaqueDir, nil
 			case "x":
-				op = XattrWhiteouts
+				op = HasXattrWhiteouts
 			}
-		case errors.Is(err, unix.ENODATA), errors.Is(err, unix.ENOTSUP), errors.Is(err, unix.EPERM), errors.Is(err, unix.ERANGE):
+		case errors.Is(err, unix.ENODATA), errors.Is(err, unix.ENOTSUP), errors.Is(err, unix.EPERM),
+			errors.Is(err, unix.ERANGE), errors.Is(err, unix.EACCES):
 		default:
 			return Transparent, fmt.Errorf("read %s: %w", ns.Xattr(KeyOpaque), err)
 		}
@@ -213,17 +251,23 @@ type Entry struct {
 }
 
 // ReadDir lists the layer directory open at dirfd with every entry
-// classified, and returns the directory's Opacity. It opens its own
-// descriptor, so concurrent calls on one dirfd are safe. ns limits the
-// overlay xattrs honoured to those namespaces (default: both).
+// classified, and returns the directory's Opacity. ns limits the overlay
+// xattrs honoured to those namespaces (default: both).
 func ReadDir(dirfd int, ns ...Namespace) ([]Entry, Opacity, error) {
+	return Reader{NS: ns}.ReadDir(dirfd)
+}
+
+// ReadDir lists the layer directory open at dirfd with every entry
+// classified, and returns the directory's Opacity. It opens its own
+// descriptor, so concurrent calls on one dirfd are safe.
+func (r Reader) ReadDir(dirfd int) ([]Entry, Opacity, error) {
 	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, Transparent, err
 	}
 	f := os.NewFile(uintptr(fd), ".")
 	defer f.Close()
-	op, err := DirOpacity(fd, ns...)
+	op, err := r.Opacity(fd)
 	if err != nil {
 		return nil, Transparent, err
 	}
@@ -235,7 +279,7 @@ func ReadDir(dirfd int, ns ...Namespace) ([]Entry, Opacity, error) {
 	for _, de := range des {
 		name := de.Name()
 		e := Entry{Name: name, Target: name, Type: de.Type()}
-		needStat := de.Type()&fs.ModeCharDevice != 0 || (op == XattrWhiteouts && de.Type().IsRegular())
+		needStat := de.Type()&fs.ModeCharDevice != 0 || (op == HasXattrWhiteouts && de.Type().IsRegular())
 		var st *unix.Stat_t
 		if needStat {
 			st = new(unix.Stat_t)
@@ -246,7 +290,7 @@ func ReadDir(dirfd int, ns ...Namespace) ([]Entry, Opacity, error) {
 				return nil, op, err
 			}
 		}
-		e.Kind, e.Target = Classify(fd, name, st, op, ns...)
+		e.Kind, e.Target = r.Classify(fd, name, st, op)
 		out = append(out, e)
 	}
 	return out, op, nil

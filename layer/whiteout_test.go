@@ -90,7 +90,7 @@ func woFormatCases() []woFormatCase {
 				woSetxattr(t, d, "trusted.overlay.opaque", "x")
 			},
 			wantKinds:   map[string]layer.Kind{"victim": layer.Whiteout, "own": layer.Visible},
-			wantOpacity: layer.XattrWhiteouts, kernel: true},
+			wantOpacity: layer.HasXattrWhiteouts, kernel: true},
 		{name: "user xattr whiteout in opaque x",
 			build: func(t *testing.T, d string) {
 				woTouch(t, filepath.Join(d, "victim"), "")
@@ -99,7 +99,7 @@ func woFormatCases() []woFormatCase {
 				woSetxattr(t, d, "user.overlay.opaque", "x")
 			},
 			wantKinds:   map[string]layer.Kind{"victim": layer.Whiteout, "own": layer.Visible},
-			wantOpacity: layer.XattrWhiteouts, kernel: true, userxattr: true},
+			wantOpacity: layer.HasXattrWhiteouts, kernel: true, userxattr: true},
 		{name: "xattr whiteout without opaque x parent",
 			build: func(t *testing.T, d string) {
 				woTouch(t, filepath.Join(d, "victim"), "")
@@ -114,7 +114,7 @@ func woFormatCases() []woFormatCase {
 				woSetxattr(t, d, "trusted.overlay.opaque", "x")
 			},
 			wantKinds:   map[string]layer.Kind{"victim": layer.Visible},
-			wantOpacity: layer.XattrWhiteouts, kernel: true},
+			wantOpacity: layer.HasXattrWhiteouts, kernel: true},
 		{name: "OCI .wh.NAME",
 			build:       func(t *testing.T, d string) { woTouch(t, filepath.Join(d, ".wh.victim"), "") },
 			wantKinds:   map[string]layer.Kind{".wh.victim": layer.Whiteout},
