@@ -24,5 +24,8 @@
 // says what one name of a directory is through a Stack of layers (HitNone,
 // HitWhiteout, HitNonDir or HitDir, with the layers that make it up), and
 // List, the merged listing of a directory; fusefs, the build engine's file
-// steps and Diff all call them.
+// steps and Diff all call them. The kernel's option syntax (lowerdir=
+// with its escapes and "::", upperdir=, workdir=, the features) is parsed
+// and written here too (options.go: ParseOptions, MountOptions.String,
+// EscapeOption), for `ovl mount -o`, the drop-in mode and native.
 package layer
