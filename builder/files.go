@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,18 +131,11 @@ func (w *writer) whiteout(rel string, names ...string) error {
 	return nil
 }
 
-// clearUpper removes what upper holds at rel: an entry or a whiteout of
-// either form. Lower layers are not touched.
+// clearUpper removes what upper holds at rel: an entry or a whiteout
+// (which the kernel's format keeps at the name itself). Lower layers are
+// not touched.
 func (w *writer) clearUpper(rel string) error {
-	if err := removeAll(w.up(rel)); err != nil {
-		return err
-	}
-	dir, name := filepath.Split(w.up(rel))
-	wh := filepath.Join(dir, layer.WhiteoutPrefix+name)
-	if err := os.Remove(wh); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
+	return removeAll(w.up(rel))
 }
 
 // prepare readies rel for a new non-directory: its parent must exist

@@ -1,7 +1,6 @@
 package builder
 
 import (
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -18,10 +17,13 @@ import (
 type union []string
 
 // dirs returns the layer directories that make up the merged directory
-// rel ("" for the root), top first, or nil if rel is not a directory of
-// the union.
-func (u union) dirs(rel string) ([]string, error) {
-	cur := append([]string(nil), u...)
+// rel ("" for the root), top first, each with its layer's format, or nil
+// if rel is not a directory of the union.
+func (u union) dirs(rel string) ([]layer.DirPath, error) {
+	cur, err := layer.Roots(u)
+	if err != nil {
+		return nil, err
+	}
 	for _, name := range splitRel(rel) {
 		h, err := lookupIn(cur, name)
 		if err != nil || h.Kind != layer.HitDir {
@@ -42,7 +44,7 @@ func splitRel(rel string) []string {
 }
 
 // lookupIn looks name up in the merged directory made of dirs.
-func lookupIn(dirs []string, name string) (layer.Hit, error) {
+func lookupIn(dirs []layer.DirPath, name string) (layer.Hit, error) {
 	stack, err := layer.OpenDirs(dirs)
 	if err != nil {
 		return layer.Hit{}, err
@@ -53,12 +55,12 @@ func lookupIn(dirs []string, name string) (layer.Hit, error) {
 	return h, err
 }
 
-// layerPaths returns the paths of what h found for name in the merged
-// directory made of dirs, top first.
-func layerPaths(dirs []string, h layer.Hit, name string) []string {
-	out := make([]string, len(h.Layers))
+// layerPaths returns what h found for name in the merged directory made
+// of dirs, top first.
+func layerPaths(dirs []layer.DirPath, h layer.Hit, name string) []layer.DirPath {
+	out := make([]layer.DirPath, len(h.Layers))
 	for i, pos := range h.Layers {
-		out[i] = filepath.Join(dirs[pos], name)
+		out[i] = dirs[pos].Child(name)
 	}
 	return out
 }
@@ -80,12 +82,12 @@ func (u union) lookup(rel string) (path string, st unix.Stat_t, found bool, err 
 	if err != nil || !h.Kind.Exists() {
 		return "", st, false, err
 	}
-	return layerPaths(dirs, h, name)[0], h.Stat, true, nil
+	return layerPaths(dirs, h, name)[0].Path, h.Stat, true, nil
 }
 
 // list returns the names visible in the merged directory made of dirs,
 // sorted.
-func list(dirs []string) ([]string, error) {
+func list(dirs []layer.DirPath) ([]string, error) {
 	stack, err := layer.OpenDirs(dirs)
 	if err != nil {
 		return nil, err

@@ -56,7 +56,7 @@ func (d *node) createEntry(ctx context.Context, name string, isDir bool, mk func
 		return nil, err
 	}
 	defer up.release()
-	var upperEntry bool // a 0/0 whiteout at name in the upper
+	var upperEntry bool // a whiteout at name in the upper (the kernel's format keeps it there)
 	var wst unix.Stat_t
 	if h.upperWhiteout && unix.Fstatat(up.fd, name, &wst, unix.AT_SYMLINK_NOFOLLOW) == nil {
 		upperEntry = true
@@ -97,11 +97,6 @@ func (d *node) createEntry(ctx context.Context, name string, isDir bool, mk func
 				return nil, err
 			}
 		}
-	}
-	if h.upperWhiteout && !upperEntry {
-		// An OCI ".wh.NAME" whiteout: the new entry now hides the
-		// lower one itself.
-		unix.Unlinkat(up.fd, layer.WhiteoutPrefix+name, 0)
 	}
 	nh, err := d.lookupChild(name, false)
 	if err != nil {

@@ -50,8 +50,9 @@ const maxCachedDirFds = 4096
 
 // layerRoot is one layer directory of the stack.
 type layerRoot struct {
-	path string
-	fd   int // O_RDONLY|O_DIRECTORY, open for the life of the mount
+	path   string
+	fd     int          // O_RDONLY|O_DIRECTORY, open for the life of the mount
+	format layer.Format // what the layer records (layer.ReadFormat); the upper's is the kernel's
 }
 
 // unionFS is one mounted stack. Its fields are immutable after
@@ -147,6 +148,11 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 			return fmt.Errorf("open layer %s: %w", p, err)
 		}
 		u.layers = append(u.layers, layerRoot{path: p, fd: fd})
+		f, err := layer.ReadFormat(fd)
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", p, err)
+		}
+		u.layers[len(u.layers)-1].format = f
 		return nil
 	}
 	if spec.Upper != "" {
@@ -155,6 +161,9 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 		if err := open(spec.Upper); err != nil {
 			return nil, err
 		}
+	}
+	if u.hasUpper && u.layers[0].format != layer.KernelFormat {
+		return nil, fmt.Errorf("upper %s records the %s format, and changes are written in the kernel's: give an upper of its own", spec.Upper, u.layers[0].format)
 	}
 	for _, l := range spec.Lowers {
 		if err := open(l); err != nil {

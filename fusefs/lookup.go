@@ -75,8 +75,15 @@ func (s *layerStack) MayHold(i int, name string) bool {
 }
 
 func (s *layerStack) Dir(i int) (layer.Dir, error) {
-	r, err := s.d.dirFd(s.layers[i])
-	return layer.Dir{Fd: r.fd, Opacity: s.opacity[i], Owned: r.owned}, err
+	li := s.layers[i]
+	r, err := s.d.dirFd(li)
+	return layer.Dir{Fd: r.fd, Opacity: s.opacity[i], Format: s.d.u.layers[li].format, Owned: r.owned}, err
+}
+
+// reader reads layer li: in its format, honouring the overlay xattrs of
+// the stack's namespace only, as a kernel mount does.
+func (u *unionFS) reader(li int) layer.Reader {
+	return layer.Reader{Format: u.layers[li].format, NS: []layer.Namespace{u.ns}}
 }
 
 // lookupChild walks name down the layers of directory d (layer.Lookup),
@@ -127,7 +134,8 @@ const maxIndexedNames = 50000
 const nameMax = 255
 
 // lowerMayHave reports whether lower layer li's copy of directory d may
-// hold name or a ".wh." whiteout of it; false means lookupChild can skip
+// hold name (or, in an OCI layer, a ".wh." whiteout of it); false means
+// lookupChild can skip
 // the layer without a system call. The first call per layer reads that
 // layer's directory once into d.lowerNames; later calls are a map lookup.
 // A name longer than nameMax is probed too, so the layer answers
@@ -153,6 +161,9 @@ func (d *node) lowerMayHave(li int, name string) bool {
 	if _, ok := names[name]; ok {
 		return true
 	}
+	if d.u.layers[li].format != layer.OCIFormat {
+		return false
+	}
 	_, ok = names[layer.WhiteoutPrefix+name]
 	return ok
 }
@@ -162,7 +173,7 @@ func (d *node) lowerMayHave(li int, name string) bool {
 func (d *node) indexLower(li int) map[string]struct{} {
 	var names map[string]struct{}
 	if r, err := d.dirFd(li); err == nil {
-		entries, _, err := layer.ReadDir(r.fd, d.u.ns)
+		entries, _, err := d.u.reader(li).ReadDir(r.fd)
 		r.release()
 		if err == nil && len(entries) <= maxIndexedNames {
 			names = make(map[string]struct{}, len(entries))

@@ -133,7 +133,7 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 	if oldLowerPositive {
 		err := unix.Renameat2(oldUp.fd, name, newUp.fd, newName, unix.RENAME_WHITEOUT)
 		if err == nil {
-			return d.dropOCIWhiteout(newUp.fd, newName, dst.upperWhiteout)
+			return nil
 		}
 		if err != unix.EINVAL && err != unix.EPERM {
 			return err
@@ -142,15 +142,10 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 		if err := unix.Renameat(oldUp.fd, name, newUp.fd, newName); err != nil {
 			return err
 		}
-		if _, err := u.whiteoutEntry(oldUp.fd, name, false, false); err != nil {
-			return err
-		}
-		return d.dropOCIWhiteout(newUp.fd, newName, dst.upperWhiteout)
-	}
-	if err := unix.Renameat(oldUp.fd, name, newUp.fd, newName); err != nil {
+		_, err = u.whiteoutEntry(oldUp.fd, name, false, false)
 		return err
 	}
-	return d.dropOCIWhiteout(newUp.fd, newName, dst.upperWhiteout)
+	return unix.Renameat(oldUp.fd, name, newUp.fd, newName)
 }
 
 // keepReplaced keeps the data of a regular file that a rename is about
@@ -180,19 +175,6 @@ func (d *node) keepReplaced(name string, h *layerHit, updir int) error {
 		return err
 	}
 	child.setOrphan(tmp)
-	return nil
-}
-
-// dropOCIWhiteout removes a ".wh.NAME" whiteout that the entry now at
-// name replaces (0/0 whiteouts are replaced by rename(2) itself).
-func (d *node) dropOCIWhiteout(updir int, name string, hadUpperWhiteout bool) error {
-	if !hadUpperWhiteout {
-		return nil
-	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(updir, layer.WhiteoutPrefix+name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
-		return unix.Unlinkat(updir, layer.WhiteoutPrefix+name, 0)
-	}
 	return nil
 }
 

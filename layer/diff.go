@@ -53,7 +53,11 @@ func DiffIn(ns Namespace, lowers []string, tree, upper string) error {
 	if err := unix.Lstat(tree, &st); err != nil {
 		return &os.PathError{Op: "lstat", Path: tree, Err: err}
 	}
-	if err := d.dir(".", lowers, &st); err != nil {
+	roots, err := Roots(lowers)
+	if err != nil {
+		return err
+	}
+	if err := d.dir(".", roots, &st); err != nil {
 		return fmt.Errorf("diff %s against its layers into %s: %w", tree, upper, err)
 	}
 	// The upper's root carries the tree root's metadata, as the kernel's
@@ -65,7 +69,7 @@ func DiffIn(ns Namespace, lowers []string, tree, upper string) error {
 type mergedNode struct {
 	path   string      // the top-most layer's file
 	st     unix.Stat_t // its lstat
-	layers []string    // for a directory: its layers that merge, top first
+	layers []DirPath   // for a directory: its layers that merge, top first
 }
 
 // differ walks tree and the union of the lowers side by side.
@@ -78,7 +82,7 @@ type differ struct {
 
 // mergedChildren lists the union of the directory whose layers are dirs
 // (top first, each a directory), by the merge walk: name -> node.
-func mergedChildren(dirs []string) (map[string]*mergedNode, error) {
+func mergedChildren(dirs []DirPath) (map[string]*mergedNode, error) {
 	stack, err := OpenDirs(dirs)
 	if err != nil {
 		return nil, err
@@ -86,11 +90,11 @@ func mergedChildren(dirs []string) (map[string]*mergedNode, error) {
 	defer stack.Close()
 	listed, err := List(stack, 0)
 	if err != nil {
-		return nil, fmt.Errorf("read layer directory %s: %w", dirs[0], err)
+		return nil, fmt.Errorf("read layer directory %s: %w", dirs[0].Path, err)
 	}
 	out := make(map[string]*mergedNode, len(listed))
 	for _, e := range listed {
-		n := &mergedNode{path: filepath.Join(dirs[e.Layer], e.Name)}
+		n := &mergedNode{path: filepath.Join(dirs[e.Layer].Path, e.Name)}
 		if err := unix.Lstat(n.path, &n.st); err != nil {
 			return nil, &os.PathError{Op: "lstat", Path: n.path, Err: err}
 		}
@@ -101,7 +105,7 @@ func mergedChildren(dirs []string) (map[string]*mergedNode, error) {
 			}
 			h.Dirs.Close()
 			for _, pos := range h.Layers {
-				n.layers = append(n.layers, filepath.Join(dirs[pos], e.Name))
+				n.layers = append(n.layers, dirs[pos].Child(e.Name))
 			}
 		}
 		out[e.Name] = n
@@ -113,7 +117,7 @@ func isDirMode(m uint32) bool { return m&unix.S_IFMT == unix.S_IFDIR }
 
 // dir diffs directory rel of tree (lstat st) against the merged directory
 // made of layers, writing the differences under upper/rel.
-func (d *differ) dir(rel string, layers []string, st *unix.Stat_t) error {
+func (d *differ) dir(rel string, layers []DirPath, st *unix.Stat_t) error {
 	merged, err := mergedChildren(layers)
 	if err != nil {
 		return err

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,8 +29,10 @@ type Dir struct {
 	// O_PATH; List opens a readable descriptor of its own through it.
 	Fd int
 	// Opacity says how the copy merges with the layers below it
-	// (DirOpacity).
+	// (Reader.Opacity).
 	Opacity Opacity
+	// Format is the format of the copy's layer (ReadFormat on its root).
+	Format Format
 	// Owned tells Lookup and List to close Fd when done with it.
 	Owned bool
 }
@@ -73,26 +77,56 @@ func (s Dirs) Close() {
 	}
 }
 
-// OpenDirs opens the directories paths (top first, each a layer's copy
-// of one directory, e.g. the roots of a stack's layers) with their
-// opacity, as a Stack. ns limits the overlay xattrs honoured to those
-// namespaces (default: both). The caller closes the result.
-func OpenDirs(paths []string, ns ...Namespace) (Dirs, error) {
-	r := Reader{NS: ns}
-	out := make(Dirs, 0, len(paths))
-	for _, p := range paths {
-		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+// DirPath names one layer's copy of a directory of the union, with the
+// layer's format: what a walk by path (Diff, the build engine's union)
+// carries from a layer's root down to its subdirectories.
+type DirPath struct {
+	Path   string
+	Format Format
+}
+
+// Child names directory name of d, in the same layer.
+func (d DirPath) Child(name string) DirPath {
+	return DirPath{Path: filepath.Join(d.Path, name), Format: d.Format}
+}
+
+// Roots returns the roots of layers (top first), each with the format it
+// records (ReadFormat).
+func Roots(layers []string) ([]DirPath, error) {
+	out := make([]DirPath, len(layers))
+	for i, l := range layers {
+		fd, err := unix.Open(l, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, &os.PathError{Op: "open", Path: l, Err: err}
+		}
+		f, err := ReadFormat(fd)
+		unix.Close(fd)
+		if err != nil {
+			return nil, fmt.Errorf("layer %s: %w", l, err)
+		}
+		out[i] = DirPath{Path: l, Format: f}
+	}
+	return out, nil
+}
+
+// OpenDirs opens dirs (top first, each a layer's copy of one directory)
+// with their opacity, as a Stack. ns limits the overlay xattrs honoured
+// to those namespaces (default: both). The caller closes the result.
+func OpenDirs(dirs []DirPath, ns ...Namespace) (Dirs, error) {
+	out := make(Dirs, 0, len(dirs))
+	for _, d := range dirs {
+		fd, err := unix.Open(d.Path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			out.Close()
-			return nil, &os.PathError{Op: "open", Path: p, Err: err}
+			return nil, &os.PathError{Op: "open", Path: d.Path, Err: err}
 		}
-		op, err := r.Opacity(fd)
+		op, err := Reader{Format: d.Format, NS: ns}.Opacity(fd)
 		if err != nil {
 			unix.Close(fd)
 			out.Close()
-			return nil, fmt.Errorf("%s: %w", p, err)
+			return nil, fmt.Errorf("%s: %w", d.Path, err)
 		}
-		out = append(out, Dir{Fd: fd, Opacity: op})
+		out = append(out, Dir{Fd: fd, Opacity: op, Format: d.Format})
 	}
 	return out, nil
 }
@@ -145,7 +179,6 @@ type Hit struct {
 // open.
 func Lookup(s Stack, name string, ns ...Namespace) (Hit, error) {
 	var h Hit
-	r := Reader{NS: ns}
 	n := s.Len()
 	for i := 0; i < n; i++ {
 		if !s.MayHold(i, name) {
@@ -156,7 +189,7 @@ func Lookup(s Stack, name string, ns ...Namespace) (Hit, error) {
 			h.Dirs.Close()
 			return Hit{}, err
 		}
-		stop, err := h.step(r, i, d, name)
+		stop, err := h.step(Reader{Format: d.Format, NS: ns}, i, d, name)
 		if d.Owned {
 			unix.Close(d.Fd)
 		}
@@ -171,29 +204,29 @@ func Lookup(s Stack, name string, ns ...Namespace) (Hit, error) {
 	return h, nil
 }
 
-// step looks name up in layer i's copy d, adds what it finds to h, and
-// reports whether the walk ends there.
+// step looks name up in layer i's copy d (read by r), adds what it
+// finds to h, and reports whether the walk ends there.
 func (h *Hit) step(r Reader, i int, d Dir, name string) (stop bool, err error) {
+	if r.Format == OCIFormat && strings.HasPrefix(name, WhiteoutPrefix) {
+		return false, nil // whiteouts and markers there, never names
+	}
 	var st unix.Stat_t
 	err = unix.Fstatat(d.Fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
-	if errors.Is(err, unix.ENOENT) {
+	if errors.Is(err, unix.ENOENT) && r.Format == OCIFormat {
 		// An OCI whiteout file hides name without an entry of that name.
-		wh := WhiteoutPrefix + name
 		var wst unix.Stat_t
-		if unix.Fstatat(d.Fd, wh, &wst, unix.AT_SYMLINK_NOFOLLOW) == nil {
-			if k, target := r.Classify(d.Fd, wh, &wst, d.Opacity); k == Whiteout && target == name {
-				h.whiteout(i, &wst)
-				return true, nil
-			}
+		if unix.Fstatat(d.Fd, WhiteoutPrefix+name, &wst, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			h.whiteout(i, &wst)
+			return true, nil
 		}
+	}
+	if errors.Is(err, unix.ENOENT) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	switch kind, _ := r.Classify(d.Fd, name, &st, d.Opacity); kind {
-	case Whiteout, Opaque, Meta:
-		// Bookkeeping entries are never names of the tree.
+	if kind, _ := r.Classify(d.Fd, name, &st, d.Opacity); kind == Whiteout {
 		h.whiteout(i, &st)
 		return true, nil
 	}
@@ -218,7 +251,7 @@ func (h *Hit) step(r Reader, i int, d Dir, name string) (stop bool, err error) {
 		h.Kind, h.Stat = HitDir, st
 	}
 	h.Layers = append(h.Layers, i)
-	h.Dirs = append(h.Dirs, Dir{Fd: fd, Opacity: op})
+	h.Dirs = append(h.Dirs, Dir{Fd: fd, Opacity: op, Format: d.Format})
 	h.Bottom = st
 	return op == OpaqueDir, nil
 }
@@ -264,7 +297,6 @@ type Listed struct {
 // ns limits the overlay xattrs honoured to those namespaces (default:
 // both).
 func List(s Stack, max int, ns ...Namespace) ([]Listed, error) {
-	r := Reader{NS: ns}
 	var out []Listed
 	index := map[string]int{} // name -> index in out; -1 for hidden by a whiteout
 	n := s.Len()
@@ -273,6 +305,7 @@ func List(s Stack, max int, ns ...Namespace) ([]Listed, error) {
 		if err != nil {
 			return nil, err
 		}
+		r := Reader{Format: d.Format, NS: ns}
 		fd, err := unix.Openat(d.Fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if d.Owned {
 			unix.Close(d.Fd)

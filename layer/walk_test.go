@@ -106,11 +106,7 @@ func TestWalkMatchesKernel(t *testing.T) {
 	must(t, unix.Lsetxattr(mid, "trusted.overlay.opaque", []byte("x"), 0))
 	writeFiles(t, lowers[0], map[string]string{"file-over-dir": "file"})
 
-	stack, err := layer.OpenDirs(lowers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stack.Close()
+	stack := openRoots(t, lowers)
 	var got []string
 	walkListing(t, stack, "", &got)
 	slices.Sort(got)
@@ -132,11 +128,7 @@ func TestWalkMatchesKernel(t *testing.T) {
 func TestLookupSkipsLayersAStackRulesOut(t *testing.T) {
 	testutil.RequireRoot(t)
 	lowers := kernelLayers(t)
-	stack, err := layer.OpenDirs(lowers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stack.Close()
+	stack := openRoots(t, lowers)
 	h, err := layer.Lookup(skipping{stack, 0}, "empty") // layer 0 holds the whiteout of "empty"
 	if err != nil {
 		t.Fatal(err)
@@ -145,6 +137,22 @@ func TestLookupSkipsLayersAStackRulesOut(t *testing.T) {
 	if h.Kind != layer.HitDir || !slices.Equal(h.Layers, []int{2}) {
 		t.Errorf("Lookup of empty skipping layer 0: %v in %v, want the directory of layer 2", h.Kind, h.Layers)
 	}
+}
+
+// openRoots opens the roots of layers as a Stack, closed when the test
+// ends.
+func openRoots(t *testing.T, layers []string) layer.Dirs {
+	t.Helper()
+	roots, err := layer.Roots(layers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stack, err := layer.OpenDirs(roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stack.Close)
+	return stack
 }
 
 // skipping is a Stack that rules layer skip out for every name.

@@ -23,7 +23,8 @@ func (o option) String() string {
 	return o.key + "=" + o.value
 }
 
-// featureOptions turns spec's optional features into mount options.
+// featureOptions turns spec's optional features into mount options,
+// after checking every lower is in the kernel's format (layer.ReadFormat).
 // userxattr says the stack keeps its metadata in user.overlay.* xattrs;
 // the kernel then refuses redirect_dir and metacopy, and so does this,
 // naming the option. Features left off are turned off explicitly where
@@ -31,6 +32,15 @@ func (o option) String() string {
 // the upper stays in the one format every backend reads; userxattr turns
 // off the last two by itself.
 func featureOptions(spec layer.Spec, userxattr bool) ([]option, error) {
+	roots, err := layer.Roots(spec.Lowers)
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range roots {
+		if r.Format != layer.KernelFormat {
+			return nil, fmt.Errorf("%w: lower[%d] %s is a layer in the %s format, which kernel overlay cannot read (its whiteouts are names to the kernel); mount it with the fuse backend", ErrOption, i, r.Path, r.Format)
+		}
+	}
 	o := spec.Options
 	if userxattr && (o.RedirectDir || o.Metacopy) {
 		return nil, fmt.Errorf("%w: redirect_dir and metacopy need trusted.overlay xattrs, and this stack uses user.overlay xattrs (userxattr: unprivileged, or Namespace user); turn them off", ErrOption)
