@@ -124,7 +124,7 @@ func (w *writer) whiteout(rel string, names ...string) error {
 	}
 	defer unix.Close(fd)
 	for _, n := range names {
-		if err := layer.MakeWhiteout(fd, n); err != nil {
+		if err := layer.MakeWhiteout(fd, n, layer.DefaultNamespace()); err != nil {
 			return fmt.Errorf("%s: %w", w.up(rel), err)
 		}
 	}

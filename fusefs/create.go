@@ -398,7 +398,7 @@ func (d *node) remove(name string, dir bool) error {
 			child.orphan, child.orphanLayer = child.Path(nil), h.layers[0]
 			child.mu.Unlock()
 		}
-		return layer.MakeWhiteout(up.fd, name)
+		return d.u.wr.Whiteout(up.fd, name)
 	case lowerPositive:
 		if dir {
 			if err := d.u.clearWhiteouts(up.fd, name); err != nil {

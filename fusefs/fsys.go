@@ -64,6 +64,10 @@ type unionFS struct {
 	writable bool        // changes are allowed (hasUpper and not ReadOnly)
 	workFd   int         // the work directory's scratch dir, or -1
 	ns       layer.Namespace
+	// wr writes whiteouts and opaque directories into the upper: 0/0
+	// devices, or xattr whiteouts where the upper cannot keep those
+	// (layer.ProbeWhiteouts, on the work dir at mount).
+	wr       layer.Writer
 	volatile bool
 
 	// passthrough is set when the kernel and the daemon's privilege allow
@@ -183,6 +187,14 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 			return nil, err
 		}
 		u.initUUID()
+		u.wr = layer.Writer{NS: u.ns}
+		var why string
+		if u.wr.Whiteouts, why, err = layer.ProbeWhiteouts(u.workFd); err != nil {
+			return nil, fmt.Errorf("work dir %s: %w", spec.Work, err)
+		}
+		if why != "" {
+			log.Debug("fusefs: writing xattr whiteouts", "upper", spec.Upper, "why", why)
+		}
 	}
 	return u, nil
 }

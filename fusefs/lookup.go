@@ -74,10 +74,17 @@ func (s *layerStack) MayHold(i int, name string) bool {
 	return s.d.lowerMayHave(li, name)
 }
 
+// Dir returns copy i. An upper directory that gets xattr whiteouts is
+// read as one that may hold some: the union marks it so when it writes
+// the first (layer.Writer), after the node cached its opacity.
 func (s *layerStack) Dir(i int) (layer.Dir, error) {
 	li := s.layers[i]
 	r, err := s.d.dirFd(li)
-	return layer.Dir{Fd: r.fd, Opacity: s.opacity[i], Format: s.d.u.layers[li].format, Owned: r.owned}, err
+	op := s.opacity[i]
+	if op == layer.Transparent && s.d.u.isUpper(li) && s.d.u.wr.Whiteouts == layer.XattrWhiteouts {
+		op = layer.HasXattrWhiteouts
+	}
+	return layer.Dir{Fd: r.fd, Opacity: op, Format: s.d.u.layers[li].format, Owned: r.owned}, err
 }
 
 // reader reads layer li: in its format, honouring the overlay xattrs of

@@ -131,12 +131,15 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 	}
 	oldLowerPositive := oldLower.kind == layer.HitNonDir || oldLower.kind == layer.HitDir
 	if oldLowerPositive {
-		err := unix.Renameat2(oldUp.fd, name, newUp.fd, newName, unix.RENAME_WHITEOUT)
-		if err == nil {
-			return nil
-		}
-		if err != unix.EINVAL && err != unix.EPERM {
-			return err
+		if u.wr.Whiteouts == layer.DeviceWhiteouts {
+			// RENAME_WHITEOUT leaves a 0/0 device behind.
+			err := unix.Renameat2(oldUp.fd, name, newUp.fd, newName, unix.RENAME_WHITEOUT)
+			if err == nil {
+				return nil
+			}
+			if err != unix.EINVAL && err != unix.EPERM {
+				return err
+			}
 		}
 		// No RENAME_WHITEOUT here: move, then write the whiteout.
 		if err := unix.Renameat(oldUp.fd, name, newUp.fd, newName); err != nil {

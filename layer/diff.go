@@ -234,7 +234,7 @@ func (d *differ) whiteout(dir, name string) error {
 		return &os.PathError{Op: "open", Path: dir, Err: err}
 	}
 	defer unix.Close(fd)
-	return MakeWhiteout(fd, name)
+	return MakeWhiteout(fd, name, d.ns)
 }
 
 func (d *differ) makeOpaque(dir string) error {

@@ -374,39 +374,3 @@ func (r Reader) ReadDir(dirfd int) ([]Entry, Opacity, error) {
 	}
 	return out, op, nil
 }
-
-// MakeWhiteout records in the upper directory dirfd that name is deleted:
-// a 0/0 character device, as the kernel writes, or a ".wh.NAME" file where
-// mknod is refused (EPERM: no CAP_MKNOD and a kernel before 5.8 for
-// unprivileged whiteouts).
-func MakeWhiteout(dirfd int, name string) error {
-	err := unix.Mknodat(dirfd, name, unix.S_IFCHR, 0)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("whiteout %s: %w", name, err)
-	}
-	fd, err := unix.Openat(dirfd, WhiteoutPrefix+name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("whiteout %s%s: %w", WhiteoutPrefix, name, err)
-	}
-	return unix.Close(fd)
-}
-
-// MakeOpaque marks the upper directory open at dirfd opaque: its
-// overlay.opaque xattr in ns is "y". The kernel's format has no other
-// way, so where that xattr is refused the error says why. dirfd must be a
-// real (not O_PATH) descriptor.
-func MakeOpaque(dirfd int, ns Namespace) error {
-	err := unix.Fsetxattr(dirfd, ns.Xattr(KeyOpaque), []byte("y"), 0)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, unix.EPERM) && ns == Trusted:
-		return fmt.Errorf("set %s: %w (trusted.overlay xattrs need CAP_SYS_ADMIN: a stack of an ordinary user keeps its metadata in user.overlay)", ns.Xattr(KeyOpaque), err)
-	case errors.Is(err, unix.ENOTSUP):
-		return fmt.Errorf("set %s: %w (the layer's filesystem keeps no %s xattrs: keep layers on ext4, xfs, btrfs or tmpfs)", ns.Xattr(KeyOpaque), err, ns)
-	}
-	return fmt.Errorf("set %s: %w", ns.Xattr(KeyOpaque), err)
-}

@@ -301,7 +301,7 @@ func TestWriteFormats(t *testing.T) {
 			woTouch(t, filepath.Join(top, "sub", "own"), "")
 
 			dfd := woOpenDir(t, top)
-			if err := layer.MakeWhiteout(dfd, "victim"); err != nil {
+			if err := layer.MakeWhiteout(dfd, "victim", ns); err != nil {
 				t.Fatal(err)
 			}
 			sfd := woOpenDir(t, filepath.Join(top, "sub"))
@@ -375,7 +375,7 @@ func TestWriteFormatsUnprivileged(t *testing.T) {
 	}
 	root := testutil.SharedDir(t)
 	dfd := woOpenDir(t, root)
-	if err := layer.MakeWhiteout(dfd, "victim"); err != nil {
+	if err := layer.MakeWhiteout(dfd, "victim", layer.User); err != nil {
 		t.Fatal(err)
 	}
 	var st unix.Stat_t
