@@ -76,15 +76,12 @@ func probeOnOverlay(t *testing.T, dir string) {
 	}
 }
 
-// checkProbeOn is Probe on dir, logged, leaving nothing behind.
+// checkProbeOn is Probe on dir, leaving nothing behind.
 func checkProbeOn(t *testing.T, dir string) *Report {
 	t.Helper()
 	r, err := Probe(t.Context(), dir)
 	if err != nil {
 		t.Fatalf("Probe(%s): %v", dir, err)
-	}
-	for _, p := range r.Probes {
-		t.Logf("%-14s %s", p.Name, p)
 	}
 	if left, _ := os.ReadDir(dir); len(left) > 0 {
 		t.Errorf("probe left %d entries behind in %s", len(left), dir)

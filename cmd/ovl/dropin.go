@@ -107,15 +107,8 @@ func dropinParse(args []string) (*dropinOptions, error) {
 	}
 	// Paths may be relative to the caller's directory (podman runs its
 	// mount program in its storage directory): the daemon does not share it.
-	for _, p := range append([]*string{&o.spec.Target, &o.spec.Upper, &o.spec.Work}, mountPtrs(o.spec.Lowers)...) {
-		if *p == "" {
-			continue
-		}
-		a, err := mountAbs(*p)
-		if err != nil {
-			return nil, err
-		}
-		*p = a
+	if err := mountAbsPaths(&o.spec); err != nil {
+		return nil, err
 	}
 	return o, nil
 }

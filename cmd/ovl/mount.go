@@ -239,25 +239,27 @@ func mountSpec(o *mountOptions) (layer.Spec, error) {
 			return spec, fmt.Errorf("lower layer %d is an empty path", i)
 		}
 	}
-	for _, p := range append([]*string{&spec.Target, &spec.Upper, &spec.Work}, mountPtrs(spec.Lowers)...) {
+	return spec, mountAbsPaths(&spec)
+}
+
+// mountAbsPaths makes every path of spec absolute, so that the mount does
+// not depend on the caller's working directory (a daemon has its own).
+func mountAbsPaths(spec *layer.Spec) error {
+	ptrs := []*string{&spec.Target, &spec.Upper, &spec.Work}
+	for i := range spec.Lowers {
+		ptrs = append(ptrs, &spec.Lowers[i])
+	}
+	for _, p := range ptrs {
 		if *p == "" {
 			continue
 		}
 		a, err := mountAbs(*p)
 		if err != nil {
-			return spec, err
+			return err
 		}
 		*p = a
 	}
-	return spec, nil
-}
-
-func mountPtrs(ss []string) []*string {
-	out := make([]*string, len(ss))
-	for i := range ss {
-		out[i] = &ss[i]
-	}
-	return out
+	return nil
 }
 
 func mountAbs(p string) (string, error) {
