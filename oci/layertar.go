@@ -25,6 +25,11 @@ const paxXattr = "SCHILY.xattr."
 // rootEntry is the tar name of the layer's own root directory.
 const rootEntry = "./"
 
+// ErrUnexportable reports a layer that no OCI tar layer can carry: an
+// ordinary file whose name starts with ".wh.", which every reader of the
+// tar would take for a whiteout. Test with errors.Is.
+var ErrUnexportable = errors.New("layer cannot be written as an OCI layer")
+
 // WriteLayer writes the layer directory dir to w as an OCI layer tar
 // (uncompressed): whiteouts as ".wh.NAME", opaque directories with a
 // ".wh..wh..opq" entry, everything else with its owner, mode,
@@ -46,6 +51,9 @@ func WriteLayer(ctx context.Context, dir string, w io.Writer) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return &os.PathError{Op: "fstat", Path: dir, Err: err}
+	}
+	if lw.reader.Format, err = layer.ReadFormat(fd); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
 	}
 	h, err := lw.header(fdPath(fd, "."), rootEntry, &st)
 	if err != nil {
@@ -69,6 +77,7 @@ type layerWriter struct {
 	tw       *tar.Writer
 	links    map[devIno]string // a file with more links -> its first tar name
 	uid, gid int               // the caller's ids, written as 0 when not root
+	reader   layer.Reader      // of the layer's format (layer.ReadFormat)
 }
 
 // tarEntry is one entry of a layer directory as it goes into the tar.
@@ -80,7 +89,7 @@ type tarEntry struct {
 // dir writes the entries of the layer directory open at fd (abs for
 // messages), whose tar name is rel ("" for the root), in name order.
 func (lw *layerWriter) dir(fd int, abs, rel string) error {
-	entries, op, err := layer.ReadDir(fd)
+	entries, op, err := lw.reader.ReadDir(fd)
 	if err != nil {
 		return fmt.Errorf("read layer directory %s: %w", abs, err)
 	}
@@ -98,8 +107,14 @@ func (lw *layerWriter) dir(fd int, abs, rel string) error {
 			continue
 		case layer.Whiteout:
 			name = layer.WhiteoutPrefix + e.Target
+		default:
+			if strings.HasPrefix(name, layer.WhiteoutPrefix) {
+				// An ordinary name in the kernel's format; in a tar layer
+				// every reader would take it for a whiteout.
+				return fmt.Errorf("%s: %w: the name %q starts with %q, which the OCI format reads as a whiteout; rename it in the step that makes it", abs, ErrUnexportable, name, layer.WhiteoutPrefix)
+			}
 		}
-		if seen[name] { // a 0/0 device and a ".wh." file for one name
+		if seen[name] { // a whiteout of a name the directory also holds
 			continue
 		}
 		seen[name] = true

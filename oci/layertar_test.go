@@ -134,9 +134,14 @@ func kernelLayer(t *testing.T, root string) {
 
 // otherEncodings writes a layer with the encodings the kernel of a
 // trusted.* mount does not read but ovl does: OCI ".wh." files, the
-// ".wh..wh..opq" marker, user.overlay.opaque.
+// ".wh..wh..opq" marker (the layer records that it is in the OCI format),
+// user.overlay.opaque.
 func otherEncodings(t *testing.T, root string) {
 	f := fixture{t, root}
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	f.must(err)
+	f.must(layer.RecordFormat(fd, layer.OCIFormat, layer.Trusted))
+	unix.Close(fd)
 	f.dir("etc", 0o755)
 	f.file("etc/.wh.group", "", 0o644)
 	f.dir("opt/a", 0o755)
@@ -478,5 +483,20 @@ func TestLayerTarRoundTripUnprivileged(t *testing.T) {
 	var st unix.Stat_t
 	if err := unix.Lstat(filepath.Join(back, "etc/group"), &st); err != nil || !layer.IsWhiteoutDevice(st.Mode, st.Rdev) {
 		t.Errorf("etc/group is not a 0/0 whiteout after the round trip: %v", err)
+	}
+}
+
+// TestWriteLayerRefusesWhNames: a kernel-format layer holding an
+// ordinary file named ".wh.x" (a kernel overlay mount shows it as a
+// file) cannot become an OCI tar layer, where it would read back as a
+// whiteout of x: WriteLayer refuses it, naming it.
+func TestWriteLayerRefusesWhNames(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ".wh.x"), []byte("a file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := WriteLayer(context.Background(), dir, io.Discard)
+	if !errors.Is(err, ErrUnexportable) || !strings.Contains(err.Error(), ".wh.x") {
+		t.Errorf("WriteLayer of a layer with a .wh.x file: %v; want ErrUnexportable naming it", err)
 	}
 }

@@ -266,7 +266,7 @@ func (u *unpacker) marker(pfd int, base string) error {
 	if err := unix.Fstatat(pfd, target, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
 		return nil // the layer's own entry of that name already hides what is below
 	}
-	return layer.MakeWhiteout(pfd, target)
+	return layer.MakeWhiteout(pfd, target, u.ns)
 }
 
 // clear makes room for the entry rel (base name of pfd): a later entry
@@ -284,7 +284,10 @@ func (u *unpacker) clear(pfd int, rel string, isDir bool) (opaque bool, err erro
 	if isDir && st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return false, nil
 	}
-	opaque = isDir && layer.IsWhiteoutDevice(st.Mode, st.Rdev)
+	// A whiteout here is one this unpacker made (MakeWhiteout: a 0/0
+	// device, or an xattr whiteout where devices cannot be made).
+	kind, _ := layer.Classify(pfd, base, &st, layer.HasXattrWhiteouts, u.ns)
+	opaque = isDir && kind == layer.Whiteout
 	u.drop()
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return opaque, layer.RemoveAll(filepath.Join(u.dst, rel))
