@@ -42,6 +42,9 @@ type Options struct {
 	// Progress, when set, follows long copies (32 MiB and more): the
 	// command line draws a progress bar with it on a terminal.
 	Progress func(what string, total int64) Progress
+	// Cache, when set, is asked for a step's layer before the step runs,
+	// and given every step's layer (cache.go). Not with OneLayer.
+	Cache StepCache
 }
 
 // Result is a built container.
@@ -59,6 +62,8 @@ type Result struct {
 	BuildEnv []string
 	// Ran counts the steps that ran (were not cached) in this build.
 	Ran int
+	// Pulled counts the steps whose layer came from Options.Cache.
+	Pulled int
 	// UIDs and GIDs are the container's id ranges (vagga's uids and
 	// gids; nil: the default), for runner.Config.
 	UIDs, GIDs []idmap.Range
@@ -80,6 +85,8 @@ type Builder struct {
 
 	mu    sync.Mutex
 	built map[string]*Result
+
+	cacheOff sync.Once // the warning that Options.Cache cannot be used (cache.go)
 }
 
 // shellRequest asks build for a shell before a step instead of a build.
@@ -227,10 +234,12 @@ func (b *Builder) buildEachStep(ctx context.Context, c *vagga.Container, steps [
 
 // buildSteps builds steps, the first of the total steps of c.
 func (b *Builder) buildSteps(ctx context.Context, c *vagga.Container, steps []step, total int, r *Result) error {
-	for _, s := range steps {
+	for i, s := range steps {
 		r.addEnv(s.step)
 		if b.store.Has(s.key) && !r.force {
 			b.event(stepEvent(c, s, total, s.key, StatusCached))
+		} else if !r.force && b.pullStep(ctx, stepEvent(c, s, total, s.key, ""), s.key) {
+			r.Pulled++
 		} else {
 			p, err := b.newLayer(s.key, r.keys)
 			if err != nil {
@@ -240,6 +249,7 @@ func (b *Builder) buildSteps(ctx context.Context, c *vagga.Container, steps []st
 				return err
 			}
 		}
+		b.offerStep(ctx, c, s, total, parentKey(steps, i, r))
 		if err := b.stack(s.key, r); err != nil {
 			return err
 		}

@@ -104,7 +104,7 @@ func (b *Builder) runFileStep(ctx context.Context, c *vagga.Container, s step, r
 	for i, k := range r.keys {
 		lowers[len(r.keys)-1-i] = b.store.Layer(k)
 	}
-	_, err = work(ctx, job{FileStep: &fileStepJob{Upper: upper, Lowers: lowers, Project: b.cfg.Dir, Owners: o, Step: msg}}, b.progressFunc())
+	_, err = work(ctx, job{FileStep: &fileStepJob{Upper: upper, Lowers: lowers, Project: b.cfg.Dir, Owners: o, Namespace: b.opts.Decision.Namespace, Step: msg}}, b.progressFunc())
 	return err
 }
 

@@ -46,13 +46,15 @@ type cloneJob struct{ Src, Dst string }
 
 // fileStepJob applies a file step to the layer Upper over Lowers (top
 // first), reading the project in Project, giving files owners as Owners
-// says.
+// says, keeping overlay xattrs (whiteouts where a 0/0 device cannot be
+// made) in Namespace.
 type fileStepJob struct {
-	Upper   string
-	Lowers  []string
-	Project string
-	Owners  owners
-	Step    stepMsg
+	Upper     string
+	Lowers    []string
+	Project   string
+	Owners    owners
+	Namespace layer.Namespace
+	Step      stepMsg
 }
 
 // run does the job here.
@@ -66,7 +68,7 @@ func (j *job) run(ctx context.Context, progress progressFunc) (jobResult, error)
 		res.Clone, err = layer.CloneTree(ctx, j.Clone.Src, j.Clone.Dst)
 	case j.FileStep != nil:
 		fs := j.FileStep
-		w := newWriter(fs.Upper, fs.Lowers, fs.Owners)
+		w := newWriter(fs.Upper, fs.Lowers, fs.Owners, fs.Namespace)
 		err = applyFileStep(w, fs.Project, fs.Step.step(), progress)
 	case j.CopyMeta != nil:
 		err = layer.CopyMetadata(j.CopyMeta.Src, j.CopyMeta.Dst)

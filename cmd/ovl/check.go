@@ -218,6 +218,7 @@ func checkPrint(w io.Writer, r *selector.Report, d selector.Decision, build *che
 		fmt.Fprintf(w, ": %s", d.LayerDirWhy)
 	}
 	fmt.Fprintln(w)
+	fmt.Fprintf(w, "whiteouts  %s\n", r.Whiteouts())
 	if r.Cached {
 		fmt.Fprintf(w, "probed     from the cache %s (probed %s in %.1f ms; --refresh to probe again)\n",
 			r.CacheFile, r.ProbedAt.Local().Format("2006-01-02 15:04:05"), r.ProbeMillis)
