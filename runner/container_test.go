@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/runner"
@@ -163,4 +165,39 @@ func TestWritableRunOfForeignRoot(t *testing.T) {
 	}
 	testutil.RequireRoot(t)
 	testutil.RunAsNobody(t, "OVL_TEST_ROOT="+makeRoot(t))
+}
+
+// TestSnapshotOfWritableRootOnOverlay: a container root kept on an
+// overlay mount (a CI container's root), run writable with a snapshot
+// volume: the snapshot would stack kernel overlay three deep, which the
+// kernel refuses, so its contents are copied, and the run works as
+// anywhere else, leaving the root unchanged.
+func TestSnapshotOfWritableRootOnOverlay(t *testing.T) {
+	testutil.RequireRoot(t)
+	base := t.TempDir()
+	lower, upper, work, merged := filepath.Join(base, "l"), filepath.Join(base, "u"), filepath.Join(base, "w"), filepath.Join(base, "m")
+	for _, d := range []string{upper, work, merged} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Rename(makeRoot(t), lower); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CleanupMount(t, merged)
+	if err := unix.Mount("overlay", merged, "overlay", 0, "lowerdir="+lower+",upperdir="+upper+",workdir="+work); err != nil {
+		t.Fatal(err)
+	}
+	before := testutil.TreeHash(t, merged)
+	for _, d := range []selector.Decision{decisionFor(t, backend.Native), decisionFor(t, backend.FUSE)} {
+		cfg := runner.Config{Layers: []string{merged}, Writable: true, Decision: d,
+			Volumes: []runner.Volume{{Path: "/etc/sub", Kind: runner.Snapshot, UID: -1, GID: -1}}}
+		out := mustRun(t, cfg, "sh", "-c", "cat /etc/sub/deeper/file; echo new > /etc/sub/new; echo w > /etc/w; cat /etc/sub/new")
+		if out != "deep\nnew\n" {
+			t.Errorf("%s: the run printed %q", d.Backend, out)
+		}
+	}
+	if testutil.TreeHash(t, merged) != before {
+		t.Errorf("the runs changed the root")
+	}
 }

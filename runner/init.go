@@ -455,11 +455,25 @@ func (c *container) snapshot(i int, v Volume, mp string, mode uint32, uid, gid i
 	if err := layer.CopyMetadata(src, spec.Upper); err != nil {
 		return err
 	}
-	if err := c.mountStack(spec, false); err != nil {
-		if errors.Is(err, unix.ENOSPC) {
-			return fmt.Errorf("%w (the contents do not fit in size=%d; give a larger size)", err, v.Size)
+	if mountErr := c.mountStack(spec, false); mountErr != nil {
+		if errors.Is(mountErr, unix.ENOSPC) {
+			return fmt.Errorf("%w (the contents do not fit in size=%d; give a larger size)", mountErr, v.Size)
 		}
-		return err
+		if !errors.Is(mountErr, unix.EINVAL) || !onOverlay(src) {
+			return mountErr
+		}
+		// Kernel overlay stacks two deep at most (Linux:
+		// include/linux/fs.h:FILESYSTEM_MAX_STACK_DEPTH): a snapshot of
+		// a writable root whose layers are themselves on an overlay (a
+		// container's root) would be a third. Copy the contents into
+		// the volume's tmpfs instead, as vagga's snapshots do.
+		slog.Debug("snapshot: overlay refused, copying", "volume", v.Path, "err", mountErr)
+		if err := layer.Flatten(context.Background(), []string{src}, spec.Target); err != nil {
+			if errors.Is(err, unix.ENOSPC) {
+				return fmt.Errorf("copy %s: %w (the contents do not fit in size=%d; give a larger size)", v.Path, err, v.Size)
+			}
+			return fmt.Errorf("copy %s, as overlay refused it (%v): %w", v.Path, mountErr, err)
+		}
 	}
 	if err := os.Lchown(spec.Target, uid, gid); err != nil {
 		return fmt.Errorf("owner %d:%d: %w", uid, gid, err)
@@ -507,6 +521,12 @@ func (c *container) runCommand() (unix.WaitStatus, error) {
 			return ws, nil
 		}
 	}
+}
+
+// onOverlay reports whether path is on an overlay mount.
+func onOverlay(path string) bool {
+	var sfs unix.Statfs_t
+	return unix.Statfs(path, &sfs) == nil && sfs.Type == unix.OVERLAYFS_SUPER_MAGIC
 }
 
 // mappedOr returns id when the id map file (/proc/self/uid_map or
