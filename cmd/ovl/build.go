@@ -50,8 +50,12 @@ the content of the project files it reads. A step whose layer is in
 .vagga/.layers is not run again; so an unchanged container builds in
 milliseconds, and after an edit only the edited step and those after it run.
 Command steps run in the container (project bound at /work) on the layers
-below them, mounted with the backend 'ovl check' reports (or --backend);
-file steps write their layer directly.
+below them, mounted with the backend 'ovl check' reports for builds (or
+--backend); file steps write their layer directly. The backend is probed in
+the project's .vagga, where the layers are: with the project on a filesystem
+kernel overlay refuses uppers on (a container's overlay root), builds use
+FUSE (with /dev/fuse) or copy, and 'ovl check' in the project says so and
+what would be faster.
 
 With --cache-each-step (the default) each step's changes are a sealed layer
 of their own: a failed build continues from the failed step, and ovl prints
