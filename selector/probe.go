@@ -52,7 +52,8 @@ func Probe(ctx context.Context, layerDir string) (*Report, error) {
 // mountProbes runs the probes that mount: in place for a caller holding
 // CAP_SYS_ADMIN, and in a new user namespace, as an ordinary user's are,
 // for a caller without it (root in a default container is one) or whose
-// own kernel overlay mounts failed. Capability, not uid, decides.
+// own kernel overlay mounts failed, unless the layer dir's filesystem
+// refused them. Capability, not uid, decides.
 func mountProbes(ctx context.Context, dir string) []Result {
 	if !userns.CanMount() {
 		return probeInUserns(ctx, dir)
@@ -62,6 +63,11 @@ func mountProbes(ctx context.Context, dir string) []Result {
 		if p.Name == ProbeNative && p.OK {
 			return in
 		}
+	}
+	if fs, _, err := layerFS(dir); err == nil && !upperCapable(fs) {
+		// Refused for the layer dir's filesystem: a user namespace
+		// cannot help, another directory can (place.go).
+		return in
 	}
 	return append(in, probeInUserns(ctx, dir)...)
 }
