@@ -244,20 +244,7 @@ func chrootExec(ctx context.Context, cfg Config, root string) (Result, error) {
 	var rep []byte
 	repDone := make(chan struct{})
 	go func() { rep, _ = io.ReadAll(repR); close(repDone) }()
-	waitDone := make(chan error, 1)
-	go func() { waitDone <- cmd.Wait() }()
-	var waitErr error
-wait:
-	for {
-		select {
-		case s := <-sigs:
-			cmd.Process.Signal(s)
-		case <-ctx.Done():
-			cmd.Process.Kill()
-		case waitErr = <-waitDone:
-			break wait
-		}
-	}
+	waitErr := waitForwarding(ctx, cmd, sigs)
 	<-repDone
 	if ctx.Err() != nil {
 		return res, fmt.Errorf("run %v: %w", cfg.Args, ctx.Err())

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -194,20 +195,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{ExitCode: 125}, startErr
 	}
 
-	waitDone := make(chan error, 1)
-	go func() { waitDone <- cmd.Wait() }()
-	var waitErr error
-wait:
-	for {
-		select {
-		case s := <-sigs:
-			cmd.Process.Signal(s)
-		case <-ctx.Done():
-			cmd.Process.Kill()
-		case waitErr = <-waitDone:
-			break wait
-		}
-	}
+	waitErr := waitForwarding(ctx, cmd, sigs)
 	<-repDone
 	if ctx.Err() != nil {
 		return Result{ExitCode: 125, Backend: res.Backend}, fmt.Errorf("run %v: %w", cfg.Args, ctx.Err())
@@ -217,6 +205,25 @@ wait:
 		printNote(cfg.Stderr, foreignRootNote(cfg, ids))
 	}
 	return res, err
+}
+
+// waitForwarding waits for cmd, passing on the signals that arrive on
+// sigs and killing it when ctx is done, and returns what Wait returned.
+func waitForwarding(ctx context.Context, cmd *exec.Cmd, sigs <-chan os.Signal) error {
+	waitDone := make(chan error, 1)
+	go func() { waitDone <- cmd.Wait() }()
+	done := ctx.Done()
+	for {
+		select {
+		case s := <-sigs:
+			cmd.Process.Signal(s)
+		case <-done:
+			cmd.Process.Kill()
+			done = nil
+		case err := <-waitDone:
+			return err
+		}
+	}
 }
 
 // decodeReport turns the reports of init and the exec stage into Run's
