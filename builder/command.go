@@ -52,9 +52,9 @@ func (b *Builder) CommandRun(ctx context.Context, name string, extra []string, c
 		cfg.Workdir = path.Join("/work", cmd.WorkDir)
 	}
 	cfg.Args = append(append([]string(nil), cmd.Run...), extra...)
-	if len(cmd.Run) == 3 && cmd.Run[0] == "/bin/sh" && cmd.Run[1] == "-c" && len(extra) > 0 {
-		// sh -c SCRIPT NAME ARGS...: the arguments are $1..., as vagga.
-		cfg.Args = append([]string{"/bin/sh", "-c", cmd.Run[2], name}, extra...)
+	if cmd.IsShell() {
+		// sh -c SCRIPT -- ARGS...: the arguments are $1..., as vagga.
+		cfg.Args = append([]string{"/bin/sh", "-c", cmd.Script, "--"}, extra...)
 	}
 	vols := map[string]vagga.Volume{}
 	var order []string

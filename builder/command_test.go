@@ -52,8 +52,8 @@ commands:
 		Args: []string{"ls", "-l", "/etc"}, Name: "c", TransientDir: filepath.Join(dir, ".vagga", ".transient"),
 		Volumes: []runner.Volume{
 			{Path: "/etc", Kind: runner.Snapshot, Size: 1 << 20, UID: 1, GID: 2},
-			{Path: "/tmp", Kind: runner.Bind, HostDir: filepath.Join(dir, "data"), ReadOnly: true, UID: -1, GID: -1},
 			{Path: "/snap", Kind: runner.Snapshot, From: src.Root, UID: -1, GID: -1},
+			{Path: "/tmp", Kind: runner.Bind, HostDir: filepath.Join(dir, "data"), ReadOnly: true, UID: -1, GID: -1},
 		},
 	}
 	if !reflect.DeepEqual(rc, want) {
@@ -63,7 +63,7 @@ commands:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !rc.Writable || rc.Workdir != "/work/sub" || !reflect.DeepEqual(rc.Args, []string{"/bin/sh", "-c", `echo "$@"`, "script", "a", "b"}) {
+	if !rc.Writable || rc.Workdir != "/work/sub" || !reflect.DeepEqual(rc.Args, []string{"/bin/sh", "-c", `echo "$@"`, "--", "a", "b"}) {
 		t.Errorf("script: writable %v, workdir %s, args %q", rc.Writable, rc.Workdir, rc.Args)
 	}
 	if _, err := b.CommandRun(context.Background(), "nope", nil, ""); err == nil || !strings.Contains(err.Error(), "it has: list, script") {

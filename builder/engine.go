@@ -64,6 +64,7 @@ type Result struct {
 	UIDs, GIDs []idmap.Range
 
 	keys    []string // the stack's layer keys, bottom first, unsquashed
+	lastKey string   // the key of the last step (Key is the finish's)
 	planned []string // stackOf: the keys of the container's own steps
 	force   bool     // rebuild this container's steps even if cached
 	parent  *Result  // the container of a !Container step, built first
@@ -115,8 +116,8 @@ type step struct {
 // plan computes the keys of every step of c on top of parent. It reads
 // the project files steps depend on, and nothing else; an error here
 // means nothing was built.
-func (b *Builder) plan(c *vagga.Container, parent *Result) ([]step, error) {
-	prev := ""
+func (b *Builder) plan(c *vagga.Container, parent *Result, source func(name string) (*Result, error)) ([]step, error) {
+	prev := baseKey
 	if parent != nil {
 		prev = parent.Key
 	}
@@ -127,6 +128,9 @@ func (b *Builder) plan(c *vagga.Container, parent *Result) ([]step, error) {
 			key = containerStepKey(prev)
 		} else {
 			k, err := stepKey(prev, s, b.hashes)
+			if err == nil {
+				k, err = buildStepKey(k, s, source)
+			}
 			if err != nil {
 				var se *StepError
 				if errors.As(err, &se) {
@@ -142,9 +146,30 @@ func (b *Builder) plan(c *vagga.Container, parent *Result) ([]step, error) {
 	return steps, nil
 }
 
+// buildStepKey adds to the key k of a !Build step the key of the
+// container it takes files from, which source returns (built, as vagga
+// builds it first: the step is versioned by that container's version).
+func buildStepKey(k string, s vagga.Step, source func(name string) (*Result, error)) (string, error) {
+	bs, ok := s.(*vagga.BuildStep)
+	if !ok {
+		return k, nil
+	}
+	src, err := source(bs.Container)
+	if err != nil {
+		return "", err
+	}
+	if src.Root != "" {
+		bs.HostRoot = src.Root
+	}
+	return hashStrings(k, "build-from", src.Key), nil
+}
+
 // Build builds container name (and the container it is built on), reusing
 // every step whose layer exists, and writes its plain root.
 func (b *Builder) Build(ctx context.Context, name string) (*Result, error) {
+	if err := b.cfg.Check(name); err != nil {
+		return nil, err
+	}
 	return b.build(ctx, name, nil, b.opts.Force)
 }
 
@@ -166,7 +191,7 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, f
 			return nil, err
 		}
 	}
-	steps, err := b.plan(c, parent)
+	steps, err := b.plan(c, parent, func(name string) (*Result, error) { return b.build(ctx, name, nil, false) })
 	if err != nil {
 		return nil, err
 	}
@@ -184,16 +209,18 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, f
 	}
 
 	r := &Result{Container: name, force: force, parent: parent, UIDs: c.UIDs, GIDs: c.GIDs}
+	lastKey := baseKey
 	if parent != nil {
 		r.keys = append(r.keys, parent.keys...)
 		r.env = append(r.env, parent.env...)
+		lastKey = parent.Key
+	} else if err := b.internalLayer(ctx, baseKey, r, stepMsg{Base: true}, fullOwners()); err != nil {
+		return nil, fmt.Errorf("container %q: the base directories: %w", name, err)
 	}
-	r.Key = containerStepKey("")
 	if len(steps) > 0 {
-		r.Key = steps[len(steps)-1].key
-	} else if parent != nil {
-		r.Key = parent.Key
+		lastKey = steps[len(steps)-1].key
 	}
+	r.Key, r.lastKey = lastKey, lastKey
 	if shell != nil {
 		return nil, b.shell(ctx, c, steps, r, shell)
 	}
@@ -204,6 +231,16 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, f
 	}
 	if err != nil {
 		return nil, err
+	}
+	finish := finishOf(b.cfg, c)
+	r.Key = finishKey(lastKey, finish)
+	o, err := ownersOf(c)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.internalLayer(ctx, r.Key, r, stepMsg{Finish: &finish}, o); err != nil {
+		return nil, &StepError{Container: name, Pos: c.Pos, Step: "the end of the build (vagga's !Remove, !EmptyDir, !EnsureDir, data-dirs)",
+			Err: fmt.Errorf("%w: %w", ErrStepFailed, err), Hint: "fix the steps in " + b.cfg.File + ", then build again"}
 	}
 	if r.Layers, err = b.fit(ctx, name, r.keys); err != nil {
 		return nil, err
@@ -273,6 +310,43 @@ func (b *Builder) buildSteps(ctx context.Context, c *vagga.Container, steps []st
 	return nil
 }
 
+// internalLayer makes sure the layer key, which msg writes (the base or
+// a finish), exists over r's stack, and puts it on the stack unless it
+// is empty. It is rebuilt when r is forced.
+func (b *Builder) internalLayer(ctx context.Context, key string, r *Result, msg stepMsg, o owners) error {
+	if !b.store.Has(key) || (r.force && msg.Finish != nil) {
+		p, err := b.newLayer(key, r.keys)
+		if err != nil {
+			return err
+		}
+		lowers := make([]string, len(r.keys))
+		for i, k := range r.keys {
+			lowers[len(r.keys)-1-i] = b.store.Layer(k)
+		}
+		if _, err := work(ctx, job{FileStep: &fileStepJob{Upper: p.Path(), Lowers: lowers, Project: b.cfg.Dir, Owners: o, Step: msg}}, nil); err != nil {
+			p.Discard()
+			return err
+		}
+		if b.store.Has(key) {
+			if err := removeTree(filepath.Dir(b.store.Layer(key))); err != nil {
+				p.Discard()
+				return err
+			}
+		}
+		if err := p.Commit(); err != nil {
+			return err
+		}
+	}
+	empty, err := b.emptyOver(key, r.keys)
+	if err != nil {
+		return err
+	}
+	if !empty {
+		r.keys = append(r.keys, key)
+	}
+	return nil
+}
+
 // newLayer starts the layer key over the stack below (bottom first). Its
 // root takes the metadata of the top layer's root: the merged root shows
 // the top layer's mode and owner, so a step that does not change them
@@ -325,7 +399,7 @@ func (b *Builder) buildShared(ctx context.Context, c *vagga.Container, steps []s
 	if len(own) == 0 {
 		return nil
 	}
-	key := sharedKey(r.Key)
+	key := sharedKey(r.lastKey)
 	if b.store.Has(key) && !r.force {
 		for _, s := range steps {
 			if env, ok := s.step.(*vagga.EnvStep); ok {

@@ -67,7 +67,14 @@ func (j *job) run(ctx context.Context, progress progressFunc) (jobResult, error)
 	case j.FileStep != nil:
 		fs := j.FileStep
 		w := newWriter(fs.Upper, fs.Lowers, fs.Owners)
-		err = applyFileStep(w, fs.Project, fs.Step.step(), progress)
+		switch {
+		case fs.Step.Base:
+			err = applyBase(w)
+		case fs.Step.Finish != nil:
+			err = applyFinish(w, *fs.Step.Finish)
+		default:
+			err = applyFileStep(w, fs.Project, fs.Step.step(), progress)
+		}
 	case j.CopyMeta != nil:
 		err = layer.CopyMetadata(j.CopyMeta.Src, j.CopyMeta.Dst)
 	case j.Remove != "":
@@ -139,7 +146,15 @@ type stepMsg struct {
 	EnsureDir *vagga.EnsureDirStep `json:",omitempty"`
 	EmptyDir  *vagga.EmptyDirStep  `json:",omitempty"`
 	Tar       *vagga.TarStep       `json:",omitempty"`
-	HostPath  string               `json:",omitempty"` // Copy's HostSource, Tar's HostFile
+	CacheDirs *vagga.CacheDirsStep `json:",omitempty"`
+	Build     *vagga.BuildStep     `json:",omitempty"`
+	// HostPath is Copy's HostSource, Tar's HostFile, or the root of
+	// Build's container.
+	HostPath string `json:",omitempty"`
+	// Base and Finish are the layers under and over a container's steps
+	// (finish.go); they are not steps of vagga.yaml.
+	Base   bool        `json:",omitempty"`
+	Finish *finishSpec `json:",omitempty"`
 }
 
 // newStepMsg wraps the file step s; ok is false for a step that changes
@@ -158,6 +173,10 @@ func newStepMsg(s vagga.Step) (m stepMsg, ok bool) {
 		m.EmptyDir = s
 	case *vagga.TarStep:
 		m.Tar, m.HostPath = s, s.HostFile
+	case *vagga.CacheDirsStep:
+		m.CacheDirs = s
+	case *vagga.BuildStep:
+		m.Build, m.HostPath = s, s.HostRoot
 	default:
 		return m, false
 	}
@@ -181,6 +200,11 @@ func (m stepMsg) step() vagga.Step {
 	case m.Tar != nil:
 		m.Tar.HostFile = m.HostPath
 		return m.Tar
+	case m.CacheDirs != nil:
+		return m.CacheDirs
+	case m.Build != nil:
+		m.Build.HostRoot = m.HostPath
+		return m.Build
 	}
 	return nil
 }
