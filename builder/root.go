@@ -15,6 +15,12 @@ import (
 // .vagga/.roots: NAME.HASH8, as vagga names its roots.
 func rootName(container, key string) string { return container + "." + key[:8] }
 
+// Root is where the flattened root of container's build with key is:
+// .vagga/.roots/NAME.HASH8/root.
+func (s *Store) Root(container, key string) string {
+	return filepath.Join(s.rootsDir(), rootName(container, key), "root")
+}
+
 // writeRoot makes sure the plain root of r exists, flattened from its
 // layers (or, for a child container, cloned from its parent's root with
 // only its own layers flattened on top: cloneRoot), and points
@@ -27,6 +33,12 @@ func (b *Builder) writeRoot(ctx context.Context, r *Result) (string, error) {
 	root := filepath.Join(final, "root")
 	if err := privateDir(roots); err != nil {
 		return "", err
+	}
+	if r.force && r.Ran > 0 && dirExists(root) {
+		// The steps ran again (--force): the root is made again from them.
+		if err := removeTree(final); err != nil {
+			return "", fmt.Errorf("remove the old root of %s: %w", r.Container, err)
+		}
 	}
 	if _, err := os.Lstat(root); errors.Is(err, fs.ErrNotExist) {
 		start := time.Now()

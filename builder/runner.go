@@ -18,7 +18,7 @@ func RunnerFunc(b backend.Backend, projectDir string) RunFunc {
 			Env: x.Env, Workdir: x.Workdir, BindWork: x.BindWork, Args: x.Args,
 			Backend: b, Stdin: x.Stdin, Stdout: x.Stdout, Stderr: x.Stderr,
 			Name: "build", TransientDir: filepath.Join(projectDir, ".vagga", ".transient"),
-			UIDs: x.UIDs, GIDs: x.GIDs,
+			UIDs: x.UIDs, GIDs: x.GIDs, Volumes: x.Volumes, User: x.User, HostFiles: x.HostFiles, KeepTmp: x.KeepTmp,
 		})
 		if err != nil {
 			return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"os"
 
 	"github.com/ovl-dev/ovl/internal/idmap"
 	"github.com/ovl-dev/ovl/layer"
@@ -23,6 +24,7 @@ type job struct {
 	Remove   string       `json:",omitempty"` // the tree to remove
 	Usage    string       `json:",omitempty"` // the tree to measure (diskUsage)
 	Empty    string       `json:",omitempty"` // the directory to look into (dirEmpty)
+	Mkdir    *mkdirJob    `json:",omitempty"`
 	// Progress asks for the progress of long copies.
 	Progress bool `json:",omitempty"`
 }
@@ -39,6 +41,25 @@ type flattenJob struct {
 	What   string
 	Lowers []string
 	Dst    string
+}
+
+// mkdirJob makes the directory Path (0755), owned by UID:GID of a
+// container (a persistent volume).
+type mkdirJob struct {
+	Path     string
+	UID, GID int
+	Owners   owners
+}
+
+func (j *mkdirJob) run() error {
+	if err := os.Mkdir(j.Path, 0o755); err != nil {
+		return err
+	}
+	u, g, keep, err := j.Owners.chownIDs(j.UID, j.GID)
+	if err != nil || !keep {
+		return err
+	}
+	return os.Lchown(j.Path, u, g)
 }
 
 // cloneJob names a source and a destination tree.
@@ -83,6 +104,8 @@ func (j *job) run(ctx context.Context, progress progressFunc) (jobResult, error)
 		res.Bytes = diskUsage(j.Usage)
 	case j.Empty != "":
 		res.Empty, err = dirEmpty(j.Empty)
+	case j.Mkdir != nil:
+		err = j.Mkdir.run()
 	default:
 		err = errors.New("empty job")
 	}

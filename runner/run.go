@@ -35,7 +35,11 @@ type plan struct {
 	Dir         string // the run's transient directory
 	// Remap: the caller mapped a subuid range with newuidmap; init must
 	// exec itself again to gain root's capabilities in the namespace.
-	Remap bool
+	Remap       bool
+	KeepTmp     bool       `json:",omitempty"`
+	User        *User      `json:",omitempty"`
+	HostFiles   []HostFile `json:",omitempty"`
+	EnvironFile string     `json:",omitempty"`
 }
 
 // report is what init and the exec stage tell Run, one JSON object each,
@@ -101,6 +105,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	p := plan{
 		Layers: cfg.Layers, Writable: cfg.Writable, KeepChanges: cfg.KeepChanges, Volumes: cfg.Volumes,
 		Env: cfg.Env, Workdir: cfg.Workdir, BindWork: cfg.BindWork, Args: cfg.Args, Backend: cfg.Backend.Name(),
+		User: cfg.User, HostFiles: cfg.HostFiles, EnvironFile: cfg.EnvironFile, KeepTmp: cfg.KeepTmp,
 	}
 	ids, err := containerIDs(cfg.UIDs, cfg.GIDs)
 	if err != nil {
@@ -187,6 +192,8 @@ wait:
 	for {
 		select {
 		case s := <-sigs:
+			cmd.Process.Signal(s)
+		case s := <-cfg.Signals:
 			cmd.Process.Signal(s)
 		case <-ctx.Done():
 			cmd.Process.Kill()
