@@ -10,8 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/runner"
+	"github.com/ovl-dev/ovl/selector"
 	"github.com/ovl-dev/ovl/vagga"
 )
 
@@ -307,11 +307,11 @@ func mergeEnv(base, over []vagga.EnvVar) []string {
 // from dir (rather than a path: an argument with a slash, or an existing
 // directory, is a path), and if so returns the builder of that config
 // with opts. `ovl run CONTAINER` uses it. No vagga.yaml means false,
-// with no error. pick, when not nil, chooses the backend once the
-// project is known (its .vagga holds the layers the selector probes next
-// to). With a backend and opts.Run nil, command steps run with the
-// runner on it.
-func Resolve(dir, arg string, opts Options, pick func(*vagga.Config) (backend.Backend, error)) (*Builder, bool, error) {
+// with no error. pick, when not nil, asks the selector once the project
+// is known (its .vagga holds the layers the selector probes next to).
+// With a decision and opts.Run nil, command steps run with the runner as
+// it decided.
+func Resolve(dir, arg string, opts Options, pick func(*vagga.Config) (selector.Decision, error)) (*Builder, bool, error) {
 	if arg == "" || strings.Contains(arg, "/") || dirExists(filepath.Join(dir, arg)) {
 		return nil, false, nil
 	}
@@ -327,14 +327,14 @@ func Resolve(dir, arg string, opts Options, pick func(*vagga.Config) (backend.Ba
 		return nil, false, nil
 	}
 	if pick != nil {
-		b, err := pick(cfg)
+		d, err := pick(cfg)
 		if err != nil {
 			return nil, true, err
 		}
-		opts.Backend = b
+		opts.Decision = d
 	}
-	if opts.Run == nil && opts.Backend != nil {
-		opts.Run = RunnerFunc(opts.Backend, cfg.Dir)
+	if opts.Run == nil && opts.Decision.Backend != "" {
+		opts.Run = RunnerFunc(opts.Decision, cfg.Dir)
 	}
 	return New(cfg, opts), true, nil
 }

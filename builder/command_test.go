@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/runner"
 	"github.com/ovl-dev/ovl/vagga"
 )
@@ -39,7 +40,7 @@ commands:
     work-dir: sub
 `
 	dir := project(t, yaml, map[string]string{"data/x": "x"})
-	busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+	testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 	b := New(load(t, dir), Options{})
 	rc, err := b.CommandRun(context.Background(), "list", []string{"/etc"}, filepath.Join(dir, "data"))
 	if err != nil {
@@ -76,7 +77,7 @@ commands:
 
 func TestResolve(t *testing.T) {
 	dir := project(t, "containers:\n  c:\n    setup: [!Tar {url: ./base.tar.gz}]\n", nil)
-	busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+	testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 	os.Mkdir(filepath.Join(dir, "sub"), 0o755)
 	for _, tc := range []struct {
 		from, arg string
@@ -100,11 +101,12 @@ func TestResolve(t *testing.T) {
 // and runs each of its commands, on every backend, as root and as uid
 // 65534: what `make demo` shows.
 func TestExampleProject(t *testing.T) {
+	t.Parallel() // beside the package's other long tests
 	testAsRootAndNobody(t, func(t *testing.T) {
-		for _, be := range backends() {
-			t.Run(be.Name(), func(t *testing.T) {
+		for _, be := range backends(t) {
+			t.Run(be.Backend, func(t *testing.T) {
 				dir := testutilCopyExamples(t)
-				busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+				testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 				var out bytes.Buffer
 				cfg, err := vagga.Load(filepath.Join(dir, "vagga.yaml"))
 				if err != nil {
@@ -118,7 +120,7 @@ func TestExampleProject(t *testing.T) {
 						t.Fatalf("%s: %v\n%s", name, err, out.String())
 					}
 					var stdout, stderr bytes.Buffer
-					rc.Backend, rc.Stdout, rc.Stderr = be, &stdout, &stderr
+					rc.Decision, rc.Stdout, rc.Stderr = be, &stdout, &stderr
 					res, err := runner.Run(context.Background(), rc)
 					if err != nil || res.ExitCode != 0 {
 						t.Fatalf("%s: %v, exit %d\n%s", name, err, res.ExitCode, stderr.String())

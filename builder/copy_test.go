@@ -11,7 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ovl-dev/ovl/native"
+	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/vagga"
 )
 
@@ -64,7 +65,7 @@ containers:
 			"src/.git/config": "git", "src/x.orig": "o", "src/#tmp#": "#", "src/.vagga/x": "v",
 			"src/keep.bak": "bak", "src/run.sh": "#!/bin/sh\n",
 		})
-		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 		if err := os.Chmod(filepath.Join(dir, "src/run.sh"), 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -75,7 +76,7 @@ containers:
 			t.Fatal(err)
 		}
 		var out bytes.Buffer
-		r, _, err := buildOnce(t, dir, "c", runOpts(native.New(), dir, &out))
+		r, _, err := buildOnce(t, dir, "c", runOpts(decision(t, backend.Native), dir, &out))
 		if err != nil {
 			t.Fatalf("build: %v\n%s", err, out.String())
 		}

@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/idmap"
+	"github.com/ovl-dev/ovl/selector"
 	"github.com/ovl-dev/ovl/vagga"
 )
 
@@ -28,9 +28,9 @@ type Options struct {
 	// Force rebuilds the steps of the containers Build is called for,
 	// even if their layers exist (not their parents').
 	Force bool
-	// Backend is what command steps will be mounted with; its MaxLayers
-	// decides when old layers are squashed. nil means no limit.
-	Backend backend.Backend
+	// Decision is the selector's choice command steps are mounted with;
+	// its MaxLayers decides when old layers are squashed (0: no limit).
+	Decision selector.Decision
 	// Run runs command steps; nil fails them.
 	Run RunFunc
 	// Events receives progress; nil ignores it.
@@ -265,47 +265,84 @@ func (b *Builder) buildEachStep(ctx context.Context, c *vagga.Container, steps [
 // buildSteps builds steps, the first of the total steps of c.
 func (b *Builder) buildSteps(ctx context.Context, c *vagga.Container, steps []step, total int, r *Result) error {
 	for _, s := range steps {
-		if env, ok := s.step.(*vagga.EnvStep); ok {
-			r.env = append(r.env, env.Vars...)
-		}
-		ev := Event{Container: c.Name, Index: s.index, Total: total, Step: s.step.Summary(), Pos: s.step.Position(), Key: s.key}
+		r.addEnv(s.step)
 		if b.store.Has(s.key) && !r.force {
-			ev.Status = StatusCached
-			b.event(ev)
+			b.event(stepEvent(c, s, total, s.key, StatusCached))
 		} else {
-			start := time.Now()
-			ev.Status = StatusRunning
-			b.event(ev)
 			p, err := b.newLayer(s.key, r.keys)
 			if err != nil {
 				return err
 			}
-			if err := b.runStep(ctx, c, s, r, p.Path()); err != nil {
-				p.Discard()
-				ev.Status, ev.Seconds = StatusFailed, time.Since(start).Seconds()
-				b.event(ev)
-				return b.stepError(c, s, total, err)
-			}
-			if r.force && b.store.Has(s.key) {
-				if err := removeTree(filepath.Dir(b.store.Layer(s.key))); err != nil {
-					p.Discard()
-					return err
-				}
-			}
-			if err := p.Commit(); err != nil {
+			if err := b.runInto(ctx, c, s, total, s.key, r, p, func() error { return b.seal(s.key, r, p) }); err != nil {
 				return err
 			}
-			r.Ran++
-			ev.Status, ev.Seconds = StatusDone, time.Since(start).Seconds()
-			b.event(ev)
 		}
-		empty, err := b.emptyOver(s.key, r.keys)
-		if err != nil {
+		if err := b.stack(s.key, r); err != nil {
 			return err
 		}
-		if !empty {
-			r.keys = append(r.keys, s.key)
+	}
+	return nil
+}
+
+// stepEvent is the event of step s (of total) of c, whose changes go to
+// layer key, with status st.
+func stepEvent(c *vagga.Container, s step, total int, key string, st Status) Event {
+	return Event{Container: c.Name, Index: s.index, Total: total, Step: s.step.Summary(), Pos: s.step.Position(), Key: key, Status: st}
+}
+
+// addEnv takes the variables of an !Env step into the build environment.
+func (r *Result) addEnv(s vagga.Step) {
+	if env, ok := s.(*vagga.EnvStep); ok {
+		r.env = append(r.env, env.Vars...)
+	}
+}
+
+// runInto runs step s (of total) of c into the pending layer p (key
+// key), reporting it running, then failed or done: done once then,
+// when not nil, has succeeded (the step's own layer sealed). A failure
+// discards p and returns the StepError.
+func (b *Builder) runInto(ctx context.Context, c *vagga.Container, s step, total int, key string, r *Result, p *pending, then func() error) error {
+	start := time.Now()
+	ev := stepEvent(c, s, total, key, StatusRunning)
+	b.event(ev)
+	if err := b.runStep(ctx, c, s, r, p.Path()); err != nil {
+		p.Discard()
+		ev.Status, ev.Seconds = StatusFailed, time.Since(start).Seconds()
+		b.event(ev)
+		return b.stepError(c, s, total, err)
+	}
+	if then != nil {
+		if err := then(); err != nil {
+			return err
 		}
+	}
+	r.Ran++
+	ev.Status, ev.Seconds = StatusDone, time.Since(start).Seconds()
+	b.event(ev)
+	return nil
+}
+
+// seal commits p as the layer key, in place of the layer a forced
+// rebuild made again.
+func (b *Builder) seal(key string, r *Result, p *pending) error {
+	if r.force && b.store.Has(key) {
+		if err := removeTree(filepath.Dir(b.store.Layer(key))); err != nil {
+			p.Discard()
+			return err
+		}
+	}
+	return p.Commit()
+}
+
+// stack puts the layer key on r's stack, unless it changes nothing over
+// it (see emptyOver).
+func (b *Builder) stack(key string, r *Result) error {
+	empty, err := b.emptyOver(key, r.keys)
+	if err != nil {
+		return err
+	}
+	if !empty {
+		r.keys = append(r.keys, key)
 	}
 	return nil
 }
@@ -402,10 +439,8 @@ func (b *Builder) buildShared(ctx context.Context, c *vagga.Container, steps []s
 	key := sharedKey(r.lastKey)
 	if b.store.Has(key) && !r.force {
 		for _, s := range steps {
-			if env, ok := s.step.(*vagga.EnvStep); ok {
-				r.env = append(r.env, env.Vars...)
-			}
-			b.event(Event{Container: c.Name, Index: s.index, Total: len(steps), Step: s.step.Summary(), Pos: s.step.Position(), Status: StatusCached, Key: key})
+			r.addEnv(s.step)
+			b.event(stepEvent(c, s, len(steps), key, StatusCached))
 		}
 	} else {
 		p, err := b.newLayer(key, r.keys)
@@ -413,38 +448,14 @@ func (b *Builder) buildShared(ctx context.Context, c *vagga.Container, steps []s
 			return err
 		}
 		for _, s := range steps {
-			if env, ok := s.step.(*vagga.EnvStep); ok {
-				r.env = append(r.env, env.Vars...)
-			}
-			start := time.Now()
-			ev := Event{Container: c.Name, Index: s.index, Total: len(steps), Step: s.step.Summary(), Pos: s.step.Position(), Status: StatusRunning, Key: key}
-			b.event(ev)
-			if err := b.runStep(ctx, c, s, r, p.Path()); err != nil {
-				p.Discard()
-				ev.Status, ev.Seconds = StatusFailed, time.Since(start).Seconds()
-				b.event(ev)
-				return b.stepError(c, s, len(steps), err)
-			}
-			r.Ran++
-			ev.Status, ev.Seconds = StatusDone, time.Since(start).Seconds()
-			b.event(ev)
-		}
-		if r.force && b.store.Has(key) {
-			if err := removeTree(filepath.Dir(b.store.Layer(key))); err != nil {
-				p.Discard()
+			r.addEnv(s.step)
+			if err := b.runInto(ctx, c, s, len(steps), key, r, p, nil); err != nil {
 				return err
 			}
 		}
-		if err := p.Commit(); err != nil {
+		if err := b.seal(key, r, p); err != nil {
 			return err
 		}
 	}
-	empty, err := b.emptyOver(key, r.keys)
-	if err != nil {
-		return err
-	}
-	if !empty {
-		r.keys = append(r.keys, key)
-	}
-	return nil
+	return b.stack(key, r)
 }

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 // The kernel's overlayfs is the oracle for the layers file steps write:
@@ -115,8 +116,8 @@ func TestSquashKeepsTheTree(t *testing.T) {
 			}
 		}
 		dir := project(t, b.String(), nil)
-		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
-		limited, rec := mustBuild(t, dir, "c", Options{Backend: stubBackend{max: 8}})
+		testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		limited, rec := mustBuild(t, dir, "c", Options{Decision: selector.Decision{MaxLayers: 8}})
 		if len(limited.Layers) > 8 {
 			t.Errorf("stack of %d layers for a backend of 8", len(limited.Layers))
 		}
@@ -130,7 +131,7 @@ func TestSquashKeepsTheTree(t *testing.T) {
 			t.Error("no squash event")
 		}
 		other := project(t, b.String(), nil)
-		busyboxTar(t, filepath.Join(other, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(other, "base.tar.gz"))
 		full, _ := mustBuild(t, other, "c", Options{})
 		if len(full.Layers) <= 8 {
 			t.Fatalf("unlimited build has %d layers", len(full.Layers))
@@ -139,7 +140,7 @@ func TestSquashKeepsTheTree(t *testing.T) {
 			t.Errorf("squashed root differs:\n%s\nvs\n%s", a, b)
 		}
 		// A rebuild finds the same squash layers.
-		again, rec := mustBuild(t, dir, "c", Options{Backend: stubBackend{max: 8}})
+		again, rec := mustBuild(t, dir, "c", Options{Decision: selector.Decision{MaxLayers: 8}})
 		for _, e := range rec.events {
 			if e.Status == StatusSquash {
 				t.Errorf("rebuild squashed again: %v", e)
@@ -163,7 +164,7 @@ func TestChildStacksOnParent(t *testing.T) {
 		}
 		files["big/one"] = "1"
 		dir := project(t, yaml, files)
-		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 		child, rec := mustBuild(t, dir, "child", Options{})
 		parent, _ := mustBuild(t, dir, "parent", Options{})
 		if n := len(parent.Layers); !reflect.DeepEqual(child.Layers[len(child.Layers)-n:], parent.Layers) {

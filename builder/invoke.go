@@ -394,7 +394,7 @@ func (b *Builder) runOne(ctx context.Context, cmd *vagga.Command, p parsedArgs, 
 	if err != nil {
 		return 1, err
 	}
-	rc.Backend = b.opts.Backend
+	rc.Decision = b.opts.Decision
 	rc.Stdin, rc.Stdout, rc.Stderr = o.Stdin, o.Stdout, o.Stderr
 	stopBanner := b.banner(cmd, o.Stdout)
 	res, err := runner.Run(ctx, rc)

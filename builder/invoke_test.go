@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/testutil"
-	"github.com/ovl-dev/ovl/native"
 )
 
 // TestPrerequisiteOrder checks the order vagga's launcher runs
@@ -128,12 +128,12 @@ func commandTestBuilder(t *testing.T) (*Builder, string, *bytes.Buffer) {
 	t.Helper()
 	testutil.RequireRoot(t)
 	dir := project(t, commandProject, nil)
-	busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+	testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	var build bytes.Buffer
-	return New(load(t, dir), runOpts(native.New(), dir, &build)), dir, &build
+	return New(load(t, dir), runOpts(decision(t, backend.Native), dir, &build)), dir, &build
 }
 
 // runCmd runs command name with args; it returns stdout and the status.
@@ -303,9 +303,9 @@ containers:
     - !Build {container: pkg, source: /packages, temporary-mount: /mnt}
     - !Sh "cat /mnt/sub/p > /etc/mounted"
 `, nil)
-	busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+	testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 	var out bytes.Buffer
-	r, _, err := buildOnce(t, dir, "c", runOpts(native.New(), dir, &out))
+	r, _, err := buildOnce(t, dir, "c", runOpts(decision(t, backend.Native), dir, &out))
 	if err != nil {
 		t.Fatalf("build: %v\n%s", err, out.String())
 	}
@@ -323,7 +323,7 @@ containers:
 		t.Errorf("!Build copy: mode %o mtime %d, want the source's mode and mtime 1", st.Mode&0o777, st.Mtim.Sec)
 	}
 	// The cache survives a rebuild of the step.
-	r2, _, err := buildOnce(t, dir, "c", Options{Force: true, Backend: native.New(), Run: RunnerFunc(native.New(), dir), Output: &out})
+	r2, _, err := buildOnce(t, dir, "c", Options{Force: true, Decision: decision(t, backend.Native), Run: RunnerFunc(decision(t, backend.Native), dir), Output: &out})
 	if err != nil {
 		t.Fatalf("rebuild: %v\n%s", err, out.String())
 	}

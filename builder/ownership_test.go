@@ -10,9 +10,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/idmap"
 	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 // testAsRootAndMappedNobody runs f as root, and again as uid 65534 with
@@ -106,9 +106,9 @@ func TestStepOwnershipSurvives(t *testing.T) {
 			"drwx------ 100 101 /var/lib/pg",
 		}, "\n")
 		seen := map[string]string{}
-		eachBackend(t, func(t *testing.T, b backend.Backend) {
+		eachBackend(t, func(t *testing.T, b selector.Decision) {
 			dir := project(t, ownershipYAML, map[string]string{"src": "copied\n"})
-			busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+			testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 			var out bytes.Buffer
 			r, rec := buildOn(t, dir, "child", b, &out)
 			if d := rootDetail(rec, "child"); !strings.HasPrefix(d, "cloned pg's root") {
@@ -144,7 +144,7 @@ func TestStepOwnershipSurvives(t *testing.T) {
 				if got != want {
 					t.Errorf("%s inside the container:\n%s\nwant\n%s", cmd, got, want)
 				}
-				seen[b.Name()] = got
+				seen[b.Backend] = got
 			}
 			if got := lsFields(execCommand(t, dir, "child", b)); got != "-rw-r--r-- 102 103 /var/lib/pg/sub/child" {
 				t.Errorf("child inside the container: %q", got)
@@ -193,14 +193,14 @@ containers:
     - !Tar {url: ./base.tar.gz}
     - !Tar {url: ./owned.tar, path: /opt}
 `, map[string]string{"src": "x"})
-	busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+	testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 	writeTar(t, filepath.Join(dir, "owned.tar"), []tarEntry{{name: "f", kind: tar.TypeReg, body: "owned", uid: 100, gid: 101}})
-	for _, b := range backends() {
+	for _, b := range backends(t) {
 		var out bytes.Buffer
 		_, _, err := buildOnce(t, dir, "chown", runOpts(b, dir, &out))
 		if err == nil || !strings.Contains(err.Error(), `step 2/2 !Sh "mkdir -p /var/lib/pg && chown 100:101`) ||
 			!strings.Contains(err.Error(), "no range for nobody in /etc/subuid and /etc/subgid") {
-			t.Errorf("%s: chown to an unmapped id: %v\n%s", b.Name(), err, out.String())
+			t.Errorf("%s: chown to an unmapped id: %v\n%s", b.Backend, err, out.String())
 		}
 	}
 	for name, file := range map[string]string{"copy": "src", "tar": "opt/f"} {

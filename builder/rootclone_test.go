@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/layer"
-	"github.com/ovl-dev/ovl/native"
 )
 
 // cloneProject is a parent with a few files and a child that changes
@@ -71,9 +71,9 @@ func rootDetail(rec *recorder, container string) string {
 func TestChildRootClonesParentRoot(t *testing.T) {
 	testAsRootAndNobody(t, func(t *testing.T) {
 		dir := project(t, cloneProject, map[string]string{"dir/x": "x"})
-		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 		var out bytes.Buffer
-		opts := runOpts(native.New(), dir, &out)
+		opts := runOpts(decision(t, backend.Native), dir, &out)
 		parent, _ := mustBuild(t, dir, "parent", opts)
 		before := testutil.FullTreeListing(t, parent.Root)
 

@@ -40,7 +40,7 @@ func (b *Builder) supervise(ctx context.Context, cmd *vagga.Command, p parsedArg
 		if err != nil {
 			return 1, fmt.Errorf("command %q, process %q: %w", cmd.Name, n, err)
 		}
-		rc.Backend = b.opts.Backend
+		rc.Decision = b.opts.Decision
 		rc.Stdin, rc.Stdout, rc.Stderr = nil, stdout, stderr
 		rc.Name = cmd.Name + "." + n
 		sig := make(chan os.Signal, 2)

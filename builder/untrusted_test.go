@@ -15,6 +15,7 @@ import (
 	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/runner"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 // Builds of projects their user did not write (a clone of someone else's
@@ -55,11 +56,11 @@ func assertNotCopied(t *testing.T, projectDir, secret string) {
 // buildOn builds container name of the project in dir, its command steps
 // run on backend b with their output into out; it skips t when b is not
 // available here and fails it on any other error.
-func buildOn(t *testing.T, dir, name string, b backend.Backend, out *bytes.Buffer) (*Result, *recorder) {
+func buildOn(t *testing.T, dir, name string, b selector.Decision, out *bytes.Buffer) (*Result, *recorder) {
 	t.Helper()
 	r, rec, err := buildOnce(t, dir, name, runOpts(b, dir, out))
 	if errors.Is(err, backend.ErrUnavailable) {
-		t.Skipf("backend %s unavailable here: %v", b.Name(), err)
+		t.Skipf("backend %s unavailable here: %v", b.Backend, err)
 	}
 	if err != nil {
 		t.Fatalf("build %s: %v\n%s", name, err, out.String())
@@ -68,9 +69,9 @@ func buildOn(t *testing.T, dir, name string, b backend.Backend, out *bytes.Buffe
 }
 
 // eachBackend runs f as a subtest per backend.
-func eachBackend(t *testing.T, f func(t *testing.T, b backend.Backend)) {
-	for _, b := range backends() {
-		t.Run(b.Name(), func(t *testing.T) { f(t, b) })
+func eachBackend(t *testing.T, f func(t *testing.T, b selector.Decision)) {
+	for _, b := range backends(t) {
+		t.Run(b.Backend, func(t *testing.T) { f(t, b) })
 	}
 }
 
@@ -81,7 +82,7 @@ func eachBackend(t *testing.T, f func(t *testing.T, b backend.Backend)) {
 // the source, and copied as symlinks below it.
 func TestCopyStaysInProject(t *testing.T) {
 	testAsRootAndNobody(t, func(t *testing.T) {
-		eachBackend(t, func(t *testing.T, b backend.Backend) {
+		eachBackend(t, func(t *testing.T, b selector.Decision) {
 			outside, secret := outsideSecret(t)
 			yaml := fmt.Sprintf(`
 containers:
@@ -104,7 +105,7 @@ containers:
     - !Copy {source: /work/inside/real, path: /tree}
 `, outside)
 			dir := project(t, yaml, map[string]string{"inside/real/f": "in"})
-			busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+			testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 			for link, target := range map[string]string{"leakdir": outside, "inside/alias": "real", "inside/real/lnk": "f"} {
 				if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
 					t.Fatal(err)
@@ -182,7 +183,7 @@ func writeTar(t *testing.T, p string, entries []tarEntry) {
 // entry of the archive still works.
 func TestTarLinksStayInTheRoot(t *testing.T) {
 	testAsRootAndNobody(t, func(t *testing.T) {
-		eachBackend(t, func(t *testing.T, b backend.Backend) {
+		eachBackend(t, func(t *testing.T, b selector.Decision) {
 			outside, secret := outsideSecret(t)
 			dir := project(t, `
 containers:
@@ -196,7 +197,7 @@ containers:
     - !Tar {url: ./good.tar, path: /opt}
     - !Sh "cat /opt/hl > /opt/read-through-link"
 `, nil)
-			busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+			testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 			writeTar(t, filepath.Join(dir, "evil.tar"), []tarEntry{
 				{name: "esc", kind: tar.TypeSymlink, linkname: outside},
 				{name: "hl", kind: tar.TypeLink, linkname: "esc/secret"},
@@ -229,7 +230,7 @@ containers:
 
 // execCommand runs command name of the project in dir as `ovl exec`
 // does (CommandRun, then the runner on b) and returns its output.
-func execCommand(t *testing.T, dir, name string, b backend.Backend) string {
+func execCommand(t *testing.T, dir, name string, b selector.Decision) string {
 	t.Helper()
 	var out bytes.Buffer
 	eng := New(load(t, dir), runOpts(b, dir, &out))
@@ -237,7 +238,7 @@ func execCommand(t *testing.T, dir, name string, b backend.Backend) string {
 	if err != nil {
 		t.Fatalf("exec %s: %v\n%s", name, err, out.String())
 	}
-	rc.Backend, rc.Stdout, rc.Stderr = b, &out, &out
+	rc.Decision, rc.Stdout, rc.Stderr = b, &out, &out
 	res, err := runner.Run(context.Background(), rc)
 	if err != nil || res.ExitCode != 0 {
 		t.Fatalf("exec %s: exit %d, %v\n%s", name, res.ExitCode, err, out.String())
@@ -250,7 +251,7 @@ func execCommand(t *testing.T, dir, name string, b backend.Backend) string {
 // containers still run from them, read-only and writable.
 func TestStoreIsPrivate(t *testing.T) {
 	testAsRootAndNobody(t, func(t *testing.T) {
-		eachBackend(t, func(t *testing.T, b backend.Backend) {
+		eachBackend(t, func(t *testing.T, b selector.Decision) {
 			dir := project(t, `
 containers:
   c:
@@ -267,7 +268,7 @@ commands:
     write-mode: transient-hard-link-copy
     run: "echo changed > /etc/motd; cat /etc/motd"
 `, nil)
-			busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+			testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 			var out bytes.Buffer
 			buildOn(t, dir, "c", b, &out)
 			var private []string
@@ -302,7 +303,7 @@ commands:
 // step's key either, so the next build is cached.
 func TestCopyWholeProject(t *testing.T) {
 	testAsRootAndNobody(t, func(t *testing.T) {
-		eachBackend(t, func(t *testing.T, b backend.Backend) {
+		eachBackend(t, func(t *testing.T, b selector.Decision) {
 			dir := project(t, `
 containers:
   c:
@@ -311,7 +312,7 @@ containers:
     - !Copy {source: /work, path: /proj}
     - !Sh "find /proj | sort > /listing"
 `, map[string]string{"a": "A", "sub/b": "B", "sub/.vagga/x": "nested"})
-			busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+			testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 			var out bytes.Buffer
 			r, _ := buildOn(t, dir, "c", b, &out)
 			want := "/proj\n/proj/a\n/proj/base.tar.gz\n/proj/sub\n/proj/sub/b\n/proj/vagga.yaml\n"

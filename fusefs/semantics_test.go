@@ -123,7 +123,7 @@ func readMeta(t testing.TB, p string) meta {
 	case unix.S_IFLNK:
 		m.Link, _ = os.Readlink(p)
 	}
-	names, _ := listXattrs(p)
+	names, _ := layer.ListXattrs(p)
 	sort.Strings(names)
 	for _, n := range names {
 		if layer.IsOverlayXattr(n) && n != layer.Trusted.Xattr(layer.KeyOpaque) && !strings.HasPrefix(n, layer.Trusted.Xattr("overlay.")) {
@@ -131,7 +131,7 @@ func readMeta(t testing.TB, p string) meta {
 			// format's: only opaque and escaped names matter.
 			continue
 		}
-		v, _ := getXattr(p, n)
+		v, _ := layer.GetXattr(p, n)
 		m.Xattrs += n + "=" + string(v) + ";"
 	}
 	return m
@@ -352,7 +352,7 @@ func TestWhiteoutAndOpaqueOnDisk(t *testing.T) {
 				t.Errorf("%s: upper %s is not a 0/0 whiteout: mode %o rdev %d", s.dir, p, st.Mode, st.Rdev)
 			}
 		}
-		v, err := getXattr(filepath.Join(s.upper, "d"), layer.Trusted.Xattr(layer.KeyOpaque))
+		v, err := layer.GetXattr(filepath.Join(s.upper, "d"), layer.Trusted.Xattr(layer.KeyOpaque))
 		if err != nil || string(v) != "y" {
 			t.Errorf("%s: upper d not opaque: %q %v", s.dir, v, err)
 		}
@@ -476,6 +476,7 @@ func TestNlinkAfterCopyUp(t *testing.T) {
 }
 
 func TestNameTooLong(t *testing.T) {
+	t.Parallel() // beside the package's other long tests
 	o := newOracle(t, 1, false, func(s *stack) { writeFiles(t, s.lowers[0], map[string]string{"d/f": "f"}) })
 	for _, n := range []int{255, 256, 1000, 5000} {
 		name := strings.Repeat("n", n)
@@ -508,7 +509,7 @@ func TestXattrHiding(t *testing.T) {
 	})
 	o.same("f", false)
 	o.same("f", true)
-	names, err := listXattrs(filepath.Join(o.f.target, "f"))
+	names, err := layer.ListXattrs(filepath.Join(o.f.target, "f"))
 	mustDo(t, err)
 	for _, n := range names {
 		if n == "trusted.overlay.origin" {

@@ -1,67 +1,15 @@
 package fusefs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"golang.org/x/sys/unix"
+
+	"github.com/ovl-dev/ovl/layer"
 )
-
-// listXattrs returns the xattr names of the file at path (not following
-// a symlink at its end).
-func listXattrs(path string) ([]string, error) {
-	sz, err := unix.Llistxattr(path, nil)
-	for {
-		if err != nil {
-			if errors.Is(err, unix.ENOTSUP) {
-				return nil, nil
-			}
-			return nil, err
-		}
-		if sz == 0 {
-			return nil, nil
-		}
-		buf := make([]byte, sz)
-		var m int
-		m, err = unix.Llistxattr(path, buf)
-		if errors.Is(err, unix.ERANGE) {
-			sz, err = unix.Llistxattr(path, nil)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		var names []string
-		for _, b := range bytes.Split(buf[:m], []byte{0}) {
-			if len(b) > 0 {
-				names = append(names, string(b))
-			}
-		}
-		return names, nil
-	}
-}
-
-// getXattr reads one xattr of path whole.
-func getXattr(path, name string) ([]byte, error) {
-	for {
-		sz, err := unix.Lgetxattr(path, name, nil)
-		if err != nil {
-			return nil, err
-		}
-		buf := make([]byte, sz)
-		m, err := unix.Lgetxattr(path, name, buf)
-		if errors.Is(err, unix.ERANGE) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:m], nil
-	}
-}
 
 // copyXattrs copies every xattr of src to the copy set writes to, except
 // the overlay's own.
@@ -69,7 +17,7 @@ func getXattr(path, name string) ([]byte, error) {
 // (security.*, trusted.* for an unprivileged daemon) is skipped, as the
 // kernel does; a refused user.* xattr fails the copy.
 func (u *unionFS) copyXattrs(src string, set func(name string, val []byte) error) error {
-	names, err := listXattrs(src)
+	names, err := layer.ListXattrs(src)
 	if err != nil {
 		return err
 	}
@@ -77,7 +25,7 @@ func (u *unionFS) copyXattrs(src string, set func(name string, val []byte) error
 		if u.userXattr(name) == "" {
 			continue
 		}
-		val, err := getXattr(src, name)
+		val, err := layer.GetXattr(src, name)
 		if errors.Is(err, unix.ENODATA) {
 			continue
 		}
@@ -137,7 +85,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	var names []string
 	err := n.xattrPath(func(p string) error {
 		var err error
-		names, err = listXattrs(p)
+		names, err = layer.ListXattrs(p)
 		return err
 	})
 	if err != nil {

@@ -9,34 +9,17 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/ovl-dev/ovl/internal/userns"
 )
 
 // Diff writes into the directory upper the layer that turns the union of
 // lowers (top first) into the plain directory tree: what tree lacks
 // becomes a whiteout (MakeWhiteout), what it adds or changes is copied,
 // a directory that replaces a non-directory is copied whole. Opaque
-// markers go in the namespace a mount by this process would use (see
-// DiffIn). A copy backend calls it when a run ends, so that builds get
-// layers on every backend. upper is created if missing and should be
-// empty; on error it may be partly written.
-func Diff(lowers []string, tree, upper string) error {
-	return DiffIn(DefaultNamespace(), lowers, tree, upper)
-}
-
-// DefaultNamespace is the overlay xattr namespace a mount by this process
-// uses: trusted for real root, user inside a user namespace or for an
-// ordinary user.
-func DefaultNamespace() Namespace {
-	if os.Geteuid() == 0 && !userns.InUserNamespace() {
-		return Trusted
-	}
-	return User
-}
-
-// DiffIn is Diff with opaque markers in namespace ns.
-func DiffIn(ns Namespace, lowers []string, tree, upper string) error {
+// markers go in namespace ns, the one the stack is mounted with
+// (layer.Spec.Namespace). A copy backend calls it when a run ends, so
+// that builds get layers on every backend. upper is created if missing
+// and should be empty; on error it may be partly written.
+func Diff(ns Namespace, lowers []string, tree, upper string) error {
 	for i, l := range lowers {
 		if err := isDir(l); err != nil {
 			return &SpecError{Field: fmt.Sprintf("lower[%d]", i), Path: l, Err: err, Hint: "create it first, or fix the path"}
@@ -316,11 +299,11 @@ func sameFile(a, b string, sa, sb *unix.Stat_t) (bool, error) {
 }
 
 func sameXattrs(a, b string) (bool, error) {
-	na, err := listXattrs(a)
+	na, err := ListXattrs(a)
 	if err != nil {
 		return false, err
 	}
-	nb, err := listXattrs(b)
+	nb, err := ListXattrs(b)
 	if err != nil {
 		return false, err
 	}
@@ -335,16 +318,16 @@ func sameXattrs(a, b string) (bool, error) {
 			continue
 		}
 		count--
-		va, err := getXattr(a, n)
+		va, err := GetXattr(a, n)
 		if err != nil {
-			return false, &os.PathError{Op: "getxattr " + n, Path: a, Err: err}
+			return false, err
 		}
-		vb, err := getXattr(b, n)
+		vb, err := GetXattr(b, n)
 		if errors.Is(err, unix.ENODATA) {
 			return false, nil
 		}
 		if err != nil {
-			return false, &os.PathError{Op: "getxattr " + n, Path: b, Err: err}
+			return false, err
 		}
 		if !bytes.Equal(va, vb) {
 			return false, nil

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -248,7 +247,7 @@ func copyMeta(src, dst string, st *unix.Stat_t) error {
 // copyXattrs copies the xattrs of src to dst, except overlay metadata and
 // those the caller may not set.
 func copyXattrs(src, dst string) error {
-	names, err := listXattrs(src)
+	names, err := ListXattrs(src)
 	if err != nil {
 		return err
 	}
@@ -256,12 +255,12 @@ func copyXattrs(src, dst string) error {
 		if IsOverlayXattr(n) {
 			continue
 		}
-		v, err := getXattr(src, n)
+		v, err := GetXattr(src, n)
+		if errors.Is(err, unix.ENODATA) {
+			continue
+		}
 		if err != nil {
-			if errors.Is(err, unix.ENODATA) {
-				continue
-			}
-			return &os.PathError{Op: "getxattr " + n, Path: src, Err: err}
+			return err
 		}
 		if err := unix.Lsetxattr(dst, n, v, 0); err != nil {
 			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EACCES) {
@@ -272,45 +271,6 @@ func copyXattrs(src, dst string) error {
 		}
 	}
 	return nil
-}
-
-// listXattrs returns the names of p's xattrs (not following a symlink).
-func listXattrs(p string) ([]string, error) {
-	size, err := unix.Llistxattr(p, nil)
-	if err != nil {
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil, nil
-		}
-		return nil, &os.PathError{Op: "listxattr", Path: p, Err: err}
-	}
-	if size == 0 {
-		return nil, nil
-	}
-	buf := make([]byte, size)
-	size, err = unix.Llistxattr(p, buf)
-	if err != nil {
-		return nil, &os.PathError{Op: "listxattr", Path: p, Err: err}
-	}
-	var names []string
-	for _, n := range strings.Split(string(buf[:size]), "\x00") {
-		if n != "" {
-			names = append(names, n)
-		}
-	}
-	return names, nil
-}
-
-func getXattr(p, name string) ([]byte, error) {
-	size, err := unix.Lgetxattr(p, name, nil)
-	if err != nil {
-		return nil, err
-	}
-	buf := make([]byte, size)
-	size, err = unix.Lgetxattr(p, name, buf)
-	if err != nil {
-		return nil, err
-	}
-	return buf[:size], nil
 }
 
 // readNames lists the entry names of directory p.

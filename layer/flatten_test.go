@@ -173,7 +173,7 @@ func TestDiffRoundTrip(t *testing.T) {
 	must(t, os.MkdirAll(filepath.Join(tree, "d/old"), 0o755)) // dir re-created empty over a hidden one
 
 	upper := filepath.Join(t.TempDir(), "upper")
-	if err := layer.Diff(lowers, tree, upper); err != nil {
+	if err := layer.Diff(layer.Trusted, lowers, tree, upper); err != nil {
 		t.Fatal(err)
 	}
 	merged := kernelMerge(t, append([]string{upper}, lowers...))
@@ -183,7 +183,7 @@ func TestDiffRoundTrip(t *testing.T) {
 	same := filepath.Join(t.TempDir(), "same")
 	must(t, layer.Flatten(context.Background(), lowers, same))
 	empty := filepath.Join(t.TempDir(), "empty")
-	must(t, layer.Diff(lowers, same, empty))
+	must(t, layer.Diff(layer.Trusted, lowers, same, empty))
 	if names, _ := os.ReadDir(empty); len(names) != 0 {
 		t.Errorf("Diff of an unchanged tree wrote %d entries, want none", len(names))
 	}

@@ -176,3 +176,15 @@ func Inside(a, b string) bool {
 	}
 	return strings.HasPrefix(a, b+"/")
 }
+
+// NamespaceFor is the namespace of the layers a process mounts: Trusted
+// for real root (euid 0 in the initial user namespace: privileged says
+// so), User for everyone else, whose overlays the kernel mounts with
+// userxattr. The caller says which it is; this package reads no process
+// state.
+func NamespaceFor(privileged bool) Namespace {
+	if privileged {
+		return Trusted
+	}
+	return User
+}

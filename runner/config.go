@@ -30,8 +30,8 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/idmap"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 // Volume kinds.
@@ -106,10 +106,13 @@ type Config struct {
 	Workdir     string   // inside the container; default "/"
 	BindWork    string   // host dir bound at /work
 	Args        []string
-	Backend     backend.Backend // never nil: the caller asks the selector
-	Stdin       io.Reader
-	Stdout      io.Writer
-	Stderr      io.Writer
+	// Decision is the selector's choice of backend for the root and the
+	// Snapshot volumes, and of their metadata namespace; required. Init
+	// opens the backend it names: nothing is chosen again.
+	Decision selector.Decision
+	Stdin    io.Reader
+	Stdout   io.Writer
+	Stderr   io.Writer
 
 	// Name names the run's transient directory NAME.PID; default the
 	// base name of Layers[0].
@@ -143,8 +146,8 @@ type Result struct {
 	ExitCode int
 	// Signal is the signal that killed the command, 0 if it exited.
 	Signal syscall.Signal
-	// Backend is the backend that mounted the root: cfg.Backend's name,
-	// or "bind" for a read-only run of a single layer, which needs none.
+	// Backend is the backend that mounted the root: cfg.Decision's, or
+	// "bind" for a read-only run of a single layer, which needs none.
 	Backend string
 }
 
@@ -181,7 +184,7 @@ func (e *ConfigError) Unwrap() []error { return []error{ErrBadConfig, e.Err} }
 
 // Validate reports the first mistake in c that would stop Run before it
 // starts anything (a missing root, a bad volume, no command), as a
-// *ConfigError wrapping ErrBadConfig. It does not look at Backend, so a
+// *ConfigError wrapping ErrBadConfig. It does not look at Decision, so a
 // caller can validate before asking the selector.
 func (c Config) Validate() error {
 	return c.normalize()
@@ -190,8 +193,8 @@ func (c Config) Validate() error {
 // check validates c on the host, before anything is started, and makes
 // its paths absolute (in copies of the caller's slices).
 func (c *Config) check() error {
-	if c.Backend == nil {
-		return &ConfigError{Field: "backend", Err: errors.New("none given"), Hint: "ask the selector for one"}
+	if c.Decision.Backend == "" {
+		return &ConfigError{Field: "backend", Err: errors.New("none given"), Hint: "ask the selector for a Decision"}
 	}
 	return c.normalize()
 }

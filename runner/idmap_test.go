@@ -30,10 +30,10 @@ func TestRunMapsSubordinateIDs(t *testing.T) {
 				testutil.RunAsNobodyWithSubIDs(t)
 				return
 			}
-			b := backendFor(t, name)
+			b := decisionFor(t, name)
 			root := makeRoot(t)
 			upper := filepath.Join(testutil.SharedDir(t), "upper")
-			cfg := runner.Config{Layers: []string{root}, Writable: true, KeepChanges: upper, Backend: b}
+			cfg := runner.Config{Layers: []string{root}, Writable: true, KeepChanges: upper, Decision: b}
 			out := mustRun(t, cfg, "sh", "-c", "mkdir /var/lib/pg && busybox chown 100:101 /var/lib/pg && chmod 700 /var/lib/pg && ls -lnd /var/lib/pg")
 			if f := strings.Fields(out); len(f) < 4 || f[0] != "drwx------" || f[2] != "100" || f[3] != "101" {
 				t.Errorf("inside the run: %q, want drwx------ 100 101", out)
@@ -47,7 +47,7 @@ func TestRunMapsSubordinateIDs(t *testing.T) {
 			}
 
 			custom := []idmap.Range{{First: 0, Last: 0}, {First: 1000, Last: 1999}}
-			cfg = runner.Config{Layers: []string{root}, Writable: true, Backend: b, UIDs: custom, GIDs: custom}
+			cfg = runner.Config{Layers: []string{root}, Writable: true, Decision: b, UIDs: custom, GIDs: custom}
 			out = mustRun(t, cfg, "sh", "-c", "touch /tmp/x && busybox chown 1000:1001 /tmp/x && ls -ln /tmp/x && cat /proc/self/uid_map")
 			if !strings.Contains(out, " 1000 ") || !strings.Contains(out, " 1001 ") || strings.Count(out, "\n") != 3 ||
 				!strings.Contains(strings.Join(strings.Fields(out), " "), "1000 200000 1000") {
@@ -77,7 +77,7 @@ func TestCleanTransientRemovesMappedFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	left := filepath.Join(tdir, fmt.Sprintf("c.%d", dead.Process.Pid))
-	cfg := runner.Config{Layers: []string{makeRoot(t)}, Writable: true, KeepChanges: filepath.Join(left, "upper"), Backend: backendFor(t, backend.Native)}
+	cfg := runner.Config{Layers: []string{makeRoot(t)}, Writable: true, KeepChanges: filepath.Join(left, "upper"), Decision: decisionFor(t, backend.Native)}
 	mustRun(t, cfg, "sh", "-c", "mkdir -p /var/lib/pg/x && busybox chown -R 100:101 /var/lib/pg && chmod 700 /var/lib/pg")
 	if err := os.RemoveAll(left); err == nil {
 		t.Fatalf("the user removed %s by itself: the test shows nothing", left)

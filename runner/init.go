@@ -150,9 +150,10 @@ func (c *container) teardown() error {
 	return errors.Join(errs...)
 }
 
+// getBackend opens the backend of the caller's decision, once.
 func (c *container) getBackend() (backend.Backend, error) {
 	if c.backend == nil {
-		b, err := backendNamed(c.plan.Backend)
+		b, err := c.plan.Decision.Open()
 		if err != nil {
 			return nil, err
 		}
@@ -273,7 +274,7 @@ func (c *container) mountRoot() error {
 		return err
 	}
 	c.used = b.Name()
-	spec := layer.Spec{Lowers: p.Layers, Target: c.root, Namespace: layer.DefaultNamespace(), ReadOnly: !p.Writable}
+	spec := layer.Spec{Lowers: p.Layers, Target: c.root, Namespace: p.Decision.Namespace, ReadOnly: !p.Writable}
 	if p.Writable {
 		if p.KeepChanges != "" {
 			spec.Upper = p.KeepChanges
@@ -578,7 +579,7 @@ func (c *container) snapshot(i int, v Volume, mp string, mode uint32, uid, gid i
 		}
 	}
 	spec := layer.Spec{Lowers: []string{src}, Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work"),
-		Target: filepath.Join(dir, "data"), Namespace: layer.DefaultNamespace()}
+		Target: filepath.Join(dir, "data"), Namespace: c.plan.Decision.Namespace}
 	for _, d := range []string{spec.Upper, spec.Work, spec.Target} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			return err

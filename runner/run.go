@@ -18,6 +18,7 @@ import (
 	"github.com/ovl-dev/ovl/internal/paths"
 	"github.com/ovl-dev/ovl/internal/reexec"
 	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 // plan is what the init process needs to know, sent as JSON on its
@@ -31,8 +32,8 @@ type plan struct {
 	Workdir     string
 	BindWork    string
 	Args        []string
-	Backend     string
-	Dir         string // the run's transient directory
+	Decision    selector.Decision // the caller's, carried to init as is
+	Dir         string            // the run's transient directory
 	// Remap: the caller mapped a subuid range with newuidmap; init must
 	// exec itself again to gain root's capabilities in the namespace.
 	Remap       bool
@@ -86,7 +87,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.check(); err != nil {
 		return Result{ExitCode: 125}, err
 	}
-	res := Result{Backend: cfg.Backend.Name()}
+	res := Result{Backend: cfg.Decision.Backend}
 	tdir := cfg.TransientDir
 	if tdir == "" {
 		state, err := paths.StateDir()
@@ -104,7 +105,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	p := plan{
 		Layers: cfg.Layers, Writable: cfg.Writable, KeepChanges: cfg.KeepChanges, Volumes: cfg.Volumes,
-		Env: cfg.Env, Workdir: cfg.Workdir, BindWork: cfg.BindWork, Args: cfg.Args, Backend: cfg.Backend.Name(),
+		Env: cfg.Env, Workdir: cfg.Workdir, BindWork: cfg.BindWork, Args: cfg.Args, Decision: cfg.Decision,
 		User: cfg.User, HostFiles: cfg.HostFiles, EnvironFile: cfg.EnvironFile, KeepTmp: cfg.KeepTmp,
 	}
 	ids, err := containerIDs(cfg.UIDs, cfg.GIDs)

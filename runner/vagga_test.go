@@ -11,6 +11,7 @@ import (
 	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/runner"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 func modep(m uint32) *uint32 { return &m }
@@ -19,9 +20,9 @@ func modep(m uint32) *uint32 { return &m }
 // default: every user can write), its subdirectories with their modes
 // and its files; !Empty is an empty read-only directory (volumes.rst).
 func TestTmpfsAndEmptyVolumes(t *testing.T) {
-	eachBackendAndUser(t, func(t *testing.T, b backend.Backend) {
+	eachBackendAndUser(t, func(t *testing.T, d selector.Decision) {
 		root := makeRoot(t)
-		cfg := runner.Config{Layers: []string{root}, Backend: b, Volumes: []runner.Volume{
+		cfg := runner.Config{Layers: []string{root}, Decision: d, Volumes: []runner.Volume{
 			{Path: "/var/lib", Kind: runner.Tmpfs, UID: 0, GID: 0, Mode: modep(0o1777),
 				Subdirs: []runner.TmpfsDir{{Path: "lib", Mode: 0o755}, {Path: "lib/tmp", Mode: 0o1777}, {Path: "lib/pg", Mode: 0o700}},
 				Files:   []runner.TmpfsFile{{Path: "lib/docker.sock", Content: ""}, {Path: "motd", Content: "hi"}}},
@@ -42,10 +43,10 @@ cat /var/lib/motd; echo; ls -A /etc/sub | wc -l; touch /etc/sub/x 2>/dev/null ||
 // the container (here root: the host's root).
 func TestUserIDs(t *testing.T) {
 	testutil.RequireRoot(t)
-	b := backendFor(t, backend.Native)
+	d := decisionFor(t, backend.Native)
 	root := makeRoot(t)
 	work := testutil.SharedDir(t)
-	cfg := runner.Config{Layers: []string{root}, Backend: b, BindWork: work, Workdir: "/work",
+	cfg := runner.Config{Layers: []string{root}, Decision: d, BindWork: work, Workdir: "/work",
 		User: &runner.User{UID: 1, GID: 2, Groups: []int{3, 4}, ExternalUID: -1}}
 	if out := mustRun(t, cfg, "sh", "-c", "id -u; id -g; id -G"); out != "1\n2\n2 3 4\n" {
 		t.Errorf("user-id 1, group-id 2, supplementary-gids [3, 4]: %q", out)
@@ -70,7 +71,7 @@ func TestUserIDs(t *testing.T) {
 // the host's resolv.conf and hosts are shown read-only where
 // resolv-conf-path and hosts-file-path say.
 func TestEnvironFileAndHostFiles(t *testing.T) {
-	eachBackendAndUser(t, func(t *testing.T, b backend.Backend) {
+	eachBackendAndUser(t, func(t *testing.T, d selector.Decision) {
 		root := makeRoot(t)
 		if err := os.WriteFile(filepath.Join(root, "etc/environment"), []byte("A=file\nB=\"quoted\"\nC=file\n"), 0o644); err != nil {
 			t.Fatal(err)
@@ -82,7 +83,7 @@ func TestEnvironFileAndHostFiles(t *testing.T) {
 		if err := os.WriteFile(host, []byte("nameserver 192.0.2.1\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cfg := runner.Config{Layers: []string{root}, Backend: b, EnvironFile: "/etc/environment", Env: []string{"C=environ"},
+		cfg := runner.Config{Layers: []string{root}, Decision: d, EnvironFile: "/etc/environment", Env: []string{"C=environ"},
 			HostFiles: []runner.HostFile{{Src: host, Dst: "/etc/resolv.conf"}, {Src: host, Dst: "/etc/missing.conf"}}}
 		out := mustRun(t, cfg, "sh", "-c", `echo $A $B $C; cat /etc/resolv.conf; echo x >> /etc/resolv.conf 2>/dev/null || echo ro; test -e /etc/missing.conf || echo skipped`)
 		if want := "file quoted environ\nnameserver 192.0.2.1\nro\nskipped\n"; out != want {

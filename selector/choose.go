@@ -6,13 +6,30 @@ import (
 	"strings"
 
 	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/copyback"
+	"github.com/ovl-dev/ovl/fusefs"
 	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/native"
 )
 
-// Decision is the selector's choice and why.
+// Decision is the selector's choice, made once and carried to wherever a
+// stack is mounted: runs send it across their re-exec (it is plain
+// data, JSON-encoded), builds hand it to every step. Nothing downstream
+// chooses again: Open makes the backend it names, Namespace says where
+// overlay metadata goes.
 type Decision struct {
 	// Backend is backend.Native, backend.FUSE or backend.Copy.
 	Backend string `json:"backend"`
+	// Namespace is where the layers this caller mounts keep overlay
+	// metadata (spec.Namespace): trusted.* for real root, user.* for
+	// everyone else (layer.NamespaceFor).
+	Namespace layer.Namespace `json:"namespace"`
+	// MaxLayers is the deepest lower stack the backend mounts; 0 means
+	// no limit. Builds squash older layers to fit it.
+	MaxLayers int `json:"max_layers"`
+	// ForcedBy says who named the backend ("--backend", EnvBackend, a
+	// caller such as the drop-in mode); "" when the selector chose it.
+	ForcedBy string `json:"forced_by,omitempty"`
 	// Reasons say why: what works, and why each faster backend does not.
 	Reasons []string `json:"reasons"`
 	// Hints say what the user can do to get a faster backend.
@@ -22,6 +39,35 @@ type Decision struct {
 // Overlay reports whether the decision is a real union (native or FUSE),
 // as opposed to the copy fallback; vagga's "overlayfs supported".
 func (d Decision) Overlay() bool { return d.Backend == backend.Native || d.Backend == backend.FUSE }
+
+// Forced reports whether the caller named the backend rather than let
+// the selector choose.
+func (d Decision) Forced() bool { return d.ForcedBy != "" }
+
+// Open returns the backend d names, ready to mount. It chooses nothing:
+// a process that received d (a run's init process) opens the same
+// backend the caller's selector chose.
+func (d Decision) Open() (backend.Backend, error) {
+	switch d.Backend {
+	case backend.Native:
+		return native.New(), nil
+	case backend.FUSE:
+		return fusefs.NewBackend(), nil
+	case backend.Copy:
+		return copyback.New(), nil
+	}
+	return nil, fmt.Errorf("unknown backend %q: choose one of %s", d.Backend, strings.Join(backend.Names, ", "))
+}
+
+// decided completes d for a caller of the given privilege: the metadata
+// namespace and the chosen backend's depth limit.
+func decided(d Decision, privileged bool) Decision {
+	d.Namespace = layer.NamespaceFor(privileged)
+	if b, err := d.Open(); err == nil {
+		d.MaxLayers = b.MaxLayers()
+	}
+	return d
+}
 
 // Request is what the caller needs from a backend.
 type Request struct {
@@ -68,7 +114,8 @@ func Choose(r *Report, req Request) (Decision, error) {
 		force = ""
 	}
 	if force != "" {
-		return chooseForced(force, req.ForcedBy, nat, fuse)
+		d, err := chooseForced(force, req.ForcedBy, nat, fuse)
+		return decided(d, r.Privileged()), err
 	}
 	var d Decision
 	switch {
@@ -84,14 +131,14 @@ func Choose(r *Report, req Request) (Decision, error) {
 		d.Reasons = []string{"native: " + nat.why, "fuse: " + fuse.why, "copy works everywhere, but copies every layer"}
 		d.Hints = dedup(append(nat.hints, fuse.hints...))
 	}
-	return d, nil
+	return decided(d, r.Privileged()), nil
 }
 
 func chooseForced(force, by string, nat, fuse verdict) (Decision, error) {
 	if by == "" {
 		by = "the caller"
 	}
-	d := Decision{Backend: force, Reasons: []string{force + " forced by " + by}}
+	d := Decision{Backend: force, ForcedBy: by, Reasons: []string{force + " forced by " + by}}
 	var v verdict
 	switch force {
 	case backend.Native:
@@ -260,5 +307,15 @@ func dedup(in []string) []string {
 	return out
 }
 
-// forcedFromEnv returns the backend named by OVL_BACKEND, if any.
-func forcedFromEnv() string { return os.Getenv("OVL_BACKEND") }
+// EnvBackend names the environment variable that forces a backend for
+// every mount, run and build ("native", "fuse", "copy"; "" or "auto"
+// lets the selector choose). Only the selector reads it.
+const EnvBackend = "OVL_BACKEND"
+
+// forcedFromEnv returns the backend EnvBackend names, "" for none.
+func forcedFromEnv() string {
+	if f := os.Getenv(EnvBackend); f != "auto" {
+		return f
+	}
+	return ""
+}

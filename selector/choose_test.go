@@ -1,7 +1,9 @@
 package selector
 
 import (
+	"encoding/json"
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -98,13 +100,62 @@ func TestChoose(t *testing.T) {
 	}
 }
 
+// TestDecisionCarries checks what a Decision carries besides the backend:
+// the metadata namespace of the caller, the backend's depth limit, who
+// forced it; and that it survives the JSON a run sends across its
+// re-exec unchanged.
+func TestDecisionCarries(t *testing.T) {
+	inUserns := fakeReport(0, "6.18.0")
+	inUserns.InUserNamespace = true
+	tests := []struct {
+		name     string
+		report   *Report
+		req      Request
+		ns       layer.Namespace
+		max      int
+		forcedBy string
+	}{
+		{"real root: trusted", fakeReport(0, "6.18.0"), Request{}, layer.Trusted, layer.KernelMaxLayers, ""},
+		{"ordinary user: user", fakeReport(1000, "6.18.0"), Request{}, layer.User, layer.KernelMaxLayers, ""},
+		{"root in a user namespace: user", inUserns, Request{}, layer.User, layer.KernelMaxLayers, ""},
+		{"forced fuse: no depth limit", fakeReport(0, "6.18.0"), Request{Force: backend.FUSE, ForcedBy: EnvBackend}, layer.Trusted, 0, EnvBackend},
+		{"forced copy as a user", fakeReport(1000, "4.4.0"), Request{Force: backend.Copy, ForcedBy: "--backend"}, layer.User, 0, "--backend"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := Choose(tt.report, tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Namespace != tt.ns || d.MaxLayers != tt.max || d.ForcedBy != tt.forcedBy || d.Forced() != (tt.forcedBy != "") {
+				t.Errorf("decision %+v: want namespace %v, max layers %d, forced by %q", d, tt.ns, tt.max, tt.forcedBy)
+			}
+			data, err := json.Marshal(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got Decision
+			if err := json.Unmarshal(data, &got); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, d) {
+				t.Errorf("decoded %+v, want %+v", got, d)
+			}
+			b, err := got.Open()
+			if err != nil || b.Name() != d.Backend {
+				t.Errorf("Open() = %v, %v; want the %s backend", b, err, d.Backend)
+			}
+		})
+	}
+}
+
 func TestChooseUnknownBackend(t *testing.T) {
 	_, err := Choose(fakeReport(0, "6.18.0"), Request{Force: "zfs", ForcedBy: "--backend"})
 	if err == nil || !strings.Contains(err.Error(), `unknown backend "zfs"`) || !strings.Contains(err.Error(), "native, fuse, copy") {
 		t.Fatalf("Choose(zfs) error = %v, want one naming the backend and the choices", err)
 	}
-	if _, err := ByName("zfs"); err == nil {
-		t.Fatal("ByName(zfs) gave no error")
+	if _, err := Force("zfs", "--backend"); err == nil || !strings.Contains(err.Error(), `--backend: unknown backend "zfs"`) {
+		t.Fatalf("Force(zfs) error = %v, want one naming the flag and the backend", err)
 	}
 }
 

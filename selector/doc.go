@@ -16,11 +16,14 @@
 // A cached answer costs a file read; Options.Refresh probes again.
 //
 // Choose then picks native, FUSE or copy, with the reasons and hints a
-// person can act on:
+// person can act on, into one Decision:
 //
-//	b, d, err := selector.Select(ctx, selector.Options{})
-//	// d.Backend says which one, d.Reasons why, d.Hints what would be faster.
+//	d, err := selector.Select(ctx, selector.Options{})
+//	// d.Backend says which one, d.Namespace where overlay metadata goes,
+//	// d.Reasons why, d.Hints what would be faster; d.Open() makes it.
 //
-// Runs, builds and the command line call Select (or ByName for a backend
-// they already know works); nothing else runs probes or reads the cache.
+// Runs, builds and the command line call Select (or Force for a backend
+// they name) once and carry the Decision, across a run's re-exec too:
+// nothing else runs probes, reads the cache or $OVL_BACKEND, or decides
+// which xattr namespace a layer gets.
 package selector

@@ -79,7 +79,7 @@ func newReport(layerDir string) (*Report, error) {
 // namespaceProbes runs every probe that mounts, in this process's mount
 // namespace, in parallel.
 func namespaceProbes(ctx context.Context, dir string) []Result {
-	ns := layer.DefaultNamespace()
+	ns := layer.NamespaceFor(userns.Privileged())
 	p := &overlayProber{dir: dir, ns: ns, mount: native.New().Mount}
 	with := func(f func(context.Context) (bool, string, error)) func() (bool, string, error) {
 		return func() (bool, string, error) { return f(ctx) }
@@ -161,7 +161,7 @@ func runProbeEntry(ctx context.Context, dir string) ([]Result, error) {
 	defer pr.Close()
 	cmd := userns.Command(probeEntry, dir)
 	cmd.ExtraFiles = []*os.File{pw}
-	var stderr limitedBuffer
+	var stderr reexec.LimitedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		pw.Close()
@@ -200,15 +200,3 @@ func probeEntryMain() {
 		os.Exit(1)
 	}
 }
-
-// limitedBuffer keeps the first 4 KiB written to it.
-type limitedBuffer struct{ b []byte }
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if room := 4096 - len(l.b); room > 0 {
-		l.b = append(l.b, p[:min(room, len(p))]...)
-	}
-	return len(p), nil
-}
-
-func (l *limitedBuffer) String() string { return string(l.b) }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -111,24 +110,21 @@ func withStackMount(ctx context.Context, dir, probe string, mount func(context.C
 
 // unmountProbe unmounts a probe's stack. A process forked meanwhile by a
 // parallel probe can hold the mount for an instant (between its fork and
-// exec), so EBUSY is retried briefly and then answered with a lazy
-// unmount: the probe's question was answered, and a busy moment must not
-// be cached as "overlay does not work here".
+// exec); backend.Unmount waits that out, and a mount still busy then is
+// detached lazily: the probe's question was answered, and a busy moment
+// must not be cached as "overlay does not work here".
 func unmountProbe(m backend.Mount, target string) error {
-	var err error
-	for i := 0; i < 10; i++ {
-		if err = m.Unmount(); !errors.Is(err, unix.EBUSY) {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
+	err := m.Unmount()
+	if !errors.Is(err, unix.EBUSY) {
+		return err
 	}
 	slog.Debug("probe: mount still busy, detaching it", "target", target, "err", err)
-	return unix.Unmount(target, unix.MNT_DETACH)
+	return backend.Unmount(target, true)
 }
 
 func how(ns layer.Namespace) string {
 	if ns == layer.User {
-		if os.Geteuid() != 0 || userns.InUserNamespace() {
+		if !userns.Privileged() {
 			return "in a user namespace, userxattr"
 		}
 		return "userxattr"

@@ -15,7 +15,6 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/sys/unix"
 
-	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/builder"
 	"github.com/ovl-dev/ovl/selector"
 	"github.com/ovl-dev/ovl/vagga"
@@ -111,15 +110,14 @@ func buildLoad(config string) (*vagga.Config, error) {
 	return vagga.Load(config)
 }
 
-// buildBackend asks the selector for the backend builds and runs of the
+// buildDecision asks the selector for the backend builds and runs of the
 // project use, probing on the project's filesystem.
-func buildBackend(ctx context.Context, cfg *vagga.Config, name string) (backend.Backend, error) {
+func buildDecision(ctx context.Context, cfg *vagga.Config, name string) (selector.Decision, error) {
 	dir := filepath.Join(cfg.Dir, ".vagga")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+		return selector.Decision{}, err
 	}
-	b, _, err := selector.Select(ctx, selector.Options{Backend: name, LayerDir: dir})
-	return b, err
+	return selector.Select(ctx, selector.Options{Backend: name, LayerDir: dir})
 }
 
 // buildProgress prints events: progress lines, or one JSON object per
@@ -148,7 +146,7 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 	if err != nil {
 		return err
 	}
-	b, err := buildBackend(ctx, cfg, o.Backend)
+	d, err := buildDecision(ctx, cfg, o.Backend)
 	if err != nil {
 		return err
 	}
@@ -164,8 +162,8 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 		output = &kept
 	}
 	opts := builder.Options{
-		OneLayer: !o.CacheEachStep, Force: o.Force, Backend: b,
-		Run: builder.RunnerFunc(b, cfg.Dir), Events: progress.event, Output: output,
+		OneLayer: !o.CacheEachStep, Force: o.Force, Decision: d,
+		Run: builder.RunnerFunc(d, cfg.Dir), Events: progress.event, Output: output,
 	}
 	if bars := buildNewBars(stderr); bars != nil && !o.Quiet && !o.JSON {
 		opts.Progress = bars.start
@@ -192,10 +190,10 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 		}
 		switch {
 		case o.JSON:
-			writeJSONLine(stdout, buildSummary{Container: name, Key: r.Key, Root: r.Root, Layers: len(r.Layers), Ran: r.Ran, Backend: b.Name()})
+			writeJSONLine(stdout, buildSummary{Container: name, Key: r.Key, Root: r.Root, Layers: len(r.Layers), Ran: r.Ran, Backend: d.Backend})
 		case !o.Quiet:
 			rel, _ := filepath.Rel(cfg.Dir, filepath.Join(cfg.Dir, ".vagga", name))
-			fmt.Fprintf(stdout, "%s: built, %d steps run, %d layers (%s backend): %s\n", name, r.Ran, len(r.Layers), b.Name(), rel)
+			fmt.Fprintf(stdout, "%s: built, %d steps run, %d layers (%s backend): %s\n", name, r.Ran, len(r.Layers), d.Backend, rel)
 		}
 	}
 	return nil

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ovl-dev/ovl/builder"
 	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
@@ -22,13 +21,7 @@ func buildTestProject(t *testing.T, yaml string) string {
 	if err := os.WriteFile(filepath.Join(dir, "vagga.yaml"), []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Skipf("skipping: needs /bin/busybox (busybox-static): %v", err)
-	}
-	if err := builder.WriteBusyboxTar(filepath.Join(dir, "base.tar.gz"), bb); err != nil {
-		t.Fatal(err)
-	}
+	testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 	return dir
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/user"
 	"strconv"
 	"strings"
@@ -64,6 +63,7 @@ type checkJSON struct {
 	*selector.Report
 	User      string   `json:"user"`
 	Backend   string   `json:"backend"`
+	Namespace string   `json:"xattr_namespace"` // where layers keep overlay metadata: trusted or user
 	Reasons   []string `json:"reasons"`
 	Hints     []string `json:"hints"`
 	Supported bool     `json:"supported"` // native or fuse works: vagga's "overlayfs supported"
@@ -79,14 +79,14 @@ type checkForced struct {
 	Error   string `json:"error,omitempty"`
 }
 
-// checkForcedBackend reads OVL_BACKEND and judges it against r.
+// checkForcedBackend says what OVL_BACKEND forces, judged against r.
 func checkForcedBackend(r *selector.Report) *checkForced {
-	name := os.Getenv("OVL_BACKEND")
-	if name == "" || name == "auto" {
+	d, ok, err := selector.EnvForced(r)
+	if !ok {
 		return nil
 	}
-	f := &checkForced{Backend: name}
-	if _, err := selector.Choose(r, selector.Request{Force: name, ForcedBy: "OVL_BACKEND"}); err != nil {
+	f := &checkForced{Backend: d.Backend}
+	if err != nil {
 		f.Error = err.Error()
 	}
 	return f
@@ -105,7 +105,7 @@ func checkRun(ctx context.Context, o *checkOptions, w io.Writer) error {
 		if hints == nil {
 			hints = []string{}
 		}
-		out := checkJSON{Report: r, User: checkUserName(r.UID), Backend: d.Backend, Reasons: d.Reasons, Hints: hints,
+		out := checkJSON{Report: r, User: checkUserName(r.UID), Backend: d.Backend, Namespace: d.Namespace.String(), Reasons: d.Reasons, Hints: hints,
 			Supported: d.Overlay(), Forced: checkForcedBackend(r)}
 		if err := writeJSON(w, out); err != nil {
 			return err
@@ -154,6 +154,7 @@ func checkPrint(w io.Writer, r *selector.Report, d selector.Decision) {
 	for _, reason := range d.Reasons {
 		fmt.Fprintf(w, "  because  %s\n", reason)
 	}
+	fmt.Fprintf(w, "  layers   keep overlay metadata in %s xattrs\n", d.Namespace.Xattr("*"))
 	if f := checkForcedBackend(r); f != nil {
 		if f.Error != "" {
 			fmt.Fprintf(w, "\nOVL_BACKEND=%s is set, but: %s\n", f.Backend, f.Error)

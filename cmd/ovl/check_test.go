@@ -16,22 +16,6 @@ import (
 	"github.com/ovl-dev/ovl/selector"
 )
 
-// checkBuildOVL builds the ovl binary into a directory every user can
-// read and run (uid 65534 runs it too), removed when t ends. With
-// OVL_TEST_BINARY set, that prebuilt binary is used instead.
-func checkBuildOVL(t *testing.T) string {
-	t.Helper()
-	if bin := os.Getenv("OVL_TEST_BINARY"); bin != "" {
-		return bin
-	}
-	bin := filepath.Join(testutil.SharedDir(t), "ovl")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build ovl: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // checkOVL runs the ovl binary with args and the extra environment, and
 // returns its stdout, stderr and exit status.
 func checkOVL(t *testing.T, bin string, env []string, args ...string) (string, string, int) {

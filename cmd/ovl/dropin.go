@@ -5,16 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ovl-dev/ovl/fusefs"
-	"github.com/ovl-dev/ovl/internal/userns"
+	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 // Drop-in mode: the ovl binary stands in for fuse-overlayfs where tools
@@ -85,18 +84,12 @@ func dropinParse(args []string) (*dropinOptions, error) {
 	default:
 		return nil, fmt.Errorf("want one MOUNTPOINT (or SOURCE MOUNTPOINT), got %d arguments: %q", len(positional), positional)
 	}
-	o.spec.Namespace = layer.Trusted
-	if os.Geteuid() != 0 || userns.InUserNamespace() {
-		o.spec.Namespace = layer.User
-	}
 	for _, group := range opts {
 		for _, kv := range dropinSplitOptions(group) {
 			key, val, _ := strings.Cut(kv, "=")
 			switch key {
 			case "lowerdir":
-				for _, l := range dropinSplitLowers(val) {
-					o.spec.Lowers = append(o.spec.Lowers, l)
-				}
+				o.spec.Lowers = append(o.spec.Lowers, dropinSplitLowers(val)...)
 			case "upperdir":
 				o.spec.Upper = val
 			case "workdir":
@@ -157,7 +150,8 @@ func dropinSplitLowers(s string) []string {
 	return out
 }
 
-// dropinRun mounts a drop-in command line's stack with the FUSE backend.
+// dropinRun mounts a drop-in command line's stack with the FUSE backend
+// (a fuse-overlayfs stand-in is FUSE by definition: nothing to probe).
 func dropinRun(ctx context.Context, args []string) error {
 	o, err := dropinParse(args)
 	if err != nil {
@@ -166,13 +160,22 @@ func dropinRun(ctx context.Context, args []string) error {
 	if len(o.ignored) > 0 {
 		slog.Debug("drop-in: ignoring options", "options", o.ignored)
 	}
+	d, err := selector.Force(backend.FUSE, "the drop-in mode")
+	if err != nil {
+		return err
+	}
+	if d.Namespace == layer.User {
+		o.spec.Namespace = layer.User
+	}
+	b, err := d.Open()
+	if err != nil {
+		return err
+	}
 	if o.foreground {
 		ctx, stop := signal.NotifyContext(ctx, unix.SIGINT, unix.SIGTERM)
 		defer stop()
-		return fusefs.Serve(ctx, o.spec, fusefs.EnvOptions())
+		return serveOrMount(ctx, b, o.spec, nil)
 	}
-	if _, err := fusefs.NewBackend().Mount(ctx, o.spec); err != nil {
-		return err
-	}
-	return nil
+	_, err = b.Mount(ctx, o.spec)
+	return err
 }

@@ -135,12 +135,12 @@ func execCommand(ctx context.Context, cfg *vagga.Config, o *execOptions, stdin i
 	if err != nil {
 		return &exitError{code: 126, msg: err.Error()}
 	}
-	b, err := buildBackend(ctx, cfg, o.Backend)
+	d, err := buildDecision(ctx, cfg, o.Backend)
 	if err != nil {
 		return &exitError{code: runExitOwnError, msg: "exec: " + err.Error()}
 	}
 	progress := &buildProgress{w: stderr, quiet: o.Quiet}
-	eng := builder.New(cfg, builder.Options{Backend: b, Run: builder.RunnerFunc(b, cfg.Dir), Events: func(e builder.Event) {
+	eng := builder.New(cfg, builder.Options{Decision: d, Run: builder.RunnerFunc(d, cfg.Dir), Events: func(e builder.Event) {
 		if e.Status != builder.StatusCached { // a fresh container says nothing
 			progress.event(e)
 		}
@@ -151,7 +151,7 @@ func execCommand(ctx context.Context, cfg *vagga.Config, o *execOptions, stdin i
 		if c.Kind == vagga.KindSupervise {
 			where = fmt.Sprintf("%d processes", len(c.Children))
 		}
-		fmt.Fprintf(stderr, "[%s] in %s, %s backend\n", o.Command, where, b.Name())
+		fmt.Fprintf(stderr, "[%s] in %s, %s backend\n", o.Command, where, d.Backend)
 	}
 	code, err := eng.RunCommand(ctx, o.Command, builder.CommandOptions{Args: o.Args, Cwd: cwd, Env: env, NoBuild: o.NoBuild,
 		NoPrerequisites: o.NoPrerequisites, Stdin: stdin, Stdout: stdout, Stderr: stderr})
@@ -164,7 +164,7 @@ func execCommand(ctx context.Context, cfg *vagga.Config, o *execOptions, stdin i
 	case errors.As(err, &ae):
 		return &exitError{code: ae.Code, msg: ae.Msg}
 	case errors.As(err, &re):
-		return &exitError{code: re.Code, msg: fmt.Sprintf("exec %s (%s backend): %v", o.Command, b.Name(), re.Err)}
+		return &exitError{code: re.Code, msg: fmt.Sprintf("exec %s (%s backend): %v", o.Command, d.Backend, re.Err)}
 	case err != nil && code == builder.ExitStale:
 		return &exitError{code: code, msg: err.Error()}
 	case err != nil:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/backend"
-	"github.com/ovl-dev/ovl/fusefs"
 	"github.com/ovl-dev/ovl/layer"
 	"github.com/ovl-dev/ovl/selector"
 )
@@ -125,11 +123,18 @@ func mountRun(ctx context.Context, o *mountOptions, w, errW io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, d, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &spec, HostMount: true, LayerDir: o.LayerDir})
+	d, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &spec, HostMount: true, LayerDir: o.LayerDir})
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", spec.Target, err)
 	}
-	if d.Backend == backend.Copy && !mountForced(o) && !o.Foreground {
+	b, err := d.Open()
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", spec.Target, err)
+	}
+	if d.Namespace == layer.User {
+		spec.Namespace = layer.User // metadata in user.overlay.*, as the kernel's userxattr
+	}
+	if d.Backend == backend.Copy && !d.Forced() && !o.Foreground {
 		msg := fmt.Sprintf("mount %s: no overlay backend can mount here for you (%s)", spec.Target, strings.Join(d.Reasons, "; "))
 		if len(d.Hints) > 0 {
 			msg += "; for one: " + strings.Join(d.Hints, "; ")
@@ -144,7 +149,9 @@ func mountRun(ctx context.Context, o *mountOptions, w, errW io.Writer) error {
 		return err
 	}
 	if o.Foreground {
-		return mountForeground(ctx, b, spec, announce)
+		ctx, stop := signal.NotifyContext(ctx, unix.SIGINT, unix.SIGTERM)
+		defer stop()
+		return serveOrMount(ctx, b, spec, announce)
 	}
 	if _, err := b.Mount(ctx, spec); err != nil {
 		return fmt.Errorf("mount %s with the %s backend: %w", spec.Target, b.Name(), err)
@@ -155,19 +162,19 @@ func mountRun(ctx context.Context, o *mountOptions, w, errW io.Writer) error {
 	return announce()
 }
 
-// mountForeground mounts spec and keeps it until SIGINT or SIGTERM, then
-// unmounts. A FUSE stack is served by this process (fusefs.Serve), which
-// also returns when the mount goes away.
-func mountForeground(ctx context.Context, b backend.Backend, spec layer.Spec, announce func() error) error {
-	ctx, stop := signal.NotifyContext(ctx, unix.SIGINT, unix.SIGTERM)
-	defer stop()
-	if b.Name() == backend.FUSE {
+// serveOrMount keeps spec mounted in the foreground until ctx is done,
+// then unmounts; announce (nil: nothing) is called once the mount is
+// live. A backend that can serve a stack in this process
+// (backend.Server: FUSE) does so, and also returns when the mount goes
+// away; any other mounts and waits.
+func serveOrMount(ctx context.Context, b backend.Backend, spec layer.Spec, announce func() error) error {
+	if announce == nil {
+		announce = func() error { return nil }
+	}
+	if s, ok := b.(backend.Server); ok {
 		var announceErr error
-		opts := fusefs.EnvOptions()
-		opts.Ready = func() { announceErr = announce() }
-		err := fusefs.Serve(ctx, spec, opts)
-		if err != nil {
-			return fmt.Errorf("serve %s with the fuse backend: %w", spec.Target, err)
+		if err := s.Serve(ctx, spec, func() { announceErr = announce() }); err != nil {
+			return fmt.Errorf("serve %s with the %s backend: %w", spec.Target, b.Name(), err)
 		}
 		return announceErr
 	}
@@ -186,16 +193,6 @@ func mountForeground(ctx context.Context, b backend.Backend, spec layer.Spec, an
 	return nil
 }
 
-// mountForced reports whether the user named the backend (flag or
-// OVL_BACKEND).
-func mountForced(o *mountOptions) bool {
-	f := o.Backend
-	if f == "" {
-		f = os.Getenv("OVL_BACKEND")
-	}
-	return f != "" && f != "auto"
-}
-
 // mountSpec builds the stack from the flags and -o options. Paths are
 // made absolute, so the mount does not depend on the working directory.
 func mountSpec(o *mountOptions) (layer.Spec, error) {
@@ -211,9 +208,6 @@ func mountSpec(o *mountOptions) (layer.Spec, error) {
 		if err := mountApplyKernelOptions(&spec, opts, len(o.Lowers) > 0); err != nil {
 			return spec, err
 		}
-	}
-	if layer.DefaultNamespace() == layer.User {
-		spec.Namespace = layer.User // metadata in user.overlay.*, as the kernel's userxattr
 	}
 	if spec.Options.Metacopy {
 		// As in the kernel, metacopy=on turns redirect_dir on: a

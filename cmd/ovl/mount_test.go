@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,9 +62,6 @@ func TestMountSpec(t *testing.T) {
 			}
 			want := tt.want
 			want.Target = "/t"
-			if layer.DefaultNamespace() == layer.User {
-				want.Namespace = layer.User
-			}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("spec = %+v\nwant   %+v", got, want)
 			}
@@ -235,38 +233,44 @@ func TestMountCLI(t *testing.T) {
 		mountAndUmount(t, bin, env, "fuse.ovl", "--backend", "fuse", "--lower", d[0], "--upper", d[1], "--work", d[2], d[3])
 	})
 
-	t.Run("--foreground until SIGTERM", func(t *testing.T) {
-		d := mountDirs(t, t.TempDir(), "l", "u", "w", "m")
-		mountTree(t, d[0], map[string]string{"f": "lower"})
-		testutil.CleanupMount(t, d[3])
-		cmd := exec.Command(bin, "mount", "--foreground", "--lower", d[0], "--upper", d[1], "--work", d[2], d[3])
-		cmd.Env = append(os.Environ(), env...)
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		if !strings.HasPrefix(line, "mounted "+d[3]) {
-			t.Fatalf("ovl mount --foreground printed %q, want the mounted line", line)
-		}
-		if mountRead(t, filepath.Join(d[3], "f")) != "lower" {
-			t.Error("foreground mount does not show its lower")
-		}
-		if err := cmd.Process.Signal(unix.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Wait(); err != nil {
-			t.Errorf("ovl mount --foreground after SIGTERM: %v, want exit 0", err)
-		}
-		if _, ok := mountIsMounted(t, d[3]); ok {
-			t.Errorf("%s still mounted after ovl mount --foreground ended", d[3])
-		}
-	})
+	for _, b := range []string{"native", "fuse"} {
+		// fuse is served by ovl itself (backend.Server), not a daemon.
+		t.Run("--foreground until SIGTERM/"+b, func(t *testing.T) {
+			d := mountDirs(t, t.TempDir(), "l", "u", "w", "m")
+			mountTree(t, d[0], map[string]string{"f": "lower"})
+			testutil.CleanupMount(t, d[3])
+			cmd := exec.Command(bin, "mount", "--foreground", "--backend", b, "--lower", d[0], "--upper", d[1], "--work", d[2], d[3])
+			cmd.Env = append(os.Environ(), env...)
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd.Stderr = os.Stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			line, _ := bufio.NewReader(stdout).ReadString('\n')
+			if !strings.HasPrefix(line, "mounted "+d[3]) || !strings.Contains(line, b+" backend") {
+				t.Fatalf("ovl mount --foreground printed %q, want the mounted line naming the %s backend", line, b)
+			}
+			if mountRead(t, filepath.Join(d[3], "f")) != "lower" {
+				t.Error("foreground mount does not show its lower")
+			}
+			if serves := mountHoldsDevFuse(t, cmd.Process.Pid); serves != (b == "fuse") {
+				t.Errorf("ovl mount --foreground holds /dev/fuse: %v, want %v", serves, b == "fuse")
+			}
+			if err := cmd.Process.Signal(unix.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("ovl mount --foreground after SIGTERM: %v, want exit 0", err)
+			}
+			if _, ok := mountIsMounted(t, d[3]); ok {
+				t.Errorf("%s still mounted after ovl mount --foreground ended", d[3])
+			}
+		})
+	}
 
 	t.Run("bad spec: clear error, nothing made or mounted", func(t *testing.T) {
 		root := t.TempDir()
@@ -372,4 +376,21 @@ func mountInfo(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// mountHoldsDevFuse reports whether process pid has /dev/fuse open: it
+// serves a FUSE mount itself.
+func mountHoldsDevFuse(t *testing.T, pid int) bool {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if target, _ := os.Readlink(filepath.Join(dir, fd.Name())); target == "/dev/fuse" {
+			return true
+		}
+	}
+	return false
 }

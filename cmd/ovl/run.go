@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/builder"
 	"github.com/ovl-dev/ovl/layer"
 	"github.com/ovl-dev/ovl/runner"
@@ -155,15 +154,15 @@ func runRun(ctx context.Context, o *runOptions, stdin io.Reader, stdout, stderr 
 	if err := cfg.Validate(); err != nil {
 		return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
 	}
-	b, d, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &layer.Spec{Lowers: cfg.Layers}})
+	d, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &layer.Spec{Lowers: cfg.Layers}})
 	if err != nil {
 		return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
 	}
 	slog.Debug("run: backend chosen", "backend", d.Backend, "reasons", strings.Join(d.Reasons, "; "))
-	cfg.Backend = b
+	cfg.Decision = d
 	cfg.Stdin, cfg.Stdout, cfg.Stderr = stdin, stdout, stderr
 	res, err := runner.Run(ctx, cfg)
-	return runExitStatus(res, err, "run", fmt.Sprintf("run (%s backend)", b.Name()))
+	return runExitStatus(res, err, "run", fmt.Sprintf("run (%s backend)", d.Backend))
 }
 
 // runExitStatus turns what runner.Run returned into ovl's exit status, as
@@ -196,7 +195,7 @@ func runBuildContainer(ctx context.Context, o *runOptions, stderr io.Writer) (rc
 		return rc, false, err
 	}
 	p := &buildProgress{w: stderr, quiet: true}
-	pick := func(vc *vagga.Config) (backend.Backend, error) { return buildBackend(ctx, vc, o.Backend) }
+	pick := func(vc *vagga.Config) (selector.Decision, error) { return buildDecision(ctx, vc, o.Backend) }
 	b, found, err := builder.Resolve(cwd, o.Root, builder.Options{Events: p.event, Output: stderr}, pick)
 	if err != nil || !found {
 		return rc, found, err

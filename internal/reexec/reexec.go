@@ -68,3 +68,22 @@ func Self() string { return "/proc/self/exe" }
 func Exec(name string, env []string) error {
 	return syscall.Exec(Self(), os.Args, append(env, envKey+"="+name))
 }
+
+// limitedBufferSize is how much of a child's output LimitedBuffer keeps.
+const limitedBufferSize = 8 << 10
+
+// LimitedBuffer keeps the first 8 KiB written to it and drops the rest
+// without failing the writer: a child's stderr, kept to be quoted in an
+// error, which a chatty child can neither grow without bound nor block.
+// The zero value is ready to use.
+type LimitedBuffer struct{ b []byte }
+
+func (l *LimitedBuffer) Write(p []byte) (int, error) {
+	if room := limitedBufferSize - len(l.b); room > 0 {
+		l.b = append(l.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+// String returns what was kept.
+func (l *LimitedBuffer) String() string { return string(l.b) }

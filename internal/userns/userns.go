@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -42,8 +43,12 @@ func MakePrivate() error {
 
 // InUserNamespace reports whether this process runs in a user namespace
 // other than the initial one, where it may be "root" without privilege
-// over the host.
-func InUserNamespace() bool {
+// over the host. It reads /proc/self/uid_map once per process: a process
+// never changes its user namespace (Go cannot unshare one in a running,
+// multithreaded process; ovl starts a new process for that).
+func InUserNamespace() bool { return inUserNamespace() }
+
+var inUserNamespace = sync.OnceValue(func() bool {
 	b, err := os.ReadFile("/proc/self/uid_map")
 	if err != nil {
 		return false
@@ -52,4 +57,14 @@ func InUserNamespace() bool {
 	var inside, outside, size uint64
 	n, _ := fmt.Sscan(string(b), &inside, &outside, &size)
 	return !(n == 3 && inside == 0 && outside == 0 && size == 4294967295)
-}
+})
+
+// Privileged reports whether this process is real root: euid 0 in the
+// initial user namespace. It is ovl's one answer to "may this process
+// mount overlays in place, with trusted.* metadata?": everyone else (an
+// ordinary user, root inside a user namespace) mounts inside a user
+// namespace, where overlay metadata lives in user.* (userxattr). Answered
+// once per process.
+func Privileged() bool { return privileged() }
+
+var privileged = sync.OnceValue(func() bool { return os.Geteuid() == 0 && !InUserNamespace() })
