@@ -42,6 +42,9 @@ type Options struct {
 	// Progress, when set, follows long copies (32 MiB and more): the
 	// command line draws a progress bar with it on a terminal.
 	Progress func(what string, total int64) Progress
+	// ConfigArg is the config file given on the command line (-f), if
+	// any: hints that say what to run repeat it.
+	ConfigArg string
 }
 
 // Result is a built container.

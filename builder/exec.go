@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -143,15 +144,27 @@ func (t *tailWriter) Write(p []byte) (int, error) {
 // stepError wraps the failure of step s with where it is and how to
 // look at the state before it.
 func (b *Builder) stepError(c *vagga.Container, s step, total int, err error) error {
-	hint := fmt.Sprintf("the steps before it are cached; to open a shell in the state just before it:\n    ovl build %s --shell-before-step %d", c.Name, s.index)
+	build := "ovl build"
+	if b.opts.ConfigArg != "" {
+		build += " -f " + shellWord(b.opts.ConfigArg)
+	}
+	hint := fmt.Sprintf("the steps before it are cached; to open a shell in the state just before it:\n    %s %s --shell-before-step %d", build, c.Name, s.index)
 	if b.opts.OneLayer {
-		hint = fmt.Sprintf("without --cache-each-step nothing of %q was kept; to open a shell in the state before it:\n    ovl build %s --cache-each-step --shell-before-step %d", c.Name, c.Name, s.index)
+		hint = fmt.Sprintf("without --cache-each-step nothing of %q was kept; to open a shell in the state before it:\n    %s %s --cache-each-step --shell-before-step %d", c.Name, build, c.Name, s.index)
 	}
 	if isFileStep(s.step) && errors.Is(err, ErrPath) {
 		hint = "fix the step in " + b.cfg.File + ", then build again"
 	}
 	return &StepError{Container: c.Name, Index: s.index, Total: total, Step: s.step.Summary(), Pos: s.step.Position(),
 		Err: fmt.Errorf("%w: %w", ErrStepFailed, err), Hint: hint}
+}
+
+// shellWord quotes s for a shell when it needs it.
+func shellWord(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./,:@%+=") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'"
 }
 
 // Shell builds container name up to the step before step number before

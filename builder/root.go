@@ -52,7 +52,9 @@ func (b *Builder) writeRoot(ctx context.Context, r *Result) (string, error) {
 		} else if detail, cloned, err = b.cloneRoot(ctx, r, filepath.Join(tmp, "root")); err == nil && !cloned {
 			err = b.flatten(ctx, "flatten "+r.Container, r.Layers, filepath.Join(tmp, "root"))
 		}
-		if !cloned {
+		if cloned {
+			detail += " into " + root
+		} else {
 			detail = "flattened into " + root
 		}
 		if err == nil {

@@ -163,7 +163,7 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 	}
 	opts := builder.Options{
 		OneLayer: !o.CacheEachStep, Force: o.Force, Decision: d,
-		Run: builder.RunnerFunc(d, cfg.Dir), Events: progress.event, Output: output,
+		Run: builder.RunnerFunc(d, cfg.Dir), Events: progress.event, Output: output, ConfigArg: o.Config,
 	}
 	if bars := buildNewBars(stderr); bars != nil && !o.Quiet && !o.JSON {
 		opts.Progress = bars.start
@@ -193,10 +193,18 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 			writeJSONLine(stdout, buildSummary{Container: name, Key: r.Key, Root: r.Root, Layers: len(r.Layers), Ran: r.Ran, Backend: d.Backend})
 		case !o.Quiet:
 			rel, _ := filepath.Rel(cfg.Dir, filepath.Join(cfg.Dir, ".vagga", name))
-			fmt.Fprintf(stdout, "%s: built, %d steps run, %d layers (%s backend): %s\n", name, r.Ran, len(r.Layers), d.Backend, rel)
+			fmt.Fprintf(stdout, "%s: built, %s run, %s (%s backend): %s\n", name, plural(r.Ran, "step"), plural(len(r.Layers), "layer"), d.Backend, rel)
 		}
 	}
 	return nil
+}
+
+// plural writes n with noun, in the plural unless n is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // buildSummary is the last JSON line `ovl build --json` prints per

@@ -144,7 +144,7 @@ func execCommand(ctx context.Context, cfg *vagga.Config, o *execOptions, stdin i
 		if e.Status != builder.StatusCached { // a fresh container says nothing
 			progress.event(e)
 		}
-	}, Output: stderr})
+	}, Output: stderr, ConfigArg: o.Config})
 	cwd, _ := os.Getwd()
 	if c, ok := cfg.LookupCommand(o.Command); ok && !o.Quiet {
 		where := "container " + c.Container
