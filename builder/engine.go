@@ -45,6 +45,9 @@ type Options struct {
 	// ConfigArg is the config file given on the command line (-f), if
 	// any: hints that say what to run repeat it.
 	ConfigArg string
+	// NoVersionCheck makes Build return the root .vagga/NAME points at,
+	// whatever the config says now (vagga's --no-version-check).
+	NoVersionCheck bool
 }
 
 // Result is a built container.
@@ -170,10 +173,28 @@ func buildStepKey(k string, s vagga.Step, source func(name string) (*Result, err
 // Build builds container name (and the container it is built on), reusing
 // every step whose layer exists, and writes its plain root.
 func (b *Builder) Build(ctx context.Context, name string) (*Result, error) {
+	if b.opts.NoVersionCheck {
+		return b.lastBuilt(name)
+	}
 	if err := b.cfg.Check(name); err != nil {
 		return nil, err
 	}
 	return b.build(ctx, name, nil, b.opts.Force)
+}
+
+// lastBuilt is the root .vagga/NAME points at, as it is (vagga's
+// --no-version-check): nothing is planned, built or checked.
+func (b *Builder) lastBuilt(name string) (*Result, error) {
+	c, ok := b.cfg.Containers[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q in %s (it has: %s)", ErrNoContainer, name, b.cfg.File, strings.Join(b.cfg.ContainerNames(), ", "))
+	}
+	link := filepath.Join(b.store.Dir, name)
+	root, err := filepath.EvalSymlinks(link)
+	if err != nil || !dirExists(root) {
+		return nil, fmt.Errorf("container %q was never built (%s: %v): build it, or leave out --no-version-check", name, link, err)
+	}
+	return &Result{Container: name, Root: root, UIDs: c.UIDs, GIDs: c.GIDs}, nil
 }
 
 func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, force bool) (*Result, error) {
@@ -252,6 +273,11 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, f
 	if !b.opts.NoRoot {
 		if r.Root, err = b.writeRoot(ctx, r); err != nil {
 			return nil, err
+		}
+		if c.AutoClean {
+			if err := b.store.removeOtherRoots(name, r.Key); err != nil {
+				return nil, fmt.Errorf("container %q, auto-clean: %w", name, err)
+			}
 		}
 	}
 	b.mu.Lock()

@@ -39,8 +39,11 @@ type CommandOptions struct {
 	NoBuild bool
 	// NoPrerequisites runs the command alone (--no-prerequisites).
 	NoPrerequisites bool
-	Stdin           io.Reader
-	Stdout, Stderr  io.Writer
+	// ContainersOnly builds what the commands need and runs nothing
+	// (--containers-only).
+	ContainersOnly bool
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
 }
 
 // ArgsError is a command line a command does not take. Msg is printed
@@ -74,27 +77,43 @@ func (e *RunError) Unwrap() error { return e.Err }
 // of the first prerequisite that failed). An error is an *ArgsError, a
 // *RunError, a stale container with NoBuild, or a build that failed.
 func (b *Builder) RunCommand(ctx context.Context, name string, o CommandOptions) (int, error) {
-	cmd, ok := b.cfg.LookupCommand(name)
-	if !ok {
-		return 1, fmt.Errorf("%w %q in %s (it has: %s)", ErrNoCommand, name, b.cfg.File, strings.Join(b.cfg.CommandNames(), ", "))
+	return b.RunCommands(ctx, []string{name}, o)
+}
+
+// RunCommands is RunCommand for several commands in a row (vagga's -m):
+// the containers of all of them (and of their prerequisites) are built
+// first, then each runs in turn, until one fails. o.Args go to the last.
+// With o.ContainersOnly nothing runs.
+func (b *Builder) RunCommands(ctx context.Context, names []string, o CommandOptions) (int, error) {
+	var cmds []*vagga.Command
+	for _, name := range names {
+		cmd, ok := b.cfg.LookupCommand(name)
+		if !ok {
+			return 1, fmt.Errorf("%w %q in %s (it has: %s)", ErrNoCommand, name, b.cfg.File, strings.Join(b.cfg.CommandNames(), ", "))
+		}
+		cmds = append(cmds, cmd)
 	}
-	parsed, err := parseCommandArgs(cmd, o.Args)
+	last := cmds[len(cmds)-1]
+	parsed, err := parseCommandArgs(last, o.Args)
 	if err != nil {
 		return 0, err
 	}
-	order := []string{cmd.Name}
+	var order []string
+	for _, c := range cmds {
+		order = append(order, c.Name)
+	}
 	if !o.NoPrerequisites {
-		order = b.prerequisites(cmd.Name)
+		order = b.prerequisites(order...)
 	}
 	// Every container is built (or checked) before anything runs.
-	for _, n := range order {
+	for i, n := range order {
 		if err := b.cfg.CheckCommand(n); err != nil {
 			return 1, err
 		}
 		c := b.cfg.Commands[n]
-		only, exclude := parsed.only, parsed.exclude
-		if n != cmd.Name {
-			only, exclude = nil, nil
+		var only, exclude []string
+		if i == len(order)-1 {
+			only, exclude = parsed.only, parsed.exclude
 		}
 		for _, container := range b.commandContainers(c, only, exclude) {
 			if err := b.prepare(ctx, container, o.NoBuild); err != nil {
@@ -102,15 +121,15 @@ func (b *Builder) RunCommand(ctx context.Context, name string, o CommandOptions)
 			}
 		}
 	}
-	for _, n := range order {
-		c := b.cfg.Commands[n]
-		var code int
-		var err error
-		if n == cmd.Name {
-			code, err = b.runOne(ctx, c, parsed, o)
-		} else {
-			code, err = b.runOne(ctx, c, parsedArgs{}, o)
+	if o.ContainersOnly {
+		return 0, nil
+	}
+	for i, n := range order {
+		p := parsedArgs{}
+		if i == len(order)-1 {
+			p = parsed
 		}
+		code, err := b.runOne(ctx, b.cfg.Commands[n], p, o)
 		if err != nil || code != 0 {
 			return code, err
 		}
@@ -120,7 +139,7 @@ func (b *Builder) RunCommand(ctx context.Context, name string, o CommandOptions)
 
 // prepare builds container name when stale, or with noBuild reports it.
 func (b *Builder) prepare(ctx context.Context, name string, noBuild bool) error {
-	if noBuild {
+	if noBuild && !b.opts.NoVersionCheck {
 		stale, err := b.Stale(name)
 		if err != nil {
 			return err
@@ -210,12 +229,12 @@ func selectChildren(c *vagga.Command, only, exclude []string) []string {
 	return out
 }
 
-// prerequisites orders command name after what it needs, as vagga's
+// prerequisites orders commands names after what they need, as vagga's
 // launcher does: prerequisites (recursively, each once, depth first)
 // and the init-commands of persistent volumes not made yet; in a loop,
 // the command named last.
-func (b *Builder) prerequisites(name string) []string {
-	return prerequisiteOrder([]string{name}, func(n string) []string {
+func (b *Builder) prerequisites(names ...string) []string {
+	return prerequisiteOrder(names, func(n string) []string {
 		c, ok := b.cfg.LookupCommand(n)
 		if !ok {
 			return nil

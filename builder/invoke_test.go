@@ -329,3 +329,42 @@ containers:
 	}
 	mustContain(t, r2.Root, "etc/count", "2\n")
 }
+
+// TestAutoCleanAndVolumeCleans: auto-clean leaves only the container's
+// newest root (container_params.rst); _clean --unused-volumes removes
+// the persistent volumes the config no longer names, --volumes all.
+func TestAutoCleanAndVolumeCleans(t *testing.T) {
+	yaml := "containers:\n  a:\n    auto-clean: true\n    setup:\n    - !Text {/etc/v: \"1\"}\n  b:\n    setup:\n    - !Text {/etc/v: \"1\"}\n"
+	dir := project(t, yaml, nil)
+	first := map[string]*Result{}
+	for _, n := range []string{"a", "b"} {
+		first[n], _ = mustBuild(t, dir, n, Options{})
+	}
+	writeProject(t, dir, strings.ReplaceAll(yaml, `"1"`, `"2"`), nil)
+	for _, n := range []string{"a", "b"} {
+		mustBuild(t, dir, n, Options{})
+	}
+	roots, _ := filepath.Glob(filepath.Join(dir, ".vagga", ".roots", "a.*"))
+	if len(roots) != 1 {
+		t.Errorf("auto-clean: roots of a %v, want only the new one", roots)
+	}
+	if _, err := os.Stat(first["b"].Root); err != nil {
+		t.Errorf("without auto-clean the old root must stay: %v", err)
+	}
+
+	for _, v := range []string{"used", "gone"} {
+		if err := os.MkdirAll(filepath.Join(dir, ".vagga", ".volumes", v), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeProject(t, dir, yaml+"    volumes:\n      /v: !Persistent used\n", nil)
+	b := New(load(t, dir), Options{})
+	removed, err := b.CleanVolumes(true, false)
+	if err != nil || len(removed) != 1 || filepath.Base(removed[0].Path) != "gone" {
+		t.Errorf("--unused-volumes removed %v, %v; want gone", removed, err)
+	}
+	removed, err = b.CleanVolumes(false, false)
+	if err != nil || len(removed) != 1 || filepath.Base(removed[0].Path) != "used" {
+		t.Errorf("--volumes removed %v, %v; want used", removed, err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -90,6 +91,26 @@ func (b *Builder) writeRoot(ctx context.Context, r *Result) (string, error) {
 		return "", fmt.Errorf("point %s at the new root: %w", link, err)
 	}
 	return root, nil
+}
+
+// removeOtherRoots removes the roots of container but the one of key
+// (vagga's auto-clean: the old versions go once a new one is built).
+func (s *Store) removeOtherRoots(container, key string) error {
+	entries, err := os.ReadDir(s.rootsDir())
+	if err != nil {
+		return err
+	}
+	keep := rootName(container, key)
+	for _, e := range entries {
+		n := e.Name()
+		if n == keep || !strings.HasPrefix(n, container+".") || strings.Contains(strings.TrimPrefix(n, container+"."), ".") {
+			continue
+		}
+		if err := removeTree(filepath.Join(s.rootsDir(), n)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func dirExists(p string) bool {

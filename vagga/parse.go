@@ -45,7 +45,7 @@ func Find(dir string) (string, error) {
 		}
 		parent := filepath.Dir(d)
 		if parent == d {
-			return "", fmt.Errorf("no vagga.yaml (nor .vagga/vagga.yaml, vagga.local.yaml) in %s or any parent directory: run in a project, or give --config", dir)
+			return "", fmt.Errorf("no vagga.yaml (nor .vagga/vagga.yaml, vagga.local.yaml) in %s or any parent directory", dir)
 		}
 		d = parent
 	}

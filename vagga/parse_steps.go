@@ -10,7 +10,7 @@ import (
 )
 
 // offline is the start of the hint of a step that needs the network.
-const offline = "it downloads, and ovl builds offline (the machine reaches no package index): "
+const offline = "it downloads, and ovl builds offline; "
 
 // unsupportedSteps are the steps of vagga's documentation ovl does not
 // run, each with what to write instead.

@@ -104,7 +104,7 @@ func buildLoad(config string) (*vagga.Config, error) {
 			return nil, err
 		}
 		if config, err = vagga.Find(cwd); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w (run ovl in a project, or give --config)", err)
 		}
 	}
 	return vagga.Load(config)

@@ -18,10 +18,9 @@ func init() { register(checkOverlayfsNewCmd) }
 func checkOverlayfsNewCmd(g *globalOptions) *cobra.Command {
 	var prober selector.ProbeFunc // tests inject one through checkOverlayfsRun
 	return &cobra.Command{
-		Use:    "_check_overlayfs_support",
-		Short:  "Print vagga's supported/unsupported for overlay (see 'ovl check')",
-		Hidden: true,
-		Args:   cobra.NoArgs,
+		Use:   "_check_overlayfs_support",
+		Short: "Print vagga's supported/unsupported for overlay (see 'ovl check')",
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return checkOverlayfsRun(cmd.Context(), prober, cmd.OutOrStdout())
 		},
