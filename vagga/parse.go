@@ -204,6 +204,9 @@ func parseFile(data []byte, file, dir string) (*Config, []mixinRef, error) {
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return cfg, nil, nil // an empty file
 	}
+	if err := p.expand(doc.Content[0], file, 0); err != nil {
+		return nil, nil, err
+	}
 	root := resolve(doc.Content[0])
 	if root.Kind != yaml.MappingNode && !isEmpty(root) {
 		return nil, nil, p.errf(root, ErrInvalid, "the top level must be a mapping with containers: and commands:", "")
@@ -299,9 +302,12 @@ func syntaxError(file string, err error) error {
 // parser carries what every node conversion needs.
 type parser struct {
 	file, dir string
+	// files says which file a node was read from, where it is not file
+	// (!*Include).
+	files map[*yaml.Node]string
 }
 
-func (p *parser) pos(n *yaml.Node) Pos { return Pos{File: p.file, Line: n.Line, Column: n.Column} }
+func (p *parser) pos(n *yaml.Node) Pos { return Pos{File: p.fileOf(n), Line: n.Line, Column: n.Column} }
 
 func (p *parser) errf(n *yaml.Node, sentinel error, msg, hint string) error {
 	return &Error{Pos: p.pos(n), Msg: msg, Err: sentinel, Hint: hint}

@@ -402,3 +402,45 @@ mixins: [sub/m3.yaml]
 		t.Errorf("project of a local mixin: %v, %v", cfg, err)
 	}
 }
+
+// TestIncludeAndUnpack: the two tags of vagga's config library: a node
+// !*Include FILE is FILE's document, relative to the including file, and
+// its errors name it; !*Unpack [[...], [...]] joins lists.
+func TestIncludeAndUnpack(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"vagga.yaml": `_steps: &common [!EnsureDir /a]
+containers:
+  c:
+    setup:
+    - !*Unpack [*common, [!EnsureDir /b]]
+    - !*Include inc/step.yaml
+  more: !*Include inc/container.yaml
+`,
+		"inc/step.yaml":      "!EnsureDir /c\n",
+		"inc/container.yaml": "setup:\n- !EnsureDir /d\n- !Frobnicate x\n",
+	})
+	_, err := Load(filepath.Join(dir, "vagga.yaml"))
+	if err == nil || !strings.HasPrefix(err.Error(), filepath.Join(dir, "inc/container.yaml")+":3: ") {
+		t.Fatalf("an error in an included file: %v, want it named at line 3", err)
+	}
+	writeFiles(t, dir, map[string]string{"inc/container.yaml": "setup:\n- !EnsureDir /d\n"})
+	cfg, err := Load(filepath.Join(dir, "vagga.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, s := range cfg.Containers["c"].Setup {
+		paths = append(paths, s.(*EnsureDirStep).Path)
+	}
+	if strings.Join(paths, " ") != "/a /b /c" {
+		t.Errorf("c's steps: %v", paths)
+	}
+	if s := cfg.Containers["more"].Setup; len(s) != 1 || s[0].Position().File != filepath.Join(dir, "inc/container.yaml") {
+		t.Errorf("more's steps %v", s)
+	}
+	writeFiles(t, dir, map[string]string{"vagga.yaml": "containers: !*Include ../x.yaml\n"})
+	if _, err := Load(filepath.Join(dir, "vagga.yaml")); err == nil || !strings.Contains(err.Error(), "only relative paths") {
+		t.Errorf("an include out of the directory: %v", err)
+	}
+}
