@@ -67,6 +67,7 @@ func (b *Builder) commandConfig(ctx context.Context, cmd *vagga.Command, extra [
 		rc.User = &runner.User{UID: cmd.UserID, GID: cmd.GroupID, Groups: cmd.SupplementaryGIDs, ExternalUID: cmd.ExternalUserID}
 	}
 	rc.Args = commandArgs(c, cmd, extra)
+	rc.IsolateNetwork = cmd.IsolateNetwork
 	rc.Volumes, commit, err = b.volumes(ctx, cmd, append(append([]vagga.Volume(nil), c.Volumes...), cmd.Volumes...))
 	return rc, commit, err
 }

@@ -43,6 +43,9 @@ type Exec struct {
 	HostFiles []runner.HostFile
 	// KeepTmp keeps the container's /tmp (builds) rather than a tmpfs.
 	KeepTmp bool
+	// IsolateNetwork gives the step a network of its own (!RunAs's
+	// isolate-network).
+	IsolateNetwork bool
 }
 
 // RunFunc runs x to completion. A command that exits non-zero or is
@@ -81,6 +84,7 @@ func (b *Builder) runStep(ctx context.Context, c *vagga.Container, s step, r *Re
 	case *vagga.RunAsStep:
 		x.Args, x.Workdir = []string{"/bin/sh", "-exc", st.Script}, st.WorkDir
 		x.User = &runner.User{UID: st.UserID, GID: st.GroupID, Groups: st.SupplementaryGIDs, ExternalUID: st.ExternalUserID}
+		x.IsolateNetwork = st.IsolateNetwork
 	}
 	if x.Volumes, err = b.buildMounts(c, s.index); err != nil {
 		return err

@@ -42,6 +42,9 @@ type CommandOptions struct {
 	// ContainersOnly builds what the commands need and runs nothing
 	// (--containers-only).
 	ContainersOnly bool
+	// IsolateNetwork gives every command a network of its own, only lo
+	// (vagga's --isolate-network).
+	IsolateNetwork bool
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 }
@@ -413,6 +416,7 @@ func (b *Builder) runOne(ctx context.Context, cmd *vagga.Command, p parsedArgs, 
 	if err != nil {
 		return 1, err
 	}
+	rc.IsolateNetwork = rc.IsolateNetwork || o.IsolateNetwork
 	rc.Decision = b.opts.Decision
 	rc.Stdin, rc.Stdout, rc.Stderr = o.Stdin, o.Stdout, o.Stderr
 	stopBanner := b.banner(cmd, o.Stdout)

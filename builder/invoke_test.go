@@ -112,6 +112,8 @@ commands:
       /var/lib/pg: !Persistent {name: pg, owner-uid: 1, owner-gid: 1, init-command: _init-pg}
     run: "echo init >> /work/log; echo initialized > /var/lib/pg/made-by-init"
   banner: !Command {container: c, run: "echo running", banner: "the banner", epilog: "the epilog\n"}
+  isolated: !Command {container: c, run: "grep -c : /proc/net/dev", isolate-network: true}
+  net: !Command {container: c, run: "grep -c : /proc/net/dev"}
   fail: !Command {container: c, run: "exit 3", epilog: "not printed\n"}
   run: !Supervise
     children:
@@ -237,6 +239,16 @@ func TestCommandsAsVaggaDocuments(t *testing.T) {
 	if got := out("banner", CommandOptions{}); got != "the banner\nrunning\nthe epilog\n" {
 		t.Errorf("banner and epilog: %q", got)
 	}
+	// isolate-network, and --isolate-network for any command: only lo.
+	if got := out("isolated", CommandOptions{}); got != "1\n" {
+		t.Errorf("isolate-network: %q network devices, want 1 (lo)", got)
+	}
+	if got := out("net", CommandOptions{IsolateNetwork: true}); got != "1\n" {
+		t.Errorf("--isolate-network: %q network devices, want 1 (lo)", got)
+	}
+	if got := out("net", CommandOptions{}); got == "1\n" {
+		t.Errorf("without isolation the command sees only lo: the host has no other device?")
+	}
 	if got, code, err := runCmd(t, b, dir, "fail", CommandOptions{}); code != 3 || err != nil || got != "" {
 		t.Errorf("fail: %q, %d, %v", got, code, err)
 	}
@@ -297,6 +309,8 @@ containers:
     - !Tar {url: ./base.tar.gz}
     - !RunAs {user-id: 1, group-id: 2, script: "id -u > /tmp/id; id -g >> /tmp/id; pwd >> /tmp/id"}
     - !Sh "cp /tmp/id /etc/runas"
+    - !RunAs {isolate-network: true, script: "grep -c : /proc/net/dev > /tmp/net"}
+    - !Sh "cp /tmp/net /etc/runas-net"
     - !CacheDirs {/var/cache/dl: downloads}
     - !Sh "echo x >> /var/cache/dl/count; wc -l < /var/cache/dl/count > /etc/count"
     - !Build {container: pkg, source: /packages, path: /srv/pkg}
@@ -310,6 +324,7 @@ containers:
 		t.Fatalf("build: %v\n%s", err, out.String())
 	}
 	mustContain(t, r.Root, "etc/runas", "1\n2\n/work\n")
+	mustContain(t, r.Root, "etc/runas-net", "1\n")
 	mustContain(t, r.Root, "etc/count", "1\n")
 	mustContain(t, r.Root, "srv/pkg/sub/p", "pkg\n")
 	mustContain(t, r.Root, "etc/mounted", "pkg\n")

@@ -41,6 +41,7 @@ func (b *Builder) supervise(ctx context.Context, cmd *vagga.Command, p parsedArg
 			return 1, fmt.Errorf("command %q, process %q: %w", cmd.Name, n, err)
 		}
 		rc.Decision = b.opts.Decision
+		rc.IsolateNetwork = rc.IsolateNetwork || cmd.IsolateNetwork || o.IsolateNetwork
 		rc.Stdin, rc.Stdout, rc.Stderr = nil, stdout, stderr
 		rc.Name = cmd.Name + "." + n
 		sig := make(chan os.Signal, 2)

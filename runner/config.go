@@ -131,6 +131,9 @@ type Config struct {
 	// EnvironFile is a file of the container with NAME=value lines
 	// (vagga's environ-file), read when the command starts, under Env.
 	EnvironFile string
+	// IsolateNetwork runs the command in a network namespace of its own
+	// with only the loopback device, up (vagga's isolate-network).
+	IsolateNetwork bool
 	// KeepTmp leaves the container's own /tmp in place of a fresh tmpfs,
 	// as vagga's builds do: a step sees what earlier steps put there.
 	KeepTmp bool

@@ -207,6 +207,11 @@ func (c *container) setup() error {
 	if err := userns.MakePrivate(); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
+	if p.IsolateNet {
+		if err := loopbackUp(); err != nil {
+			return fmt.Errorf("isolated network: bring up lo: %w", err)
+		}
+	}
 	c.root = filepath.Join(p.Dir, "root")
 	c.priv = filepath.Join(p.Dir, "priv")
 	for _, d := range []string{c.root, c.priv} {
@@ -446,6 +451,25 @@ func (c *container) volume(i int, v Volume) error {
 		}, mp)
 	}
 	return c.snapshot(i, v, mp, st.Mode&0o7777, uid, gid)
+}
+
+// loopbackUp brings up the loopback device of this network namespace
+// (a new one has it down).
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
 
 // tmpfsContents makes v's subdirectories and files in the tmpfs at mp:

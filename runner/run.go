@@ -38,6 +38,7 @@ type plan struct {
 	// exec itself again to gain root's capabilities in the namespace.
 	Remap       bool
 	KeepTmp     bool       `json:",omitempty"`
+	IsolateNet  bool       `json:",omitempty"`
 	User        *User      `json:",omitempty"`
 	HostFiles   []HostFile `json:",omitempty"`
 	EnvironFile string     `json:",omitempty"`
@@ -107,6 +108,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		Layers: cfg.Layers, Writable: cfg.Writable, KeepChanges: cfg.KeepChanges, Volumes: cfg.Volumes,
 		Env: cfg.Env, Workdir: cfg.Workdir, BindWork: cfg.BindWork, Args: cfg.Args, Decision: cfg.Decision,
 		User: cfg.User, HostFiles: cfg.HostFiles, EnvironFile: cfg.EnvironFile, KeepTmp: cfg.KeepTmp,
+		IsolateNet: cfg.IsolateNetwork,
 	}
 	ids, err := containerIDs(cfg.UIDs, cfg.GIDs)
 	if err != nil {
@@ -135,6 +137,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	cmd := reexec.Command(initEntry)
 	cmd.Env = initEnv(cmd.Env)
 	cmd.SysProcAttr = initSysProcAttr(ids)
+	if cfg.IsolateNetwork {
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
 	cmd.ExtraFiles = []*os.File{confR, repW, lifeR}
 

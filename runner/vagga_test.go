@@ -95,3 +95,18 @@ func TestEnvironFileAndHostFiles(t *testing.T) {
 		}
 	})
 }
+
+// TestIsolateNetwork: vagga's isolate-network gives the command a
+// network namespace with only lo, up.
+func TestIsolateNetwork(t *testing.T) {
+	eachBackendAndUser(t, func(t *testing.T, d selector.Decision) {
+		root := makeRoot(t)
+		cfg := runner.Config{Layers: []string{root}, Decision: d, IsolateNetwork: true}
+		// /proc/net is the reader's namespace's (/sys shows the host's).
+		out := mustRun(t, cfg, "sh", "-c", `grep -c : /proc/net/dev; grep -c "lo:" /proc/net/dev; grep -c " lo$" /proc/net/if_inet6`)
+		// Up, lo has ::1 (the kernel gives it when lo comes up).
+		if out != "1\n1\n1\n" {
+			t.Errorf("isolated network: %q, want one device, lo, up with ::1", out)
+		}
+	})
+}

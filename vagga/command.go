@@ -81,11 +81,7 @@ func (p *parser) command(name string, k, n *yaml.Node, top bool) (*Command, erro
 				}
 			}
 		case "isolate-network":
-			var on bool
-			if on, err = p.boolean(v, key); err == nil && on {
-				c.Unsupported = append(c.Unsupported, p.unsupported(kk, what+": isolate-network",
-					"remove it: ovl's commands share the host's network"))
-			}
+			c.IsolateNetwork, err = p.boolean(v, key)
 		case "pass-tcp-socket":
 			c.Unsupported = append(c.Unsupported, p.unsupported(kk, what+": pass-tcp-socket",
 				"let the command listen on the port itself"))

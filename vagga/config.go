@@ -155,6 +155,9 @@ type Command struct {
 	InotifyLimit int
 	SymlinkName  string
 	Tags         []string
+	// IsolateNetwork runs the command (each child of a !Supervise) with
+	// a network of its own: only lo.
+	IsolateNetwork bool
 
 	// !Command.
 	Container string

@@ -365,10 +365,7 @@ func (p *parser) runAsStep(n *yaml.Node) (Step, error) {
 		case "work-dir":
 			s.WorkDir, err = p.containerPath(v, key)
 		case "isolate-network":
-			var on bool
-			if on, err = p.boolean(v, key); err == nil && on {
-				err = p.unsupported(k, "!RunAs isolate-network", "remove it: ovl's builds share the host's network")
-			}
+			s.IsolateNetwork, err = p.boolean(v, key)
 		default:
 			err = p.unknownKey(k, "!RunAs", "script, user-id, external-user-id, group-id, supplementary-gids, work-dir, isolate-network")
 		}

@@ -173,6 +173,7 @@ type RunAsStep struct {
 	GroupID           int    `json:"group-id"`
 	SupplementaryGIDs []int  `json:"supplementary-gids,omitempty"`
 	WorkDir           string `json:"work-dir"`
+	IsolateNetwork    bool   `json:"isolate-network,omitempty"`
 	Pos               Pos    `json:"-"`
 }
 

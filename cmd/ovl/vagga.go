@@ -39,6 +39,7 @@ type vaggaGlobals struct {
 	NoVersionCheck  bool
 	NoPrerequisites bool
 	ContainersOnly  bool
+	IsolateNetwork  bool
 	Multi           []string
 }
 
@@ -66,6 +67,8 @@ Optional arguments:
                         prerequisites
   --containers-only     Only build container images needed to run commands,
                         don't run any commands.
+  --isolate-network,--no-network,--no-net
+                        Run command(s) inside isolated network
   --no-image-download   Do not download container image from image index.
   --no-build            Do not build container even if it is out of date.
                         Return error code 29 if it's out of date.
@@ -182,7 +185,7 @@ func vaggaParseGlobals(args []string, stdout io.Writer) (g *vaggaGlobals, rest [
 		case "--ignore-owner-check", "--no-image-download":
 			// ovl checks no owner and downloads no image.
 		case "--isolate-network", "--no-network", "--no-net":
-			return nil, nil, &exitError{code: vaggaExitUsage, msg: a + " is not supported by ovl: its commands share the host's network"}
+			g.IsolateNetwork = true
 		case "-m", "--run-multi":
 			for i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
 				i++
@@ -240,7 +243,7 @@ func (v *vaggaRun) commands(ctx context.Context, names, args []string) error {
 		return &exitError{code: vaggaExitCommand, msg: err.Error()}
 	}
 	code, err := b.RunCommands(ctx, names, builder.CommandOptions{Args: args, Cwd: v.cwd, Env: env, NoBuild: v.g.NoBuild,
-		NoPrerequisites: v.g.NoPrerequisites, ContainersOnly: v.g.ContainersOnly, Stdin: v.stdin, Stdout: v.stdout, Stderr: v.stderr})
+		NoPrerequisites: v.g.NoPrerequisites, ContainersOnly: v.g.ContainersOnly, IsolateNetwork: v.g.IsolateNetwork, Stdin: v.stdin, Stdout: v.stdout, Stderr: v.stderr})
 	return vaggaStatus(code, err, v.stdout)
 }
 

@@ -146,7 +146,7 @@ func vaggaRunContainer(ctx context.Context, v *vaggaRun, args []string) error {
 	if err != nil {
 		return &exitError{code: vaggaExitCommand, msg: err.Error()}
 	}
-	rc.Decision = d
+	rc.Decision, rc.IsolateNetwork = d, v.g.IsolateNetwork
 	rc.Stdin, rc.Stdout, rc.Stderr = v.stdin, v.stdout, v.stderr
 	res, err := runner.Run(ctx, rc)
 	return runExitStatus(res, err, "_run", fmt.Sprintf("_run %s (%s backend)", rest[0], d.Backend))
