@@ -68,7 +68,7 @@ func (b *Builder) commandConfig(ctx context.Context, cmd *vagga.Command, extra [
 	}
 	rc.Args = commandArgs(c, cmd, extra)
 	rc.IsolateNetwork = cmd.IsolateNetwork
-	rc.Volumes, commit, err = b.volumes(ctx, cmd, append(append([]vagga.Volume(nil), c.Volumes...), cmd.Volumes...))
+	rc.Volumes, commit, err = b.volumes(ctx, c, cmd, append(append([]vagga.Volume(nil), c.Volumes...), cmd.Volumes...))
 	return rc, commit, err
 }
 
@@ -146,17 +146,17 @@ func (b *Builder) ContainerRun(ctx context.Context, name string, args []string, 
 	rc := b.containerConfig(r, c, cwd)
 	rc.Writable, rc.Args = writable, args
 	rc.Env = mergeEnv(c.Environ, nil)
-	rc.Volumes, _, err = b.volumes(ctx, nil, c.Volumes)
+	rc.Volumes, _, err = b.volumes(ctx, c, nil, c.Volumes)
 	return rc, err
 }
 
 // volumes turns vagga's volumes of a run (the container's, then the
 // command's: a later one replaces an earlier one at the same path) into
 // the runner's, building the containers they show and making the
-// directories of persistent volumes and caches. cmd is the command that
-// runs, nil for _run. commit keeps the persistent volumes cmd, their
-// init-command, filled.
-func (b *Builder) volumes(ctx context.Context, cmd *vagga.Command, vols []vagga.Volume) (out []runner.Volume, commit func() error, err error) {
+// directories of persistent volumes and caches. c is the container that
+// runs, cmd the command, nil for _run. commit keeps the persistent
+// volumes cmd, their init-command, filled.
+func (b *Builder) volumes(ctx context.Context, c *vagga.Container, cmd *vagga.Command, vols []vagga.Volume) (out []runner.Volume, commit func() error, err error) {
 	byPath := map[string]vagga.Volume{}
 	var order []string
 	for _, v := range vols {
@@ -210,12 +210,12 @@ func (b *Builder) volumes(ctx context.Context, cmd *vagga.Command, vols []vagga.
 			}
 			rv.Kind, rv.HostDir, rv.ReadOnly = runner.Bind, src.Root, true
 		case vagga.VolumePersistent:
-			dir, c, err := b.persistentVolume(ctx, cmd, v)
+			dir, keep, err := b.persistentVolume(ctx, c, cmd, v)
 			if err != nil {
 				return nil, nil, err
 			}
-			if c != nil {
-				commits = append(commits, c)
+			if keep != nil {
+				commits = append(commits, keep)
 			}
 			rv.Kind, rv.HostDir = runner.Bind, dir
 		default:
@@ -243,7 +243,7 @@ func (b *Builder) volumesDir() string { return filepath.Join(b.store.Dir, ".volu
 // and the volume is not there yet, it gets a fresh .tmp.NAME, which
 // commit renames to NAME once the command succeeded (vagga runs the
 // init-command as a prerequisite of every command using the volume).
-func (b *Builder) persistentVolume(ctx context.Context, cmd *vagga.Command, v vagga.Volume) (dir string, commit func() error, err error) {
+func (b *Builder) persistentVolume(ctx context.Context, c *vagga.Container, cmd *vagga.Command, v vagga.Volume) (dir string, commit func() error, err error) {
 	dir = filepath.Join(b.volumesDir(), v.Name)
 	if dirExists(dir) {
 		return dir, nil, nil
@@ -252,7 +252,7 @@ func (b *Builder) persistentVolume(ctx context.Context, cmd *vagga.Command, v va
 		return "", nil, err
 	}
 	if v.InitCommand == "" {
-		return dir, nil, b.makeVolumeDir(ctx, dir, v)
+		return dir, nil, b.makeVolumeDir(ctx, c, dir, v)
 	}
 	if cmd == nil || (cmd.Name != v.InitCommand && !contains(b.aliasesOf(v.InitCommand), cmd.Name)) {
 		return "", nil, fmt.Errorf("volume %s (%s): persistent volume %q is not initialized: run its init-command %q first", v.Path, v.Pos, v.Name, v.InitCommand)
@@ -261,7 +261,7 @@ func (b *Builder) persistentVolume(ctx context.Context, cmd *vagga.Command, v va
 	if err := removeTree(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return "", nil, err
 	}
-	if err := b.makeVolumeDir(ctx, tmp, v); err != nil {
+	if err := b.makeVolumeDir(ctx, c, tmp, v); err != nil {
 		return "", nil, err
 	}
 	final := dir
@@ -285,9 +285,8 @@ func contains(list []string, s string) bool {
 }
 
 // makeVolumeDir makes the directory of persistent volume v at dir,
-// owned by its owner-uid and owner-gid as the container sees them.
-func (b *Builder) makeVolumeDir(ctx context.Context, dir string, v vagga.Volume) error {
-	c := &vagga.Container{}
+// owned by its owner-uid and owner-gid as container c sees them.
+func (b *Builder) makeVolumeDir(ctx context.Context, c *vagga.Container, dir string, v vagga.Volume) error {
 	o, err := ownersOf(c)
 	if err != nil {
 		return err

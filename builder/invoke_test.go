@@ -3,7 +3,10 @@ package builder
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/vagga"
 )
 
 // TestPrerequisiteOrder checks the order vagga's launcher runs
@@ -260,6 +264,9 @@ func TestCommandsAsVaggaDocuments(t *testing.T) {
 	if got, code, _ := runCmd(t, b, dir, "run", CommandOptions{Args: []string{"--exclude", "slow"}}); code != 4 || got != "quick\n" {
 		t.Errorf("--exclude slow: %q, %d", got, code)
 	}
+	if got, code, _ := runCmd(t, b, dir, "run", CommandOptions{Args: []string{"--only", "fast"}}); code != 4 || got != "quick\n" {
+		t.Errorf("--only fast (quick's tag): %q, %d", got, code)
+	}
 	if _, code, _ := runCmd(t, b, dir, "all", CommandOptions{}); code != 0 {
 		t.Errorf("wait-all-successful: %d", code)
 	}
@@ -314,6 +321,7 @@ containers:
     - !CacheDirs {/var/cache/dl: downloads}
     - !Sh "echo x >> /var/cache/dl/count; wc -l < /var/cache/dl/count > /etc/count"
     - !Build {container: pkg, source: /packages, path: /srv/pkg}
+    - !Build {container: pkg, source: /, path: /srv/only, rules: [/packages/sub/]}
     - !Build {container: pkg, source: /packages, temporary-mount: /mnt}
     - !Sh "cat /mnt/sub/p > /etc/mounted"
 `, nil)
@@ -327,6 +335,9 @@ containers:
 	mustContain(t, r.Root, "etc/runas-net", "1\n")
 	mustContain(t, r.Root, "etc/count", "1\n")
 	mustContain(t, r.Root, "srv/pkg/sub/p", "pkg\n")
+	if got := strings.Join(listTree(t, filepath.Join(r.Root, "srv/only")), " "); got != "packages packages/sub packages/sub/p" {
+		t.Errorf("!Build rules [/packages/sub/] took %q", got)
+	}
 	mustContain(t, r.Root, "etc/mounted", "pkg\n")
 	if names := listTree(t, filepath.Join(r.Root, "var/cache/dl")); len(names) != 0 {
 		t.Errorf("the cache's files are in the container: %v", names)
@@ -381,5 +392,43 @@ func TestAutoCleanAndVolumeCleans(t *testing.T) {
 	removed, err = b.CleanVolumes(false, false)
 	if err != nil || len(removed) != 1 || filepath.Base(removed[0].Path) != "used" {
 		t.Errorf("--volumes removed %v, %v; want used", removed, err)
+	}
+}
+
+// TestTarOptions: !Tar's path, subdir and sha256 (build_steps.rst).
+func TestTarOptions(t *testing.T) {
+	dir := project(t, "", nil)
+	testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+	data, err := os.ReadFile(filepath.Join(dir, "base.tar.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	good := hex.EncodeToString(sum[:])
+	writeProject(t, dir, "containers:\n  c:\n    setup:\n    - !EnsureDir /opt\n    - !Tar {url: ./base.tar.gz, path: /opt/bb, subdir: bin, sha256: "+good+"}\n", nil)
+	r, _ := mustBuild(t, dir, "c", Options{})
+	mustContain(t, r.Root, "opt/bb/busybox", "")
+	mustBeGone(t, r.Root, "opt/bb/bin", "opt/bb/etc", "bin")
+	writeProject(t, dir, "containers:\n  c:\n    setup:\n    - !Tar {url: ./base.tar.gz, sha256: "+strings.Repeat("0", 64)+"}\n", nil)
+	if _, _, err := buildOnce(t, dir, "c", Options{}); err == nil || !strings.Contains(err.Error(), "has sha256 "+good) {
+		t.Errorf("a wrong sha256: %v", err)
+	}
+}
+
+// TestInotifyLimitWarning: expect-inotify-limit warns when the system's
+// fs.inotify.max_user_watches is lower.
+func TestInotifyLimitWarning(t *testing.T) {
+	var logged bytes.Buffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logged, nil)))
+	defer slog.SetDefault(old)
+	checkInotifyLimit(&vagga.Command{Name: "watch", InotifyLimit: 1 << 30})
+	if !strings.Contains(logged.String(), `command \"watch\" expects fs.inotify.max_user_watches of at least 1073741824`) {
+		t.Errorf("logged %q", logged.String())
+	}
+	logged.Reset()
+	checkInotifyLimit(&vagga.Command{Name: "watch", InotifyLimit: 1})
+	if logged.Len() != 0 {
+		t.Errorf("a limit the system has logged %q", logged.String())
 	}
 }

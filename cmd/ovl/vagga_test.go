@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -159,6 +160,23 @@ func TestVaggaCommandLine(t *testing.T) {
 	}
 	if _, _, code = vaggaIn(t, v, dir, nil, "_clean"); code != 1 {
 		t.Errorf("_clean without an action: exit %d, want 1", code)
+	}
+	for _, what := range []string{"--tmp", "--transient", "--unused-volumes", "--volumes"} {
+		if _, _, code = vaggaIn(t, v, dir, nil, "_clean", what, "-n"); code != 0 {
+			t.Errorf("_clean %s -n: exit %d", what, code)
+		}
+	}
+	if out, _, code = vaggaIn(t, v, dir, nil, "_clean", "--everything", "-n"); code != 0 || out != fmt.Sprintf("Would remove %q\n", filepath.Join(dir, ".vagga")) {
+		t.Errorf("_clean --everything -n: exit %d, %q", code, out)
+	}
+	if _, _, code = vaggaIn(t, v, dir, nil, "_clean", "--unused", "--at-least", "10days"); code != 1 {
+		t.Errorf("_clean --at-least: exit %d, want 1 (refused)", code)
+	}
+	if out, _, code = vaggaIn(t, v, dir, nil, "--isolate-network", "args", "x"); code != 0 || out != "x\n" {
+		t.Errorf("--isolate-network: exit %d, %q", code, out)
+	}
+	if out, _, code = vaggaIn(t, v, dir, nil, "-V"); code != 0 || !strings.HasPrefix(out, "v0.8.1 ") {
+		t.Errorf("-V: exit %d, %q", code, out)
 	}
 	// _list, _base_dir, _relative_work_dir, _check_overlayfs_support.
 	if out, _, _ = vaggaIn(t, v, dir, nil, "_list"); out != "args\nhi                  Say hi\npwd\ntest                Run tests\nt                   Run tests\n" {
