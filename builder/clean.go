@@ -74,23 +74,11 @@ func (s *Store) CleanOld(dryRun bool) ([]Removed, error) {
 	var out []Removed
 	roots, _ := os.ReadDir(s.rootsDir())
 	for _, e := range roots {
-		name := e.Name()
-		if strings.HasPrefix(name, ".") {
-			if !buildRunning(name) {
-				out = append(out, Removed{Path: filepath.Join(s.rootsDir(), name)})
-			}
-			continue
-		}
-		if !live[name] {
+		if name := e.Name(); !strings.HasPrefix(name, ".") && !live[name] {
 			out = append(out, Removed{Path: filepath.Join(s.rootsDir(), name)})
 		}
 	}
-	tmps, _ := os.ReadDir(s.tmpDir())
-	for _, e := range tmps {
-		if !buildRunning(e.Name()) {
-			out = append(out, Removed{Path: filepath.Join(s.tmpDir(), e.Name())})
-		}
-	}
+	out = append(out, s.unfinished()...)
 	return s.remove(out, dryRun)
 }
 

@@ -378,39 +378,33 @@ func (b *Builder) stack(key string, r *Result) error {
 
 // internalLayer makes sure the layer key, which msg writes (the base or
 // a finish), exists over r's stack, and puts it on the stack unless it
-// is empty. It is rebuilt when r is forced.
+// is empty. A forced build writes its finish again.
 func (b *Builder) internalLayer(ctx context.Context, key string, r *Result, msg stepMsg, o owners) error {
 	if !b.store.Has(key) || (r.force && msg.Finish != nil) {
 		p, err := b.newLayer(key, r.keys)
 		if err != nil {
 			return err
 		}
-		lowers := make([]string, len(r.keys))
-		for i, k := range r.keys {
-			lowers[len(r.keys)-1-i] = b.store.Layer(k)
-		}
-		if _, err := work(ctx, job{FileStep: &fileStepJob{Upper: p.Path(), Lowers: lowers, Project: b.cfg.Dir, Owners: o, Step: msg}}, nil); err != nil {
+		fs := &fileStepJob{Upper: p.Path(), Lowers: b.layerDirs(r.keys), Project: b.cfg.Dir, Owners: o, Step: msg}
+		if _, err := work(ctx, job{FileStep: fs}, nil); err != nil {
 			p.Discard()
 			return err
 		}
-		if b.store.Has(key) {
-			if err := removeTree(filepath.Dir(b.store.Layer(key))); err != nil {
-				p.Discard()
-				return err
-			}
-		}
-		if err := p.Commit(); err != nil {
+		if err := b.seal(key, r, p); err != nil {
 			return err
 		}
 	}
-	empty, err := b.emptyOver(key, r.keys)
-	if err != nil {
-		return err
+	return b.stack(key, r)
+}
+
+// layerDirs are the directories of the layers keys (bottom first), top
+// first, as a union lists them.
+func (b *Builder) layerDirs(keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[len(keys)-1-i] = b.store.Layer(k)
 	}
-	if !empty {
-		r.keys = append(r.keys, key)
-	}
-	return nil
+	return out
 }
 
 // newLayer starts the layer key over the stack below (bottom first). Its

@@ -125,11 +125,7 @@ func (b *Builder) runFileStep(ctx context.Context, c *vagga.Container, s step, r
 	if err != nil {
 		return err
 	}
-	lowers := make([]string, len(r.keys))
-	for i, k := range r.keys {
-		lowers[len(r.keys)-1-i] = b.store.Layer(k)
-	}
-	_, err = work(ctx, job{FileStep: &fileStepJob{Upper: upper, Lowers: lowers, Project: b.cfg.Dir, Owners: o, Step: msg}}, b.progressFunc())
+	_, err = work(ctx, job{FileStep: &fileStepJob{Upper: upper, Lowers: b.layerDirs(r.keys), Project: b.cfg.Dir, Owners: o, Step: msg}}, b.progressFunc())
 	return err
 }
 

@@ -46,11 +46,7 @@ func (b *Builder) cloneRoot(ctx context.Context, r *Result, dst string) (detail 
 	}
 	stats, err := cloneTree(ctx, src, dst)
 	if err == nil && len(own) > 0 {
-		lowers := make([]string, len(own))
-		for i, k := range own {
-			lowers[len(own)-1-i] = b.store.Layer(k)
-		}
-		err = b.flatten(ctx, "flatten "+r.Container, lowers, dst)
+		err = b.flatten(ctx, "flatten "+r.Container, b.layerDirs(own), dst)
 	}
 	if err != nil {
 		slog.Debug("build: cannot make the root from the parent's, flattening all layers",

@@ -13,6 +13,12 @@ import (
 // CleanTmp removes the unfinished layers and roots of builds that are no
 // longer running (vagga's _clean --tmp).
 func (s *Store) CleanTmp(dryRun bool) ([]Removed, error) {
+	return s.remove(s.unfinished(), dryRun)
+}
+
+// unfinished lists the temporary layers and roots of builds no longer
+// running.
+func (s *Store) unfinished() []Removed {
 	var out []Removed
 	roots, _ := os.ReadDir(s.rootsDir())
 	for _, e := range roots {
@@ -26,7 +32,7 @@ func (s *Store) CleanTmp(dryRun bool) ([]Removed, error) {
 			out = append(out, Removed{Path: filepath.Join(s.tmpDir(), e.Name())})
 		}
 	}
-	return s.remove(out, dryRun)
+	return out
 }
 
 // CleanUnused removes what no container of the config uses in its

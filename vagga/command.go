@@ -189,18 +189,8 @@ func (p *parser) runKey(c *Command, key string, kk, v *yaml.Node, haveRun *bool)
 		var b bool
 		b, err = p.boolean(v, key)
 		c.AcceptsArguments = &b
-	case "user-id":
-		c.UserID, err = p.boundedInt(v, key, 0, 1<<30)
-	case "external-user-id":
-		c.ExternalUserID, err = p.boundedInt(v, key, 0, 1<<30)
-	case "group-id":
-		c.GroupID, err = p.boundedInt(v, key, 0, 1<<30)
-	case "supplementary-gids":
-		err = p.sequence(v, func(item *yaml.Node) error {
-			g, err := p.boundedInt(item, "a supplementary gid", 0, 1<<30)
-			c.SupplementaryGIDs = append(c.SupplementaryGIDs, g)
-			return err
-		})
+	case "user-id", "external-user-id", "group-id", "supplementary-gids":
+		err = p.userKey(key, v, &c.UserID, &c.ExternalUserID, &c.GroupID, &c.SupplementaryGIDs)
 	case "pid1mode":
 		c.Pid1Mode, err = p.scalar(v, key)
 		switch c.Pid1Mode {

@@ -501,6 +501,28 @@ func (p *parser) boundedInt(n *yaml.Node, what string, lo, hi int) (int, error) 
 	return v, err
 }
 
+// userKey reads one of the keys that say who a command or a !RunAs
+// runs as: user-id, external-user-id, group-id (ids up to 2^30, as
+// vagga), supplementary-gids.
+func (p *parser) userKey(key string, n *yaml.Node, uid, externalUID, gid *int, groups *[]int) error {
+	var err error
+	switch key {
+	case "user-id":
+		*uid, err = p.boundedInt(n, key, 0, 1<<30)
+	case "external-user-id":
+		*externalUID, err = p.boundedInt(n, key, 0, 1<<30)
+	case "group-id":
+		*gid, err = p.boundedInt(n, key, 0, 1<<30)
+	case "supplementary-gids":
+		err = p.sequence(n, func(item *yaml.Node) error {
+			g, err := p.boundedInt(item, "a supplementary gid", 0, 1<<30)
+			*groups = append(*groups, g)
+			return err
+		})
+	}
+	return err
+}
+
 // mode reads a permission mode (at most 0o1777 here, as vagga's
 // volumes; 0o777 for umask).
 func (p *parser) mode(n *yaml.Node, what string, max int) (uint32, error) {

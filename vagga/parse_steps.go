@@ -350,18 +350,8 @@ func (p *parser) runAsStep(n *yaml.Node) (Step, error) {
 		case "script":
 			s.Script, err = p.scalar(v, key)
 			haveScript = true
-		case "user-id":
-			s.UserID, err = p.boundedInt(v, key, 0, 1<<30)
-		case "external-user-id":
-			s.ExternalUserID, err = p.boundedInt(v, key, 0, 1<<30)
-		case "group-id":
-			s.GroupID, err = p.boundedInt(v, key, 0, 1<<30)
-		case "supplementary-gids":
-			err = p.sequence(v, func(item *yaml.Node) error {
-				g, err := p.boundedInt(item, "a supplementary gid", 0, 1<<30)
-				s.SupplementaryGIDs = append(s.SupplementaryGIDs, g)
-				return err
-			})
+		case "user-id", "external-user-id", "group-id", "supplementary-gids":
+			err = p.userKey(key, v, &s.UserID, &s.ExternalUserID, &s.GroupID, &s.SupplementaryGIDs)
 		case "work-dir":
 			s.WorkDir, err = p.containerPath(v, key)
 		case "isolate-network":

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -155,22 +154,5 @@ func execCommand(ctx context.Context, cfg *vagga.Config, o *execOptions, stdin i
 	}
 	code, err := eng.RunCommand(ctx, o.Command, builder.CommandOptions{Args: o.Args, Cwd: cwd, Env: env, NoBuild: o.NoBuild,
 		NoPrerequisites: o.NoPrerequisites, Stdin: stdin, Stdout: stdout, Stderr: stderr})
-	var ae *builder.ArgsError
-	var re *builder.RunError
-	switch {
-	case errors.As(err, &ae) && ae.Code == 0:
-		fmt.Fprintln(stdout, ae.Msg)
-		return nil
-	case errors.As(err, &ae):
-		return &exitError{code: ae.Code, msg: ae.Msg}
-	case errors.As(err, &re):
-		return &exitError{code: re.Code, msg: fmt.Sprintf("exec %s (%s backend): %v", o.Command, d.Backend, re.Err)}
-	case err != nil && code == builder.ExitStale:
-		return &exitError{code: code, msg: err.Error()}
-	case err != nil:
-		return err
-	case code != 0:
-		return &exitError{code: code}
-	}
-	return nil
+	return commandStatus(code, err, stdout, fmt.Sprintf("exec %s (%s backend): ", o.Command, d.Backend), 1)
 }

@@ -244,11 +244,16 @@ func (v *vaggaRun) commands(ctx context.Context, names, args []string) error {
 	}
 	code, err := b.RunCommands(ctx, names, builder.CommandOptions{Args: args, Cwd: v.cwd, Env: env, NoBuild: v.g.NoBuild,
 		NoPrerequisites: v.g.NoPrerequisites, ContainersOnly: v.g.ContainersOnly, IsolateNetwork: v.g.IsolateNetwork, Stdin: v.stdin, Stdout: v.stdout, Stderr: v.stderr})
-	return vaggaStatus(code, err, v.stdout)
+	return commandStatus(code, err, v.stdout, "", vaggaExitCommand)
 }
 
-// vaggaStatus turns what RunCommands returned into the exit status.
-func vaggaStatus(code int, err error, stdout io.Writer) error {
+// commandStatus turns what RunCommands returned into the exit status, as
+// `vagga COMMAND` and `ovl exec` report it: --help's text on stdout and
+// 0; the status of a command line refused (121, 122), of a program not
+// run (125, 126, 127, its message after prefix), of a stale container
+// with --no-build (29); failed for any other error (the build's); else
+// the command's own.
+func commandStatus(code int, err error, stdout io.Writer, prefix string, failed int) error {
 	var ae *builder.ArgsError
 	var re *builder.RunError
 	switch {
@@ -258,11 +263,11 @@ func vaggaStatus(code int, err error, stdout io.Writer) error {
 	case errors.As(err, &ae):
 		return &exitError{code: ae.Code, msg: ae.Msg}
 	case errors.As(err, &re):
-		return &exitError{code: re.Code, msg: re.Err.Error()}
+		return &exitError{code: re.Code, msg: prefix + re.Err.Error()}
 	case err != nil && code == builder.ExitStale:
 		return &exitError{code: code, msg: err.Error()}
 	case err != nil:
-		return &exitError{code: vaggaExitCommand, msg: err.Error()}
+		return &exitError{code: failed, msg: err.Error()}
 	case code != 0:
 		return &exitError{code: code}
 	}
