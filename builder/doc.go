@@ -27,6 +27,7 @@
 //	root.go      the flattened root and the .vagga/NAME symlink
 //	command.go   vagga commands as runner configurations; Resolve
 //	clean.go     ovl clean --old, --unused-layers, --everything
+//	cache.go     StepCache: layers from and to a cache beyond the store
 //	lock.go      the per-container build lock
 //	events.go    progress events; progress.go long copies
 //

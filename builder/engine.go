@@ -48,6 +48,9 @@ type Options struct {
 	// NoVersionCheck makes Build return the root .vagga/NAME points at,
 	// whatever the config says now (vagga's --no-version-check).
 	NoVersionCheck bool
+	// Cache, when set, is asked for a step's layer before the step runs,
+	// and given every step's layer (cache.go). Not with OneLayer.
+	Cache StepCache
 }
 
 // Result is a built container.
@@ -65,6 +68,8 @@ type Result struct {
 	BuildEnv []string
 	// Ran counts the steps that ran (were not cached) in this build.
 	Ran int
+	// Pulled counts the steps whose layer came from Options.Cache.
+	Pulled int
 	// UIDs and GIDs are the container's id ranges (vagga's uids and
 	// gids; nil: the default), for runner.Config.
 	UIDs, GIDs []idmap.Range
@@ -87,6 +92,8 @@ type Builder struct {
 
 	mu    sync.Mutex
 	built map[string]*Result
+
+	cacheOff sync.Once // the warning that Options.Cache cannot be used (cache.go)
 }
 
 // shellRequest asks build for a shell before a step instead of a build.
@@ -293,10 +300,12 @@ func (b *Builder) buildEachStep(ctx context.Context, c *vagga.Container, steps [
 
 // buildSteps builds steps, the first of the total steps of c.
 func (b *Builder) buildSteps(ctx context.Context, c *vagga.Container, steps []step, total int, r *Result) error {
-	for _, s := range steps {
+	for i, s := range steps {
 		r.addEnv(s.step)
 		if b.store.Has(s.key) && !r.force {
 			b.event(stepEvent(c, s, total, s.key, StatusCached))
+		} else if !r.force && b.pullStep(ctx, stepEvent(c, s, total, s.key, ""), s.key) {
+			r.Pulled++
 		} else {
 			p, err := b.newLayer(s.key, r.keys)
 			if err != nil {
@@ -306,6 +315,7 @@ func (b *Builder) buildSteps(ctx context.Context, c *vagga.Container, steps []st
 				return err
 			}
 		}
+		b.offerStep(ctx, c, s, total, parentKey(steps, i, r))
 		if err := b.stack(s.key, r); err != nil {
 			return err
 		}
@@ -385,7 +395,7 @@ func (b *Builder) internalLayer(ctx context.Context, key string, r *Result, msg 
 		if err != nil {
 			return err
 		}
-		fs := &fileStepJob{Upper: p.Path(), Lowers: b.layerDirs(r.keys), Project: b.cfg.Dir, Owners: o, Step: msg}
+		fs := &fileStepJob{Upper: p.Path(), Lowers: b.layerDirs(r.keys), Project: b.cfg.Dir, Owners: o, Namespace: b.opts.Decision.Namespace, Step: msg}
 		if _, err := work(ctx, job{FileStep: fs}, nil); err != nil {
 			p.Discard()
 			return err

@@ -125,7 +125,7 @@ func (b *Builder) runFileStep(ctx context.Context, c *vagga.Container, s step, r
 	if err != nil {
 		return err
 	}
-	_, err = work(ctx, job{FileStep: &fileStepJob{Upper: upper, Lowers: b.layerDirs(r.keys), Project: b.cfg.Dir, Owners: o, Step: msg}}, b.progressFunc())
+	_, err = work(ctx, job{FileStep: &fileStepJob{Upper: upper, Lowers: b.layerDirs(r.keys), Project: b.cfg.Dir, Owners: o, Namespace: b.opts.Decision.Namespace, Step: msg}}, b.progressFunc())
 	return err
 }
 

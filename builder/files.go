@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,11 +27,12 @@ var ErrPath = errors.New("unusable path")
 type writer struct {
 	upper  string
 	lowers union
-	owners owners // what to chown files to
+	owners owners          // what to chown files to
+	ns     layer.Namespace // of overlay xattrs the writer sets
 }
 
-func newWriter(upper string, lowers []string, o owners) *writer {
-	return &writer{upper: upper, lowers: lowers, owners: o}
+func newWriter(upper string, lowers []string, o owners, ns layer.Namespace) *writer {
+	return &writer{upper: upper, lowers: lowers, owners: o, ns: ns}
 }
 
 // full is the union as the step sees it: upper over the lowers.
@@ -126,25 +126,18 @@ func (w *writer) whiteout(rel string, names ...string) error {
 	}
 	defer unix.Close(fd)
 	for _, n := range names {
-		if err := layer.MakeWhiteout(fd, n); err != nil {
+		if err := layer.MakeWhiteout(fd, n, w.ns); err != nil {
 			return fmt.Errorf("%s: %w", w.up(rel), err)
 		}
 	}
 	return nil
 }
 
-// clearUpper removes what upper holds at rel: an entry or a whiteout of
-// either form. Lower layers are not touched.
+// clearUpper removes what upper holds at rel: an entry or a whiteout
+// (which the kernel's format keeps at the name itself). Lower layers are
+// not touched.
 func (w *writer) clearUpper(rel string) error {
-	if err := removeAll(w.up(rel)); err != nil {
-		return err
-	}
-	dir, name := filepath.Split(w.up(rel))
-	wh := filepath.Join(dir, layer.WhiteoutPrefix+name)
-	if err := os.Remove(wh); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
+	return removeAll(w.up(rel))
 }
 
 // prepare readies rel for a new non-directory: its parent must exist

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -46,6 +47,30 @@ func applyBase(w *writer) error {
 	for _, f := range baseFiles {
 		if err := w.writeFile(f, strings.NewReader(""), 0o644, 0, 0, false); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// reproducibleTimes gives everything in the layer dir the time vagga's
+// copies get (copyTimestamp): the base and finish layers are made the
+// same wherever they are made, so a container whose steps come from a
+// build cache is the same as one built here, to the nanosecond.
+func reproducibleTimes(dir string) error {
+	ts := []unix.Timespec{{Sec: copyTimestamp}, {Sec: copyTimestamp}}
+	var paths []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil {
+			paths = append(paths, p)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for i := len(paths) - 1; i >= 0; i-- { // a directory after what is in it
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, paths[i], ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return &os.PathError{Op: "set times", Path: paths[i], Err: err}
 		}
 	}
 	return nil

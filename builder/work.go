@@ -67,13 +67,15 @@ type cloneJob struct{ Src, Dst string }
 
 // fileStepJob applies a file step to the layer Upper over Lowers (top
 // first), reading the project in Project, giving files owners as Owners
-// says.
+// says, keeping overlay xattrs (whiteouts where a 0/0 device cannot be
+// made) in Namespace.
 type fileStepJob struct {
-	Upper   string
-	Lowers  []string
-	Project string
-	Owners  owners
-	Step    stepMsg
+	Upper     string
+	Lowers    []string
+	Project   string
+	Owners    owners
+	Namespace layer.Namespace
+	Step      stepMsg
 }
 
 // run does the job here.
@@ -87,12 +89,16 @@ func (j *job) run(ctx context.Context, progress progressFunc) (jobResult, error)
 		res.Clone, err = layer.CloneTree(ctx, j.Clone.Src, j.Clone.Dst)
 	case j.FileStep != nil:
 		fs := j.FileStep
-		w := newWriter(fs.Upper, fs.Lowers, fs.Owners)
+		w := newWriter(fs.Upper, fs.Lowers, fs.Owners, fs.Namespace)
 		switch {
 		case fs.Step.Base:
-			err = applyBase(w)
+			if err = applyBase(w); err == nil {
+				err = reproducibleTimes(fs.Upper)
+			}
 		case fs.Step.Finish != nil:
-			err = applyFinish(w, *fs.Step.Finish)
+			if err = applyFinish(w, *fs.Step.Finish); err == nil {
+				err = reproducibleTimes(fs.Upper)
+			}
 		default:
 			err = applyFileStep(w, fs.Project, fs.Step.step(), progress)
 		}

@@ -100,12 +100,16 @@ const (
 	EnvStrictOpen = "OVL_FUSE_STRICT_OPEN"
 	// EnvPassthrough=0 turns passthrough off (Options.NoPassthrough).
 	EnvPassthrough = "OVL_FUSE_PASSTHROUGH"
+	// EnvDebug=1 logs every FUSE request (Options.Debug; the drop-in
+	// mode's -d, as fuse-overlayfs's).
+	EnvDebug = "OVL_FUSE_DEBUG"
 )
 
 // EnvOptions reads the tuning knobs from the environment (EnvStrictOpen,
 // EnvPassthrough), as Backend.Mount and Backend.Serve do.
 func EnvOptions() Options {
-	return Options{NoPassthrough: os.Getenv(EnvPassthrough) == "0", StrictOpen: os.Getenv(EnvStrictOpen) == "1"}
+	return Options{NoPassthrough: os.Getenv(EnvPassthrough) == "0", StrictOpen: os.Getenv(EnvStrictOpen) == "1",
+		Debug: os.Getenv(EnvDebug) == "1"}
 }
 
 func mountDaemon(ctx context.Context, spec layer.Spec, opts Options) (backend.Mount, error) {

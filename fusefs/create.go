@@ -27,7 +27,7 @@ func (d *node) prepareCreate(name string) (h layerHit, opaqueDir bool, err error
 	if err != nil {
 		return h, false, err
 	}
-	if h.kind == hitFile || h.kind == hitDir {
+	if h.kind == layer.HitNonDir || h.kind == layer.HitDir {
 		h.closeFds(d.u)
 		return h, false, syscall.EEXIST
 	}
@@ -37,7 +37,7 @@ func (d *node) prepareCreate(name string) (h layerHit, opaqueDir bool, err error
 	// Linux: fs/overlayfs/dir.c:ovl_create_upper and
 	// ovl_create_over_whiteout make a new directory opaque in a merged
 	// parent and over a whiteout.
-	return h, h.kind == hitWhiteout || merged, nil
+	return h, h.kind == layer.HitWhiteout || merged, nil
 }
 
 // createEntry makes name in d with mk (which creates an entry at a
@@ -56,7 +56,7 @@ func (d *node) createEntry(ctx context.Context, name string, isDir bool, mk func
 		return nil, err
 	}
 	defer up.release()
-	var upperEntry bool // a 0/0 whiteout at name in the upper
+	var upperEntry bool // a whiteout at name in the upper (the kernel's format keeps it there)
 	var wst unix.Stat_t
 	if h.upperWhiteout && unix.Fstatat(up.fd, name, &wst, unix.AT_SYMLINK_NOFOLLOW) == nil {
 		upperEntry = true
@@ -98,16 +98,11 @@ func (d *node) createEntry(ctx context.Context, name string, isDir bool, mk func
 			}
 		}
 	}
-	if h.upperWhiteout && !upperEntry {
-		// An OCI ".wh.NAME" whiteout: the new entry now hides the
-		// lower one itself.
-		unix.Unlinkat(up.fd, layer.WhiteoutPrefix+name, 0)
-	}
 	nh, err := d.lookupChild(name, false)
 	if err != nil {
 		return nil, err
 	}
-	if nh.kind != hitFile && nh.kind != hitDir {
+	if nh.kind != layer.HitNonDir && nh.kind != layer.HitDir {
 		return nil, syscall.EIO
 	}
 	child := d.newChild(ctx, &nh)
@@ -357,11 +352,11 @@ func (d *node) remove(name string, dir bool) error {
 	}
 	defer h.closeFds(d.u)
 	switch {
-	case h.kind == hitNone || h.kind == hitWhiteout:
+	case h.kind == layer.HitNone || h.kind == layer.HitWhiteout:
 		return syscall.ENOENT
-	case dir && h.kind != hitDir:
+	case dir && h.kind != layer.HitDir:
 		return syscall.ENOTDIR
-	case !dir && h.kind == hitDir:
+	case !dir && h.kind == layer.HitDir:
 		return syscall.EISDIR
 	}
 	var child *node
@@ -385,7 +380,7 @@ func (d *node) remove(name string, dir bool) error {
 		return err
 	}
 	lower.closeFds(d.u)
-	lowerPositive := lower.kind == hitFile || lower.kind == hitDir
+	lowerPositive := lower.kind == layer.HitNonDir || lower.kind == layer.HitDir
 	inUpper := d.u.isUpper(h.layers[0])
 
 	up, err := d.dirFd(0)
@@ -403,7 +398,7 @@ func (d *node) remove(name string, dir bool) error {
 			child.orphan, child.orphanLayer = child.Path(nil), h.layers[0]
 			child.mu.Unlock()
 		}
-		return layer.MakeWhiteout(up.fd, name)
+		return d.u.wr.Whiteout(up.fd, name)
 	case lowerPositive:
 		if dir {
 			if err := d.u.clearWhiteouts(up.fd, name); err != nil {

@@ -38,7 +38,7 @@ func newRoot(u *unionFS) (*node, error) {
 	var opac []layer.Opacity
 	var bottom unix.Stat_t
 	for i, l := range u.layers {
-		op, err := layer.DirOpacity(l.fd, u.ns)
+		op, err := u.reader(i).Opacity(l.fd)
 		if err != nil {
 			return nil, fmt.Errorf("layer %s: %w", l.path, err)
 		}

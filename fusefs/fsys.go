@@ -50,8 +50,9 @@ const maxCachedDirFds = 4096
 
 // layerRoot is one layer directory of the stack.
 type layerRoot struct {
-	path string
-	fd   int // O_RDONLY|O_DIRECTORY, open for the life of the mount
+	path   string
+	fd     int          // O_RDONLY|O_DIRECTORY, open for the life of the mount
+	format layer.Format // what the layer records (layer.ReadFormat); the upper's is the kernel's
 }
 
 // unionFS is one mounted stack. Its fields are immutable after
@@ -63,6 +64,10 @@ type unionFS struct {
 	writable bool        // changes are allowed (hasUpper and not ReadOnly)
 	workFd   int         // the work directory's scratch dir, or -1
 	ns       layer.Namespace
+	// wr writes whiteouts and opaque directories into the upper: 0/0
+	// devices, or xattr whiteouts where the upper cannot keep those
+	// (layer.ProbeWhiteouts, on the work dir at mount).
+	wr       layer.Writer
 	volatile bool
 
 	// passthrough is set when the kernel and the daemon's privilege allow
@@ -147,6 +152,11 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 			return fmt.Errorf("open layer %s: %w", p, err)
 		}
 		u.layers = append(u.layers, layerRoot{path: p, fd: fd})
+		f, err := layer.ReadFormat(fd)
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", p, err)
+		}
+		u.layers[len(u.layers)-1].format = f
 		return nil
 	}
 	if spec.Upper != "" {
@@ -155,6 +165,9 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 		if err := open(spec.Upper); err != nil {
 			return nil, err
 		}
+	}
+	if u.hasUpper && u.layers[0].format != layer.KernelFormat {
+		return nil, fmt.Errorf("upper %s records the %s format, and changes are written in the kernel's: give an upper of its own", spec.Upper, u.layers[0].format)
 	}
 	for _, l := range spec.Lowers {
 		if err := open(l); err != nil {
@@ -174,6 +187,14 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 			return nil, err
 		}
 		u.initUUID()
+		u.wr = layer.Writer{NS: u.ns}
+		var why string
+		if u.wr.Whiteouts, why, err = layer.ProbeWhiteouts(u.workFd); err != nil {
+			return nil, fmt.Errorf("work dir %s: %w", spec.Work, err)
+		}
+		if why != "" {
+			log.Debug("fusefs: writing xattr whiteouts", "upper", spec.Upper, "why", why)
+		}
 	}
 	return u, nil
 }

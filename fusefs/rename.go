@@ -41,10 +41,10 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 		return err
 	}
 	src.closeFds(u)
-	if src.kind != hitFile && src.kind != hitDir {
+	if src.kind != layer.HitNonDir && src.kind != layer.HitDir {
 		return syscall.ENOENT
 	}
-	if src.kind == hitDir && (len(src.layers) > 1 || !u.isUpper(src.layers[0])) {
+	if src.kind == layer.HitDir && (len(src.layers) > 1 || !u.isUpper(src.layers[0])) {
 		// Linux: fs/overlayfs/dir.c:ovl_rename without redirect_dir.
 		return syscall.EXDEV
 	}
@@ -53,14 +53,14 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 		return err
 	}
 	dst.closeFds(u)
-	dstExists := dst.kind == hitFile || dst.kind == hitDir
+	dstExists := dst.kind == layer.HitNonDir || dst.kind == layer.HitDir
 	if flags&unix.RENAME_NOREPLACE != 0 && dstExists {
 		return syscall.EEXIST
 	}
 	if flags&unix.RENAME_EXCHANGE != 0 {
 		return d.exchange(name, &src, np, newName, &dst)
 	}
-	if dst.kind == hitDir && (len(dst.layers) > 1 || !u.isUpper(dst.layers[0])) && src.kind == hitDir {
+	if dst.kind == layer.HitDir && (len(dst.layers) > 1 || !u.isUpper(dst.layers[0])) && src.kind == layer.HitDir {
 		// Replacing a merged directory: it must be empty, and is
 		// replaced by an opaque one.
 		if ci := np.GetChild(newName); ci != nil {
@@ -106,7 +106,7 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 		}
 	}
 
-	if src.kind == hitDir && newLower.kind == hitDir {
+	if src.kind == layer.HitDir && newLower.kind == layer.HitDir {
 		if err := u.makeOpaque(oldUp.fd, name); err != nil {
 			return err
 		}
@@ -116,11 +116,11 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 	var tst unix.Stat_t
 	if unix.Fstatat(newUp.fd, newName, &tst, unix.AT_SYMLINK_NOFOLLOW) == nil {
 		switch {
-		case dst.kind == hitWhiteout && src.kind == hitDir:
+		case dst.kind == layer.HitWhiteout && src.kind == layer.HitDir:
 			if err := unix.Unlinkat(newUp.fd, newName, 0); err != nil {
 				return err
 			}
-		case dst.kind == hitDir:
+		case dst.kind == layer.HitDir:
 			if err := u.clearWhiteouts(newUp.fd, newName); err != nil {
 				return err
 			}
@@ -129,28 +129,26 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 	if err := np.keepReplaced(newName, &dst, newUp.fd); err != nil {
 		return err
 	}
-	oldLowerPositive := oldLower.kind == hitFile || oldLower.kind == hitDir
+	oldLowerPositive := oldLower.kind == layer.HitNonDir || oldLower.kind == layer.HitDir
 	if oldLowerPositive {
-		err := unix.Renameat2(oldUp.fd, name, newUp.fd, newName, unix.RENAME_WHITEOUT)
-		if err == nil {
-			return d.dropOCIWhiteout(newUp.fd, newName, dst.upperWhiteout)
-		}
-		if err != unix.EINVAL && err != unix.EPERM {
-			return err
+		if u.wr.Whiteouts == layer.DeviceWhiteouts {
+			// RENAME_WHITEOUT leaves a 0/0 device behind.
+			err := unix.Renameat2(oldUp.fd, name, newUp.fd, newName, unix.RENAME_WHITEOUT)
+			if err == nil {
+				return nil
+			}
+			if err != unix.EINVAL && err != unix.EPERM {
+				return err
+			}
 		}
 		// No RENAME_WHITEOUT here: move, then write the whiteout.
 		if err := unix.Renameat(oldUp.fd, name, newUp.fd, newName); err != nil {
 			return err
 		}
-		if _, err := u.whiteoutEntry(oldUp.fd, name, false, false); err != nil {
-			return err
-		}
-		return d.dropOCIWhiteout(newUp.fd, newName, dst.upperWhiteout)
-	}
-	if err := unix.Renameat(oldUp.fd, name, newUp.fd, newName); err != nil {
+		_, err = u.whiteoutEntry(oldUp.fd, name, false, false)
 		return err
 	}
-	return d.dropOCIWhiteout(newUp.fd, newName, dst.upperWhiteout)
+	return unix.Renameat(oldUp.fd, name, newUp.fd, newName)
 }
 
 // keepReplaced keeps the data of a regular file that a rename is about
@@ -158,7 +156,7 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 // gets a second link in the work dir (dropped when the kernel forgets
 // it), a lower one stays where it is.
 func (d *node) keepReplaced(name string, h *layerHit, updir int) error {
-	if h.kind != hitFile || h.st.Mode&unix.S_IFMT != unix.S_IFREG {
+	if h.kind != layer.HitNonDir || h.st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil
 	}
 	ci := d.GetChild(name)
@@ -183,19 +181,6 @@ func (d *node) keepReplaced(name string, h *layerHit, updir int) error {
 	return nil
 }
 
-// dropOCIWhiteout removes a ".wh.NAME" whiteout that the entry now at
-// name replaces (0/0 whiteouts are replaced by rename(2) itself).
-func (d *node) dropOCIWhiteout(updir int, name string, hadUpperWhiteout bool) error {
-	if !hadUpperWhiteout {
-		return nil
-	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(updir, layer.WhiteoutPrefix+name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
-		return unix.Unlinkat(updir, layer.WhiteoutPrefix+name, 0)
-	}
-	return nil
-}
-
 // upperDirs opens the upper directories of a rename's source and target
 // parents, both already copied up; the caller releases both.
 func upperDirs(d, np *node) (oldUp, newUp fdRef, err error) {
@@ -214,11 +199,11 @@ func upperDirs(d, np *node) (oldUp, newUp fdRef, err error) {
 // opaque. Neither name needs a whiteout: both stay occupied.
 func (d *node) exchange(name string, src *layerHit, np *node, newName string, dst *layerHit) error {
 	u := d.u
-	if dst.kind != hitFile && dst.kind != hitDir {
+	if dst.kind != layer.HitNonDir && dst.kind != layer.HitDir {
 		return syscall.ENOENT
 	}
 	for _, h := range []*layerHit{src, dst} {
-		if h.kind == hitDir && (len(h.layers) != 1 || !u.isUpper(h.layers[0])) {
+		if h.kind == layer.HitDir && (len(h.layers) != 1 || !u.isUpper(h.layers[0])) {
 			return syscall.EXDEV
 		}
 	}
@@ -250,7 +235,7 @@ func (d *node) exchange(name string, src *layerHit, np *node, newName string, ds
 	}
 	// A directory arriving where a lower layer has a directory must hide it.
 	opaque := func(h *layerHit, p *node, at string, updir int, name string) error {
-		if h.kind != hitDir {
+		if h.kind != layer.HitDir {
 			return nil
 		}
 		l, err := p.lookupChild(at, true)
@@ -258,7 +243,7 @@ func (d *node) exchange(name string, src *layerHit, np *node, newName string, ds
 			return err
 		}
 		l.closeFds(u)
-		if l.kind == hitDir {
+		if l.kind == layer.HitDir {
 			return u.makeOpaque(updir, name)
 		}
 		return nil

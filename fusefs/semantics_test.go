@@ -389,11 +389,11 @@ func TestReaddirMerge(t *testing.T) {
 		writeFiles(t, s.lowers[0], map[string]string{"d": "0", "dir/w": "0"})
 		fd, err := unix.Open(s.lowers[1], unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		mustDo(t, err)
-		mustDo(t, layer.MakeWhiteout(fd, "gone"))
+		mustDo(t, layer.MakeWhiteout(fd, "gone", layer.Trusted))
 		unix.Close(fd)
 		fd, err = unix.Open(filepath.Join(s.lowers[1], "dir"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		mustDo(t, err)
-		mustDo(t, layer.MakeWhiteout(fd, "y"))
+		mustDo(t, layer.MakeWhiteout(fd, "y", layer.Trusted))
 		unix.Close(fd)
 		fd, err = unix.Open(filepath.Join(s.lowers[1], "odir"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		mustDo(t, err)
@@ -427,8 +427,11 @@ func readDirInos(dir string) (map[string]uint64, error) {
 		return nil, err
 	}
 	defer unix.Close(fd)
+	ents, err := layer.List(layer.Dirs{{Fd: fd}}, 0)
 	out := map[string]uint64{}
-	err = readRawDir(fd, func(e rawDirent) { out[e.name] = e.ino })
+	for _, e := range ents {
+		out[e.Name] = e.Ino
+	}
 	return out, err
 }
 

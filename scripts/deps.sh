@@ -5,7 +5,7 @@
 set -eu
 
 PKGS="fuse3 fuse-overlayfs unionfs-fuse busybox-static attr util-linux uidmap"
-[ "${1:-}" = "bench" ] && PKGS="$PKGS fio"
+[ "${1:-}" = "bench" ] && PKGS="$PKGS fio docker-registry"
 
 missing=""
 for p in $PKGS; do

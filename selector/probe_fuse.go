@@ -81,12 +81,28 @@ func hasFusermount3() (bool, string, error) {
 	return true, p, nil
 }
 
-// supportsFuseBackend mounts a small stack with ovl's FUSE backend and
-// reads through it. A backend that is not built in answers with
-// backend.ErrUnavailable.
+// supportsFuseBackend mounts a small stack with ovl's FUSE backend, reads
+// through it and deletes a lower file, which must leave a whiteout in the
+// upper. The layer directory may be on an overlay mount (a CI job's
+// container): the union keeps its upper there in the kernel's xattr
+// whiteout form (layer.XattrWhiteouts), which Detail then says. A backend
+// that is not built in answers with backend.ErrUnavailable.
 func supportsFuseBackend(ctx context.Context, dir string, ns layer.Namespace, b backend.Backend) (bool, string, error) {
 	err := withStackMount(ctx, dir, ProbeFuseBackend, b.Mount, true, ns, layer.Options{}, func(st *stack) error {
-		return readIs(filepath.Join(st.mnt, "bottom"), "bottom")
-	}, nil)
-	return err == nil, "", err
+		if err := readIs(filepath.Join(st.mnt, "bottom"), "bottom"); err != nil {
+			return err
+		}
+		if err := os.Remove(filepath.Join(st.mnt, "gone")); err != nil {
+			return err
+		}
+		if _, err := os.Lstat(filepath.Join(st.mnt, "gone")); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("removed file still visible through the mount (lstat: %v)", err)
+		}
+		return nil
+	}, func(st *stack) error { return expectWhiteout(st.upper, "gone") })
+	detail := ""
+	if fs, _, ferr := layerFS(dir); ferr == nil && fs == "overlay" {
+		detail = "layer dir on overlay: " + layer.XattrWhiteouts.String()
+	}
+	return err == nil, detail, err
 }

@@ -32,6 +32,7 @@ type buildOptions struct {
 	Backend       string
 	Quiet         bool
 	JSON          bool
+	Cache         cacheOptions // --cache-from, --cache-to (registry.go)
 }
 
 func buildNewCmd(g *globalOptions) *cobra.Command {
@@ -66,12 +67,21 @@ cached, running, done or failed) and phases (squash, root), then a summary
 per container (key, root, layers, steps run, backend). The commands' output is then kept, and shown on stderr only if
 the build fails.
 
+With --cache-from REF a step missing from .vagga/.layers is looked up in
+that build cache (an OCI registry) and its layer pulled instead of running
+the step; with --cache-to REF every step's layer the cache lacks is pushed
+there with an index of step keys, for the next machine. A registry that is
+down, slow or serves a corrupt layer costs one warning line: the steps run
+here, the build does not fail.
+
 Exit status: 0 built; 1 a step failed or the config is wrong; 125 a shell
 before a step could not be started.`,
 		Example: `  ovl build base
   ovl build --force app
   ovl build --json app > events.ndjson   # one JSON object per line
-  ovl build app --shell-before-step 5`,
+  ovl build app --shell-before-step 5
+  ovl build app --cache-from registry.example/proj/cache:main --cache-to registry.example/proj/cache:main
+  ovl build app --insecure-registry --cache-from localhost:5000/proj/cache`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Containers, o.JSON = args, g.JSON
@@ -88,6 +98,7 @@ before a step could not be started.`,
 	f.IntVar(&o.ShellBefore, "shell-before-step", 0, "build up to step N-1 and open a shell in that state instead of building")
 	backendFlag(f, &o.Backend)
 	f.BoolVarP(&o.Quiet, "quiet", "q", false, "print nothing but errors (and a failed step's output)")
+	cacheFlags(f, &o.Cache)
 	return cmd
 }
 
@@ -132,7 +143,7 @@ func (p *buildProgress) event(e builder.Event) {
 	switch {
 	case p.json:
 		writeJSONLine(p.w, e)
-	case p.quiet || e.Status == builder.StatusRunning:
+	case p.quiet && e.Status != builder.StatusWarning || e.Status == builder.StatusRunning:
 	default:
 		fmt.Fprintln(p.w, e.String())
 	}
@@ -165,6 +176,14 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 		OneLayer: !o.CacheEachStep, Force: o.Force, Decision: d,
 		Run: builder.RunnerFunc(d, cfg.Dir), Events: progress.event, Output: output, ConfigArg: o.Config,
 	}
+	cache, err := newStepCache(o.Cache, cfg, opts.OneLayer, d.Namespace)
+	if err != nil {
+		return err
+	}
+	if cache != nil {
+		opts.Cache = cache
+		defer flushStepCache(ctx, cache, o.JSON, stdout, stderr)
+	}
 	if bars := buildNewBars(stderr); bars != nil && !o.Quiet && !o.JSON {
 		opts.Progress = bars.start
 		defer bars.wait()
@@ -190,10 +209,14 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 		}
 		switch {
 		case o.JSON:
-			writeJSONLine(stdout, buildSummary{Container: name, Key: r.Key, Root: r.Root, Layers: len(r.Layers), Ran: r.Ran, Backend: d.Backend})
+			writeJSONLine(stdout, buildSummary{Container: name, Key: r.Key, Root: r.Root, Layers: len(r.Layers), Ran: r.Ran, Pulled: r.Pulled, Backend: d.Backend})
 		case !o.Quiet:
 			rel, _ := filepath.Rel(cfg.Dir, filepath.Join(cfg.Dir, ".vagga", name))
-			fmt.Fprintf(stdout, "%s: built, %s run, %s (%s backend): %s\n", name, plural(r.Ran, "step"), plural(len(r.Layers), "layer"), d.Backend, rel)
+			pulled := ""
+			if r.Pulled > 0 {
+				pulled = fmt.Sprintf(", %d pulled", r.Pulled)
+			}
+			fmt.Fprintf(stdout, "%s: built, %s run%s, %s (%s backend): %s\n", name, plural(r.Ran, "step"), pulled, plural(len(r.Layers), "layer"), d.Backend, rel)
 		}
 	}
 	return nil
@@ -215,6 +238,7 @@ type buildSummary struct {
 	Root      string `json:"root"`
 	Layers    int    `json:"layers"`
 	Ran       int    `json:"ran"`
+	Pulled    int    `json:"pulled"` // steps whose layer came from --cache-from
 	Backend   string `json:"backend"`
 }
 

@@ -140,6 +140,7 @@ func checkPrint(w io.Writer, r *selector.Report, d selector.Decision) {
 	fmt.Fprintf(w, "kernel     %s (%s)\n", r.Kernel, r.KernelVersion)
 	fmt.Fprintf(w, "user       %s\n", who)
 	fmt.Fprintf(w, "layer dir  %s (%s)\n", r.LayerDir, r.LayerFS)
+	fmt.Fprintf(w, "whiteouts  %s\n", r.Whiteouts())
 	if r.Cached {
 		fmt.Fprintf(w, "probed     from the cache %s (probed %s in %.1f ms; --refresh to probe again)\n",
 			r.CacheFile, r.ProbedAt.Local().Format("2006-01-02 15:04:05"), r.ProbeMillis)

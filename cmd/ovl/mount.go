@@ -200,12 +200,23 @@ func mountSpec(o *mountOptions) (layer.Spec, error) {
 	switch len(o.Lowers) {
 	case 0:
 	case 1:
-		spec.Lowers = mountSplitEscaped(o.Lowers[0], ':')
+		lowers, data, err := layer.SplitLowerdir(o.Lowers[0])
+		if err != nil {
+			return spec, fmt.Errorf("--lower %s: %w", o.Lowers[0], err)
+		}
+		if len(data) > 0 {
+			return spec, fmt.Errorf("--lower %s: data-only lower layers (after '::') are not supported by ovl yet: give regular layers, separated by one ':'", o.Lowers[0])
+		}
+		spec.Lowers = lowers
 	default:
 		spec.Lowers = append(spec.Lowers, o.Lowers...)
 	}
-	for _, opts := range o.Kernel {
-		if err := mountApplyKernelOptions(&spec, opts, len(o.Lowers) > 0); err != nil {
+	if len(o.Kernel) > 0 {
+		k, err := layer.ParseOptions(o.Kernel...)
+		if err != nil {
+			return spec, fmt.Errorf("-o %w", err)
+		}
+		if err := mountApplyKernelOptions(&spec, k, len(o.Lowers) > 0); err != nil {
 			return spec, err
 		}
 	}
@@ -219,28 +230,30 @@ func mountSpec(o *mountOptions) (layer.Spec, error) {
 	}
 	for i, l := range spec.Lowers {
 		if l == "" {
-			return spec, fmt.Errorf("lower layer %d is an empty path: check for a doubled or trailing ':'", i)
+			return spec, fmt.Errorf("lower layer %d is an empty path", i)
 		}
 	}
-	for _, p := range append([]*string{&spec.Target, &spec.Upper, &spec.Work}, mountPtrs(spec.Lowers)...) {
+	return spec, mountAbsPaths(&spec)
+}
+
+// mountAbsPaths makes every path of spec absolute, so that the mount does
+// not depend on the caller's working directory (a daemon has its own).
+func mountAbsPaths(spec *layer.Spec) error {
+	ptrs := []*string{&spec.Target, &spec.Upper, &spec.Work}
+	for i := range spec.Lowers {
+		ptrs = append(ptrs, &spec.Lowers[i])
+	}
+	for _, p := range ptrs {
 		if *p == "" {
 			continue
 		}
 		a, err := mountAbs(*p)
 		if err != nil {
-			return spec, err
+			return err
 		}
 		*p = a
 	}
-	return spec, nil
-}
-
-func mountPtrs(ss []string) []*string {
-	out := make([]*string, len(ss))
-	for i := range ss {
-		out[i] = &ss[i]
-	}
-	return out
+	return nil
 }
 
 func mountAbs(p string) (string, error) {
@@ -251,110 +264,44 @@ func mountAbs(p string) (string, error) {
 	return a, nil
 }
 
-// mountApplyKernelOptions applies one -o value in the kernel's syntax:
-// comma-separated, '\' escaping the next character.
-func mountApplyKernelOptions(spec *layer.Spec, opts string, haveLower bool) error {
-	for _, opt := range mountSplitRaw(opts, ',') {
-		if opt == "" {
-			continue
-		}
-		key, val, _ := strings.Cut(opt, "=")
-		onOff := func() (bool, error) {
-			switch val {
-			case "", "on":
-				return true, nil
-			case "off":
-				return false, nil
-			}
-			if key == "redirect_dir" && (val == "follow" || val == "nofollow") {
-				return false, nil
-			}
-			if key == "xino" && val == "auto" {
-				return true, nil
-			}
-			return false, fmt.Errorf("-o %s=%s: want %s=on or %s=off", key, val, key, key)
-		}
-		var err error
-		switch key {
-		case "lowerdir":
-			if haveLower {
-				return fmt.Errorf("-o lowerdir and --lower both name the lower layers: give one of them")
-			}
-			spec.Lowers = mountSplitEscaped(val, ':')
-		case "lowerdir+":
-			if haveLower {
-				return fmt.Errorf("-o lowerdir+ and --lower both name the lower layers: give one of them")
-			}
-			spec.Lowers = append(spec.Lowers, mountUnescape(val))
-		case "upperdir":
-			spec.Upper = mountUnescape(val)
-		case "workdir":
-			spec.Work = mountUnescape(val)
-		case "ro":
-			spec.ReadOnly = true
-		case "rw":
-			spec.ReadOnly = false
-		case "userxattr":
-			spec.Namespace = layer.User
-		case "volatile":
-			spec.Options.Volatile = true
-		case "index":
-			spec.Options.Index, err = onOff()
-		case "redirect_dir":
-			spec.Options.RedirectDir, err = onOff()
-		case "metacopy":
-			spec.Options.Metacopy, err = onOff()
-		case "xino":
-			spec.Options.Xino, err = onOff()
-		case "allow_other":
-			spec.Options.AllowOther = true
-		default:
-			return fmt.Errorf("-o %s: unknown option; ovl takes lowerdir, lowerdir+, upperdir, workdir, ro, rw, userxattr, volatile, index, redirect_dir, metacopy, xino, allow_other", opt)
-		}
-		if err != nil {
-			return err
-		}
+// mountApplyKernelOptions applies the -o options (layer.ParseOptions) to
+// the spec the flags made: paths given both ways are an error, features
+// and read-only add to the flags'. What ovl mount cannot do is refused,
+// naming the option.
+func mountApplyKernelOptions(spec *layer.Spec, k layer.MountOptions, haveLower bool) error {
+	switch {
+	case len(k.Lowers) > 0 && haveLower:
+		return fmt.Errorf("-o lowerdir and --lower both name the lower layers: give one of them")
+	case k.Upper != "" && spec.Upper != "":
+		return fmt.Errorf("-o upperdir and --upper both name the upper layer: give one of them")
+	case k.Work != "" && spec.Work != "":
+		return fmt.Errorf("-o workdir and --work both name the work directory: give one of them")
+	case len(k.DataLowers) > 0:
+		return fmt.Errorf("-o lowerdir=...::%s: data-only lower layers are not supported by ovl yet: give regular layers, separated by one ':'", k.DataLowers[0])
+	case len(k.UIDMapping) > 0 || len(k.GIDMapping) > 0:
+		return fmt.Errorf("-o uidmapping/gidmapping: ID mappings are not supported by ovl mount yet")
+	case len(k.Other) > 0:
+		return fmt.Errorf("-o %s: ovl mount does not apply this option (it takes lowerdir, lowerdir+, upperdir, workdir, ro, rw, userxattr, volatile, index, redirect_dir, metacopy, xino, allow_other)", k.Other[0])
 	}
+	if len(k.Lowers) > 0 {
+		spec.Lowers = k.Lowers
+	}
+	if k.Upper != "" {
+		spec.Upper = k.Upper
+	}
+	if k.Work != "" {
+		spec.Work = k.Work
+	}
+	spec.ReadOnly = spec.ReadOnly || k.ReadOnly
+	if k.UserXattr {
+		spec.Namespace = layer.User
+	}
+	f := &spec.Options
+	f.Volatile = f.Volatile || k.Features.Volatile
+	f.Index = f.Index || k.Features.Index
+	f.RedirectDir = f.RedirectDir || k.Features.RedirectDir
+	f.Metacopy = f.Metacopy || k.Features.Metacopy
+	f.Xino = f.Xino || k.Features.Xino
+	f.AllowOther = f.AllowOther || k.Features.AllowOther
 	return nil
-}
-
-// mountSplitRaw splits s at each sep not escaped by '\', keeping the
-// escapes for the caller to remove.
-func mountSplitRaw(s string, sep byte) []string {
-	var out []string
-	start := 0
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case sep:
-			out = append(out, s[start:i])
-			start = i + 1
-		}
-	}
-	return append(out, s[start:])
-}
-
-// mountSplitEscaped splits s at each unescaped sep and removes the escapes.
-func mountSplitEscaped(s string, sep byte) []string {
-	parts := mountSplitRaw(s, sep)
-	for i, p := range parts {
-		parts[i] = mountUnescape(p)
-	}
-	return parts
-}
-
-// mountUnescape removes each '\' and keeps the character after it.
-func mountUnescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+1 < len(s) {
-			i++
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

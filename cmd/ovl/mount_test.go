@@ -42,10 +42,17 @@ func TestMountSpec(t *testing.T) {
 		{name: "userxattr", opts: mountOptions{Kernel: []string{"lowerdir=/a:/b,userxattr"}},
 			want: layer.Spec{Lowers: []string{"/a", "/b"}, Namespace: layer.User}},
 		{name: "no lower", opts: mountOptions{Upper: "/u", Work: "/w"}, wantErr: "no lower layer"},
-		{name: "empty lower", opts: mountOptions{Lowers: []string{"/a::/b"}}, wantErr: "lower layer 1 is an empty path"},
+		{name: "empty lower", opts: mountOptions{Lowers: []string{"/a:"}}, wantErr: "ends with an unescaped ':'"},
+		{name: "empty repeated lower", opts: mountOptions{Lowers: []string{"/a", ""}}, wantErr: "lower layer 1 is an empty path"},
+		{name: "data-only lowers", opts: mountOptions{Lowers: []string{"/a::/b"}}, wantErr: "data-only lower layers"},
+		{name: "as the kernel: a second lowerdir replaces the first, ,, is nothing",
+			opts: mountOptions{Kernel: []string{`lowerdir=/x,,lowerdir=/a\\b:/c,upperdir=/u`}, Work: "/w"},
+			want: layer.Spec{Lowers: []string{`/a\b`, "/c"}, Upper: "/u", Work: "/w"}},
+		{name: "ID mappings", opts: mountOptions{Kernel: []string{"lowerdir=/a,uidmapping=0:1000:1"}}, wantErr: "not supported by ovl mount yet"},
 		{name: "both --lower and lowerdir", opts: mountOptions{Lowers: []string{"/a"}, Kernel: []string{"lowerdir=/b"}}, wantErr: "give one of them"},
-		{name: "unknown option", opts: mountOptions{Kernel: []string{"lowerdir=/a,nfs_export=on"}}, wantErr: "-o nfs_export=on: unknown option"},
-		{name: "bad on/off", opts: mountOptions{Kernel: []string{"lowerdir=/a,index=maybe"}}, wantErr: "want index=on or index=off"},
+		{name: "known option ovl mount does not apply", opts: mountOptions{Kernel: []string{"lowerdir=/a,nfs_export=on"}}, wantErr: "-o nfs_export=on: ovl mount does not apply this option"},
+		{name: "unknown option", opts: mountOptions{Kernel: []string{"lowerdir=/a,nosuch"}}, wantErr: `-o "nosuch": unknown option`},
+		{name: "bad on/off", opts: mountOptions{Kernel: []string{"lowerdir=/a,index=maybe"}}, wantErr: "want index=on|off"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -284,7 +284,7 @@ func buildEntry(root string, e fixtureEntry, ns layer.Namespace, chown bool) err
 			return &os.PathError{Op: "mkfifo", Path: p, Err: err}
 		}
 	case kWhiteout:
-		return withDir(filepath.Dir(p), func(fd int) error { return layer.MakeWhiteout(fd, filepath.Base(p)) })
+		return withDir(filepath.Dir(p), func(fd int) error { return layer.MakeWhiteout(fd, filepath.Base(p), ns) })
 	}
 	if chown && e.owner != 0 {
 		if err := os.Lchown(p, e.owner, e.owner); err != nil {
