@@ -157,6 +157,18 @@ func chrootAllowed(cfg Config, why error) error {
 		return fmt.Errorf("%w: the project %s at /work needs a bind mount, and no namespace can be made for one here (%v%s)",
 			ErrNoIsolation, cfg.BindWork, why, refusal(why))
 	}
+	if cfg.IsolateNetwork {
+		return fmt.Errorf("%w: isolate-network needs a network namespace, and no namespace can be made here (%v%s)",
+			ErrNoIsolation, why, refusal(why))
+	}
+	if len(cfg.HostFiles) > 0 {
+		return fmt.Errorf("%w: %s is shown from the host by a bind mount, and no namespace can be made for one here (%v%s)",
+			ErrNoIsolation, cfg.HostFiles[0].Dst, why, refusal(why))
+	}
+	if cfg.User != nil && cfg.User.ExternalUID != -1 {
+		return fmt.Errorf("%w: external-user-id needs a user namespace of its own, and none can be made here (%v%s)",
+			ErrNoIsolation, why, refusal(why))
+	}
 	for _, v := range cfg.Volumes {
 		if v.Kind == Bind {
 			return fmt.Errorf("%w: volume %s binds %s, which needs a mount, and no namespace can be made for one here (%v%s)",
@@ -244,7 +256,7 @@ func chrootExec(ctx context.Context, cfg Config, root string) (Result, error) {
 	var rep []byte
 	repDone := make(chan struct{})
 	go func() { rep, _ = io.ReadAll(repR); close(repDone) }()
-	waitErr := waitForwarding(ctx, cmd, sigs)
+	waitErr := waitForwarding(ctx, cmd, sigs, cfg.Signals)
 	<-repDone
 	if ctx.Err() != nil {
 		return res, fmt.Errorf("run %v: %w", cfg.Args, ctx.Err())

@@ -39,7 +39,12 @@ type plan struct {
 	Dir         string            // the run's transient directory
 	// Remap: the caller mapped a subuid range with newuidmap; init must
 	// exec itself again to gain root's capabilities in the namespace.
-	Remap bool
+	Remap       bool
+	KeepTmp     bool       `json:",omitempty"`
+	IsolateNet  bool       `json:",omitempty"`
+	User        *User      `json:",omitempty"`
+	HostFiles   []HostFile `json:",omitempty"`
+	EnvironFile string     `json:",omitempty"`
 }
 
 // report is what init and the exec stage tell Run, one JSON object each,
@@ -108,6 +113,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	p := plan{
 		Layers: cfg.Layers, Writable: cfg.Writable, KeepChanges: cfg.KeepChanges, Volumes: cfg.Volumes,
 		Env: cfg.Env, Workdir: cfg.Workdir, BindWork: cfg.BindWork, Args: cfg.Args, Decision: cfg.Decision,
+		User: cfg.User, HostFiles: cfg.HostFiles, EnvironFile: cfg.EnvironFile, KeepTmp: cfg.KeepTmp,
+		IsolateNet: cfg.IsolateNetwork,
 	}
 	ids, err := containerIDs(cfg.UIDs, cfg.GIDs)
 	if err != nil {
@@ -136,6 +143,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	cmd := reexec.Command(initEntry)
 	cmd.Env = initEnv(cmd.Env)
 	cmd.SysProcAttr = initSysProcAttr(cfg.Decision.Isolation, ids)
+	if cfg.IsolateNetwork {
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
 	cmd.ExtraFiles = []*os.File{confR, repW, lifeR}
 
@@ -195,7 +205,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{ExitCode: 125}, startErr
 	}
 
-	waitErr := waitForwarding(ctx, cmd, sigs)
+	waitErr := waitForwarding(ctx, cmd, sigs, cfg.Signals)
 	<-repDone
 	if ctx.Err() != nil {
 		return Result{ExitCode: 125, Backend: res.Backend}, fmt.Errorf("run %v: %w", cfg.Args, ctx.Err())
@@ -208,14 +218,17 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 }
 
 // waitForwarding waits for cmd, passing on the signals that arrive on
-// sigs and killing it when ctx is done, and returns what Wait returned.
-func waitForwarding(ctx context.Context, cmd *exec.Cmd, sigs <-chan os.Signal) error {
+// sigs and on more (a caller's own, Config.Signals) and killing it when
+// ctx is done, and returns what Wait returned.
+func waitForwarding(ctx context.Context, cmd *exec.Cmd, sigs, more <-chan os.Signal) error {
 	waitDone := make(chan error, 1)
 	go func() { waitDone <- cmd.Wait() }()
 	done := ctx.Done()
 	for {
 		select {
 		case s := <-sigs:
+			cmd.Process.Signal(s)
+		case s := <-more:
 			cmd.Process.Signal(s)
 		case <-done:
 			cmd.Process.Kill()

@@ -119,7 +119,7 @@ func buildLoad(config string) (*vagga.Config, error) {
 			return nil, err
 		}
 		if config, err = vagga.Find(cwd); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w (run ovl in a project, or give --config)", err)
 		}
 	}
 	return vagga.Load(config)
@@ -178,7 +178,7 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 	}
 	opts := builder.Options{
 		OneLayer: !o.CacheEachStep, Force: o.Force, Decision: d,
-		Run: builder.RunnerFunc(d, cfg.Dir), Events: progress.event, Output: output,
+		Run: builder.RunnerFunc(d, cfg.Dir), Events: progress.event, Output: output, ConfigArg: o.Config,
 	}
 	cache, err := newStepCache(o.Cache, cfg, opts.OneLayer, d.Namespace)
 	if err != nil {
@@ -220,10 +220,18 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 			if r.Pulled > 0 {
 				pulled = fmt.Sprintf(", %d pulled", r.Pulled)
 			}
-			fmt.Fprintf(stdout, "%s: built, %d steps run%s, %d layers (%s backend): %s\n", name, r.Ran, pulled, len(r.Layers), d.Backend, rel)
+			fmt.Fprintf(stdout, "%s: built, %s run%s, %s (%s backend): %s\n", name, plural(r.Ran, "step"), pulled, plural(len(r.Layers), "layer"), d.Backend, rel)
 		}
 	}
 	return nil
+}
+
+// plural writes n with noun, in the plural unless n is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // buildSummary is the last JSON line `ovl build --json` prints per

@@ -28,8 +28,7 @@ It prints "supported" and exits 0 when kernel overlay or ovl's FUSE union
 works for this user's runs (probed as 'ovl check' does, in the layer
 directory it chooses), and "unsupported" with exit 1 when only the copy
 backend is left. Copy works everywhere, by copying: 'ovl check' exits 0 then.`,
-		Hidden: true,
-		Args:   cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return checkOverlayfsRun(cmd.Context(), prober, cmd.OutOrStdout())
 		},
