@@ -37,6 +37,17 @@ type Backend interface {
 	Mount(ctx context.Context, spec layer.Spec) (Mount, error)
 }
 
+// Server is a Backend that can also serve a stack from the calling
+// process instead of a helper it starts (the FUSE backend's daemon):
+// `ovl mount --foreground` and the drop-in mode's -f use it when the
+// backend offers it, and Mount otherwise.
+type Server interface {
+	// Serve mounts spec and serves it until ctx is done, which unmounts
+	// it, or until the mount goes away (umount, fusermount3 -u). ready,
+	// when not nil, is called once the mount is live.
+	Serve(ctx context.Context, spec layer.Spec, ready func()) error
+}
+
 // Mount is one live stack.
 type Mount interface {
 	// Target is where the merged tree is.

@@ -30,6 +30,10 @@ type Env struct {
 	seq     int
 	kept    map[keptKey]keptMount
 	verbs   map[string]verbInfo
+	// The CI workloads' registry (cicache.go) and the caches filled.
+	regAddr  string
+	regErr   error
+	ciFilled map[string]bool
 }
 
 type keptMount struct {

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/ovl-dev/ovl/internal/busybox"
 )
 
 // FixtureConfig says what the workloads run over.
@@ -80,7 +82,7 @@ const fixtureStamp = "fixture.json"
 
 // fixtureVersion changes whenever the fixture's layout does, so that an
 // old fixture is rebuilt rather than reused.
-const fixtureVersion = 4
+const fixtureVersion = 5
 
 // PrepareFixture builds the fixture in dir, or reuses the one an earlier
 // run left there when it was made from the same config and tree.
@@ -164,12 +166,11 @@ type fixtureStampData struct {
 }
 
 func findBusybox() (string, error) {
-	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
-			return p, nil
-		}
+	p, err := busybox.Find()
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrMissing, err)
 	}
-	return "", fmt.Errorf("busybox %w (Debian package busybox-static)", ErrMissing)
+	return p, nil
 }
 
 // regularFiles lists the regular files under dir, relative, in walk order.
@@ -278,33 +279,13 @@ func (f *Fixture) scan() error {
 	return writeList(f.AppendList, app)
 }
 
+// addBusybox makes Root a container root around the tree (package
+// busybox), when busybox is installed.
 func (f *Fixture) addBusybox() error {
 	if f.Busybox == "" {
 		return nil
 	}
-	// The directories a container root needs for its mounts.
-	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "run", "etc"} {
-		if err := os.MkdirAll(filepath.Join(f.Root, d), 0o755); err != nil {
-			return err
-		}
-	}
-	if err := os.Chmod(filepath.Join(f.Root, "tmp"), 0o1777); err != nil {
-		return err
-	}
-	bin := filepath.Join(f.Root, "bin")
-	data, err := os.ReadFile(f.Busybox)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(bin, "busybox"), data, 0o755); err != nil {
-		return err
-	}
-	for _, l := range []string{"sh", "true", "echo", "cat", "ls"} {
-		if err := os.Symlink("busybox", filepath.Join(bin, l)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return busybox.WriteDir(f.Root, f.Busybox)
 }
 
 // makeBig writes big.bin with incompressible data.

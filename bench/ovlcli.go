@@ -80,10 +80,18 @@ func repRunWritable(ctx context.Context, e *Env, c *Contestant, rep int) (time.D
 	if !c.SnapshotOnly {
 		return e.ovl(ctx, c, e.scratch, "run", "--writable", e.Fix.Root, "--", "/bin/true")
 	}
+	return e.copyAndChroot(ctx, c, "run", true, "/bin/true")
+}
+
+// copyAndChroot is what vagga does without overlay, timed: copy the
+// container root (cp -a) into a scratch directory named name, run args
+// there with chroot, and, when discard is set (a writable run), remove
+// the copy as part of the cost.
+func (e *Env) copyAndChroot(ctx context.Context, c *Contestant, name string, discard bool, args ...string) (time.Duration, error) {
 	if e.Fix.Busybox == "" {
 		return 0, errors.New("no container root: busybox-static is not installed")
 	}
-	d, err := e.scratchDir(c, "run")
+	d, err := e.scratchDir(c, name)
 	if err != nil {
 		return 0, err
 	}
@@ -92,11 +100,13 @@ func repRunWritable(ctx context.Context, e *Env, c *Contestant, rep int) (time.D
 	if _, err := timeCmd(ctx, "/", nil, "cp", "-a", e.Fix.Root+"/.", d+"/"); err != nil {
 		return 0, err
 	}
-	if _, err := timeCmd(ctx, "/", nil, "chroot", d, "/bin/true"); err != nil {
+	if _, err := timeCmd(ctx, "/", nil, "chroot", append([]string{d}, args...)...); err != nil {
 		return 0, err
 	}
-	if err := os.RemoveAll(d); err != nil {
-		return 0, err
+	if discard {
+		if err := os.RemoveAll(d); err != nil {
+			return 0, err
+		}
 	}
 	return time.Since(t0), nil
 }
@@ -192,20 +202,5 @@ func repChildBuild(ctx context.Context, e *Env, c *Contestant, rep int) (time.Du
 		}
 		return e.ovl(ctx, c, d, "build", "child")
 	}
-	if e.Fix.Busybox == "" {
-		return 0, errors.New("no container root: busybox-static is not installed")
-	}
-	d, err := e.scratchDir(c, "child")
-	if err != nil {
-		return 0, err
-	}
-	defer removeAll(d)
-	t0 := time.Now()
-	if _, err := timeCmd(ctx, "/", nil, "cp", "-a", e.Fix.Root+"/.", d+"/"); err != nil {
-		return 0, err
-	}
-	if _, err := timeCmd(ctx, "/", nil, "chroot", d, "/bin/sh", "-c", "echo "+marker+" > /marker"); err != nil {
-		return 0, err
-	}
-	return time.Since(t0), nil
+	return e.copyAndChroot(ctx, c, "child", false, "/bin/sh", "-c", "echo "+marker+" > /marker")
 }

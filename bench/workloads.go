@@ -82,7 +82,7 @@ func Workloads(f *Fixture, fio bool) []Workload {
 		tool = "fio"
 	}
 
-	return []Workload{
+	return append([]Workload{
 		{Name: "mount", Phase: "mount", Snapshot: true, NoWarmup: true,
 			About: "time until the merged tree is usable (cp -a: the copy)",
 			Rep: func(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error) {
@@ -231,7 +231,7 @@ func Workloads(f *Fixture, fio bool) []Workload {
 		{Name: "!Container child build", Phase: "user", OvlOnly: true, Snapshot: true, NoWarmup: true,
 			About: "build a one-step child of the built base (cp -a: copy the parent, run the step)",
 			Rep:   repChildBuild},
-	}
+	}, ciWorkloads()...)
 }
 
 // timeIO runs fio, taking the job's run time from its JSON report (fio

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/runner"
 	"github.com/ovl-dev/ovl/vagga"
 )
@@ -24,7 +25,7 @@ containers:
     volumes:
       /etc: !Snapshot {size: 1Mi, owner-uid: 1, owner-gid: 2}
       /tmp: !Tmpfs {size: 10Mi}
-      /snap: !Snapshot {container: src}
+      /var: !Snapshot {container: src}
 commands:
   list: !Command
     container: c
@@ -39,7 +40,7 @@ commands:
     work-dir: sub
 `
 	dir := project(t, yaml, map[string]string{"data/x": "x"})
-	busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+	testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 	b := New(load(t, dir), Options{})
 	rc, err := b.CommandRun(context.Background(), "list", []string{"/etc"}, filepath.Join(dir, "data"))
 	if err != nil {
@@ -52,9 +53,12 @@ commands:
 		Args: []string{"ls", "-l", "/etc"}, Name: "c", TransientDir: filepath.Join(dir, ".vagga", ".transient"),
 		Volumes: []runner.Volume{
 			{Path: "/etc", Kind: runner.Snapshot, Size: 1 << 20, UID: 1, GID: 2},
+			// The command's /tmp replaces the container's.
 			{Path: "/tmp", Kind: runner.Bind, HostDir: filepath.Join(dir, "data"), ReadOnly: true, UID: -1, GID: -1},
-			{Path: "/snap", Kind: runner.Snapshot, From: src.Root, UID: -1, GID: -1},
+			// The other container's directory at the same path.
+			{Path: "/var", Kind: runner.Snapshot, From: filepath.Join(src.Root, "var"), UID: -1, GID: -1},
 		},
+		HostFiles: []runner.HostFile{{Src: "/etc/resolv.conf", Dst: "/etc/resolv.conf"}, {Src: "/etc/hosts", Dst: "/etc/hosts"}},
 	}
 	if !reflect.DeepEqual(rc, want) {
 		t.Errorf("list:\n got %+v\nwant %+v", rc, want)
@@ -63,7 +67,7 @@ commands:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !rc.Writable || rc.Workdir != "/work/sub" || !reflect.DeepEqual(rc.Args, []string{"/bin/sh", "-c", `echo "$@"`, "script", "a", "b"}) {
+	if !rc.Writable || rc.Workdir != "/work/sub" || !reflect.DeepEqual(rc.Args, []string{"/bin/sh", "-c", `echo "$@"`, "--", "a", "b"}) {
 		t.Errorf("script: writable %v, workdir %s, args %q", rc.Writable, rc.Workdir, rc.Args)
 	}
 	if _, err := b.CommandRun(context.Background(), "nope", nil, ""); err == nil || !strings.Contains(err.Error(), "it has: list, script") {
@@ -73,7 +77,7 @@ commands:
 
 func TestResolve(t *testing.T) {
 	dir := project(t, "containers:\n  c:\n    setup: [!Tar {url: ./base.tar.gz}]\n", nil)
-	busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+	testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 	os.Mkdir(filepath.Join(dir, "sub"), 0o755)
 	for _, tc := range []struct {
 		from, arg string
@@ -86,9 +90,9 @@ func TestResolve(t *testing.T) {
 		{dir, "sub", false}, // an existing directory is a path
 		{t.TempDir(), "c", false},
 	} {
-		r, ok, err := Resolve(context.Background(), tc.from, tc.arg, Options{}, nil)
-		if err != nil || ok != tc.want || (ok && (r.Root == "" || len(r.Layers) == 0)) {
-			t.Errorf("Resolve(%s, %q) = %v, %v, %v; want %v", tc.from, tc.arg, r, ok, err, tc.want)
+		b, ok, err := Resolve(tc.from, tc.arg, Options{}, nil)
+		if err != nil || ok != tc.want || ok && b == nil {
+			t.Errorf("Resolve(%s, %q) = %v, %v, %v; want %v", tc.from, tc.arg, b, ok, err, tc.want)
 		}
 	}
 }
@@ -97,11 +101,12 @@ func TestResolve(t *testing.T) {
 // and runs each of its commands, on every backend, as root and as uid
 // 65534: what `make demo` shows.
 func TestExampleProject(t *testing.T) {
+	t.Parallel() // beside the package's other long tests
 	testAsRootAndNobody(t, func(t *testing.T) {
-		for _, be := range backends() {
-			t.Run(be.Name(), func(t *testing.T) {
+		for _, be := range backends(t) {
+			t.Run(be.Backend, func(t *testing.T) {
 				dir := testutilCopyExamples(t)
-				busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+				testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 				var out bytes.Buffer
 				cfg, err := vagga.Load(filepath.Join(dir, "vagga.yaml"))
 				if err != nil {
@@ -115,7 +120,7 @@ func TestExampleProject(t *testing.T) {
 						t.Fatalf("%s: %v\n%s", name, err, out.String())
 					}
 					var stdout, stderr bytes.Buffer
-					rc.Backend, rc.Stdout, rc.Stderr = be, &stdout, &stderr
+					rc.Decision, rc.Stdout, rc.Stderr = be, &stdout, &stderr
 					res, err := runner.Run(context.Background(), rc)
 					if err != nil || res.ExitCode != 0 {
 						t.Fatalf("%s: %v, exit %d\n%s", name, err, res.ExitCode, stderr.String())

@@ -15,7 +15,11 @@
 //
 //	engine.go    Builder, Options, Result: plan and run a container
 //	exec.go      command steps, errors of a step, a shell before a step
+//	work.go      the work on layer contents, as jobs run here or in a helper
+//	mapped.go    owners: root, subordinate ids (the mapped helper), none
 //	key.go       step keys and the cache of project file hashes
+//	project.go   reading project files, never through a symlink out
+//	copyfilter.go  what a !Copy leaves out (.vagga)
 //	store.go     the layer store: pending layers, commit and seal
 //	union.go     reading a stack of layers as a union, without a mount
 //	files.go     writing a layer over a union: copy-up, whiteouts
@@ -23,6 +27,7 @@
 //	root.go      the flattened root and the .vagga/NAME symlink
 //	command.go   vagga commands as runner configurations; Resolve
 //	clean.go     ovl clean --old, --unused-layers, --everything
+//	cache.go     StepCache: layers from and to a cache beyond the store
 //	lock.go      the per-container build lock
 //	events.go    progress events; progress.go long copies
 //

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 // The kernel's overlayfs is the oracle for the layers file steps write:
@@ -43,7 +44,7 @@ func TestKeys(t *testing.T) {
 	keys := func(dir string) []string {
 		t.Helper()
 		cfg := load(t, dir)
-		steps, err := New(cfg, Options{}).plan(cfg.Containers["c"], nil)
+		steps, err := New(cfg, Options{}).plan(cfg.Containers["c"], nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,8 +87,8 @@ func TestEachStepAndSharedGiveTheSameRoot(t *testing.T) {
 		each, _ := mustBuild(t, dir, "base", Options{NoRoot: true})
 		other := fileProject(t)
 		shared, _ := mustBuild(t, other, "base", Options{OneLayer: true})
-		if len(shared.Layers) != 1 {
-			t.Errorf("shared build has %d layers, want 1", len(shared.Layers))
+		if len(shared.Layers) != 3 {
+			t.Errorf("shared build has %d layers, want 3 (the base, the steps', the finish)", len(shared.Layers))
 		}
 		if each.Key != shared.Key {
 			t.Errorf("container key depends on the mode: %s vs %s", each.Key, shared.Key)
@@ -115,8 +116,8 @@ func TestSquashKeepsTheTree(t *testing.T) {
 			}
 		}
 		dir := project(t, b.String(), nil)
-		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
-		limited, rec := mustBuild(t, dir, "c", Options{Backend: stubBackend{max: 8}})
+		testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		limited, rec := mustBuild(t, dir, "c", Options{Decision: selector.Decision{MaxLayers: 8}})
 		if len(limited.Layers) > 8 {
 			t.Errorf("stack of %d layers for a backend of 8", len(limited.Layers))
 		}
@@ -130,7 +131,7 @@ func TestSquashKeepsTheTree(t *testing.T) {
 			t.Error("no squash event")
 		}
 		other := project(t, b.String(), nil)
-		busyboxTar(t, filepath.Join(other, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(other, "base.tar.gz"))
 		full, _ := mustBuild(t, other, "c", Options{})
 		if len(full.Layers) <= 8 {
 			t.Fatalf("unlimited build has %d layers", len(full.Layers))
@@ -139,7 +140,7 @@ func TestSquashKeepsTheTree(t *testing.T) {
 			t.Errorf("squashed root differs:\n%s\nvs\n%s", a, b)
 		}
 		// A rebuild finds the same squash layers.
-		again, rec := mustBuild(t, dir, "c", Options{Backend: stubBackend{max: 8}})
+		again, rec := mustBuild(t, dir, "c", Options{Decision: selector.Decision{MaxLayers: 8}})
 		for _, e := range rec.events {
 			if e.Status == StatusSquash {
 				t.Errorf("rebuild squashed again: %v", e)
@@ -163,7 +164,7 @@ func TestChildStacksOnParent(t *testing.T) {
 		}
 		files["big/one"] = "1"
 		dir := project(t, yaml, files)
-		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 		child, rec := mustBuild(t, dir, "child", Options{})
 		parent, _ := mustBuild(t, dir, "parent", Options{})
 		if n := len(parent.Layers); !reflect.DeepEqual(child.Layers[len(child.Layers)-n:], parent.Layers) {

@@ -17,6 +17,8 @@ const (
 	StatusFailed  Status = "failed"  // the step ran and failed
 	StatusSquash  Status = "squash"  // old layers were squashed into one
 	StatusRoot    Status = "root"    // the plain root directory was written
+	StatusPulled  Status = "pulled"  // the step's layer came from the step cache: not run
+	StatusWarning Status = "warning" // something failed that the build goes on without (Detail)
 )
 
 // Event reports progress of a build, one per step and phase, for the
@@ -36,6 +38,8 @@ type Event struct {
 // String is the progress line: `[3/7] !Sh "make" … cached | 2.1 s`.
 func (e Event) String() string {
 	switch e.Status {
+	case StatusWarning:
+		return fmt.Sprintf("warning: [%d/%d] %s: %s", e.Index, e.Total, e.Step, e.Detail)
 	case StatusSquash, StatusRoot:
 		return fmt.Sprintf("[%s] %s … %s | %s", e.Container, e.Status, e.Detail, seconds(e.Seconds))
 	}

@@ -4,13 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovl-dev/ovl/internal/beneath"
 	"github.com/ovl-dev/ovl/layer"
 )
 
@@ -27,11 +27,12 @@ var ErrPath = errors.New("unusable path")
 type writer struct {
 	upper  string
 	lowers union
-	root   bool // may chown to any owner
+	owners owners          // what to chown files to
+	ns     layer.Namespace // of overlay xattrs the writer sets
 }
 
-func newWriter(upper string, lowers []string) *writer {
-	return &writer{upper: upper, lowers: lowers, root: os.Geteuid() == 0}
+func newWriter(upper string, lowers []string, o owners, ns layer.Namespace) *writer {
+	return &writer{upper: upper, lowers: lowers, owners: o, ns: ns}
 }
 
 // full is the union as the step sees it: upper over the lowers.
@@ -125,25 +126,18 @@ func (w *writer) whiteout(rel string, names ...string) error {
 	}
 	defer unix.Close(fd)
 	for _, n := range names {
-		if err := layer.MakeWhiteout(fd, n); err != nil {
+		if err := layer.MakeWhiteout(fd, n, w.ns); err != nil {
 			return fmt.Errorf("%s: %w", w.up(rel), err)
 		}
 	}
 	return nil
 }
 
-// clearUpper removes what upper holds at rel: an entry or a whiteout of
-// either form. Lower layers are not touched.
+// clearUpper removes what upper holds at rel: an entry or a whiteout
+// (which the kernel's format keeps at the name itself). Lower layers are
+// not touched.
 func (w *writer) clearUpper(rel string) error {
-	if err := removeAll(w.up(rel)); err != nil {
-		return err
-	}
-	dir, name := filepath.Split(w.up(rel))
-	wh := filepath.Join(dir, layer.WhiteoutPrefix+name)
-	if err := os.Remove(wh); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
+	return removeAll(w.up(rel))
 }
 
 // prepare readies rel for a new non-directory: its parent must exist
@@ -248,6 +242,35 @@ func (w *writer) writeFile(rel string, r io.Reader, mode os.FileMode, uid, gid i
 	return os.Chmod(p, mode)
 }
 
+// link makes rel a hard link to oldRel, a file this step already put in
+// upper (a tarball's hard link to an earlier entry). Both paths are
+// resolved inside upper with no symlink on the way: the step may have
+// made symlinks that point anywhere on the host, and a link through one
+// would put a host file into the layer. rel's parent must exist.
+func (w *writer) link(oldRel, rel string) error {
+	upper, err := unix.Open(w.upper, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: w.upper, Err: err}
+	}
+	defer unix.Close(upper)
+	var dirs [2]int
+	for i, r := range []string{parentRel(oldRel), parentRel(rel)} {
+		fd, err := beneath.Open(upper, r, unix.O_PATH|unix.O_DIRECTORY, beneath.NoSymlinks)
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) {
+			return pathErr(r, "goes through a symlink (links are resolved inside the container, never through a symlink)")
+		}
+		if err != nil {
+			return &os.PathError{Op: "open", Path: "/" + r, Err: err}
+		}
+		defer unix.Close(fd)
+		dirs[i] = fd
+	}
+	if err := unix.Linkat(dirs[0], filepath.Base(oldRel), dirs[1], filepath.Base(rel), 0); err != nil {
+		return &os.LinkError{Op: "link", Old: "/" + oldRel, New: "/" + rel, Err: err}
+	}
+	return nil
+}
+
 // symlink creates a symlink at rel.
 func (w *writer) symlink(rel, target string, uid, gid int, mkParents bool) error {
 	if err := w.prepare(rel, mkParents); err != nil {
@@ -274,16 +297,18 @@ func (w *writer) dir(rel string, mode os.FileMode, uid, gid int) error {
 	return os.Chmod(w.up(rel), mode)
 }
 
-// chown sets the owner where this process may; an ordinary user's files
-// stay its own (its uid is root inside the container's user namespace).
+// chown makes the container see p owned by uid:gid, as w.owners says:
+// an ordinary user without subordinate ids keeps its own files (its uid
+// is root inside the container's user namespace).
 func (w *writer) chown(p string, uid, gid int) error {
-	if !w.root {
+	u, g, keep, err := w.owners.chownIDs(uid, gid)
+	if err != nil {
+		return fmt.Errorf("%s: %w", strings.TrimPrefix(p, w.upper), err)
+	}
+	if !keep {
 		return nil
 	}
-	if err := os.Lchown(p, uid, gid); err != nil {
-		return err
-	}
-	return nil
+	return os.Lchown(p, u, g)
 }
 
 // modeBits converts setuid, setgid and sticky from a raw mode.

@@ -2,8 +2,6 @@ package builder
 
 import (
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -14,15 +12,16 @@ import (
 // writes its layer directly instead of running a command in a mount.
 func isFileStep(s vagga.Step) bool {
 	switch s.(type) {
-	case *vagga.ShStep, *vagga.CmdStep:
+	case *vagga.ShStep, *vagga.CmdStep, *vagga.RunAsStep:
 		return false
 	}
 	return true
 }
 
-// applyFileStep writes the effect of the file step s into w's upper.
-// Steps that change no file (!Env, !Depends, !Container) leave it empty.
-func (b *Builder) applyFileStep(w *writer, s vagga.Step) error {
+// applyFileStep writes the effect of the file step s into w's upper,
+// reading the project in dir. Steps that change no file (!Env,
+// !Depends, !Container) leave it empty.
+func applyFileStep(w *writer, dir string, s vagga.Step, progress progressFunc) error {
 	switch s := s.(type) {
 	case *vagga.TextStep:
 		for _, f := range s.Files {
@@ -32,9 +31,14 @@ func (b *Builder) applyFileStep(w *writer, s vagga.Step) error {
 		}
 		return nil
 	case *vagga.CopyStep:
-		p := b.progress(s.Summary(), diskUsage(s.HostSource))
+		var total int64
+		if progress != nil && !s.InContainer {
+			o, _ := readOptions(s)
+			total = projectUsage(dir, s.HostSource, o)
+		}
+		p := startProgress(progress, s.Summary(), total)
 		defer p.Done()
-		return copyIn(w, s.HostSource, rel(s.Path), s.OwnerUID, s.OwnerGID, p)
+		return copyIn(w, dir, s, p)
 	case *vagga.RemoveStep:
 		return w.remove(rel(s.Path))
 	case *vagga.EnsureDirStep:
@@ -42,7 +46,32 @@ func (b *Builder) applyFileStep(w *writer, s vagga.Step) error {
 	case *vagga.EmptyDirStep:
 		return w.emptyDir(rel(s.Path))
 	case *vagga.TarStep:
-		return untar(w, s, b.hashes, b.progress)
+		return untar(w, dir, s, progress)
+	case *vagga.CacheDirsStep:
+		// The directories are there, empty, for the cache mounted on
+		// them while later command steps run.
+		for _, d := range s.Dirs {
+			if err := w.emptyDir(rel(d.Path)); err != nil {
+				return err
+			}
+		}
+		return nil
+	case *vagga.BuildStep:
+		if s.TemporaryMount != "" {
+			// Made without its parents, as vagga does; mounted while
+			// later command steps run.
+			r := rel(s.TemporaryMount)
+			if err := w.ensureDir(parentRel(r), false, false); err != nil {
+				return err
+			}
+			return w.ensureDir(r, true, false)
+		}
+		if s.HostRoot == "" {
+			return fmt.Errorf("%w: the root of container %q was not written", ErrPath, s.Container)
+		}
+		p := startProgress(progress, s.Summary(), 0)
+		defer p.Done()
+		return buildCopy(w, s.HostRoot, s, p)
 	case *vagga.EnvStep, *vagga.DependsStep, *vagga.ContainerStep:
 		return nil
 	}
@@ -52,52 +81,16 @@ func (b *Builder) applyFileStep(w *writer, s vagga.Step) error {
 // rel turns an absolute container path into a path relative to the root.
 func rel(p string) string { return strings.TrimPrefix(filepath.Clean(p), "/") }
 
-// copyIn copies the host file or directory src to dst in the container:
-// contents, permission bits and symlinks; owners become uid:gid.
-func copyIn(w *writer, src, dst string, uid, gid int, p Progress) error {
-	fi, err := os.Lstat(src)
-	if err != nil {
-		return err
-	}
-	if !fi.IsDir() {
-		return copyEntry(w, src, dst, fi, uid, gid)
-	}
-	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+// projectUsage is the size of the regular files of the project path p
+// (the project is in dir), walked as o says: the total of a progress
+// bar.
+func projectUsage(dir, p string, o walkOptions) int64 {
+	var total int64
+	walkProject(dir, p, o, func(f *projectFile) error {
+		if f.isReg() {
+			total += f.st.Size
 		}
-		r, _ := filepath.Rel(src, path)
-		target := dst
-		if r != "." {
-			target = filepath.ToSlash(filepath.Join(dst, r))
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		p.Add(fi.Size())
-		return copyEntry(w, path, target, fi, uid, gid)
+		return nil
 	})
-}
-
-func copyEntry(w *writer, src, dst string, fi fs.FileInfo, uid, gid int) error {
-	mode := fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
-	switch {
-	case fi.IsDir():
-		return w.dir(dst, mode, uid, gid)
-	case fi.Mode()&fs.ModeSymlink != 0:
-		t, err := os.Readlink(src)
-		if err != nil {
-			return err
-		}
-		return w.symlink(dst, t, uid, gid, true)
-	case fi.Mode().IsRegular():
-		f, err := os.Open(src)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		return w.writeFile(dst, f, mode, uid, gid, true)
-	}
-	return nil // sockets, fifos, devices of the project are not copied
+	return total
 }

@@ -26,7 +26,7 @@ containers:
     - !EmptyDir /etc
     - !Env {GREETING: hi}
     - !Depends dep.txt
-    - !Text {/etc/after: "emptied before me"}
+    - !Text {/opt/after: "written last"}
 `
 
 func fileProject(t *testing.T) string {
@@ -34,7 +34,7 @@ func fileProject(t *testing.T) string {
 	dir := project(t, fileSteps, map[string]string{
 		"src/a.txt": "A", "src/sub/b.txt": "B", "dep.txt": "v1",
 	})
-	busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+	testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 	if err := os.Symlink("a.txt", filepath.Join(dir, "src/link")); err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestFileStepsBuildTheTree(t *testing.T) {
 			mustContain(t, root, "bin/busybox", "")
 			mustContain(t, root, "opt/src/a.txt", "A")
 			mustContain(t, root, "opt/src/sub/b.txt", "B")
-			mustContain(t, root, "etc/after", "emptied before me")
+			mustContain(t, root, "opt/after", "written last")
 			mustContain(t, root, "var/lib/app/data", "")
 			for _, gone := range []string{"var/cache", "etc/passwd", "etc/motd"} {
 				if _, err := os.Lstat(filepath.Join(root, gone)); !errors.Is(err, os.ErrNotExist) {
@@ -107,7 +107,8 @@ func repoPath(t *testing.T, rel string) string {
 	return p
 }
 
-// testAsRootAndNobody runs f as root, and again as uid 65534.
+// testAsRootAndNobody runs f as root, and again as uid 65534, side by
+// side.
 func testAsRootAndNobody(t *testing.T, f func(t *testing.T)) {
 	t.Helper()
 	if testutil.InNobodyChild() {
@@ -115,10 +116,12 @@ func testAsRootAndNobody(t *testing.T, f func(t *testing.T)) {
 		return
 	}
 	t.Run("root", func(t *testing.T) {
+		t.Parallel()
 		testutil.RequireRoot(t)
 		f(t)
 	})
 	t.Run("nobody", func(t *testing.T) {
+		t.Parallel()
 		// The child runs in /: tell it where the repository is.
 		repo, _ := filepath.Abs("..")
 		testutil.RunAsNobody(t, envRepo+"="+repo)
@@ -156,7 +159,7 @@ func TestEditingAStepRerunsItAndTheRest(t *testing.T) {
 			return "containers:\n  c:\n    setup:\n    " + strings.Join(steps, "\n    ") + "\n"
 		}
 		dir := project(t, yaml(), map[string]string{"six": "6"})
-		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 		mustBuild(t, dir, "c", Options{})
 
 		steps[3] = "- !Text {/etc/four: 'four'}"
@@ -195,7 +198,7 @@ func TestFailingStepKeepsEarlierLayers(t *testing.T) {
 	testAsRootAndNobody(t, func(t *testing.T) {
 		broken := "containers:\n  c:\n    setup:\n    - !Tar {url: ./base.tar.gz}\n    - !EnsureDir /a\n    - !Text {/missing/dir/file: x}\n    - !Text {/a/after: y}\n"
 		dir := project(t, broken, nil)
-		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 		_, rec, err := buildOnce(t, dir, "c", Options{})
 		var se *StepError
 		if !errors.As(err, &se) || !errors.Is(err, ErrStepFailed) || !errors.Is(err, ErrPath) {
@@ -280,7 +283,7 @@ func TestSymlinkInPathRefused(t *testing.T) {
 		t.Run(step, func(t *testing.T) {
 			dir := project(t, "containers:\n  c:\n    setup:\n    - !Tar {url: ./base.tar.gz}\n    - !Copy {source: /work/lnk, path: /lnk}\n    - "+step+"\n",
 				map[string]string{"f": "f"})
-			busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+			testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 			if err := os.Symlink("etc", filepath.Join(dir, "lnk")); err != nil {
 				t.Fatal(err)
 			}

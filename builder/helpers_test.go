@@ -9,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/testutil"
-	"github.com/ovl-dev/ovl/layer"
 	"github.com/ovl-dev/ovl/vagga"
 
 	"golang.org/x/sys/unix"
@@ -24,7 +22,7 @@ func project(t *testing.T, yaml string, files map[string]string) string {
 	dir := testutil.SharedDir(t)
 	// Sealed layers are read-only: t.TempDir alone cannot remove them
 	// as an ordinary user.
-	t.Cleanup(func() { removeAll(filepath.Join(dir, ".vagga")) })
+	t.Cleanup(func() { removeTree(filepath.Join(dir, ".vagga")) })
 	writeProject(t, dir, yaml, files)
 	return dir
 }
@@ -106,31 +104,6 @@ func treeLines(t testing.TB, dir string) []string {
 		lines[i] = mtimeField.ReplaceAllString(l, "")
 	}
 	return lines
-}
-
-// busyboxTar writes a gzipped root filesystem with the host's static
-// busybox (package busybox-static) as the base of test containers: /bin
-// with busybox and links for the applets the tests use, /etc, /tmp.
-func busyboxTar(t testing.TB, dst string) {
-	t.Helper()
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Skipf("skipping: needs /bin/busybox (Debian package busybox-static; `make deps` installs it): %v", err)
-	}
-	if err := WriteBusyboxTar(dst, bb); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// stubBackend is a backend that only reports a layer limit, for squash
-// tests of file-only builds that mount nothing.
-type stubBackend struct{ max int }
-
-func (s stubBackend) Name() string            { return "stub" }
-func (s stubBackend) MaxLayers() int          { return s.max }
-func (s stubBackend) Features() layer.Options { return layer.Options{} }
-func (s stubBackend) Mount(ctx context.Context, spec layer.Spec) (backend.Mount, error) {
-	return nil, backend.ErrUnavailable
 }
 
 func statT(t *testing.T, p string) *unix.Stat_t {

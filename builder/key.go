@@ -6,20 +6,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/vagga"
 )
 
 // keyVersion changes when the meaning of a layer changes, so that layers
 // built by an older ovl are not reused.
-const keyVersion = "ovl-build-v1"
+const keyVersion = "ovl-build-v2"
 
 // stepKey is the cache key of a step: a hash of the previous step's key,
 // the step as written (vagga.Canonical) and the content of every project
@@ -29,8 +26,13 @@ func stepKey(parent string, s vagga.Step, hashes *fileHashes) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\nparent %s\nstep %s\n", keyVersion, parent, vagga.Canonical(s))
 	if r, ok := s.(vagga.Reader); ok {
+		o, err := readOptions(s)
+		if err != nil {
+			return "", &StepError{Pos: s.Position(), Step: s.Summary(), Err: fmt.Errorf("%w: %v", ErrPath, err),
+				Hint: "fix the step's rules in vagga.yaml"}
+		}
 		for _, p := range r.HostPaths() {
-			sum, err := hashes.tree(p)
+			sum, err := hashes.tree(p, o)
 			if err != nil {
 				return "", &StepError{Pos: s.Position(), Step: s.Summary(), Err: err,
 					Hint: "the step reads this file of the project: create it, or fix the path in vagga.yaml"}
@@ -39,6 +41,23 @@ func stepKey(parent string, s vagga.Step, hashes *fileHashes) (string, error) {
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// readOptions says how the project files step s reads are walked: a
+// !Copy source as it will be copied (its filter applied, a symlink
+// source kept as a symlink), a !Depends path through a symlink that
+// stays in the project, with its filter, a tarball through such a
+// symlink.
+func readOptions(s vagga.Step) (walkOptions, error) {
+	switch s := s.(type) {
+	case *vagga.CopyStep:
+		f, err := newCopyFilter(s.Filter)
+		return walkOptions{filter: f}, err
+	case *vagga.DependsStep:
+		f, err := newCopyFilter(s.Filter)
+		return walkOptions{followStart: true, filter: f}, err
+	}
+	return walkOptions{followStart: true}, nil
 }
 
 // containerStepKey is the key of !Container NAME: the parent's key.
@@ -59,6 +78,7 @@ func hashStrings(parts ...string) string {
 // does not read a large tarball again.
 type fileHashes struct {
 	mu      sync.Mutex
+	dir     string // the project directory: nothing outside it is read
 	path    string // the cache file; "" keeps the cache in memory
 	entries map[string]fileHashEntry
 	dirty   bool
@@ -72,8 +92,10 @@ type fileHashEntry struct {
 	Sum   string `json:"sum"`
 }
 
-func loadFileHashes(path string) *fileHashes {
-	fh := &fileHashes{path: path, entries: map[string]fileHashEntry{}}
+// loadFileHashes returns the hashes of the project in dir, cached in the
+// file path.
+func loadFileHashes(dir, path string) *fileHashes {
+	fh := &fileHashes{dir: dir, path: path, entries: map[string]fileHashEntry{}}
 	if b, err := os.ReadFile(path); err == nil {
 		json.Unmarshal(b, &fh.entries) // a damaged cache is rebuilt
 	}
@@ -91,7 +113,7 @@ func (fh *fileHashes) save() error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(fh.path), 0o755); err != nil {
+	if err := privateDir(filepath.Dir(fh.path)); err != nil { // the store's .layers
 		return err
 	}
 	tmp := fmt.Sprintf("%s.%d", fh.path, os.Getpid())
@@ -102,61 +124,51 @@ func (fh *fileHashes) save() error {
 	return os.Rename(tmp, fh.path)
 }
 
-// tree hashes the file or directory at p: for a directory every entry's
-// relative name, type, permission bits, and content or symlink target,
-// in name order. Owners and times are left out: they differ between
-// checkouts of the same project.
-func (fh *fileHashes) tree(p string) (string, error) {
-	fi, err := os.Lstat(p)
-	if err != nil {
-		return "", err
-	}
-	if !fi.IsDir() {
-		return fh.entry(p, fi)
-	}
+// tree hashes the project file or directory at p as walkProject reaches
+// it (never through a symlink out of the project): for a directory every
+// entry's relative name, type and permission bits, and content or symlink
+// target, in name order, leaving out what o.skip leaves out. Owners and
+// times are left out: they differ between checkouts of the same project.
+func (fh *fileHashes) tree(p string, o walkOptions) (string, error) {
+	var sum string
 	h := sha256.New()
-	err = filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
-		if err != nil {
+	err := walkProject(fh.dir, p, o, func(f *projectFile) error {
+		if f.rel == "" && !f.isDir() {
+			var err error
+			sum, err = fh.entry(p, f)
 			return err
 		}
-		rel, _ := filepath.Rel(p, q)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		sum := ""
-		if !d.IsDir() {
-			if sum, err = fh.entry(q, fi); err != nil {
+		entry := ""
+		if !f.isDir() {
+			var err error
+			if entry, err = fh.entry(filepath.Join(p, f.rel), f); err != nil {
 				return err
 			}
 		}
-		fmt.Fprintf(h, "%q %o %s\n", rel, fi.Mode(), sum)
+		rel := f.rel
+		if rel == "" {
+			rel = "."
+		}
+		fmt.Fprintf(h, "%q %o %s\n", rel, f.st.Mode, entry)
 		return nil
 	})
-	if err != nil {
-		return "", err
+	if err != nil || sum != "" {
+		return sum, err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // entry hashes one non-directory: a symlink's target, a regular file's
-// content (cached), or just the type of anything else.
-func (fh *fileHashes) entry(p string, fi fs.FileInfo) (string, error) {
+// content (cached by its path p), or just the type of anything else.
+func (fh *fileHashes) entry(p string, f *projectFile) (string, error) {
 	switch {
-	case fi.Mode()&fs.ModeSymlink != 0:
-		t, err := os.Readlink(p)
+	case f.isLink():
+		t, err := f.readlink()
 		return "link:" + t, err
-	case !fi.Mode().IsRegular():
+	case !f.isReg():
 		return "", nil
 	}
-	st, ok := fi.Sys().(*unix.Stat_t)
-	if !ok {
-		var s unix.Stat_t
-		if err := unix.Lstat(p, &s); err != nil {
-			return "", err
-		}
-		st = &s
-	}
+	st := &f.st
 	want := fileHashEntry{Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano()}
 	fh.mu.Lock()
 	got, ok := fh.entries[p]
@@ -164,13 +176,13 @@ func (fh *fileHashes) entry(p string, fi fs.FileInfo) (string, error) {
 	if ok && got.Ino == want.Ino && got.Size == want.Size && got.Mtime == want.Mtime && got.Ctime == want.Ctime {
 		return got.Sum, nil
 	}
-	f, err := os.Open(p)
+	file, err := f.open()
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
+	defer file.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.Copy(h, file); err != nil {
 		return "", fmt.Errorf("read %s: %w", p, err)
 	}
 	want.Sum = hex.EncodeToString(h.Sum(nil))

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/layer"
-	"github.com/ovl-dev/ovl/native"
 )
 
 // TestMeasure prints the figures of the closing note: the cost of a
@@ -23,7 +23,7 @@ func TestMeasure(t *testing.T) {
 		t.Skip("set OVL_MEASURE=1 to measure build costs")
 	}
 	testutil.RequireRoot(t)
-	b := native.New()
+	b := decision(t, backend.Native)
 	var out bytes.Buffer
 
 	// Each kind of step with and without --cache-each-step, interleaved
@@ -38,7 +38,7 @@ func TestMeasure(t *testing.T) {
 		for round := 0; round < 3; round++ {
 			for _, one := range []bool{false, true} {
 				dir := project(t, y.String(), nil)
-				busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+				testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 				o := runOpts(b, dir, &out)
 				o.OneLayer, o.NoRoot = one, true
 				start := time.Now()
@@ -57,7 +57,7 @@ func TestMeasure(t *testing.T) {
 	for _, mb := range []int{1, 270} {
 		dir := project(t, "containers:\n  parent:\n    setup:\n    - !Tar {url: ./base.tar.gz}\n    - !Copy {source: /work/big, path: /big}\n"+
 			"  child:\n    setup:\n    - !Container parent\n    - !Sh \"echo child > /etc/child\"\n    - !Text {/etc/more: x}\n", nil)
-		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 		files := 15000 * mb / 270
 		chunk := bytes.Repeat([]byte("x"), mb<<20/files)
 		for i := 0; i < files; i++ {

@@ -23,13 +23,25 @@ type noProgress struct{}
 func (noProgress) Add(int64) {}
 func (noProgress) Done()     {}
 
-// progress starts following a copy of total bytes, described by what;
-// small copies and builders without Options.Progress get a no-op.
-func (b *Builder) progress(what string, total int64) Progress {
-	if b.opts.Progress == nil || total < minProgressBytes {
+// progressFunc starts following a long copy, as Options.Progress; nil
+// when nobody follows.
+type progressFunc func(what string, total int64) Progress
+
+// startProgress is progress(what, total), or a no-op when nobody follows
+// or the copy is too small to show.
+func startProgress(progress progressFunc, what string, total int64) Progress {
+	if progress == nil || total < minProgressBytes {
 		return noProgress{}
 	}
-	return b.opts.Progress(what, total)
+	return progress(what, total)
+}
+
+// progressFunc is Options.Progress for jobs: nil when nobody follows.
+func (b *Builder) progressFunc() progressFunc {
+	if b.opts.Progress == nil {
+		return nil
+	}
+	return b.opts.Progress
 }
 
 // countingReader reports the bytes read through it to a Progress.
@@ -44,18 +56,18 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// flatten is layer.Flatten of lowers (top first) into dst, applied one
-// layer at a time so that a long one can show progress.
-func (b *Builder) flatten(ctx context.Context, what string, lowers []string, dst string) error {
+// flattenLayers is layer.Flatten of lowers (top first) into dst,
+// applied one layer at a time so that a long one can show progress.
+func flattenLayers(ctx context.Context, what string, lowers []string, dst string, progress progressFunc) error {
 	sizes := make([]int64, len(lowers))
 	var total int64
-	if b.opts.Progress != nil {
+	if progress != nil {
 		for i, l := range lowers {
 			sizes[i] = diskUsage(l)
 			total += sizes[i]
 		}
 	}
-	p := b.progress(what, total)
+	p := startProgress(progress, what, total)
 	defer p.Done()
 	for i := len(lowers) - 1; i >= 0; i-- {
 		if err := layer.Flatten(ctx, lowers[i:i+1], dst); err != nil {

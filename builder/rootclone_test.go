@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/layer"
-	"github.com/ovl-dev/ovl/native"
 )
 
 // cloneProject is a parent with a few files and a child that changes
@@ -24,8 +24,7 @@ containers:
     setup:
     - !Tar {url: ./base.tar.gz}
     - !Text {/etc/a: a, /etc/b: b, /etc/c: c, /etc/d: d}
-    - !EnsureDir /opt/dir
-    - !Text {/opt/dir/x: x}
+    - !Copy {source: /work/dir, path: /opt/dir}
   child:
     setup:
     - !Container parent
@@ -71,10 +70,10 @@ func rootDetail(rec *recorder, container string) string {
 // link), and the files the child did not change are the parent's.
 func TestChildRootClonesParentRoot(t *testing.T) {
 	testAsRootAndNobody(t, func(t *testing.T) {
-		dir := project(t, cloneProject, nil)
-		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		dir := project(t, cloneProject, map[string]string{"dir/x": "x"})
+		testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 		var out bytes.Buffer
-		opts := runOpts(native.New(), dir, &out)
+		opts := runOpts(decision(t, backend.Native), dir, &out)
 		parent, _ := mustBuild(t, dir, "parent", opts)
 		before := testutil.FullTreeListing(t, parent.Root)
 

@@ -11,20 +11,34 @@ import (
 	"time"
 
 	"github.com/ovl-dev/ovl/backend"
-	"github.com/ovl-dev/ovl/copyback"
-	"github.com/ovl-dev/ovl/fusefs"
-	"github.com/ovl-dev/ovl/native"
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/selector"
 )
 
-// backends are the backends command steps are tested on.
-func backends() []backend.Backend {
-	return []backend.Backend{native.New(), fusefs.NewBackend(), copyback.New()}
+// backends are the decisions (one per backend) command steps are tested
+// on.
+func backends(t testing.TB) []selector.Decision {
+	var out []selector.Decision
+	for _, name := range backend.Names {
+		out = append(out, decision(t, name))
+	}
+	return out
+}
+
+// decision is the decision of a caller that forces the backend name.
+func decision(t testing.TB, name string) selector.Decision {
+	t.Helper()
+	d, err := selector.Force(name, "the test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 // runOpts are the options of a build whose command steps run with the
-// runner on b; the steps' output goes to out.
-func runOpts(b backend.Backend, dir string, out *bytes.Buffer) Options {
-	return Options{Backend: b, Run: RunnerFunc(b, dir), Output: out}
+// runner as d decided; the steps' output goes to out.
+func runOpts(d selector.Decision, dir string, out *bytes.Buffer) Options {
+	return Options{Decision: d, Run: RunnerFunc(d, dir), Output: out}
 }
 
 const commandSteps = `
@@ -44,17 +58,18 @@ containers:
 // of 6 reruns 4-6, a failing step keeps 1-3 and a fix reruns from it, and
 // every backend gives the same root.
 func TestCommandStepsOnEachBackend(t *testing.T) {
+	t.Parallel() // beside the package's other long tests
 	testAsRootAndNobody(t, func(t *testing.T) {
 		hashes := map[string]string{}
-		for _, b := range backends() {
-			t.Run(b.Name(), func(t *testing.T) {
+		for _, b := range backends(t) {
+			t.Run(b.Backend, func(t *testing.T) {
 				dir := project(t, commandSteps, map[string]string{"input": "from-work\n"})
-				busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+				testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 				var out bytes.Buffer
 				start := time.Now()
 				r, _, err := buildOnce(t, dir, "c", runOpts(b, dir, &out))
 				if errors.Is(err, backend.ErrUnavailable) {
-					t.Skipf("backend %s unavailable here: %v", b.Name(), err)
+					t.Skipf("backend %s unavailable here: %v", b.Backend, err)
 				}
 				if err != nil {
 					t.Fatalf("build: %v\noutput:\n%s", err, out.String())
@@ -70,22 +85,22 @@ func TestCommandStepsOnEachBackend(t *testing.T) {
 						t.Errorf("%s was removed by a step but is in the root", gone)
 					}
 				}
-				hashes[b.Name()] = treeHash(t, r.Root)
+				hashes[b.Backend] = treeHash(t, r.Root)
 
 				// The one-layer build (uppers of command steps shared with
 				// file steps) gives the same root.
 				one := project(t, commandSteps, map[string]string{"input": "from-work\n"})
-				busyboxTar(t, filepath.Join(one, "base.tar.gz"))
+				testutil.BusyboxTar(t, filepath.Join(one, "base.tar.gz"))
 				o := runOpts(b, one, &out)
 				o.OneLayer = true
 				shared, _ := mustBuild(t, one, "c", o)
-				if got := treeHash(t, shared.Root); got != hashes[b.Name()] {
-					t.Errorf("one-layer build differs:\n%s\nvs\n%s", got, hashes[b.Name()])
+				if got := treeHash(t, shared.Root); got != hashes[b.Backend] {
+					t.Errorf("one-layer build differs:\n%s\nvs\n%s", got, hashes[b.Backend])
 				}
 
 				start = time.Now()
 				r2, rec := mustBuild(t, dir, "c", runOpts(b, dir, &out))
-				t.Logf("%s: full build %v, cached rebuild %v", b.Name(), full, time.Since(start))
+				t.Logf("%s: full build %v, cached rebuild %v", b.Backend, full, time.Since(start))
 				if r2.Ran != 0 {
 					t.Errorf("unchanged rebuild ran %d steps: %v", r2.Ran, rec.statuses())
 				}
@@ -144,6 +159,7 @@ func TestCommandStepsOnEachBackend(t *testing.T) {
 // squashed, command steps near the end mount the squashed stack, and the
 // result equals the one-layer build.
 func TestDeepStackOnNative(t *testing.T) {
+	t.Parallel() // beside the package's other long tests
 	testAsRootAndNobody(t, func(t *testing.T) {
 		var y strings.Builder
 		y.WriteString("containers:\n  c:\n    setup:\n    - !Tar {url: ./base.tar.gz}\n    - !EnsureDir /steps\n")
@@ -154,10 +170,10 @@ func TestDeepStackOnNative(t *testing.T) {
 				fmt.Fprintf(&y, "    - !Text {/steps/%d: '%d'}\n", i, i)
 			}
 		}
-		b := native.New()
+		b := decision(t, backend.Native)
 		var out bytes.Buffer
 		each := project(t, y.String(), nil)
-		busyboxTar(t, filepath.Join(each, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(each, "base.tar.gz"))
 		start := time.Now()
 		r, rec, err := buildOnce(t, each, "c", runOpts(b, each, &out))
 		if errors.Is(err, backend.ErrUnavailable) {
@@ -167,7 +183,7 @@ func TestDeepStackOnNative(t *testing.T) {
 			t.Fatalf("600 steps: %v\n%s", err, out.String())
 		}
 		t.Logf("600 steps, each cached: %v", time.Since(start))
-		if len(r.Layers) > b.MaxLayers() {
+		if len(r.Layers) > b.MaxLayers {
 			t.Errorf("stack of %d layers", len(r.Layers))
 		}
 		squashed := false
@@ -194,7 +210,7 @@ func TestDeepStackOnNative(t *testing.T) {
 		checkCounts("each step", r.Root)
 
 		one := project(t, y.String(), nil)
-		busyboxTar(t, filepath.Join(one, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(one, "base.tar.gz"))
 		o := runOpts(b, one, &out)
 		o.OneLayer = true
 		shared, _ := mustBuild(t, one, "c", o)
@@ -210,15 +226,15 @@ func TestDeepStackOnNative(t *testing.T) {
 func TestRootModeOnlyStep(t *testing.T) {
 	testAsRootAndNobody(t, func(t *testing.T) {
 		dir := project(t, "containers:\n  c:\n    setup:\n    - !Tar {url: ./base.tar.gz}\n    - !Sh \"chmod 750 /\"\n    - !Text {/x: x}\n", nil)
-		busyboxTar(t, filepath.Join(dir, "base.tar.gz"))
+		testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 		var out bytes.Buffer
-		r, _ := mustBuild(t, dir, "c", runOpts(native.New(), dir, &out))
+		r, _ := mustBuild(t, dir, "c", runOpts(decision(t, backend.Native), dir, &out))
 		fi, err := os.Stat(r.Root)
 		if err != nil || fi.Mode().Perm() != 0o750 {
 			t.Errorf("root mode %v (%v), want 0750: %s", fi.Mode(), err, out.String())
 		}
-		if len(r.Layers) != 3 {
-			t.Errorf("%d layers, want 3", len(r.Layers))
+		if len(r.Layers) != 4 {
+			t.Errorf("%d layers, want 4 (the base, the tarball, the chmod, the text)", len(r.Layers))
 		}
 	})
 }

@@ -17,17 +17,8 @@ import (
 // store instead of making new ones; and a bottom layer has nothing below
 // it, so flattening it (which drops whiteouts) keeps the tree the same.
 func (b *Builder) fit(ctx context.Context, container string, keys []string) ([]string, error) {
-	max := 0
-	if b.opts.Backend != nil {
-		max = b.opts.Backend.MaxLayers()
-	}
-	paths := func(keys []string) []string {
-		out := make([]string, len(keys))
-		for i, k := range keys {
-			out[len(keys)-1-i] = b.store.Layer(k)
-		}
-		return out
-	}
+	max := b.opts.Decision.MaxLayers
+	paths := b.layerDirs
 	chunks := squashChunks(keys, max)
 	if chunks == nil {
 		return paths(keys), nil

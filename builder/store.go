@@ -27,6 +27,13 @@ import (
 // later build could mistake for a finished layer. The <key> directory is
 // then made read-only (sealed): the layer's own root keeps the container
 // root's mode, so the seal is one level up.
+//
+// .layers and .roots, and every <key> and <name>.<hash8> in them, are
+// private to the user who builds (0700, sealed 0500), as vagga keeps its
+// .vagga: a root built by root holds set-id root binaries and device
+// nodes that other users must not reach through the path. Containers
+// reach their roots through their mounts, which the path's mode does not
+// restrict.
 type Store struct {
 	// Dir is the .vagga directory.
 	Dir string
@@ -35,6 +42,36 @@ type Store struct {
 // NewStore returns the store of the project in projectDir.
 func NewStore(projectDir string) *Store {
 	return &Store{Dir: filepath.Join(projectDir, ".vagga")}
+}
+
+// privateMode is the mode of the store's directories of layers and roots.
+const privateMode = 0o700
+
+// privateDir makes the directory p of the store, and its missing
+// parents, with privateMode; an existing p gets that mode too (stores of
+// older versions had 0755).
+func privateDir(p string) error {
+	if err := os.MkdirAll(p, privateMode); err != nil {
+		return err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm() != privateMode {
+		return os.Chmod(p, privateMode)
+	}
+	return nil
+}
+
+// makePrivate makes sure .layers and .roots exist with privateMode.
+func (s *Store) makePrivate() error {
+	for _, d := range []string{s.layersDir(), s.rootsDir()} {
+		if err := privateDir(d); err != nil {
+			return fmt.Errorf("layer store: %w", err)
+		}
+	}
+	return nil
 }
 
 func (s *Store) layersDir() string { return filepath.Join(s.Dir, ".layers") }
@@ -53,7 +90,7 @@ func (s *Store) Has(key string) bool {
 
 // Empty reports whether the complete layer with key has no entries (a
 // step such as !Env, or a command that wrote no file).
-func (s *Store) Empty(key string) (bool, error) { return dirEmpty(s.Layer(key)) }
+func (s *Store) Empty(key string) (bool, error) { return treeEmpty(s.Layer(key)) }
 
 // emptyLayer returns, as a one-layer stack, a layer with nothing in it.
 func (s *Store) emptyLayer() ([]string, error) {
@@ -97,8 +134,10 @@ func (p *pending) Path() string { return filepath.Join(p.dir, "layer") }
 // newPending makes a fresh, empty layer directory for key, owned by the
 // caller with mode 0755 (the container root's usual mode).
 func (s *Store) newPending(key string) (*pending, error) {
-	if err := os.MkdirAll(s.tmpDir(), 0o755); err != nil {
-		return nil, fmt.Errorf("layer store: %w", err)
+	for _, d := range []string{s.layersDir(), s.tmpDir()} {
+		if err := privateDir(d); err != nil {
+			return nil, fmt.Errorf("layer store: %w", err)
+		}
 	}
 	dir, err := os.MkdirTemp(s.tmpDir(), tmpPrefix()+key[:min(16, len(key))]+".")
 	if err != nil {
@@ -117,7 +156,7 @@ func (s *Store) newPending(key string) (*pending, error) {
 	return p, nil
 }
 
-// Commit moves the finished layer under its key and seals it. If another
+// Commit moves the finished layer under its key and seals it (0500). If another
 // build committed the same key meanwhile, that layer is kept (it has the
 // same content by construction) and this one is dropped.
 func (p *pending) Commit() error {
@@ -128,14 +167,14 @@ func (p *pending) Commit() error {
 		}
 		return fmt.Errorf("commit layer %s: %w", final, err)
 	}
-	if err := os.Chmod(final, 0o555); err != nil {
+	if err := os.Chmod(final, 0o500); err != nil {
 		return fmt.Errorf("seal layer %s: %w", final, err)
 	}
 	return nil
 }
 
 // Discard removes the unfinished layer.
-func (p *pending) Discard() error { return removeAll(p.dir) }
+func (p *pending) Discard() error { return removeTree(p.dir) }
 
 // tmpPrefix starts the names of unfinished layers and roots: it carries
 // the builder's pid, so that `ovl clean --old` removes only those of

@@ -19,20 +19,13 @@ import (
 	"github.com/ovl-dev/ovl/vagga"
 )
 
-// untar unpacks the local tarball of a !Tar step into w at s.Path,
-// taking only the entries under s.Subdir. gzip and bzip2 are read
-// natively; xz and zstd through the host's xz or zstd command.
-func untar(w *writer, s *vagga.TarStep, hashes *fileHashes, progress func(string, int64) Progress) error {
-	if s.SHA256 != "" {
-		sum, err := hashes.tree(s.HostFile)
-		if err != nil {
-			return err
-		}
-		if !strings.EqualFold(sum, s.SHA256) {
-			return fmt.Errorf("%s has sha256 %s, the step asks for %s", s.HostFile, sum, s.SHA256)
-		}
-	}
-	f, err := os.Open(s.HostFile)
+// untar unpacks the local tarball of a !Tar step, a file of the project
+// in dir, into w at s.Path, taking only the entries under s.Subdir. gzip
+// and bzip2 are read natively; xz and zstd through the host's xz or zstd
+// command. The tarball's sha256, if the step gives one, is checked
+// before (checkTarSum).
+func untar(w *writer, dir string, s *vagga.TarStep, progress progressFunc) error {
+	f, err := openProjectFile(dir, s.HostFile)
 	if err != nil {
 		return err
 	}
@@ -41,7 +34,7 @@ func untar(w *writer, s *vagga.TarStep, hashes *fileHashes, progress func(string
 	if fi, err := f.Stat(); err == nil {
 		size = fi.Size()
 	}
-	p := progress(s.Summary(), size)
+	p := startProgress(progress, s.Summary(), size)
 	defer p.Done()
 	r, wait, err := decompress(&countingReader{r: f, p: p})
 	if err != nil {
@@ -102,7 +95,7 @@ func untar(w *writer, s *vagga.TarStep, hashes *fileHashes, progress func(string
 			if err := w.prepare(target, true); err != nil {
 				return fmt.Errorf("%s: %w", h.Name, err)
 			}
-			if err := os.Link(w.up(path.Join(dst, old)), w.up(target)); err != nil {
+			if err := w.link(path.Join(dst, old), target); err != nil {
 				return fmt.Errorf("%s: hard link to %s, which this archive must hold before it: %w", h.Name, h.Linkname, err)
 			}
 		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
@@ -130,6 +123,22 @@ func untar(w *writer, s *vagga.TarStep, hashes *fileHashes, progress func(string
 		setMtime(w.up(dirs[i].rel), dirs[i].mtime)
 	}
 	return wait()
+}
+
+// checkTarSum checks the tarball of s against the sha256 the step gives,
+// if any.
+func checkTarSum(s *vagga.TarStep, hashes *fileHashes) error {
+	if s.SHA256 == "" {
+		return nil
+	}
+	sum, err := hashes.tree(s.HostFile, walkOptions{followStart: true})
+	if err != nil {
+		return err
+	}
+	if !strings.EqualFold(sum, s.SHA256) {
+		return fmt.Errorf("%s has sha256 %s, the step asks for %s", s.HostFile, sum, s.SHA256)
+	}
+	return nil
 }
 
 func setMtime(p string, ns int64) {

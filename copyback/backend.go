@@ -132,7 +132,7 @@ func (m *Mount) saveChanges() error {
 		return err
 	}
 	defer os.RemoveAll(staged)
-	if err := layer.DiffIn(m.spec.Namespace, m.spec.Lowers, m.spec.Target, staged); err != nil {
+	if err := layer.Diff(m.spec.Namespace, m.spec.Lowers, m.spec.Target, staged); err != nil {
 		return err
 	}
 	if err := layer.EmptyDir(m.spec.Upper); err != nil {

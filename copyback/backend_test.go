@@ -13,6 +13,7 @@ import (
 
 	"github.com/ovl-dev/ovl/copyback"
 	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/internal/userns"
 	"github.com/ovl-dev/ovl/layer"
 )
 
@@ -32,7 +33,7 @@ func stack(t *testing.T) layer.Spec {
 	s := layer.Spec{
 		Lowers: []string{filepath.Join(base, "l0"), filepath.Join(base, "l1")},
 		Upper:  filepath.Join(base, "upper"), Work: filepath.Join(base, "work"),
-		Target: filepath.Join(base, "target"), Namespace: layer.DefaultNamespace(),
+		Target: filepath.Join(base, "target"), Namespace: layer.NamespaceFor(userns.Privileged()),
 	}
 	for _, d := range []string{s.Upper, s.Work, s.Target} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,7 +28,10 @@ type Backend struct{}
 // NewBackend returns the FUSE backend.
 func NewBackend() *Backend { return &Backend{} }
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend = (*Backend)(nil)
+	_ backend.Server  = (*Backend)(nil)
+)
 
 func (*Backend) Name() string { return backend.FUSE }
 
@@ -83,19 +85,31 @@ func (b *Backend) Mount(ctx context.Context, spec layer.Spec) (backend.Mount, er
 	return mountDaemon(ctx, spec, EnvOptions())
 }
 
+// Serve serves spec from this process (the package's Serve), with the
+// tuning knobs of the environment (EnvOptions), as the daemon Mount
+// starts would.
+func (b *Backend) Serve(ctx context.Context, spec layer.Spec, ready func()) error {
+	opts := EnvOptions()
+	opts.Ready = ready
+	return Serve(ctx, spec, opts)
+}
+
 // Environment knobs of the daemon (see EnvOptions).
 const (
 	// EnvStrictOpen=1 turns Options.StrictOpen on.
 	EnvStrictOpen = "OVL_FUSE_STRICT_OPEN"
 	// EnvPassthrough=0 turns passthrough off (Options.NoPassthrough).
 	EnvPassthrough = "OVL_FUSE_PASSTHROUGH"
+	// EnvDebug=1 logs every FUSE request (Options.Debug; the drop-in
+	// mode's -d, as fuse-overlayfs's).
+	EnvDebug = "OVL_FUSE_DEBUG"
 )
 
 // EnvOptions reads the tuning knobs from the environment (EnvStrictOpen,
-// EnvPassthrough), as Backend.Mount does; for callers that Serve a stack
-// themselves.
+// EnvPassthrough), as Backend.Mount and Backend.Serve do.
 func EnvOptions() Options {
-	return Options{NoPassthrough: os.Getenv(EnvPassthrough) == "0", StrictOpen: os.Getenv(EnvStrictOpen) == "1"}
+	return Options{NoPassthrough: os.Getenv(EnvPassthrough) == "0", StrictOpen: os.Getenv(EnvStrictOpen) == "1",
+		Debug: os.Getenv(EnvDebug) == "1"}
 }
 
 func mountDaemon(ctx context.Context, spec layer.Spec, opts Options) (backend.Mount, error) {
@@ -120,8 +134,8 @@ func mountDaemon(ctx context.Context, spec layer.Spec, opts Options) (backend.Mo
 	cmd.ExtraFiles = []*os.File{pw} // fd 3: the ready pipe
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Stdin = nil
-	var stderr strings.Builder
-	cmd.Stderr = &limitedWriter{w: &stderr, n: 8 << 10}
+	var stderr reexec.LimitedBuffer
+	cmd.Stderr = &stderr
 	if os.Getenv("OVL_FUSEFS_DEBUG") != "" {
 		cmd.Stderr = os.Stderr
 	}
@@ -200,7 +214,7 @@ func (m *daemonMount) Unmount() error {
 			return
 		default:
 		}
-		if err := unmountTarget(m.target); err != nil {
+		if err := backend.Unmount(m.target, false); err != nil {
 			m.err = err
 			return
 		}
@@ -211,21 +225,6 @@ func (m *daemonMount) Unmount() error {
 		<-m.exited
 	})
 	return m.err
-}
-
-// Unmount detaches the FUSE mount at target, whoever started its daemon;
-// the daemon exits by itself once its mount is gone.
-func Unmount(target string) error { return unmountTarget(target) }
-
-// fusermountU runs fusermount3 -u (or fusermount) on target.
-func fusermountU(target string) ([]byte, error) {
-	bin, err := exec.LookPath("fusermount3")
-	if err != nil {
-		if bin, err = exec.LookPath("fusermount"); err != nil {
-			return nil, errors.New("neither fusermount3 nor fusermount is installed (package fuse3)")
-		}
-	}
-	return exec.Command(bin, "-u", target).CombinedOutput()
 }
 
 // daemonMain serves one stack: it reports "ok" or an error on fd 3 once
@@ -264,19 +263,4 @@ func daemonMain() {
 		}
 		os.Exit(1)
 	}
-}
-
-// limitedWriter keeps the first n bytes written to it.
-type limitedWriter struct {
-	w io.Writer
-	n int
-}
-
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	if l.n > 0 {
-		k := min(len(p), l.n)
-		l.w.Write(p[:k])
-		l.n -= k
-	}
-	return len(p), nil
 }

@@ -158,7 +158,7 @@ func (n *node) copyUpLocked(p *node, name string, srcLayer int, truncate bool, r
 	defer func() { sc.close(!published) }()
 
 	// 6-7. Owner, xattrs, the origin record, mode, times (takeMeta).
-	if err := sc.takeMeta(src, &st, origin); err != nil {
+	if err := sc.takeMeta(procPathAt(srcDir.fd, name), &st, origin); err != nil {
 		return err
 	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}
@@ -245,17 +245,18 @@ func (n *node) copyUpLocked(p *node, name string, srcLayer int, truncate bool, r
 	return nil
 }
 
-// takeMeta gives the scratch copy the metadata of src (an O_PATH
-// descriptor of the file st describes) and, unless nil, origin as its
-// overlay.origin.
-func (sc *scratch) takeMeta(src int, st *unix.Stat_t, origin []byte) error {
+// takeMeta gives the scratch copy the metadata st describes, the xattrs
+// of the file at xattrSrc (a path whose last component is not followed:
+// the source's entry, which the caller holds open and checked) and,
+// unless nil, origin as its overlay.origin.
+func (sc *scratch) takeMeta(xattrSrc string, st *unix.Stat_t, origin []byte) error {
 	// 6. Owner first: chown(2) drops set-id bits and file capabilities
 	// (security.capability), which the mode and xattrs below put back.
 	if err := sc.chown(int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EINVAL) {
 		return err
 	}
 	// Extended attributes, except the overlay's own.
-	if err := sc.u.copyXattrs(src, sc.setXattr); err != nil {
+	if err := sc.u.copyXattrs(xattrSrc, sc.setXattr); err != nil {
 		return err
 	}
 	if origin != nil {
@@ -281,29 +282,29 @@ func (sc *scratch) takeMeta(src int, st *unix.Stat_t, origin []byte) error {
 // mode union copies at the first change, after the unlink). Preconditions:
 // n.io and n.mu held; n is a lower orphan.
 func (n *node) copyUpOrphanLocked() error {
-	var src int
-	var st unix.Stat_t
+	var sc *scratch
 	err := n.atWith(n.orphan, n.orphanLayer, false, n.layers[0], func(dirfd int, name string) error {
-		var err error
-		src, st, err = openPathAt(dirfd, name, n.fileType())
-		return err
+		src, st, err := openPathAt(dirfd, name, n.fileType())
+		if err != nil {
+			return err
+		}
+		defer unix.Close(src)
+		if sc, err = n.u.newScratch(st.Mode&unix.S_IFMT, src, &st, -1, false); err != nil {
+			return err
+		}
+		if err := sc.takeMeta(procPathAt(dirfd, name), &st, nil); err != nil {
+			sc.close(true)
+			sc = nil
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		return err
 	}
-	defer unix.Close(src)
-	sc, err := n.u.newScratch(st.Mode&unix.S_IFMT, src, &st, -1, false)
-	if err != nil {
-		return err
-	}
-	done := false
-	defer func() { sc.close(!done) }()
-	if err := sc.takeMeta(src, &st, nil); err != nil {
-		return err
-	}
-	done = true
 	data := sc.fd
 	sc.fd = -1
+	sc.close(false)
 	n.orphan, n.orphanLayer = sc.name, -1
 	n.layers = []int{0}
 	n.closeDataLocked()

@@ -27,7 +27,7 @@ func (d *node) prepareCreate(name string) (h layerHit, opaqueDir bool, err error
 	if err != nil {
 		return h, false, err
 	}
-	if h.kind == hitFile || h.kind == hitDir {
+	if h.kind == layer.HitNonDir || h.kind == layer.HitDir {
 		h.closeFds(d.u)
 		return h, false, syscall.EEXIST
 	}
@@ -38,7 +38,7 @@ func (d *node) prepareCreate(name string) (h layerHit, opaqueDir bool, err error
 	// changes to the layers are not allowed (index, redirect_dir or
 	// metacopy on), which the union never is: there a lower directory
 	// of that name added later would show through it.
-	return h, h.kind == hitWhiteout && h.upperWhiteout, nil
+	return h, h.kind == layer.HitWhiteout && h.upperWhiteout, nil
 }
 
 // createEntry makes name in d with mk (which creates an entry at a
@@ -57,7 +57,7 @@ func (d *node) createEntry(ctx context.Context, name string, isDir bool, mk func
 		return nil, err
 	}
 	defer up.release()
-	var upperEntry bool // a 0/0 whiteout at name in the upper
+	var upperEntry bool // a whiteout at name in the upper (the kernel's format keeps it there)
 	var wst unix.Stat_t
 	if h.upperWhiteout && unix.Fstatat(up.fd, name, &wst, unix.AT_SYMLINK_NOFOLLOW) == nil {
 		upperEntry = true
@@ -99,17 +99,12 @@ func (d *node) createEntry(ctx context.Context, name string, isDir bool, mk func
 			}
 		}
 	}
-	if h.upperWhiteout && !upperEntry {
-		// An OCI ".wh.NAME" whiteout: the new entry now hides the
-		// lower one itself.
-		unix.Unlinkat(up.fd, layer.WhiteoutPrefix+name, 0)
-	}
 	d.dirChanged()
 	nh, err := d.lookupChild(name, false)
 	if err != nil {
 		return nil, err
 	}
-	if nh.kind != hitFile && nh.kind != hitDir {
+	if nh.kind != layer.HitNonDir && nh.kind != layer.HitDir {
 		return nil, syscall.EIO
 	}
 	child := d.newChild(ctx, &nh)
@@ -390,11 +385,11 @@ func (d *node) remove(name string, dir bool) (err error) {
 	}
 	defer h.closeFds(d.u)
 	switch {
-	case h.kind == hitNone || h.kind == hitWhiteout:
+	case h.kind == layer.HitNone || h.kind == layer.HitWhiteout:
 		return syscall.ENOENT
-	case dir && h.kind != hitDir:
+	case dir && h.kind != layer.HitDir:
 		return syscall.ENOTDIR
-	case !dir && h.kind == hitDir:
+	case !dir && h.kind == layer.HitDir:
 		return syscall.EISDIR
 	}
 	var child *node
@@ -419,7 +414,7 @@ func (d *node) remove(name string, dir bool) (err error) {
 	}
 	lower.closeFds(d.u)
 	defer d.dirChanged()
-	lowerPositive := lower.kind == hitFile || lower.kind == hitDir
+	lowerPositive := lower.kind == layer.HitNonDir || lower.kind == layer.HitDir
 	inUpper := d.u.isUpper(h.layers[0])
 	if inUpper {
 		defer func() {
@@ -444,7 +439,7 @@ func (d *node) remove(name string, dir bool) (err error) {
 			child.orphan, child.orphanLayer = child.Path(nil), h.layers[0]
 			child.mu.Unlock()
 		}
-		return layer.MakeWhiteout(up.fd, name)
+		return d.u.wr.Whiteout(up.fd, name)
 	case lowerPositive:
 		if dir {
 			if err := d.u.clearWhiteouts(up.fd, name); err != nil {

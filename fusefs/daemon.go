@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/userns"
 	"github.com/ovl-dev/ovl/layer"
 )
@@ -38,7 +38,7 @@ func newRoot(u *unionFS) (*node, error) {
 	var opac []layer.Opacity
 	var bottom unix.Stat_t
 	for i, l := range u.layers {
-		op, err := layer.DirOpacity(l.fd, u.ns)
+		op, err := u.reader(i).Opacity(l.fd)
 		if err != nil {
 			return nil, fmt.Errorf("layer %s: %w", l.path, err)
 		}
@@ -129,7 +129,7 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 	if !u.writable {
 		mo.Options = append(mo.Options, "ro")
 	}
-	if os.Geteuid() == 0 && !userns.InUserNamespace() {
+	if userns.Privileged() {
 		// Device nodes and set-user-ID files work as on kernel overlay
 		// (go-fuse's default is nodev,nosuid). In a user namespace the
 		// kernel adds nodev itself; fusermount3 adds both.
@@ -175,7 +175,7 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 	case <-ctx.Done():
 	}
 	if stillMounted(spec.Target, mnt.Dev) {
-		if err := unmountTarget(spec.Target); err != nil && stillMounted(spec.Target, mnt.Dev) {
+		if err := backend.Unmount(spec.Target, false); err != nil && stillMounted(spec.Target, mnt.Dev) {
 			logger.Warn("unmount", "target", spec.Target, "err", err)
 			<-served
 			return nil
@@ -282,27 +282,6 @@ func kernelAtLeast(major, minor int) bool {
 	ma, _ := strconv.Atoi(parts[0])
 	mi, _ := strconv.Atoi(strings.TrimFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
 	return ma > major || (ma == major && mi >= minor)
-}
-
-// unmountTarget detaches a FUSE mount: umount(2) where this process may
-// (root, or root in the mount's user namespace), fusermount3 -u
-// otherwise.
-func unmountTarget(target string) error {
-	err := unix.Unmount(target, 0)
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("unmount %s: not a mount point: %w", target, err)
-	}
-	if !errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("unmount %s: %w", target, err)
-	}
-	out, ferr := fusermountU(target)
-	if ferr != nil {
-		return fmt.Errorf("unmount %s: fusermount3 -u: %w: %s", target, ferr, strings.TrimSpace(string(out)))
-	}
-	return nil
 }
 
 func init() {

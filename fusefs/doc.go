@@ -1,18 +1,25 @@
 // Package fusefs is ovl's union filesystem on go-fuse: the backend that
 // gives kernel overlayfs semantics where the kernel's overlay cannot be
 // mounted (old kernels for ordinary users, uppers on filesystems overlay
-// refuses, stacks deeper than 500 layers).
+// refuses, such as an overlay mount: a CI job's container root, stacks
+// deeper than 500 layers).
 //
 // # Layers
 //
 // A stack is an optional writable upper directory over read-only lowers,
 // in the on-disk format of package layer (the kernel's): whiteouts are 0/0
 // character devices, opaque directories carry overlay.opaque in the
-// Spec's Namespace. The union behaves like kernel overlayfs mounted without
+// Spec's Namespace. Where the upper cannot keep a 0/0 device (it is on an
+// overlay mount, or mknod is refused), the union writes the kernel's
+// xattr whiteouts instead (layer.XattrWhiteouts, decided once at mount by
+// layer.ProbeWhiteouts), which the kernel reads in a layer stacked below
+// an upper. A lower that records the OCI format is read in it
+// (layer.ReadFormat). The union behaves like kernel overlayfs mounted without
 // redirect_dir, metacopy and index, which is what unprivileged kernel
 // overlay gives:
 //
-//   - lookup walks the layers top-down; a whiteout ends the walk, a
+//   - lookup walks the layers top-down (layer.Lookup, the one merge walk,
+//     and layer.List for readdir); a whiteout ends the walk, a
 //     non-directory hides everything below it, an opaque directory hides
 //     the layers below it;
 //   - every change lands in the upper; a file or directory is copied up

@@ -44,8 +44,9 @@ type Options struct {
 }
 
 // Descriptors. The union keeps one descriptor per layer open for the
-// life of the mount, and caches more: directories of each layer (every
-// layer a merged directory spans) and files' data. The caches are
+// life of the mount, a lookup holds one per layer it walks, and it
+// caches more: directories of each layer (every layer a merged directory
+// spans) and files' data. The caches are
 // bounded by what RLIMIT_NOFILE leaves (raised to its hard limit at the
 // start): past their bound, directories are reopened by path and files
 // opened per request. A stack whose layers alone would not leave room to
@@ -77,12 +78,14 @@ func fdBudget(layers int) (int64, error) {
 			lim = raised
 		}
 	}
-	need := uint64(layers + 1 + reservedFds + minCachedFds)
-	if lim.Cur < need {
+	// The layers' roots, a lookup's copies of a directory in every layer
+	// (layer.Lookup holds them all at once), the work dir, the rest.
+	fixed := uint64(2*layers + 1 + reservedFds)
+	if need := fixed + minCachedFds; lim.Cur < need {
 		return 0, fmt.Errorf("fuse: %d layers need at least %d open files, and RLIMIT_NOFILE allows %d (hard limit %d): %w; raise the limit (ulimit -Hn, LimitNOFILE= for a service) or squash layers",
 			layers, need, lim.Cur, lim.Max, unix.EMFILE)
 	}
-	return int64(lim.Cur - uint64(layers+1+reservedFds)), nil
+	return int64(lim.Cur - fixed), nil
 }
 
 // keepDirFd reports whether one more directory descriptor may be cached,
@@ -106,8 +109,9 @@ func (u *unionFS) keepDataFd() bool {
 
 // layerRoot is one layer directory of the stack.
 type layerRoot struct {
-	path string
-	fd   int // O_RDONLY|O_DIRECTORY, open for the life of the mount
+	path   string
+	fd     int          // O_RDONLY|O_DIRECTORY, open for the life of the mount
+	format layer.Format // what the layer records (layer.ReadFormat); the upper's is the kernel's
 }
 
 // unionFS is one mounted stack. Its fields are immutable after
@@ -119,6 +123,10 @@ type unionFS struct {
 	writable bool        // changes are allowed (hasUpper and not ReadOnly)
 	workFd   int         // the work directory's scratch dir, or -1
 	ns       layer.Namespace
+	// wr writes whiteouts and opaque directories into the upper: 0/0
+	// devices, or xattr whiteouts where the upper cannot keep those
+	// (layer.ProbeWhiteouts, on the work dir at mount).
+	wr       layer.Writer
 	volatile bool
 
 	// passthrough is set when the kernel and the daemon's privilege allow
@@ -227,18 +235,26 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (*unionFS, error) {
 // an error the caller closes what it opened.
 func (u *unionFS) open() error {
 	spec := u.spec
-	openLayer := func(p string) error {
+	openLayer := func(p string, unrecorded layer.Format) error {
 		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("open layer %s: %w", p, err)
 		}
 		u.layers = append(u.layers, layerRoot{path: p, fd: fd})
+		f, err := layer.ReadFormat(fd)
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", p, err)
+		}
+		if f == layer.KernelFormat {
+			f = unrecorded
+		}
+		u.layers[len(u.layers)-1].format = f
 		return nil
 	}
 	if spec.Upper != "" {
 		u.hasUpper = true
 		u.writable = !spec.ReadOnly
-		if err := openLayer(spec.Upper); err != nil {
+		if err := openLayer(spec.Upper, layer.KernelFormat); err != nil {
 			return err
 		}
 		// Refused now, with its name, rather than at every change.
@@ -246,8 +262,11 @@ func (u *unionFS) open() error {
 			return fmt.Errorf("upper %s: not writable by uid %d: %w", spec.Upper, os.Geteuid(), err)
 		}
 	}
+	if u.hasUpper && u.layers[0].format != layer.KernelFormat {
+		return fmt.Errorf("upper %s records the %s format, and changes are written in the kernel's: give an upper of its own", spec.Upper, u.layers[0].format)
+	}
 	for _, l := range spec.Lowers {
-		if err := openLayer(l); err != nil {
+		if err := openLayer(l, spec.LowerFormat); err != nil {
 			return err
 		}
 	}
@@ -264,6 +283,15 @@ func (u *unionFS) open() error {
 			return err
 		}
 		u.initUUID()
+		u.wr = layer.Writer{NS: u.ns}
+		var why string
+		var err error
+		if u.wr.Whiteouts, why, err = layer.ProbeWhiteouts(u.workFd); err != nil {
+			return fmt.Errorf("work dir %s: %w", spec.Work, err)
+		}
+		if why != "" {
+			u.log.Debug("fusefs: writing xattr whiteouts", "upper", spec.Upper, "why", why)
+		}
 	}
 	return nil
 }

@@ -83,6 +83,9 @@ type node struct {
 	// kernel sees two inodes, so a change through one must drop what
 	// it caches of the other. Nil otherwise.
 	twin atomic.Pointer[node]
+
+	// forgotten is set once the kernel has forgotten the node (OnForget).
+	forgotten atomic.Bool
 }
 
 // linkTwins records that a and b are one upper file (node.twin).
@@ -336,6 +339,7 @@ var _ = (fs.NodeOnForgetter)((*node)(nil))
 // OnForget closes the descriptors the node cached and removes the data of
 // an unlinked file that was kept in the work directory.
 func (n *node) OnForget() {
+	n.forgotten.Store(true)
 	if !n.isDir {
 		n.u.known.CompareAndDelete(fs.StableAttr{Mode: n.Mode(), Ino: n.ino, Gen: n.gen}, n)
 	}

@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"context"
-	"errors"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -12,30 +11,16 @@ import (
 	"github.com/ovl-dev/ovl/layer"
 )
 
-// hitKind says what a walk down the layers found for one name.
-type hitKind int
-
-const (
-	// hitNone: no layer has the name.
-	hitNone hitKind = iota
-	// hitWhiteout: a layer deletes the name; nothing below shows.
-	hitWhiteout
-	// hitFile: a non-directory, in exactly one layer.
-	hitFile
-	// hitDir: a directory, merged from one or more layers.
-	hitDir
-)
-
-// layerHit is the typed result of looking a name up through the layers
-// of a directory.
+// layerHit is what a lookup of a name through the layers of a directory
+// found (layer.Lookup), in the union's terms.
 type layerHit struct {
-	kind hitKind
+	kind layer.HitKind
 	// layers holds the layers of the hit, top-first (see node.layers).
 	layers  []int
-	dirFds  []int // for hitDir: open descriptors parallel to layers, -1 if not kept
+	dirFds  []int // for layer.HitDir: open descriptors parallel to layers, -1 if not kept
 	opacity []layer.Opacity
 	st      unix.Stat_t // the top copy
-	bottom  unix.Stat_t // for hitDir: the bottom-most copy, which names the inode
+	bottom  unix.Stat_t // for layer.HitDir: the bottom-most copy, which names the inode
 	// originIno, when set, is the number of the lower file an upper
 	// non-directory was copied up from in an earlier mount (originIno).
 	originIno uint64
@@ -57,108 +42,91 @@ func (h *layerHit) closeFds(u *unionFS) {
 	}
 }
 
-// lookupChild walks name down the layers of directory d, skipping the
-// upper when lowerOnly is set (to ask "would deleting this name need a
-// whiteout?").
-func (d *node) lookupChild(name string, lowerOnly bool) (layerHit, error) {
-	h := layerHit{name: name}
+// layerStack is directory d's copies as the merge walk (layer.Lookup,
+// layer.List) reads them: d's layers, top first, as they were when the
+// walk began.
+type layerStack struct {
+	d       *node
+	layers  []int
+	opacity []layer.Opacity
+	// lowerOnly leaves the upper out: "would deleting this name need a
+	// whiteout?"
+	lowerOnly bool
+}
+
+// stack returns d's layerStack.
+func (d *node) stack(lowerOnly bool) *layerStack {
 	d.mu.Lock()
-	layers := append([]int(nil), d.layers...)
-	opac := append([]layer.Opacity(nil), d.opacity...)
-	d.mu.Unlock()
-	for i, li := range layers {
-		if lowerOnly && d.u.isUpper(li) {
-			continue
-		}
-		if !d.lowerMayHave(li, name) {
-			continue
-		}
-		r, err := d.dirFd(li)
-		if err != nil {
-			h.closeFds(d.u)
-			return h, err
-		}
-		var st unix.Stat_t
-		err = unix.Fstatat(r.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
-		if errors.Is(err, unix.ENOENT) {
-			// An OCI whiteout file hides name too.
-			var wst unix.Stat_t
-			if werr := unix.Fstatat(r.fd, layer.WhiteoutPrefix+name, &wst, unix.AT_SYMLINK_NOFOLLOW); werr == nil {
-				if k, _ := layer.Classify(r.fd, layer.WhiteoutPrefix+name, &wst, opac[i], d.u.ns); k == layer.Whiteout {
-					r.release()
-					if h.kind == hitNone {
-						h.kind = hitWhiteout
-						h.upperWhiteout = d.u.isUpper(li)
-					}
-					return h, nil
-				}
+	defer d.mu.Unlock()
+	return &layerStack{d: d, layers: append([]int(nil), d.layers...),
+		opacity: append([]layer.Opacity(nil), d.opacity...), lowerOnly: lowerOnly}
+}
+
+func (s *layerStack) Len() int { return len(s.layers) }
+
+// MayHold skips the upper for a lowerOnly walk, and a lower copy that
+// the directory index says holds neither name nor a whiteout of it.
+func (s *layerStack) MayHold(i int, name string) bool {
+	li := s.layers[i]
+	if s.lowerOnly && s.d.u.isUpper(li) {
+		return false
+	}
+	return s.d.lowerMayHave(li, name)
+}
+
+// Dir returns copy i. An upper directory that gets xattr whiteouts is
+// read as one that may hold some: the union marks it so when it writes
+// the first (layer.Writer), after the node cached its opacity.
+func (s *layerStack) Dir(i int) (layer.Dir, error) {
+	li := s.layers[i]
+	r, err := s.d.dirFd(li)
+	op := s.opacity[i]
+	if op == layer.Transparent && s.d.u.isUpper(li) && s.d.u.wr.Whiteouts == layer.XattrWhiteouts {
+		op = layer.HasXattrWhiteouts
+	}
+	return layer.Dir{Fd: r.fd, Opacity: op, Format: s.d.u.layers[li].format, Owned: r.owned}, err
+}
+
+// reader reads layer li: in its format, honouring the overlay xattrs of
+// the stack's namespace only, as a kernel mount does.
+func (u *unionFS) reader(li int) layer.Reader {
+	return layer.Reader{Format: u.layers[li].format, NS: []layer.Namespace{u.ns}}
+}
+
+// lookupChild walks name down the layers of directory d (layer.Lookup),
+// skipping the upper when lowerOnly is set (to ask "would deleting this
+// name need a whiteout?"). A directory hit keeps its layers' descriptors
+// while the budget (keepDirFd) allows.
+func (d *node) lookupChild(name string, lowerOnly bool) (layerHit, error) {
+	s := d.stack(lowerOnly)
+	hit, err := layer.Lookup(s, name, d.u.ns)
+	if err != nil {
+		return layerHit{name: name}, err
+	}
+	h := layerHit{kind: hit.Kind, name: name, st: hit.Stat, bottom: hit.Bottom, layers: make([]int, len(hit.Layers))}
+	for i, pos := range hit.Layers {
+		h.layers[i] = s.layers[pos]
+	}
+	switch hit.Kind {
+	case layer.HitWhiteout:
+		h.upperWhiteout = d.u.isUpper(h.layers[0])
+	case layer.HitNonDir:
+		if d.u.isUpper(h.layers[0]) && d.u.origin.handles {
+			if r, err := d.dirFd(h.layers[0]); err == nil {
+				h.originIno, _ = d.u.originIno(r.fd, name, h.st.Mode&unix.S_IFMT, devIno{h.st.Dev, h.st.Ino})
+				r.release()
 			}
-			r.release()
-			continue
 		}
-		if err != nil {
-			r.release()
-			h.closeFds(d.u)
-			return h, err
-		}
-		kind, _ := layer.Classify(r.fd, name, &st, opac[i], d.u.ns)
-		switch kind {
-		case layer.Opaque, layer.Meta:
-			// Bookkeeping entries are never names of the tree.
-			r.release()
-			if h.kind == hitNone {
-				h.kind = hitWhiteout
+	case layer.HitDir:
+		h.dirFds = make([]int, len(hit.Dirs))
+		h.opacity = make([]layer.Opacity, len(hit.Dirs))
+		for i, c := range hit.Dirs {
+			fd := c.Fd
+			if !d.u.keepDirFd() {
+				unix.Close(fd)
+				fd = -1
 			}
-			return h, nil
-		case layer.Whiteout:
-			r.release()
-			if h.kind == hitNone {
-				h.kind = hitWhiteout
-				h.upperWhiteout = d.u.isUpper(li)
-			}
-			return h, nil
-		}
-		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-		if h.kind == hitDir && !isDir {
-			// A non-directory below a directory is hidden by it.
-			r.release()
-			return h, nil
-		}
-		if !isDir {
-			if d.u.isUpper(li) {
-				h.originIno, _ = d.u.originIno(r.fd, name, st.Mode&unix.S_IFMT, devIno{st.Dev, st.Ino})
-			}
-			r.release()
-			h.kind, h.layers, h.st = hitFile, []int{li}, st
-			return h, nil
-		}
-		// A directory: keep its descriptor while the budget allows, and
-		// read its opacity to know whether to look further down.
-		fd, err := openDirAt(r.fd, name)
-		r.release()
-		if err != nil {
-			h.closeFds(d.u)
-			return h, err
-		}
-		op, err := layer.DirOpacity(fd, d.u.ns)
-		if err != nil && !errors.Is(err, unix.EBADF) { // EBADF: an O_PATH fallback descriptor
-			unix.Close(fd)
-			h.closeFds(d.u)
-			return h, err
-		}
-		if !d.u.keepDirFd() {
-			unix.Close(fd)
-			fd = -1
-		}
-		if h.kind == hitNone {
-			h.kind, h.st = hitDir, st
-		}
-		h.layers = append(h.layers, li)
-		h.dirFds = append(h.dirFds, fd)
-		h.opacity = append(h.opacity, op)
-		h.bottom = st
-		if op == layer.OpaqueDir {
-			return h, nil
+			h.dirFds[i], h.opacity[i] = fd, c.Opacity
 		}
 	}
 	return h, nil
@@ -172,7 +140,8 @@ const maxIndexedNames = 50000
 const nameMax = 255
 
 // lowerMayHave reports whether lower layer li's copy of directory d may
-// hold name or a ".wh." whiteout of it; false means lookupChild can skip
+// hold name (or, in an OCI layer, a ".wh." whiteout of it); false means
+// lookupChild can skip
 // the layer without a system call. The first call per layer reads that
 // layer's directory once into d.lowerNames; later calls are a map lookup.
 // A name longer than nameMax is probed too, so the layer answers
@@ -198,6 +167,9 @@ func (d *node) lowerMayHave(li int, name string) bool {
 	if _, ok := names[name]; ok {
 		return true
 	}
+	if d.u.layers[li].format != layer.OCIFormat {
+		return false
+	}
 	_, ok = names[layer.WhiteoutPrefix+name]
 	return ok
 }
@@ -207,7 +179,7 @@ func (d *node) lowerMayHave(li int, name string) bool {
 func (d *node) indexLower(li int) map[string]struct{} {
 	var names map[string]struct{}
 	if r, err := d.dirFd(li); err == nil {
-		entries, _, err := layer.ReadDir(r.fd, d.u.ns)
+		entries, _, err := d.u.reader(li).ReadDir(r.fd)
 		r.release()
 		if err == nil && len(entries) <= maxIndexedNames {
 			names = make(map[string]struct{}, len(entries))
@@ -233,7 +205,7 @@ func (d *node) indexLower(li int) map[string]struct{} {
 func (d *node) newChild(ctx context.Context, h *layerHit) *fs.Inode {
 	var id fs.StableAttr
 	id.Mode = h.st.Mode & unix.S_IFMT
-	if h.kind == hitDir {
+	if h.kind == layer.HitDir {
 		id.Ino = d.u.ino(h.bottom.Dev, h.bottom.Ino)
 	} else {
 		id.Ino, id.Gen = d.u.fileID(&h.st, h.layers[0], d.ino, h.name)
@@ -247,8 +219,8 @@ func (d *node) newChild(ctx context.Context, h *layerHit) *fs.Inode {
 		h.closeFds(d.u)
 		return old
 	}
-	if h.kind != hitDir {
-		if v, ok := d.u.known.Load(id); ok && !v.(*node).Forgotten() {
+	if h.kind != layer.HitDir {
+		if v, ok := d.u.known.Load(id); ok && !v.(*node).forgotten.Load() {
 			// Another name of a live file (a hard link): the bridge
 			// would pick that node over a new one anyway, and it is
 			// the one whose twin and state count.
@@ -256,11 +228,11 @@ func (d *node) newChild(ctx context.Context, h *layerHit) *fs.Inode {
 			return v.(*node).EmbeddedInode()
 		}
 	}
-	n := newNode(d.u, id.Ino, h.kind == hitDir, h.layers)
+	n := newNode(d.u, id.Ino, h.kind == layer.HitDir, h.layers)
 	n.gen = id.Gen
 	n.dirFds, n.opacity = h.dirFds, h.opacity
 	d.u.known.Store(id, n)
-	if h.kind != hitDir && d.u.isUpper(h.layers[0]) {
+	if h.kind != layer.HitDir && d.u.isUpper(h.layers[0]) {
 		if v, ok := d.u.renumbered.Load(devIno{h.st.Dev, h.st.Ino}); ok {
 			linkTwins(n, v.(*node))
 		}
@@ -275,7 +247,7 @@ func (d *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	if h.kind == hitNone || h.kind == hitWhiteout {
+	if !h.kind.Exists() {
 		return nil, syscall.ENOENT
 	}
 	child := d.newChild(ctx, &h)

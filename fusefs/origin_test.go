@@ -97,7 +97,7 @@ func TestOverlayRecordsMatchKernel(t *testing.T) {
 			}
 			rel, _ := filepath.Rel(upper, path)
 			for _, key := range []string{"origin", "impure"} {
-				v, err := getXattr(path, layer.Trusted.Xattr(key))
+				v, err := layer.GetXattr(path, layer.Trusted.Xattr(key))
 				if err == nil {
 					out[rel+" "+key] = fmt.Sprintf("%x", v)
 				}
@@ -124,7 +124,7 @@ func TestOverlayRecordsMatchKernel(t *testing.T) {
 		t.Errorf("kernel origin of d/f.txt %q: not a file handle; the comparison proves nothing", krec["d/f.txt origin"])
 	}
 	for _, upper := range []string{kspec.Upper, fspec.Upper} {
-		if v, err := getXattr(upper, layer.Trusted.Xattr("uuid")); err != nil || len(v) != 16 {
+		if v, err := layer.GetXattr(upper, layer.Trusted.Xattr("uuid")); err != nil || len(v) != 16 {
 			t.Errorf("%s: overlay.uuid = %x, %v; want 16 bytes", upper, v, err)
 		}
 	}

@@ -20,6 +20,7 @@ var posixSkip = map[string]string{
 // TestPosix runs go-fuse's POSIX conformance suite on a fusefs mount with
 // a lower layer and an upper, each case on a fresh stack.
 func TestPosix(t *testing.T) {
+	t.Parallel() // beside the package's other long tests
 	testutil.RequireRoot(t)
 	names := make([]string, 0, len(posixtest.All))
 	for name := range posixtest.All {

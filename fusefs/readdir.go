@@ -2,8 +2,6 @@ package fusefs
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"hash/fnv"
 	"sort"
 	"syscall"
@@ -15,47 +13,6 @@ import (
 	"github.com/ovl-dev/ovl/layer"
 )
 
-// rawDirent is one entry of a layer directory as getdents64 gives it.
-type rawDirent struct {
-	ino  uint64
-	typ  uint8
-	name string
-}
-
-// readRawDir lists the directory open at fd (a readable descriptor) with
-// inode numbers and types, which os.ReadDir does not give.
-func readRawDir(fd int, fn func(rawDirent)) error {
-	buf := make([]byte, 64<<10)
-	for {
-		m, err := unix.Getdents(fd, buf)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if m <= 0 {
-			return nil
-		}
-		for off := 0; off < m; {
-			// struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
-			rec := buf[off:]
-			reclen := int(binary.NativeEndian.Uint16(rec[16:18]))
-			nameb := rec[19:reclen]
-			for i, c := range nameb {
-				if c == 0 {
-					nameb = nameb[:i]
-					break
-				}
-			}
-			if s := string(nameb); s != "." && s != ".." {
-				fn(rawDirent{ino: binary.NativeEndian.Uint64(rec[0:8]), typ: rec[18], name: s})
-			}
-			off += reclen
-		}
-	}
-}
-
 // mergedEntry is one name of a merged directory listing.
 type mergedEntry struct {
 	name   string
@@ -64,111 +21,51 @@ type mergedEntry struct {
 	merged bool // a directory present in more than one layer
 }
 
-// mergedList reads directory d through its layers, top-first: whiteouts
+// mergedList reads directory d through its layers (layer.List): whiteouts
 // hide names below them and are not shown, opaque markers are not shown,
 // an upper name hides the same name below, each name appears once. The
-// result is a snapshot (how listings use it: dirListing). With firstOnly it stops at the first visible entry (an
-// emptiness check).
+// result is a snapshot (how listings use it: dirListing). firstOnly
+// stops at the first entry (an emptiness check).
 func (d *node) mergedList(firstOnly bool) ([]mergedEntry, error) {
-	d.mu.Lock()
-	layers := append([]int(nil), d.layers...)
-	opac := append([]layer.Opacity(nil), d.opacity...)
-	d.mu.Unlock()
-	var out []mergedEntry
-	index := map[string]int{} // visible name -> index in out; -1 for hidden by a whiteout
-	for i, li := range layers {
-		r, err := d.dirFd(li)
-		if err != nil {
-			return nil, err
-		}
-		fd, err := unix.Openat(r.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		r.release()
-		if err != nil {
-			return nil, err
-		}
-		dev := uint64(0)
-		var dst unix.Stat_t
-		if err := unix.Fstat(fd, &dst); err == nil {
-			dev = dst.Dev
-		}
-		// Only an impure upper directory holds copied-up entries whose
-		// numbers come from their origin (as in the kernel's readdir).
-		impure := false
-		if d.u.isUpper(li) && d.u.origin.handles {
-			_, ierr := unix.Fgetxattr(fd, d.u.ns.Xattr(layer.KeyImpure), nil)
-			impure = ierr == nil
-		}
-		err = readRawDir(fd, func(e rawDirent) {
-			if firstOnly && len(out) > 0 {
-				return
-			}
-			mode := dtToMode(e.typ)
-			var st *unix.Stat_t
-			if mode == 0 || mode == unix.S_IFCHR || (opac[i] == layer.XattrWhiteouts && mode == unix.S_IFREG) {
-				st = new(unix.Stat_t)
-				if unix.Fstatat(fd, e.name, st, unix.AT_SYMLINK_NOFOLLOW) != nil {
-					return // gone meanwhile
+	s := d.stack(false)
+	max := 0
+	if firstOnly {
+		max = 1
+	}
+	list, err := layer.List(s, max, d.u.ns)
+	if err != nil {
+		return nil, err
+	}
+	// Only an impure upper directory holds copied-up entries whose
+	// numbers come from their origin (as in the kernel's readdir).
+	upper := fdRef{fd: -1}
+	defer func() { upper.release() }()
+	impure := false
+	out := make([]mergedEntry, len(list))
+	for i, e := range list {
+		ino := d.u.ino(e.Dev, e.Ino)
+		if e.Mode != unix.S_IFDIR {
+			li := s.layers[e.Layer]
+			if v, ok := d.u.origins.Load(devIno{e.Dev, e.Ino}); ok {
+				ino = v.(fileIdentity).ino
+			} else if d.u.isUpper(li) && d.u.origin.handles {
+				if upper.fd < 0 {
+					if upper, err = d.dirFd(li); err != nil {
+						return nil, err
+					}
+					_, ierr := unix.Lgetxattr(procPathAt(upper.fd, "."), d.u.ns.Xattr(layer.KeyImpure), nil)
+					impure = ierr == nil
 				}
-				mode = st.Mode & unix.S_IFMT
-			}
-			kind, target := layer.Classify(fd, e.name, st, opac[i], d.u.ns)
-			switch kind {
-			case layer.Opaque, layer.Meta:
-				return
-			case layer.Whiteout:
-				if _, seen := index[target]; !seen {
-					index[target] = -1
-				}
-				return
-			}
-			if j, seen := index[e.name]; seen {
-				if j >= 0 && out[j].mode == unix.S_IFDIR && mode == unix.S_IFDIR {
-					out[j].merged = true
-				}
-				return
-			}
-			index[e.name] = len(out)
-			ino := d.u.ino(dev, e.ino)
-			if mode != unix.S_IFDIR {
-				if v, ok := d.u.origins.Load(devIno{dev, e.ino}); ok {
-					ino = v.(fileIdentity).ino
-				} else if impure {
-					if oi, ok := d.u.originIno(fd, e.name, mode, devIno{dev, e.ino}); ok {
+				if impure {
+					if oi, ok := d.u.originIno(upper.fd, e.Name, e.Mode, devIno{e.Dev, e.Ino}); ok {
 						ino = oi
 					}
 				}
 			}
-			out = append(out, mergedEntry{name: e.name, mode: mode, ino: ino})
-		})
-		unix.Close(fd)
-		if err != nil {
-			return nil, err
 		}
-		if firstOnly && len(out) > 0 {
-			break
-		}
+		out[i] = mergedEntry{name: e.Name, mode: e.Mode, ino: ino, merged: e.Merged}
 	}
 	return out, nil
-}
-
-func dtToMode(t uint8) uint32 {
-	switch t {
-	case unix.DT_REG:
-		return unix.S_IFREG
-	case unix.DT_DIR:
-		return unix.S_IFDIR
-	case unix.DT_LNK:
-		return unix.S_IFLNK
-	case unix.DT_CHR:
-		return unix.S_IFCHR
-	case unix.DT_BLK:
-		return unix.S_IFBLK
-	case unix.DT_FIFO:
-		return unix.S_IFIFO
-	case unix.DT_SOCK:
-		return unix.S_IFSOCK
-	}
-	return 0
 }
 
 // Directory offsets. A listing is served in the order of each name's
@@ -241,7 +138,7 @@ func (d *node) currentListing(fresh bool) (*dirListing, syscall.Errno) {
 		if e.merged {
 			// A merged directory is numbered after its bottom-most
 			// copy: look it up exactly, as stat would.
-			if hit, err := d.lookupChild(e.name, false); err == nil && hit.kind == hitDir {
+			if hit, err := d.lookupChild(e.name, false); err == nil && hit.kind == layer.HitDir {
 				ino = d.u.ino(hit.bottom.Dev, hit.bottom.Ino)
 				hit.closeFds(d.u)
 			}

@@ -43,10 +43,10 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) (err 
 		return err
 	}
 	src.closeFds(u)
-	if src.kind != hitFile && src.kind != hitDir {
+	if src.kind != layer.HitNonDir && src.kind != layer.HitDir {
 		return syscall.ENOENT
 	}
-	if src.kind == hitDir && (len(src.layers) > 1 || !u.isUpper(src.layers[0])) {
+	if src.kind == layer.HitDir && (len(src.layers) > 1 || !u.isUpper(src.layers[0])) {
 		// Linux: fs/overlayfs/dir.c:ovl_rename without redirect_dir.
 		return syscall.EXDEV
 	}
@@ -55,7 +55,7 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) (err 
 		return err
 	}
 	dst.closeFds(u)
-	dstExists := dst.kind == hitFile || dst.kind == hitDir
+	dstExists := dst.kind == layer.HitNonDir || dst.kind == layer.HitDir
 	if flags&unix.RENAME_NOREPLACE != 0 && dstExists {
 		return syscall.EEXIST
 	}
@@ -66,14 +66,14 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) (err 
 	if flags&unix.RENAME_EXCHANGE != 0 {
 		return d.exchange(name, &src, np, newName, &dst)
 	}
-	if dst.kind == hitFile && u.isUpper(dst.layers[0]) {
+	if dst.kind == layer.HitNonDir && u.isUpper(dst.layers[0]) {
 		defer func() {
 			if err == nil {
 				u.forgetOrigin(&dst.st) // a name of the replaced file went
 			}
 		}()
 	}
-	if dst.kind == hitDir && (len(dst.layers) > 1 || !u.isUpper(dst.layers[0])) && src.kind == hitDir {
+	if dst.kind == layer.HitDir && (len(dst.layers) > 1 || !u.isUpper(dst.layers[0])) && src.kind == layer.HitDir {
 		// Replacing a merged directory: it must be empty, and is
 		// replaced by an opaque one.
 		if ci := np.GetChild(newName); ci != nil {
@@ -119,7 +119,7 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) (err 
 		}
 	}
 
-	if src.kind == hitDir && (newLower.kind == hitDir || np.merged()) {
+	if src.kind == layer.HitDir && (newLower.kind == layer.HitDir || np.merged()) {
 		if err := u.makeOpaque(oldUp.fd, name); err != nil {
 			return err
 		}
@@ -129,11 +129,11 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) (err 
 	var tst unix.Stat_t
 	if unix.Fstatat(newUp.fd, newName, &tst, unix.AT_SYMLINK_NOFOLLOW) == nil {
 		switch {
-		case dst.kind == hitWhiteout && src.kind == hitDir:
+		case dst.kind == layer.HitWhiteout && src.kind == layer.HitDir:
 			if err := unix.Unlinkat(newUp.fd, newName, 0); err != nil {
 				return err
 			}
-		case dst.kind == hitDir:
+		case dst.kind == layer.HitDir:
 			if err := u.clearWhiteouts(newUp.fd, newName); err != nil {
 				return err
 			}
@@ -142,28 +142,26 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) (err 
 	if err := np.keepReplaced(newName, &dst, newUp.fd); err != nil {
 		return err
 	}
-	oldLowerPositive := oldLower.kind == hitFile || oldLower.kind == hitDir
+	oldLowerPositive := oldLower.kind == layer.HitNonDir || oldLower.kind == layer.HitDir
 	if oldLowerPositive {
-		err := unix.Renameat2(oldUp.fd, name, newUp.fd, newName, unix.RENAME_WHITEOUT)
-		if err == nil {
-			return d.dropOCIWhiteout(newUp.fd, newName, dst.upperWhiteout)
-		}
-		if err != unix.EINVAL && err != unix.EPERM {
-			return err
+		if u.wr.Whiteouts == layer.DeviceWhiteouts {
+			// RENAME_WHITEOUT leaves a 0/0 device behind.
+			err := unix.Renameat2(oldUp.fd, name, newUp.fd, newName, unix.RENAME_WHITEOUT)
+			if err == nil {
+				return nil
+			}
+			if err != unix.EINVAL && err != unix.EPERM {
+				return err
+			}
 		}
 		// No RENAME_WHITEOUT here: move, then write the whiteout.
 		if err := unix.Renameat(oldUp.fd, name, newUp.fd, newName); err != nil {
 			return err
 		}
-		if _, err := u.whiteoutEntry(oldUp.fd, name, false, false); err != nil {
-			return err
-		}
-		return d.dropOCIWhiteout(newUp.fd, newName, dst.upperWhiteout)
-	}
-	if err := unix.Renameat(oldUp.fd, name, newUp.fd, newName); err != nil {
+		_, err = u.whiteoutEntry(oldUp.fd, name, false, false)
 		return err
 	}
-	return d.dropOCIWhiteout(newUp.fd, newName, dst.upperWhiteout)
+	return unix.Renameat(oldUp.fd, name, newUp.fd, newName)
 }
 
 // keepReplaced keeps the data of a regular file that a rename is about
@@ -171,7 +169,7 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) (err 
 // gets a second link in the work dir (dropped when the kernel forgets
 // it), a lower one stays where it is.
 func (d *node) keepReplaced(name string, h *layerHit, updir int) error {
-	if h.kind != hitFile || h.st.Mode&unix.S_IFMT != unix.S_IFREG {
+	if h.kind != layer.HitNonDir || h.st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil
 	}
 	ci := d.GetChild(name)
@@ -193,19 +191,6 @@ func (d *node) keepReplaced(name string, h *layerHit, updir int) error {
 		return err
 	}
 	child.setOrphan(tmp)
-	return nil
-}
-
-// dropOCIWhiteout removes a ".wh.NAME" whiteout that the entry now at
-// name replaces (0/0 whiteouts are replaced by rename(2) itself).
-func (d *node) dropOCIWhiteout(updir int, name string, hadUpperWhiteout bool) error {
-	if !hadUpperWhiteout {
-		return nil
-	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(updir, layer.WhiteoutPrefix+name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
-		return unix.Unlinkat(updir, layer.WhiteoutPrefix+name, 0)
-	}
 	return nil
 }
 
@@ -234,11 +219,11 @@ func upperDirs(d, np *node) (oldUp, newUp fdRef, err error) {
 // opaque. Neither name needs a whiteout: both stay occupied.
 func (d *node) exchange(name string, src *layerHit, np *node, newName string, dst *layerHit) error {
 	u := d.u
-	if dst.kind != hitFile && dst.kind != hitDir {
+	if dst.kind != layer.HitNonDir && dst.kind != layer.HitDir {
 		return syscall.ENOENT
 	}
 	for _, h := range []*layerHit{src, dst} {
-		if h.kind == hitDir && (len(h.layers) != 1 || !u.isUpper(h.layers[0])) {
+		if h.kind == layer.HitDir && (len(h.layers) != 1 || !u.isUpper(h.layers[0])) {
 			return syscall.EXDEV
 		}
 	}
@@ -272,7 +257,7 @@ func (d *node) exchange(name string, src *layerHit, np *node, newName string, ds
 	// it; one arriving in a merged directory is made opaque too, as the
 	// kernel does (see rename).
 	opaque := func(h *layerHit, p *node, at string, updir int, name string) error {
-		if h.kind != hitDir {
+		if h.kind != layer.HitDir {
 			return nil
 		}
 		l, err := p.lookupChild(at, true)
@@ -280,7 +265,7 @@ func (d *node) exchange(name string, src *layerHit, np *node, newName string, ds
 			return err
 		}
 		l.closeFds(u)
-		if l.kind == hitDir || p.merged() {
+		if l.kind == layer.HitDir || p.merged() {
 			return u.makeOpaque(updir, name)
 		}
 		return nil

@@ -22,26 +22,43 @@ const daemonRSSBound = 256 << 20
 // directory merged from two layers of 15,000 files each (with
 // whiteouts), stats every entry, and checks the counts and the daemon's
 // resident memory; as root and as an unprivileged user (then the mount
-// goes through fusermount3).
+// goes through fusermount3), side by side over the same lower layers,
+// and beside the package's other long tests.
 func TestHugeDirectories(t *testing.T) {
+	t.Parallel()
+	if testutil.InNobodyChild() {
+		t.Run("nobody", func(t *testing.T) {
+			hugeDirectories(t, testutil.SharedDir(t), strings.Split(os.Getenv(envHugeLowers), ":"))
+		})
+		return
+	}
+	testutil.RequireRoot(t)
+	lowers := hugeLowers(t, testutil.SharedDir(t))
 	t.Run("root", func(t *testing.T) {
-		testutil.RequireRoot(t)
-		hugeDirectories(t, t.TempDir())
+		t.Parallel()
+		hugeDirectories(t, t.TempDir(), lowers)
 	})
 	t.Run("nobody", func(t *testing.T) {
-		if !testutil.InNobodyChild() {
-			testutil.RunAsNobody(t)
-			return
-		}
-		hugeDirectories(t, testutil.SharedDir(t))
+		t.Parallel()
+		testutil.RunAsNobody(t, envHugeLowers+"="+strings.Join(lowers, ":"))
 	})
 }
 
-func hugeDirectories(t *testing.T, dir string) {
-	s := newStack(t, dir, 2)
-	const huge, half, whiteouts = 100000, 15000, 100
+// envHugeLowers passes the lower layers to the unprivileged child.
+const envHugeLowers = "OVL_TEST_HUGE_LOWERS"
+
+// The sizes of hugeLowers: a directory of huge files in the top layer,
+// one of half files in each layer, and whiteouts made through the mount.
+const huge, half, whiteouts = 100000, 15000, 100
+
+// hugeLowers makes the two lower layers under dir, for every user: the
+// directories are 0777, so that uid 65534 may remove from them through
+// the mount, as their owner may.
+func hugeLowers(t *testing.T, dir string) []string {
+	lowers := []string{filepath.Join(dir, "lower0"), filepath.Join(dir, "lower1")}
 	makeFiles := func(d, prefix string, n int) {
 		mustDo(t, os.MkdirAll(d, 0o755))
+		mustDo(t, os.Chmod(d, 0o777))
 		fd, err := unix.Open(d, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		mustDo(t, err)
 		defer unix.Close(fd)
@@ -51,9 +68,17 @@ func hugeDirectories(t *testing.T, dir string) {
 			unix.Close(f)
 		}
 	}
-	makeFiles(filepath.Join(s.lowers[0], "huge"), "entry-with-a-longish-name-", huge)
-	makeFiles(filepath.Join(s.lowers[1], "merged"), "low-", half)
-	makeFiles(filepath.Join(s.lowers[0], "merged"), "top-", half)
+	makeFiles(filepath.Join(lowers[0], "huge"), "entry-with-a-longish-name-", huge)
+	makeFiles(filepath.Join(lowers[1], "merged"), "low-", half)
+	makeFiles(filepath.Join(lowers[0], "merged"), "top-", half)
+	return lowers
+}
+
+// hugeDirectories mounts lowers with an upper in dir and lists and stats
+// them through the mount.
+func hugeDirectories(t *testing.T, dir string, lowers []string) {
+	s := newStack(t, dir, 0)
+	s.lowers = lowers
 	m := mountFuse(t, s.spec())
 	pid := m.(*daemonMount).Pid()
 	for i := 0; i < whiteouts; i++ {

@@ -123,7 +123,7 @@ func readMeta(t testing.TB, p string) meta {
 	case unix.S_IFLNK:
 		m.Link, _ = os.Readlink(p)
 	}
-	names, _ := listXattrs(p)
+	names, _ := layer.ListXattrs(p)
 	sort.Strings(names)
 	for _, n := range names {
 		if layer.IsOverlayXattr(n) && n != layer.Trusted.Xattr(layer.KeyOpaque) && !strings.HasPrefix(n, layer.Trusted.Xattr("overlay.")) {
@@ -131,7 +131,7 @@ func readMeta(t testing.TB, p string) meta {
 			// format's: only opaque and escaped names matter.
 			continue
 		}
-		v, _ := getXattr(p, n)
+		v, _ := layer.GetXattr(p, n)
 		m.Xattrs += n + "=" + string(v) + ";"
 	}
 	return m
@@ -352,7 +352,7 @@ func TestWhiteoutAndOpaqueOnDisk(t *testing.T) {
 				t.Errorf("%s: upper %s is not a 0/0 whiteout: mode %o rdev %d", s.dir, p, st.Mode, st.Rdev)
 			}
 		}
-		v, err := getXattr(filepath.Join(s.upper, "d"), layer.Trusted.Xattr(layer.KeyOpaque))
+		v, err := layer.GetXattr(filepath.Join(s.upper, "d"), layer.Trusted.Xattr(layer.KeyOpaque))
 		if err != nil || string(v) != "y" {
 			t.Errorf("%s: upper d not opaque: %q %v", s.dir, v, err)
 		}
@@ -389,11 +389,11 @@ func TestReaddirMerge(t *testing.T) {
 		writeFiles(t, s.lowers[0], map[string]string{"d": "0", "dir/w": "0"})
 		fd, err := unix.Open(s.lowers[1], unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		mustDo(t, err)
-		mustDo(t, layer.MakeWhiteout(fd, "gone"))
+		mustDo(t, layer.MakeWhiteout(fd, "gone", layer.Trusted))
 		unix.Close(fd)
 		fd, err = unix.Open(filepath.Join(s.lowers[1], "dir"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		mustDo(t, err)
-		mustDo(t, layer.MakeWhiteout(fd, "y"))
+		mustDo(t, layer.MakeWhiteout(fd, "y", layer.Trusted))
 		unix.Close(fd)
 		fd, err = unix.Open(filepath.Join(s.lowers[1], "odir"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		mustDo(t, err)
@@ -427,8 +427,11 @@ func readDirInos(dir string) (map[string]uint64, error) {
 		return nil, err
 	}
 	defer unix.Close(fd)
+	ents, err := layer.List(layer.Dirs{{Fd: fd}}, 0)
 	out := map[string]uint64{}
-	err = readRawDir(fd, func(e rawDirent) { out[e.name] = e.ino })
+	for _, e := range ents {
+		out[e.Name] = e.Ino
+	}
 	return out, err
 }
 
@@ -476,6 +479,7 @@ func TestNlinkAfterCopyUp(t *testing.T) {
 }
 
 func TestNameTooLong(t *testing.T) {
+	t.Parallel() // beside the package's other long tests
 	o := newOracle(t, 1, false, func(s *stack) { writeFiles(t, s.lowers[0], map[string]string{"d/f": "f"}) })
 	for _, n := range []int{255, 256, 1000, 5000} {
 		name := strings.Repeat("n", n)
@@ -508,7 +512,7 @@ func TestXattrHiding(t *testing.T) {
 	})
 	o.same("f", false)
 	o.same("f", true)
-	names, err := listXattrs(filepath.Join(o.f.target, "f"))
+	names, err := layer.ListXattrs(filepath.Join(o.f.target, "f"))
 	mustDo(t, err)
 	for _, n := range names {
 		if n == "trusted.overlay.origin" {

@@ -111,7 +111,7 @@ var smallDiffCases = []struct {
 		mustDo(t, os.Mkdir(filepath.Join(s.target, "d", "sub"), 0o755))
 		var out string
 		for _, n := range []string{"new", "sub"} {
-			_, err := getXattr(filepath.Join(s.upper, "d", n), layer.Trusted.Xattr(layer.KeyOpaque))
+			_, err := layer.GetXattr(filepath.Join(s.upper, "d", n), layer.Trusted.Xattr(layer.KeyOpaque))
 			out += fmt.Sprintf("%s opaque %v; ", n, err == nil)
 		}
 		return out

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // The layers of a stack may belong to someone other than the daemon: a
@@ -131,7 +132,7 @@ func swapCases(t *testing.T, dir string, nobodyLayers bool) {
 					mustDo(t, unix.Setxattr(filepath.Join(s.lowers[0], "f"), "user.k", []byte("layer"), 0))
 					if nobodyLayers {
 						for _, d := range []string{s.lowers[0], s.upper, s.work} {
-							chownTree(t, d, testutil.NobodyUID, testutil.NobodyGID)
+							chownTree(t, d, testutil.NobodyUID)
 						}
 					}
 					m.mount(t, s)
@@ -180,11 +181,11 @@ func hostState(t *testing.T, p string) string {
 	mustDo(t, unix.Lstat(p, &st))
 	b, err := os.ReadFile(p)
 	mustDo(t, err)
-	names, err := listXattrs(p)
+	names, err := layer.ListXattrs(p)
 	mustDo(t, err)
 	var xs []string
 	for _, n := range names {
-		v, _ := getXattr(p, n)
+		v, _ := layer.GetXattr(p, n)
 		xs = append(xs, n+"="+string(v))
 	}
 	return fmt.Sprintf("mode %o owner %d:%d size %d mtime %d ctime %d content %q xattrs %v",
@@ -206,17 +207,6 @@ func swapForSymlink(t *testing.T, p, target string, asNobody bool) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("swap %s as uid 65534: %v: %s", p, err, out)
 	}
-}
-
-// chownTree gives everything under root (root too) to uid:gid.
-func chownTree(t *testing.T, root string, uid, gid int) {
-	t.Helper()
-	mustDo(t, filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(p, uid, gid)
-	}))
 }
 
 // TestLayerEntrySwappedForFifo swaps a looked-up file's lower entry for

@@ -9,7 +9,8 @@ import (
 	"github.com/ovl-dev/ovl/layer"
 )
 
-// whiteoutEntry records in upper directory updir that name is deleted.
+// whiteoutEntry records in upper directory updir that name is deleted,
+// in the form of whiteout the upper takes (u.wr, decided at mount).
 // When the upper has an entry of that name (upperEntry), it is replaced
 // atomically: the whiteout is made in the work dir and exchanged with
 // it, then the old entry is removed from the work dir (Linux:
@@ -18,29 +19,19 @@ import (
 // still has open.
 func (u *unionFS) whiteoutEntry(updir int, name string, upperEntry, keep bool) (kept string, err error) {
 	if !upperEntry {
-		return "", layer.MakeWhiteout(updir, name)
+		return "", u.wr.Whiteout(updir, name)
 	}
 	tmp := u.tmpName()
-	if err := layer.MakeWhiteout(u.workFd, tmp); err != nil {
+	if err := u.wr.Whiteout(u.workFd, tmp); err != nil {
 		return "", err
 	}
-	var st unix.Stat_t
-	if unix.Fstatat(u.workFd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-		if err := unix.Renameat2(u.workFd, tmp, updir, name, unix.RENAME_EXCHANGE); err != nil {
-			unix.Unlinkat(u.workFd, tmp, 0)
-			return "", err
-		}
-	} else {
-		// mknod was refused and MakeWhiteout wrote an OCI whiteout file
-		// instead: drop it, move the entry out, write the whiteout.
-		os.Remove(procPathAt(u.workFd, layer.WhiteoutPrefix+tmp))
-		if err := unix.Renameat(updir, name, u.workFd, tmp); err != nil {
-			return "", err
-		}
-		if err := layer.MakeWhiteout(updir, name); err != nil {
-			unix.Renameat(u.workFd, tmp, updir, name)
-			return "", err
-		}
+	if err := u.wr.PrepareDir(updir); err != nil {
+		unix.Unlinkat(u.workFd, tmp, 0)
+		return "", err
+	}
+	if err := unix.Renameat2(u.workFd, tmp, updir, name, unix.RENAME_EXCHANGE); err != nil {
+		unix.Unlinkat(u.workFd, tmp, 0)
+		return "", err
 	}
 	if keep {
 		return tmp, nil
@@ -68,7 +59,7 @@ func (u *unionFS) makeOpaque(updir int, name string) error {
 		return err
 	}
 	defer unix.Close(fd)
-	return layer.MakeOpaque(fd, u.ns)
+	return u.wr.Opaque(fd)
 }
 
 // clearWhiteouts empties upper directory name of updir, which holds only

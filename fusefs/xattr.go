@@ -1,89 +1,25 @@
 package fusefs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"golang.org/x/sys/unix"
+
+	"github.com/ovl-dev/ovl/layer"
 )
 
-// listXattrs returns the xattr names of the file at path (not following
-// a symlink at its end).
-func listXattrs(path string) ([]string, error) { return listXattrsWith(unix.Llistxattr, path) }
-
-// listXattrsFd returns the xattr names of the file the O_PATH descriptor
-// fd refers to (flistxattr refuses O_PATH descriptors; its /proc name,
-// followed, reaches that file and nothing beyond it).
-func listXattrsFd(fd int) ([]string, error) { return listXattrsWith(unix.Listxattr, procPath(fd)) }
-
-func listXattrsWith(list func(string, []byte) (int, error), path string) ([]string, error) {
-	sz, err := list(path, nil)
-	for {
-		if err != nil {
-			if errors.Is(err, unix.ENOTSUP) {
-				return nil, nil
-			}
-			return nil, err
-		}
-		if sz == 0 {
-			return nil, nil
-		}
-		buf := make([]byte, sz)
-		var m int
-		m, err = list(path, buf)
-		if errors.Is(err, unix.ERANGE) {
-			sz, err = list(path, nil)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		var names []string
-		for _, b := range bytes.Split(buf[:m], []byte{0}) {
-			if len(b) > 0 {
-				names = append(names, string(b))
-			}
-		}
-		return names, nil
-	}
-}
-
-// getXattr reads one xattr of path whole.
-func getXattr(path, name string) ([]byte, error) { return getXattrWith(unix.Lgetxattr, path, name) }
-
-// getXattrFd reads one xattr of the O_PATH descriptor fd's file whole.
-func getXattrFd(fd int, name string) ([]byte, error) {
-	return getXattrWith(unix.Getxattr, procPath(fd), name)
-}
-
-func getXattrWith(get func(string, string, []byte) (int, error), path, name string) ([]byte, error) {
-	for {
-		sz, err := get(path, name, nil)
-		if err != nil {
-			return nil, err
-		}
-		buf := make([]byte, sz)
-		m, err := get(path, name, buf)
-		if errors.Is(err, unix.ERANGE) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:m], nil
-	}
-}
-
-// copyXattrs copies every xattr of the file the O_PATH descriptor src
-// refers to, to the copy set writes to, except the overlay's own.
+// copyXattrs copies every xattr of src (a path whose last component is
+// not followed: the entry of the copy's source in its directory, checked
+// by copy-up to be the file it holds open) to the copy set writes to,
+// except the overlay's own.
 // An xattr the destination refuses outside the user namespace
 // (security.*, trusted.* for an unprivileged daemon) is skipped, as the
 // kernel does; a refused user.* xattr fails the copy.
-func (u *unionFS) copyXattrs(src int, set func(name string, val []byte) error) error {
-	names, err := listXattrsFd(src)
+func (u *unionFS) copyXattrs(src string, set func(name string, val []byte) error) error {
+	names, err := layer.ListXattrs(src)
 	if err != nil {
 		return err
 	}
@@ -91,7 +27,7 @@ func (u *unionFS) copyXattrs(src int, set func(name string, val []byte) error) e
 		if u.userXattr(name) == "" {
 			continue
 		}
-		val, err := getXattrFd(src, name)
+		val, err := layer.GetXattr(src, name)
 		if errors.Is(err, unix.ENODATA) {
 			continue
 		}
@@ -152,7 +88,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	var names []string
 	err := n.xattrPath(func(p string) error {
 		var err error
-		names, err = listXattrs(p)
+		names, err = layer.ListXattrs(p)
 		return err
 	})
 	if err != nil {

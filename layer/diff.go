@@ -9,34 +9,17 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/ovl-dev/ovl/internal/userns"
 )
 
 // Diff writes into the directory upper the layer that turns the union of
 // lowers (top first) into the plain directory tree: what tree lacks
 // becomes a whiteout (MakeWhiteout), what it adds or changes is copied,
 // a directory that replaces a non-directory is copied whole. Opaque
-// markers go in the namespace a mount by this process would use (see
-// DiffIn). A copy backend calls it when a run ends, so that builds get
-// layers on every backend. upper is created if missing and should be
-// empty; on error it may be partly written.
-func Diff(lowers []string, tree, upper string) error {
-	return DiffIn(DefaultNamespace(), lowers, tree, upper)
-}
-
-// DefaultNamespace is the overlay xattr namespace a mount by this process
-// uses: trusted for real root, user inside a user namespace or for an
-// ordinary user.
-func DefaultNamespace() Namespace {
-	if os.Geteuid() == 0 && !userns.InUserNamespace() {
-		return Trusted
-	}
-	return User
-}
-
-// DiffIn is Diff with opaque markers in namespace ns.
-func DiffIn(ns Namespace, lowers []string, tree, upper string) error {
+// markers go in namespace ns, the one the stack is mounted with
+// (layer.Spec.Namespace). A copy backend calls it when a run ends, so
+// that builds get layers on every backend. upper is created if missing
+// and should be empty; on error it may be partly written.
+func Diff(ns Namespace, lowers []string, tree, upper string) error {
 	for i, l := range lowers {
 		if err := isDir(l); err != nil {
 			return &SpecError{Field: fmt.Sprintf("lower[%d]", i), Path: l, Err: err, Hint: "create it first, or fix the path"}
@@ -53,7 +36,11 @@ func DiffIn(ns Namespace, lowers []string, tree, upper string) error {
 	if err := unix.Lstat(tree, &st); err != nil {
 		return &os.PathError{Op: "lstat", Path: tree, Err: err}
 	}
-	if err := d.dir(".", lowers, &st); err != nil {
+	roots, err := Roots(lowers)
+	if err != nil {
+		return err
+	}
+	if err := d.dir(".", roots, &st); err != nil {
 		return fmt.Errorf("diff %s against its layers into %s: %w", tree, upper, err)
 	}
 	// The upper's root carries the tree root's metadata, as the kernel's
@@ -65,7 +52,7 @@ func DiffIn(ns Namespace, lowers []string, tree, upper string) error {
 type mergedNode struct {
 	path   string      // the top-most layer's file
 	st     unix.Stat_t // its lstat
-	layers []string    // for a directory: its layers that merge, top first
+	layers []DirPath   // for a directory: its layers that merge, top first
 }
 
 // differ walks tree and the union of the lowers side by side.
@@ -77,83 +64,43 @@ type differ struct {
 }
 
 // mergedChildren lists the union of the directory whose layers are dirs
-// (top first, each a directory): name -> node; whiteouts and opaque
-// directories stop the descent as in the kernel.
-func mergedChildren(dirs []string) (map[string]*mergedNode, error) {
-	out := map[string]*mergedNode{}
-	hidden := map[string]bool{}
-	for _, dir := range dirs {
-		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+// (top first, each a directory), by the merge walk: name -> node.
+func mergedChildren(dirs []DirPath) (map[string]*mergedNode, error) {
+	stack, err := OpenDirs(dirs)
+	if err != nil {
+		return nil, err
+	}
+	defer stack.Close()
+	listed, err := List(stack, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read layer directory %s: %w", dirs[0].Path, err)
+	}
+	out := make(map[string]*mergedNode, len(listed))
+	for _, e := range listed {
+		n := &mergedNode{path: filepath.Join(dirs[e.Layer].Path, e.Name)}
+		if err := unix.Lstat(n.path, &n.st); err != nil {
+			return nil, &os.PathError{Op: "lstat", Path: n.path, Err: err}
 		}
-		entries, op, err := ReadDir(fd)
-		unix.Close(fd)
-		if err != nil {
-			return nil, fmt.Errorf("read layer directory %s: %w", dir, err)
-		}
-		for _, e := range entries {
-			switch e.Kind {
-			case Opaque, Meta:
-				continue
-			case Whiteout:
-				hidden[e.Target] = true
-				continue
-			}
-			if hidden[e.Name] {
-				continue
-			}
-			p := filepath.Join(dir, e.Name)
-			n := out[e.Name]
-			if n == nil {
-				n = &mergedNode{path: p}
-				if err := unix.Lstat(p, &n.st); err != nil {
-					return nil, &os.PathError{Op: "lstat", Path: p, Err: err}
-				}
-				out[e.Name] = n
-				if !isDirMode(n.st.Mode) {
-					hidden[e.Name] = true // nothing below shows through a file
-					continue
-				}
-			} else if !isDirMode(n.st.Mode) || !e.Type.IsDir() {
-				hidden[e.Name] = true
-				continue
-			}
-			// A directory: it merges with the ones below unless opaque.
-			n.layers = append(n.layers, p)
-			opaque, err := dirIsOpaque(p)
+		if isDirMode(n.st.Mode) {
+			h, err := Lookup(stack, e.Name)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("look up %s: %w", n.path, err)
 			}
-			if opaque {
-				hidden[e.Name] = true
+			h.Dirs.Close()
+			for _, pos := range h.Layers {
+				n.layers = append(n.layers, dirs[pos].Child(e.Name))
 			}
 		}
-		if op == OpaqueDir {
-			break
-		}
+		out[e.Name] = n
 	}
 	return out, nil
-}
-
-func dirIsOpaque(p string) (bool, error) {
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return false, &os.PathError{Op: "open", Path: p, Err: err}
-	}
-	defer unix.Close(fd)
-	op, err := DirOpacity(fd)
-	if err != nil {
-		return false, fmt.Errorf("%s: %w", p, err)
-	}
-	return op == OpaqueDir, nil
 }
 
 func isDirMode(m uint32) bool { return m&unix.S_IFMT == unix.S_IFDIR }
 
 // dir diffs directory rel of tree (lstat st) against the merged directory
 // made of layers, writing the differences under upper/rel.
-func (d *differ) dir(rel string, layers []string, st *unix.Stat_t) error {
+func (d *differ) dir(rel string, layers []DirPath, st *unix.Stat_t) error {
 	merged, err := mergedChildren(layers)
 	if err != nil {
 		return err
@@ -270,7 +217,7 @@ func (d *differ) whiteout(dir, name string) error {
 		return &os.PathError{Op: "open", Path: dir, Err: err}
 	}
 	defer unix.Close(fd)
-	return MakeWhiteout(fd, name)
+	return MakeWhiteout(fd, name, d.ns)
 }
 
 func (d *differ) makeOpaque(dir string) error {
@@ -316,11 +263,11 @@ func sameFile(a, b string, sa, sb *unix.Stat_t) (bool, error) {
 }
 
 func sameXattrs(a, b string) (bool, error) {
-	na, err := listXattrs(a)
+	na, err := ListXattrs(a)
 	if err != nil {
 		return false, err
 	}
-	nb, err := listXattrs(b)
+	nb, err := ListXattrs(b)
 	if err != nil {
 		return false, err
 	}
@@ -335,16 +282,16 @@ func sameXattrs(a, b string) (bool, error) {
 			continue
 		}
 		count--
-		va, err := getXattr(a, n)
+		va, err := GetXattr(a, n)
 		if err != nil {
-			return false, &os.PathError{Op: "getxattr " + n, Path: a, Err: err}
+			return false, err
 		}
-		vb, err := getXattr(b, n)
+		vb, err := GetXattr(b, n)
 		if errors.Is(err, unix.ENODATA) {
 			return false, nil
 		}
 		if err != nil {
-			return false, &os.PathError{Op: "getxattr " + n, Path: b, Err: err}
+			return false, err
 		}
 		if !bytes.Equal(va, vb) {
 			return false, nil

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,9 +37,13 @@ func Flatten(ctx context.Context, lowers []string, dst string) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return fmt.Errorf("flatten into %s: %w", dst, err)
 	}
-	for i := len(lowers) - 1; i >= 0; i-- {
+	roots, err := Roots(lowers)
+	if err != nil {
+		return err
+	}
+	for i := len(roots) - 1; i >= 0; i-- {
 		c := newCopier(ctx)
-		if err := c.applyDir(lowers[i], dst, true); err != nil {
+		if err := c.applyDir(roots[i], dst); err != nil {
 			return fmt.Errorf("flatten %s into %s: %w", lowers[i], dst, err)
 		}
 	}
@@ -63,16 +66,16 @@ func newCopier(ctx context.Context) *copier {
 
 // applyDir applies the layer directory src onto the existing directory
 // dst: whiteouts remove, an opaque src empties dst first, entries are
-// copied or merged. isRoot marks the layer's top directory.
-func (c *copier) applyDir(src, dst string, isRoot bool) error {
-	fd, err := unix.Open(src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+// copied or merged.
+func (c *copier) applyDir(src DirPath, dst string) error {
+	fd, err := unix.Open(src.Path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return &os.PathError{Op: "open", Path: src, Err: err}
+		return &os.PathError{Op: "open", Path: src.Path, Err: err}
 	}
-	entries, op, err := ReadDir(fd)
+	entries, op, err := Reader{Format: src.Format}.ReadDir(fd)
 	unix.Close(fd)
 	if err != nil {
-		return fmt.Errorf("read layer directory %s: %w", src, err)
+		return fmt.Errorf("read layer directory %s: %w", src.Path, err)
 	}
 	if op == OpaqueDir {
 		if err := emptyDir(dst); err != nil {
@@ -92,23 +95,23 @@ func (c *copier) applyDir(src, dst string, isRoot bool) error {
 			}
 			continue
 		}
-		if err := c.applyEntry(filepath.Join(src, e.Name), filepath.Join(dst, e.Name)); err != nil {
+		if err := c.applyEntry(src.Child(e.Name), filepath.Join(dst, e.Name)); err != nil {
 			return err
 		}
 	}
 	var st unix.Stat_t
-	if err := unix.Lstat(src, &st); err != nil {
-		return &os.PathError{Op: "lstat", Path: src, Err: err}
+	if err := unix.Lstat(src.Path, &st); err != nil {
+		return &os.PathError{Op: "lstat", Path: src.Path, Err: err}
 	}
-	return copyMeta(src, dst, &st)
+	return copyMeta(src.Path, dst, &st)
 }
 
 // applyEntry puts the layer entry src at dst, merging directories and
 // replacing anything else.
-func (c *copier) applyEntry(src, dst string) error {
+func (c *copier) applyEntry(src DirPath, dst string) error {
 	var st unix.Stat_t
-	if err := unix.Lstat(src, &st); err != nil {
-		return &os.PathError{Op: "lstat", Path: src, Err: err}
+	if err := unix.Lstat(src.Path, &st); err != nil {
+		return &os.PathError{Op: "lstat", Path: src.Path, Err: err}
 	}
 	var dt unix.Stat_t
 	dstErr := unix.Lstat(dst, &dt)
@@ -124,14 +127,14 @@ func (c *copier) applyEntry(src, dst string) error {
 				return err
 			}
 		}
-		return c.applyDir(src, dst, false)
+		return c.applyDir(src, dst)
 	}
 	if dstErr == nil {
 		if err := os.RemoveAll(dst); err != nil {
 			return err
 		}
 	}
-	return c.copyNonDir(src, dst, &st)
+	return c.copyNonDir(src.Path, dst, &st)
 }
 
 // copyTree copies the plain directory tree src to dst, which must not
@@ -248,7 +251,7 @@ func copyMeta(src, dst string, st *unix.Stat_t) error {
 // copyXattrs copies the xattrs of src to dst, except overlay metadata and
 // those the caller may not set.
 func copyXattrs(src, dst string) error {
-	names, err := listXattrs(src)
+	names, err := ListXattrs(src)
 	if err != nil {
 		return err
 	}
@@ -256,12 +259,12 @@ func copyXattrs(src, dst string) error {
 		if IsOverlayXattr(n) {
 			continue
 		}
-		v, err := getXattr(src, n)
+		v, err := GetXattr(src, n)
+		if errors.Is(err, unix.ENODATA) {
+			continue
+		}
 		if err != nil {
-			if errors.Is(err, unix.ENODATA) {
-				continue
-			}
-			return &os.PathError{Op: "getxattr " + n, Path: src, Err: err}
+			return err
 		}
 		if err := unix.Lsetxattr(dst, n, v, 0); err != nil {
 			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EACCES) {
@@ -272,45 +275,6 @@ func copyXattrs(src, dst string) error {
 		}
 	}
 	return nil
-}
-
-// listXattrs returns the names of p's xattrs (not following a symlink).
-func listXattrs(p string) ([]string, error) {
-	size, err := unix.Llistxattr(p, nil)
-	if err != nil {
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil, nil
-		}
-		return nil, &os.PathError{Op: "listxattr", Path: p, Err: err}
-	}
-	if size == 0 {
-		return nil, nil
-	}
-	buf := make([]byte, size)
-	size, err = unix.Llistxattr(p, buf)
-	if err != nil {
-		return nil, &os.PathError{Op: "listxattr", Path: p, Err: err}
-	}
-	var names []string
-	for _, n := range strings.Split(string(buf[:size]), "\x00") {
-		if n != "" {
-			names = append(names, n)
-		}
-	}
-	return names, nil
-}
-
-func getXattr(p, name string) ([]byte, error) {
-	size, err := unix.Lgetxattr(p, name, nil)
-	if err != nil {
-		return nil, err
-	}
-	buf := make([]byte, size)
-	size, err = unix.Lgetxattr(p, name, buf)
-	if err != nil {
-		return nil, err
-	}
-	return buf[:size], nil
 }
 
 // readNames lists the entry names of directory p.

@@ -123,23 +123,57 @@ func TestFlattenMatchesKernelOverlay(t *testing.T) {
 	}
 }
 
-func TestFlattenOCIWhiteouts(t *testing.T) {
+// ociLayers builds a layer in the OCI format over a plain one, top first;
+// record says whether the top one records its format.
+func ociLayers(t *testing.T, record bool) []string {
+	t.Helper()
 	base := t.TempDir()
 	low, top := filepath.Join(base, "low"), filepath.Join(base, "top")
 	writeFiles(t, low, map[string]string{"x/a": "a", "x/b": "b", "y/c": "c", "z": "z"})
 	writeFiles(t, top, map[string]string{"x/.wh.a": "", "y/.wh..wh..opq": "", "y/d": "d", ".wh.z": ""})
-	dst := filepath.Join(base, "dst")
-	if err := layer.Flatten(context.Background(), []string{top, low}, dst); err != nil {
-		t.Fatal(err)
+	if record {
+		fd, err := unix.Open(top, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		must(t, err)
+		defer unix.Close(fd)
+		must(t, layer.RecordFormat(fd, layer.OCIFormat, layer.User))
 	}
+	return []string{top, low}
+}
+
+func treeNames(t *testing.T, dir string) []string {
 	var got []string
-	for _, l := range testutil.TreeListing(t, dst) {
+	for _, l := range testutil.TreeListing(t, dir) {
 		got = append(got, strings.Fields(l)[0])
 	}
+	return got
+}
+
+// TestFlattenOCIWhiteouts flattens a layer that records the OCI format:
+// its ".wh." entries delete and make opaque, and do not show.
+func TestFlattenOCIWhiteouts(t *testing.T) {
+	dst := filepath.Join(t.TempDir(), "dst")
+	if err := layer.Flatten(context.Background(), ociLayers(t, true), dst); err != nil {
+		t.Fatal(err)
+	}
 	want := []string{".", "x", "x/b", "y", "y/d"}
-	if !slices.Equal(got, want) {
+	if got := treeNames(t, dst); !slices.Equal(got, want) {
 		t.Errorf("Flatten with OCI whiteouts gave %v, want %v", got, want)
 	}
+}
+
+// TestFlattenWhNamesAreNames flattens the same layers without the
+// record: in the kernel's format ".wh." names are names, as a kernel
+// overlay mount shows them.
+func TestFlattenWhNamesAreNames(t *testing.T) {
+	testutil.RequireRoot(t)
+	lowers := ociLayers(t, false)
+	dst := filepath.Join(t.TempDir(), "dst")
+	must(t, layer.Flatten(context.Background(), lowers, dst))
+	want := []string{".", ".wh.z", "x", "x/.wh.a", "x/a", "x/b", "y", "y/.wh..wh..opq", "y/c", "y/d", "z"}
+	if got := treeNames(t, dst); !slices.Equal(got, want) {
+		t.Errorf("Flatten of a kernel-format layer with .wh. names gave %v, want %v", got, want)
+	}
+	diffListings(t, "Flatten", testutil.TreeListing(t, dst), testutil.TreeListing(t, kernelMerge(t, lowers)))
 }
 
 func TestFlattenBadLayer(t *testing.T) {
@@ -173,7 +207,7 @@ func TestDiffRoundTrip(t *testing.T) {
 	must(t, os.MkdirAll(filepath.Join(tree, "d/old"), 0o755)) // dir re-created empty over a hidden one
 
 	upper := filepath.Join(t.TempDir(), "upper")
-	if err := layer.Diff(lowers, tree, upper); err != nil {
+	if err := layer.Diff(layer.Trusted, lowers, tree, upper); err != nil {
 		t.Fatal(err)
 	}
 	merged := kernelMerge(t, append([]string{upper}, lowers...))
@@ -183,7 +217,7 @@ func TestDiffRoundTrip(t *testing.T) {
 	same := filepath.Join(t.TempDir(), "same")
 	must(t, layer.Flatten(context.Background(), lowers, same))
 	empty := filepath.Join(t.TempDir(), "empty")
-	must(t, layer.Diff(lowers, same, empty))
+	must(t, layer.Diff(layer.Trusted, lowers, same, empty))
 	if names, _ := os.ReadDir(empty); len(names) != 0 {
 		t.Errorf("Diff of an unchanged tree wrote %d entries, want none", len(names))
 	}

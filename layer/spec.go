@@ -30,6 +30,12 @@ type Spec struct {
 	ReadOnly bool
 	// Namespace is where overlay metadata xattrs live in Upper.
 	Namespace Namespace
+	// LowerFormat is the format of the lowers that record none
+	// (ReadFormat): the kernel's by default. The drop-in mode sets
+	// OCIFormat: containers/storage writes the layers it hands a mount
+	// program with ".wh." whiteout files (it assumes no mknod), and
+	// fuse-overlayfs, which ovl stands in for there, reads them so.
+	LowerFormat Format `json:",omitempty"`
 	// Options are optional features; a backend that lacks one refuses it.
 	Options Options
 }
@@ -50,9 +56,10 @@ type Options struct {
 func (s Spec) Writable() bool { return s.Upper != "" && !s.ReadOnly }
 
 // Validate checks s for every mistake that would make a mount fail or
-// damage a layer: missing directories, overlapping paths, a work dir on
-// another filesystem, an upper on an overlay mount, and a stack deeper
-// than maxLayers (0 means no limit). It creates nothing. Errors are
+// damage a layer on any backend: missing directories, overlapping paths,
+// a work dir on another filesystem, and a stack deeper than maxLayers (0
+// means no limit). Kernel overlay adds its own rules (an upper on an
+// overlay mount: CheckUpperNotOnOverlay). It creates nothing. Errors are
 // *SpecError wrapping one of the package's sentinels.
 func (s Spec) Validate(maxLayers int) error {
 	if len(s.Lowers) == 0 {
@@ -120,14 +127,25 @@ func (s Spec) Validate(maxLayers int) error {
 			return &SpecError{Field: "work", Path: s.Work, Err: ErrCrossDevice,
 				Hint: "put the work directory next to the upper directory"}
 		}
-		var sfs unix.Statfs_t
-		if err := unix.Statfs(s.Upper, &sfs); err != nil {
-			return &SpecError{Field: "upper", Path: s.Upper, Err: err}
-		}
-		if sfs.Type == unix.OVERLAYFS_SUPER_MAGIC {
-			return &SpecError{Field: "upper", Path: s.Upper, Err: ErrNestedOverlay,
-				Hint: "keep upper directories on a plain filesystem (ext4, xfs, btrfs, tmpfs)"}
-		}
+	}
+	return nil
+}
+
+// CheckUpperNotOnOverlay refuses an upper directory that is on an overlay
+// mount with ErrNestedOverlay, as kernel overlay does ("not supported as
+// upperdir"). The FUSE union and the copy backend take such an upper: a
+// layer there gets xattr whiteouts (XattrWhiteouts).
+func (s Spec) CheckUpperNotOnOverlay() error {
+	if s.Upper == "" {
+		return nil
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(s.Upper, &sfs); err != nil {
+		return &SpecError{Field: "upper", Path: s.Upper, Err: err}
+	}
+	if sfs.Type == unix.OVERLAYFS_SUPER_MAGIC {
+		return &SpecError{Field: "upper", Path: s.Upper, Err: ErrNestedOverlay,
+			Hint: "kernel overlay keeps upper directories on a plain filesystem (ext4, xfs, btrfs, tmpfs); the fuse backend takes this one"}
 	}
 	return nil
 }
@@ -175,4 +193,16 @@ func Inside(a, b string) bool {
 		return a != "/"
 	}
 	return strings.HasPrefix(a, b+"/")
+}
+
+// NamespaceFor is the namespace of the layers a process mounts: Trusted
+// for real root (euid 0 in the initial user namespace: privileged says
+// so), User for everyone else, whose overlays the kernel mounts with
+// userxattr. The caller says which it is; this package reads no process
+// state.
+func NamespaceFor(privileged bool) Namespace {
+	if privileged {
+		return Trusted
+	}
+	return User
 }

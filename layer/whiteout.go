@@ -39,9 +39,13 @@ const (
 	KeyImpure   = "impure"   // an upper directory holding copied-up entries or redirects
 	KeyUUID     = "uuid"     // the upper root's identity, for origin handles
 	KeyMetacopy = "metacopy" // a copied-up file whose data is still in the lower
+	// KeyFormat, on a layer's root directory, records a layer that is not
+	// in the kernel's format (see Format). It is ovl's own key, hidden
+	// and never copied like every overlay xattr.
+	KeyFormat = "ovl.format"
 )
 
-// OCI/AUFS whiteout names.
+// OCI/AUFS whiteout names: whiteouts only in a layer in OCIFormat.
 const (
 	WhiteoutPrefix = ".wh."
 	OpaqueMarker   = ".wh..wh..opq"
@@ -94,6 +98,75 @@ func namespaces(ns []Namespace) []Namespace {
 	return ns
 }
 
+// Format says how a layer records deletions and opaque directories.
+type Format int
+
+const (
+	// KernelFormat is the kernel's (what ovl writes): a whiteout is a 0/0
+	// character device or a 6.7+ xattr whiteout, an opaque directory
+	// carries overlay.opaque = "y". Every name is an ordinary name, those
+	// starting with ".wh." too, as in the kernel.
+	KernelFormat Format = iota
+	// OCIFormat is an unpacked OCI (Docker, AUFS) image layer, as an
+	// importer leaves it and records it (RecordFormat): ".wh.NAME" hides
+	// NAME, a ".wh..wh..opq" entry makes its directory opaque, other
+	// ".wh..wh." names are bookkeeping; none of them is a name of the
+	// tree. The kernel's whiteouts count too. Kernel overlay cannot read
+	// this format.
+	OCIFormat
+)
+
+func (f Format) String() string {
+	if f == OCIFormat {
+		return "oci"
+	}
+	return "kernel"
+}
+
+// ReadFormat reads the Format a layer records on its root directory,
+// open at dirfd (O_PATH will do): OCIFormat where KeyFormat says "oci" in
+// either namespace, KernelFormat where it is absent.
+func ReadFormat(dirfd int) (Format, error) {
+	buf := make([]byte, 16)
+	p := fdPath(dirfd, ".")
+	for _, ns := range namespaces(nil) {
+		n, err := unix.Lgetxattr(p, ns.Xattr(KeyFormat), buf)
+		switch {
+		case err == nil:
+			if v := string(buf[:n]); v != OCIFormat.String() {
+				return KernelFormat, fmt.Errorf("%s is %q: a layer format ovl does not know (it knows %q)", ns.Xattr(KeyFormat), v, OCIFormat)
+			}
+			return OCIFormat, nil
+		case errors.Is(err, unix.ENODATA), errors.Is(err, unix.ENOTSUP), errors.Is(err, unix.EPERM),
+			errors.Is(err, unix.EACCES):
+		case errors.Is(err, unix.ERANGE):
+			return KernelFormat, fmt.Errorf("%s: a value longer than any layer format ovl knows", ns.Xattr(KeyFormat))
+		default:
+			return KernelFormat, fmt.Errorf("read %s: %w", ns.Xattr(KeyFormat), err)
+		}
+	}
+	return KernelFormat, nil
+}
+
+// RecordFormat records on the root directory of a layer, open at dirfd,
+// that the layer is in format f (an importer of OCI layers calls it once
+// the layer is unpacked), in namespace ns: trusted.* needs
+// CAP_SYS_ADMIN, user.* is what an ordinary user can set.
+func RecordFormat(dirfd int, f Format, ns Namespace) error {
+	p := fdPath(dirfd, ".")
+	if f == KernelFormat {
+		err := unix.Lremovexattr(p, ns.Xattr(KeyFormat))
+		if err != nil && !errors.Is(err, unix.ENODATA) {
+			return fmt.Errorf("remove %s: %w", ns.Xattr(KeyFormat), err)
+		}
+		return nil
+	}
+	if err := unix.Lsetxattr(p, ns.Xattr(KeyFormat), []byte(f.String()), 0); err != nil {
+		return fmt.Errorf("set %s: %w", ns.Xattr(KeyFormat), err)
+	}
+	return nil
+}
+
 // Kind says what a directory entry of a layer means to the merged tree.
 type Kind int
 
@@ -102,11 +175,11 @@ const (
 	Visible Kind = iota
 	// Whiteout hides Entry.Target in the layers below.
 	Whiteout
-	// Opaque is the ".wh..wh..opq" marker: its directory hides the layers
-	// below. The marker itself is not shown.
+	// Opaque is the ".wh..wh..opq" marker of an OCIFormat layer: its
+	// directory hides the layers below. The marker itself is not shown.
 	Opaque
-	// Meta is AUFS bookkeeping (".wh..wh.plnk" and the like): hidden, no
-	// effect on the merge.
+	// Meta is AUFS bookkeeping in an OCIFormat layer (".wh..wh.plnk" and
+	// the like): hidden, no effect on the merge.
 	Meta
 )
 
@@ -122,9 +195,9 @@ const (
 	Transparent Opacity = iota
 	// OpaqueDir hides everything below it.
 	OpaqueDir
-	// XattrWhiteouts is a transparent directory whose entries may be 6.7+
-	// xattr whiteouts (overlay.opaque = "x").
-	XattrWhiteouts
+	// HasXattrWhiteouts is a transparent directory whose entries may be
+	// 6.7+ xattr whiteouts (overlay.opaque = "x").
+	HasXattrWhiteouts
 )
 
 // IsWhiteoutDevice reports whether a file with this mode and device number
@@ -133,13 +206,34 @@ func IsWhiteoutDevice(mode uint32, rdev uint64) bool {
 	return mode&unix.S_IFMT == unix.S_IFCHR && rdev == 0
 }
 
-// Classify tells what entry name of the layer directory dirfd is. st is the
-// entry's lstat; dir is the directory's Opacity (from DirOpacity). For a
-// whiteout, target is the name it hides; otherwise it is name. ns limits
-// the xattr whiteouts honoured to those namespaces (default: both), as a
-// kernel mount honours only its own.
+// Reader reads the entries of layer directories: which are whiteouts,
+// which directories are opaque. The zero Reader reads the kernel's format
+// and honours overlay xattrs in both namespaces.
+type Reader struct {
+	// Format is the layer's format (ReadFormat).
+	Format Format
+	// NS limits the overlay xattrs honoured to these namespaces, as a
+	// kernel mount honours only its own; nil honours both (a reader that
+	// does not know which namespace wrote a layer).
+	NS []Namespace
+}
+
+// Classify tells what entry name of the layer directory dirfd, in the
+// kernel's format, is. st is the entry's lstat; dir is the directory's
+// Opacity (from DirOpacity). For a whiteout, target is the name it hides;
+// otherwise it is name. ns limits the xattr whiteouts honoured to those
+// namespaces (default: both), as a kernel mount honours only its own.
+// Reader.Classify reads a layer in another format.
 func Classify(dirfd int, name string, st *unix.Stat_t, dir Opacity, ns ...Namespace) (kind Kind, target string) {
-	if strings.HasPrefix(name, WhiteoutPrefix) {
+	return Reader{NS: ns}.Classify(dirfd, name, st, dir)
+}
+
+// Classify tells what entry name of the layer directory dirfd is. st is
+// the entry's lstat (nil: not known, which leaves whiteouts that are
+// files unseen); dir is the directory's Opacity. For a whiteout, target
+// is the name it hides; otherwise it is name.
+func (r Reader) Classify(dirfd int, name string, st *unix.Stat_t, dir Opacity) (kind Kind, target string) {
+	if r.Format == OCIFormat && strings.HasPrefix(name, WhiteoutPrefix) {
 		switch {
 		case name == OpaqueMarker:
 			return Opaque, name
@@ -153,16 +247,16 @@ func Classify(dirfd int, name string, st *unix.Stat_t, dir Opacity, ns ...Namesp
 		if IsWhiteoutDevice(st.Mode, st.Rdev) {
 			return Whiteout, name
 		}
-		if dir == XattrWhiteouts && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 && hasWhiteoutXattr(dirfd, name, ns) {
+		if dir == HasXattrWhiteouts && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 && r.hasWhiteoutXattr(dirfd, name) {
 			return Whiteout, name
 		}
 	}
 	return Visible, name
 }
 
-func hasWhiteoutXattr(dirfd int, name string, nss []Namespace) bool {
+func (r Reader) hasWhiteoutXattr(dirfd int, name string) bool {
 	p := fdPath(dirfd, name)
-	for _, ns := range namespaces(nss) {
+	for _, ns := range namespaces(r.NS) {
 		if _, err := unix.Lgetxattr(p, ns.Xattr(KeyWhiteout), nil); err == nil {
 			return true
 		}
@@ -174,32 +268,54 @@ func fdPath(dirfd int, name string) string {
 	return fmt.Sprintf("/proc/self/fd/%d/%s", dirfd, name)
 }
 
-// DirOpacity reads how the layer directory open at dirfd merges with the
-// layers below: the opaque xattr in either namespace ("y" opaque, "x" has
-// xattr whiteouts) or an OCI ".wh..wh..opq" marker. dirfd must be a real
-// (not O_PATH) descriptor. ns limits the xattrs read to those namespaces
+// DirOpacity reads how the layer directory open at dirfd, in the kernel's
+// format, merges with the layers below: its opaque xattr ("y" opaque, "x"
+// has xattr whiteouts). ns limits the xattrs read to those namespaces
 // (default: both).
 func DirOpacity(dirfd int, nss ...Namespace) (Opacity, error) {
+	return Reader{NS: nss}.Opacity(dirfd)
+}
+
+// Opacity reads how the layer directory open at dirfd (O_PATH will do)
+// merges with the layers below: its overlay.opaque xattr ("y" opaque,
+// "x" has xattr whiteouts) or, in an OCIFormat layer, a ".wh..wh..opq"
+// entry. An xattr the caller may not read counts as absent, as in the
+// kernel (which reads it with the mounter's rights).
+func (r Reader) Opacity(dirfd int) (Opacity, error) {
 	buf := make([]byte, 8)
 	op := Transparent
-	for _, ns := range namespaces(nss) {
-		n, err := unix.Fgetxattr(dirfd, ns.Xattr(KeyOpaque), buf)
+	var p string // the /proc path of dirfd, for an O_PATH descriptor
+	for _, ns := range namespaces(r.NS) {
+		var n int
+		var err error
+		if p == "" {
+			n, err = unix.Fgetxattr(dirfd, ns.Xattr(KeyOpaque), buf)
+			if errors.Is(err, unix.EBADF) {
+				p = fdPath(dirfd, ".")
+			}
+		}
+		if p != "" {
+			n, err = unix.Lgetxattr(p, ns.Xattr(KeyOpaque), buf)
+		}
 		switch {
 		case err == nil:
 			switch string(buf[:n]) {
 			case "y":
 				return OpaqueDir, nil
 			case "x":
-				op = XattrWhiteouts
+				op = HasXattrWhiteouts
 			}
-		case errors.Is(err, unix.ENODATA), errors.Is(err, unix.ENOTSUP), errors.Is(err, unix.EPERM), errors.Is(err, unix.ERANGE):
+		case errors.Is(err, unix.ENODATA), errors.Is(err, unix.ENOTSUP), errors.Is(err, unix.EPERM),
+			errors.Is(err, unix.ERANGE), errors.Is(err, unix.EACCES):
 		default:
 			return Transparent, fmt.Errorf("read %s: %w", ns.Xattr(KeyOpaque), err)
 		}
 	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, OpaqueMarker, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
-		return OpaqueDir, nil
+	if r.Format == OCIFormat {
+		var st unix.Stat_t
+		if err := unix.Fstatat(dirfd, OpaqueMarker, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+			return OpaqueDir, nil
+		}
 	}
 	return op, nil
 }
@@ -212,18 +328,25 @@ type Entry struct {
 	Type   fs.FileMode // type bits only
 }
 
+// ReadDir lists the layer directory open at dirfd, in the kernel's
+// format, with every entry classified, and returns the directory's
+// Opacity. ns limits the overlay xattrs honoured to those namespaces
+// (default: both).
+func ReadDir(dirfd int, ns ...Namespace) ([]Entry, Opacity, error) {
+	return Reader{NS: ns}.ReadDir(dirfd)
+}
+
 // ReadDir lists the layer directory open at dirfd with every entry
 // classified, and returns the directory's Opacity. It opens its own
-// descriptor, so concurrent calls on one dirfd are safe. ns limits the
-// overlay xattrs honoured to those namespaces (default: both).
-func ReadDir(dirfd int, ns ...Namespace) ([]Entry, Opacity, error) {
+// descriptor, so concurrent calls on one dirfd are safe.
+func (r Reader) ReadDir(dirfd int) ([]Entry, Opacity, error) {
 	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, Transparent, err
 	}
 	f := os.NewFile(uintptr(fd), ".")
 	defer f.Close()
-	op, err := DirOpacity(fd, ns...)
+	op, err := r.Opacity(fd)
 	if err != nil {
 		return nil, Transparent, err
 	}
@@ -235,7 +358,7 @@ func ReadDir(dirfd int, ns ...Namespace) ([]Entry, Opacity, error) {
 	for _, de := range des {
 		name := de.Name()
 		e := Entry{Name: name, Target: name, Type: de.Type()}
-		needStat := de.Type()&fs.ModeCharDevice != 0 || (op == XattrWhiteouts && de.Type().IsRegular())
+		needStat := de.Type()&fs.ModeCharDevice != 0 || (op == HasXattrWhiteouts && de.Type().IsRegular())
 		var st *unix.Stat_t
 		if needStat {
 			st = new(unix.Stat_t)
@@ -246,45 +369,8 @@ func ReadDir(dirfd int, ns ...Namespace) ([]Entry, Opacity, error) {
 				return nil, op, err
 			}
 		}
-		e.Kind, e.Target = Classify(fd, name, st, op, ns...)
+		e.Kind, e.Target = r.Classify(fd, name, st, op)
 		out = append(out, e)
 	}
 	return out, op, nil
-}
-
-// MakeWhiteout records in the upper directory dirfd that name is deleted:
-// a 0/0 character device, as the kernel writes, or a ".wh.NAME" file where
-// mknod is refused (EPERM: no CAP_MKNOD and a kernel before 5.8 for
-// unprivileged whiteouts).
-func MakeWhiteout(dirfd int, name string) error {
-	err := unix.Mknodat(dirfd, name, unix.S_IFCHR, 0)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("whiteout %s: %w", name, err)
-	}
-	fd, err := unix.Openat(dirfd, WhiteoutPrefix+name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("whiteout %s%s: %w", WhiteoutPrefix, name, err)
-	}
-	return unix.Close(fd)
-}
-
-// MakeOpaque marks the upper directory open at dirfd opaque: the
-// overlay.opaque xattr in ns, or a ".wh..wh..opq" marker where that xattr
-// is refused. dirfd must be a real (not O_PATH) descriptor.
-func MakeOpaque(dirfd int, ns Namespace) error {
-	err := unix.Fsetxattr(dirfd, ns.Xattr(KeyOpaque), []byte("y"), 0)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.ENOTSUP) {
-		return fmt.Errorf("set %s: %w", ns.Xattr(KeyOpaque), err)
-	}
-	fd, err := unix.Openat(dirfd, OpaqueMarker, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", OpaqueMarker, err)
-	}
-	return unix.Close(fd)
 }

@@ -31,6 +31,8 @@ type woFormatCase struct {
 	// by userxattr, so a mount must agree with the classification.
 	kernel    bool
 	userxattr bool
+	// format is the top layer's format, recorded on its root.
+	format layer.Format
 }
 
 func woMknod00(t *testing.T, p string) {
@@ -90,7 +92,7 @@ func woFormatCases() []woFormatCase {
 				woSetxattr(t, d, "trusted.overlay.opaque", "x")
 			},
 			wantKinds:   map[string]layer.Kind{"victim": layer.Whiteout, "own": layer.Visible},
-			wantOpacity: layer.XattrWhiteouts, kernel: true},
+			wantOpacity: layer.HasXattrWhiteouts, kernel: true},
 		{name: "user xattr whiteout in opaque x",
 			build: func(t *testing.T, d string) {
 				woTouch(t, filepath.Join(d, "victim"), "")
@@ -99,7 +101,7 @@ func woFormatCases() []woFormatCase {
 				woSetxattr(t, d, "user.overlay.opaque", "x")
 			},
 			wantKinds:   map[string]layer.Kind{"victim": layer.Whiteout, "own": layer.Visible},
-			wantOpacity: layer.XattrWhiteouts, kernel: true, userxattr: true},
+			wantOpacity: layer.HasXattrWhiteouts, kernel: true, userxattr: true},
 		{name: "xattr whiteout without opaque x parent",
 			build: func(t *testing.T, d string) {
 				woTouch(t, filepath.Join(d, "victim"), "")
@@ -114,19 +116,19 @@ func woFormatCases() []woFormatCase {
 				woSetxattr(t, d, "trusted.overlay.opaque", "x")
 			},
 			wantKinds:   map[string]layer.Kind{"victim": layer.Visible},
-			wantOpacity: layer.XattrWhiteouts, kernel: true},
+			wantOpacity: layer.HasXattrWhiteouts, kernel: true},
 		{name: "OCI .wh.NAME",
 			build:       func(t *testing.T, d string) { woTouch(t, filepath.Join(d, ".wh.victim"), "") },
 			wantKinds:   map[string]layer.Kind{".wh.victim": layer.Whiteout},
 			wantTargets: map[string]string{".wh.victim": "victim"},
-			wantOpacity: layer.Transparent},
+			wantOpacity: layer.Transparent, format: layer.OCIFormat},
 		{name: "OCI opaque marker",
 			build: func(t *testing.T, d string) {
 				woTouch(t, filepath.Join(d, ".wh..wh..opq"), "")
 				woTouch(t, filepath.Join(d, "own"), "")
 			},
 			wantKinds:   map[string]layer.Kind{".wh..wh..opq": layer.Opaque, "own": layer.Visible},
-			wantOpacity: layer.OpaqueDir},
+			wantOpacity: layer.OpaqueDir, format: layer.OCIFormat},
 		{name: "AUFS meta",
 			build: func(t *testing.T, d string) {
 				if err := os.Mkdir(filepath.Join(d, ".wh..wh.plnk"), 0o700); err != nil {
@@ -135,19 +137,32 @@ func woFormatCases() []woFormatCase {
 				woTouch(t, filepath.Join(d, ".wh..wh.aufs"), "")
 			},
 			wantKinds:   map[string]layer.Kind{".wh..wh.plnk": layer.Meta, ".wh..wh.aufs": layer.Meta},
-			wantOpacity: layer.Transparent},
+			wantOpacity: layer.Transparent, format: layer.OCIFormat},
+		// The same names in the kernel's format are names like any other,
+		// as the kernel shows them.
+		{name: ".wh. names in the kernel's format",
+			build: func(t *testing.T, d string) {
+				woTouch(t, filepath.Join(d, ".wh.victim"), "")
+				woTouch(t, filepath.Join(d, ".wh..wh..opq"), "")
+				if err := os.Mkdir(filepath.Join(d, ".wh..wh.plnk"), 0o700); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantKinds:   map[string]layer.Kind{".wh.victim": layer.Visible, ".wh..wh..opq": layer.Visible, ".wh..wh.plnk": layer.Visible},
+			wantOpacity: layer.Transparent, kernel: true},
 	}
 }
 
-// woReadDir runs layer.ReadDir on dir.
-func woReadDir(t *testing.T, dir string) ([]layer.Entry, layer.Opacity) {
+// woReadDir runs layer.Reader.ReadDir on dir, a directory of a layer in
+// format f.
+func woReadDir(t *testing.T, dir string, f layer.Format) ([]layer.Entry, layer.Opacity) {
 	t.Helper()
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	ents, op, err := layer.ReadDir(fd)
+	ents, op, err := layer.Reader{Format: f}.ReadDir(fd)
 	if err != nil {
 		t.Fatalf("ReadDir %s: %v", dir, err)
 	}
@@ -159,7 +174,7 @@ func woReadDir(t *testing.T, dir string) ([]layer.Entry, layer.Opacity) {
 // nor hides by being opaque.
 func woMerge(t *testing.T, top, bottom string) []string {
 	t.Helper()
-	ents, op := woReadDir(t, top)
+	ents, op := woReadDir(t, top, layer.KernelFormat)
 	seen := map[string]bool{}
 	hidden := map[string]bool{}
 	for _, e := range ents {
@@ -171,7 +186,7 @@ func woMerge(t *testing.T, top, bottom string) []string {
 		}
 	}
 	if op != layer.OpaqueDir {
-		below, _ := woReadDir(t, bottom)
+		below, _ := woReadDir(t, bottom, layer.KernelFormat)
 		for _, e := range below {
 			if e.Kind == layer.Visible && !hidden[e.Name] {
 				seen[e.Name] = true
@@ -203,8 +218,15 @@ func TestFormatsRead(t *testing.T) {
 			woTouch(t, filepath.Join(bottom, "victim"), "from bottom")
 			woTouch(t, filepath.Join(bottom, "other"), "from bottom")
 			tc.build(t, top)
+			if tc.format != layer.KernelFormat {
+				must(t, layer.RecordFormat(woOpenDir(t, filepath.Dir(top)), tc.format, layer.Trusted))
+				roots, err := layer.Roots([]string{filepath.Dir(top)})
+				if err != nil || roots[0].Format != tc.format {
+					t.Fatalf("recorded format %v, read back %v (%v)", tc.format, roots, err)
+				}
+			}
 
-			ents, op := woReadDir(t, top)
+			ents, op := woReadDir(t, top, tc.format)
 			if op != tc.wantOpacity {
 				t.Errorf("opacity = %v, want %v", op, tc.wantOpacity)
 			}
@@ -279,7 +301,7 @@ func TestWriteFormats(t *testing.T) {
 			woTouch(t, filepath.Join(top, "sub", "own"), "")
 
 			dfd := woOpenDir(t, top)
-			if err := layer.MakeWhiteout(dfd, "victim"); err != nil {
+			if err := layer.MakeWhiteout(dfd, "victim", ns); err != nil {
 				t.Fatal(err)
 			}
 			sfd := woOpenDir(t, filepath.Join(top, "sub"))
@@ -344,8 +366,8 @@ func woOpenDir(t *testing.T, dir string) int {
 
 // TestWriteFormatsUnprivileged writes as uid 65534: the 0/0 whiteout
 // (Linux 5.8+ lets anyone make it) and user.overlay.opaque work; a
-// trusted.overlay.opaque is refused, so MakeOpaque falls back to the OCI
-// marker, which ReadDir reads back as an opaque directory.
+// trusted.overlay.opaque is refused, and MakeOpaque says why rather than
+// write anything else (an OCI marker is an ordinary name to the kernel).
 func TestWriteFormatsUnprivileged(t *testing.T) {
 	if !testutil.InNobodyChild() {
 		testutil.RunAsNobody(t)
@@ -353,7 +375,7 @@ func TestWriteFormatsUnprivileged(t *testing.T) {
 	}
 	root := testutil.SharedDir(t)
 	dfd := woOpenDir(t, root)
-	if err := layer.MakeWhiteout(dfd, "victim"); err != nil {
+	if err := layer.MakeWhiteout(dfd, "victim", layer.User); err != nil {
 		t.Fatal(err)
 	}
 	var st unix.Stat_t
@@ -363,24 +385,22 @@ func TestWriteFormatsUnprivileged(t *testing.T) {
 	if st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
 		t.Errorf("unprivileged MakeWhiteout wrote mode %o rdev %d, want a 0/0 character device", st.Mode, st.Rdev)
 	}
-	for _, tc := range []struct {
-		ns         layer.Namespace
-		wantMarker bool
-	}{{layer.User, false}, {layer.Trusted, true}} {
-		dir := filepath.Join(root, tc.ns.String())
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := layer.MakeOpaque(woOpenDir(t, dir), tc.ns); err != nil {
-			t.Fatalf("MakeOpaque(%s): %v", tc.ns, err)
-		}
-		_, err := os.Lstat(filepath.Join(dir, layer.OpaqueMarker))
-		if hasMarker := err == nil; hasMarker != tc.wantMarker {
-			t.Errorf("MakeOpaque(%s) as uid 65534: OCI marker present = %v, want %v", tc.ns, hasMarker, tc.wantMarker)
-		}
-		if _, op := woReadDir(t, dir); op != layer.OpaqueDir {
-			t.Errorf("MakeOpaque(%s) as uid 65534: DirOpacity = %v, want OpaqueDir", tc.ns, op)
-		}
+	user := filepath.Join(root, "user")
+	must(t, os.Mkdir(user, 0o755))
+	if err := layer.MakeOpaque(woOpenDir(t, user), layer.User); err != nil {
+		t.Fatalf("MakeOpaque(user): %v", err)
+	}
+	if _, op := woReadDir(t, user, layer.KernelFormat); op != layer.OpaqueDir {
+		t.Errorf("MakeOpaque(user) as uid 65534: DirOpacity = %v, want OpaqueDir", op)
+	}
+	trusted := filepath.Join(root, "trusted")
+	must(t, os.Mkdir(trusted, 0o755))
+	err := layer.MakeOpaque(woOpenDir(t, trusted), layer.Trusted)
+	if !errors.Is(err, unix.EPERM) || !strings.Contains(err.Error(), "CAP_SYS_ADMIN") {
+		t.Errorf("MakeOpaque(trusted) as uid 65534: %v, want EPERM saying trusted xattrs need CAP_SYS_ADMIN", err)
+	}
+	if names := testutil.Names(t, trusted); len(names) != 0 {
+		t.Errorf("MakeOpaque(trusted) as uid 65534 left %v in the directory", names)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 
 	"golang.org/x/sys/unix"
 
@@ -43,7 +42,7 @@ func (*Backend) Features() layer.Options {
 	return f
 }
 
-func unprivileged() bool { return os.Geteuid() != 0 || userns.InUserNamespace() }
+func unprivileged() bool { return !userns.Privileged() }
 
 // Mount validates spec and mounts it on spec.Target with kernel overlayfs,
 // in the caller's mount namespace. The stack uses userxattr (metadata in
@@ -81,4 +80,4 @@ func (b *Backend) Mount(ctx context.Context, spec layer.Spec) (backend.Mount, er
 type mount struct{ target string }
 
 func (m *mount) Target() string { return m.target }
-func (m *mount) Unmount() error { return Unmount(m.target) }
+func (m *mount) Unmount() error { return backend.Unmount(m.target, false) }

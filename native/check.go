@@ -8,13 +8,18 @@ import (
 
 // Check reports whether kernel overlayfs can mount spec, without touching
 // anything: spec.Validate with the kernel's layer limit, plus the kernel's
-// own rules on top of it. Linux 5.x and later refuse a lower layer that is
-// the same as, or nested in, another lower ("conflicting"/"overlapping
-// lowerdir path", ELOOP), and a stack of one lower layer without an upper
-// ("at least 2 lowerdir are needed while upperdir nonexistent").
+// own rules on top of it. The kernel refuses an upper on an overlay mount
+// (spec.CheckUpperNotOnOverlay); Linux 5.x and later refuse a lower layer
+// that is the same as, or nested in, another lower ("conflicting"/
+// "overlapping lowerdir path", ELOOP), and a stack of one lower layer
+// without an upper ("at least 2 lowerdir are needed while upperdir
+// nonexistent").
 // Errors are *layer.SpecError.
 func Check(spec layer.Spec) error {
 	if err := spec.Validate(layer.KernelMaxLayers); err != nil {
+		return err
+	}
+	if err := spec.CheckUpperNotOnOverlay(); err != nil {
 		return err
 	}
 	if spec.Upper == "" && len(spec.Lowers) == 1 {

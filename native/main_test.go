@@ -9,13 +9,14 @@ import (
 
 	"github.com/ovl-dev/ovl/internal/mountinfo"
 	"github.com/ovl-dev/ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
 	if reexec.Init() {
 		return
 	}
-	os.Exit(m.Run())
+	os.Exit(testutil.Main(m))
 }
 
 // writeTree creates files under root: a key ending in "/" is a directory,

@@ -70,7 +70,7 @@ func (m mounter) fallback(spec layer.Spec, opts []option) error {
 	case errors.As(err, &me) && me.Step == "fsconfig lowerdir+ "+spec.Lowers[0] && errors.Is(err, unix.EINVAL):
 		// The first lowerdir+ refused: a kernel before 6.8.
 		slog.Debug("native: no lowerdir+, using one lowerdir string", "target", spec.Target, "err", err)
-		if len(lowerdirValue(spec.Lowers)) > maxFsconfigString {
+		if len(layer.JoinLowerdir(spec.Lowers, nil)) > maxFsconfigString {
 			return m.legacy(spec, opts)
 		}
 		return m.newAPI(spec, opts, lowerdirString)
@@ -94,7 +94,7 @@ func (m mounter) newAPI(spec layer.Spec, opts []option, mode lowerMode) error {
 			}
 		}
 	case lowerdirString:
-		if err := c.setString("lowerdir", lowerdirValue(spec.Lowers)); err != nil {
+		if err := c.setString("lowerdir", layer.JoinLowerdir(spec.Lowers, nil)); err != nil {
 			return err
 		}
 	}
@@ -189,7 +189,7 @@ func (c *fsContext) setPath(key, path string, escaped bool) error {
 	step := "fsconfig " + key + " " + path
 	value := path
 	if escaped {
-		value = escape(path)
+		value = layer.EscapeOption(path)
 	}
 	if len(value) <= maxFsconfigString {
 		return c.config(step, func() error { return c.m.setString(c.fd, key, value) })

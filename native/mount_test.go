@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/layer"
 )
@@ -206,7 +207,7 @@ func TestMountReadOnlyWithUpper(t *testing.T) {
 func TestUnmountErrorsNameTarget(t *testing.T) {
 	testutil.RequireRoot(t)
 	spec := threeLayers(t, t.TempDir())
-	if err := Unmount(spec.Target); !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), spec.Target) {
+	if err := backend.Unmount(spec.Target, false); !errors.Is(err, backend.ErrNotMounted) || !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), spec.Target) {
 		t.Errorf("Unmount of a plain directory: %v, want EINVAL naming %s", err, spec.Target)
 	}
 

@@ -23,7 +23,8 @@ func (o option) String() string {
 	return o.key + "=" + o.value
 }
 
-// featureOptions turns spec's optional features into mount options.
+// featureOptions turns spec's optional features into mount options,
+// after checking every lower is in the kernel's format (layer.ReadFormat).
 // userxattr says the stack keeps its metadata in user.overlay.* xattrs;
 // the kernel then refuses redirect_dir and metacopy, and so does this,
 // naming the option. Features left off are turned off explicitly where
@@ -31,6 +32,18 @@ func (o option) String() string {
 // the upper stays in the one format every backend reads; userxattr turns
 // off the last two by itself.
 func featureOptions(spec layer.Spec, userxattr bool) ([]option, error) {
+	roots, err := layer.Roots(spec.Lowers)
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range roots {
+		if r.Format == layer.KernelFormat {
+			r.Format = spec.LowerFormat
+		}
+		if r.Format != layer.KernelFormat {
+			return nil, fmt.Errorf("%w: lower[%d] %s is a layer in the %s format, which kernel overlay cannot read (its whiteouts are names to the kernel); mount it with the fuse backend", ErrOption, i, r.Path, r.Format)
+		}
+	}
 	o := spec.Options
 	if userxattr && (o.RedirectDir || o.Metacopy) {
 		return nil, fmt.Errorf("%w: redirect_dir and metacopy need trusted.overlay xattrs, and this stack uses user.overlay xattrs (userxattr: unprivileged, or Namespace user); turn them off", ErrOption)
@@ -67,43 +80,14 @@ func onOff(b bool) string {
 	return "off"
 }
 
-// escape quotes the characters the kernel's option parser splits on:
-// ',' between options (mount(2)), ':' between lower layers, and the
-// backslash itself. The kernel removes every backslash from lowerdir,
-// upperdir and workdir values (fs/overlayfs/params.c: ovl_unescape), so
-// this is right for all three, through mount(2) and fsconfig alike. Values
-// of "lowerdir+" are taken as they are and must not be escaped.
-func escape(p string) string {
-	if !strings.ContainsAny(p, `\:,`) {
-		return p
-	}
-	var b strings.Builder
-	for _, r := range p {
-		if r == '\\' || r == ':' || r == ',' {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-// lowerdirValue is the legacy "lowerdir" value: every layer escaped,
-// joined by ':', top first.
-func lowerdirValue(lowers []string) string {
-	esc := make([]string, len(lowers))
-	for i, l := range lowers {
-		esc[i] = escape(l)
-	}
-	return strings.Join(esc, ":")
-}
-
-// legacyData is the mount(2) data string for spec with opts. The kernel
+// legacyData is the mount(2) data string for spec with opts, paths
+// escaped in the kernel's option syntax (layer.EscapeOption). The kernel
 // reads at most one page of it and silently cuts the rest, so a longer
 // string is refused here with ErrOptionsTooLong.
 func legacyData(spec layer.Spec, opts []option) (string, error) {
-	parts := []string{"lowerdir=" + lowerdirValue(spec.Lowers)}
+	parts := []string{"lowerdir=" + layer.JoinLowerdir(spec.Lowers, nil)}
 	if spec.Upper != "" {
-		parts = append(parts, "upperdir="+escape(spec.Upper), "workdir="+escape(spec.Work))
+		parts = append(parts, "upperdir="+layer.EscapeOption(spec.Upper), "workdir="+layer.EscapeOption(spec.Work))
 	}
 	for _, o := range opts {
 		parts = append(parts, o.String())

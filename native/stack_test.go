@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/layer"
 )
@@ -130,7 +131,7 @@ func TestMountFallbacks(t *testing.T) {
 			if err := tc.mount(spec, opts); err != nil {
 				t.Fatal(err)
 			}
-			defer Unmount(spec.Target)
+			defer backend.Unmount(spec.Target, false)
 			if got := readFile(t, filepath.Join(spec.Target, "a.txt")); got != "top" {
 				t.Errorf("a.txt = %q, want %q", got, "top")
 			}

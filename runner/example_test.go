@@ -12,7 +12,7 @@ import (
 // A writable run with a Snapshot volume, on the backend the selector
 // picks: what `ovl run --writable --volume /etc=snapshot,size=10M` does.
 func ExampleRun() {
-	b, _, err := selector.Select(context.Background(), selector.Options{})
+	d, err := selector.Select(context.Background(), selector.Options{})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -23,7 +23,7 @@ func ExampleRun() {
 		Volumes:  []runner.Volume{{Path: "/etc", Kind: runner.Snapshot, Size: 10 << 20, UID: -1, GID: -1}},
 		Env:      []string{"LANG=C.UTF-8"},
 		Args:     []string{"sh", "-c", "echo changed > /etc/motd; make test"},
-		Backend:  b,
+		Decision: d,
 		Stdin:    os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 	})
 	if err != nil {

@@ -22,34 +22,39 @@ func TestMain(m *testing.M) {
 	if reexec.Init() {
 		return
 	}
-	os.Exit(m.Run())
+	os.Exit(testutil.Main(m))
 }
 
 // backendNames are the backends every runner test runs on.
 var backendNames = []string{backend.Native, backend.FUSE, backend.Copy}
 
-// backendFor returns the backend of that name, failing (not skipping) a
-// test on a backend that is not there.
-func backendFor(t *testing.T, name string) backend.Backend {
+// decisionFor returns the decision for the backend of that name, as a
+// caller that forces it gets, failing (not skipping) a test on a backend
+// that is not there.
+func decisionFor(t *testing.T, name string) selector.Decision {
 	t.Helper()
-	b, err := selector.ByName(name)
+	d, err := selector.Force(name, "the test")
 	if err != nil {
 		t.Fatalf("backend %s: %v", name, err)
 	}
-	return b
+	return d
 }
 
-// eachBackendAndUser runs f for every backend, as root and as uid 65534.
-func eachBackendAndUser(t *testing.T, f func(t *testing.T, b backend.Backend)) {
+// eachBackendAndUser runs f for every backend, as root and as uid 65534,
+// side by side.
+func eachBackendAndUser(t *testing.T, f func(t *testing.T, d selector.Decision)) {
 	for _, name := range backendNames {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			t.Run("root", func(t *testing.T) {
+				t.Parallel()
 				testutil.RequireRoot(t)
-				f(t, backendFor(t, name))
+				f(t, decisionFor(t, name))
 			})
 			t.Run("nobody", func(t *testing.T) {
+				t.Parallel()
 				if testutil.InNobodyChild() {
-					f(t, backendFor(t, name))
+					f(t, decisionFor(t, name))
 					return
 				}
 				testutil.RunAsNobody(t)
@@ -58,16 +63,12 @@ func eachBackendAndUser(t *testing.T, f func(t *testing.T, b backend.Backend)) {
 	}
 }
 
-// busyboxApplets are linked into the test container's /bin.
-var busyboxApplets = []string{"sh", "ls", "cat", "echo", "rm", "mkdir", "dd", "sleep", "touch", "stat",
-	"id", "kill", "test", "true", "false", "wc", "grep", "rmdir", "mv", "ln", "chmod", "find", "sort", "head"}
-
 // makeRoot builds a tiny container root from busybox-static in a
 // directory the current user owns, and returns it.
 func makeRoot(t *testing.T) string {
 	t.Helper()
 	root := filepath.Join(testutil.SharedDir(t), "root")
-	testutil.BusyboxRoot(t, root, []string{"etc/sub/deeper", "proc", "sys", "dev", "tmp", "run", "work", "var/lib", "root"}, busyboxApplets)
+	testutil.BusyboxRoot(t, root, "etc/sub/deeper", "var/lib")
 	files := map[string]string{
 		"etc/passwd":          "root:x:0:0:root:/root:/bin/sh\n",
 		"etc/group":           "root:x:0:\n",
@@ -136,7 +137,7 @@ const helperEntry = "runner-test-run"
 type helperConfig struct {
 	Layers       []string
 	Writable     bool
-	Backend      string
+	Decision     selector.Decision
 	TransientDir string
 	Volumes      []runner.Volume
 	Args         []string
@@ -149,13 +150,8 @@ func init() {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
-		b, err := selector.ByName(hc.Backend)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(2)
-		}
 		res, err := runner.Run(context.Background(), runner.Config{
-			Layers: hc.Layers, Writable: hc.Writable, Backend: b, TransientDir: hc.TransientDir,
+			Layers: hc.Layers, Writable: hc.Writable, Decision: hc.Decision, TransientDir: hc.TransientDir,
 			Volumes: hc.Volumes, Args: hc.Args, Stdout: os.Stdout, Stderr: os.Stderr,
 		})
 		if err != nil {

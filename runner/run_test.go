@@ -14,14 +14,16 @@ import (
 
 	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/layer"
 	"github.com/ovl-dev/ovl/runner"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 func TestWritableRunLeavesRootUnchanged(t *testing.T) {
-	eachBackendAndUser(t, func(t *testing.T, b backend.Backend) {
+	eachBackendAndUser(t, func(t *testing.T, d selector.Decision) {
 		root := makeRoot(t)
 		before := testutil.TreeHash(t, root)
-		cfg := runner.Config{Layers: []string{root}, Writable: true, Backend: b}
+		cfg := runner.Config{Layers: []string{root}, Writable: true, Decision: d}
 		script := `set -e
 echo new > /etc/new
 echo overwritten > /etc/passwd
@@ -40,8 +42,8 @@ exit 3`
 		if res.ExitCode != 3 || out != "overwritten\n" {
 			t.Fatalf("writable run: exit %d, output %q, want 3 and the overwritten file\nstderr: %s", res.ExitCode, out, errOut)
 		}
-		if res.Backend != b.Name() {
-			t.Errorf("Result.Backend = %q, want %q", res.Backend, b.Name())
+		if res.Backend != d.Backend {
+			t.Errorf("Result.Backend = %q, want %q", res.Backend, d.Backend)
 		}
 		if after := testutil.TreeHash(t, root); after != before {
 			t.Errorf("the writable run changed ROOT (tree hash %s before, %s after)", before, after)
@@ -55,10 +57,10 @@ exit 3`
 }
 
 func TestReadOnlyByDefault(t *testing.T) {
-	eachBackendAndUser(t, func(t *testing.T, b backend.Backend) {
+	eachBackendAndUser(t, func(t *testing.T, d selector.Decision) {
 		root := makeRoot(t)
 		before := testutil.TreeHash(t, root)
-		out, errOut, res, err := run(t, runner.Config{Layers: []string{root}, Backend: b},
+		out, errOut, res, err := run(t, runner.Config{Layers: []string{root}, Decision: d},
 			"sh", "-c", "echo x > /etc/new 2>/dev/null && echo wrote; echo tmp > /tmp/t && cat /tmp/t")
 		if err != nil || res.ExitCode != 0 {
 			t.Fatalf("read-only run: %v, exit %d\n%s", err, res.ExitCode, errOut)
@@ -73,14 +75,14 @@ func TestReadOnlyByDefault(t *testing.T) {
 }
 
 func TestSnapshotVolume(t *testing.T) {
-	eachBackendAndUser(t, func(t *testing.T, b backend.Backend) {
+	eachBackendAndUser(t, func(t *testing.T, d selector.Decision) {
 		root := makeRoot(t)
 		before := testutil.TreeHash(t, root)
-		plain := runner.Config{Layers: []string{root}, Backend: b}
+		plain := runner.Config{Layers: []string{root}, Decision: d}
 		statEtc := mustRun(t, plain, "stat", "-c", "%a %u %g", "/etc")
 		snap := func(v runner.Volume) runner.Config {
 			v.Path, v.Kind = "/etc", runner.Snapshot
-			return runner.Config{Layers: []string{root}, Backend: b, Volumes: []runner.Volume{v}}
+			return runner.Config{Layers: []string{root}, Decision: d, Volumes: []runner.Volume{v}}
 		}
 		cfg := snap(runner.Volume{UID: -1, GID: -1})
 		out := mustRun(t, cfg, "sh", "-c", `stat -c "%a %u %g" /etc; cat /etc/hostname; echo w > /etc/w; echo o > /etc/passwd; rm -r /etc/sub; cat /etc/w /etc/passwd; ls /etc`)
@@ -122,7 +124,7 @@ func TestSnapshotVolume(t *testing.T) {
 }
 
 func TestSnapshotFrom(t *testing.T) {
-	eachBackendAndUser(t, func(t *testing.T, b backend.Backend) {
+	eachBackendAndUser(t, func(t *testing.T, d selector.Decision) {
 		root := makeRoot(t)
 		from := filepath.Join(testutil.SharedDir(t), "from")
 		if err := os.MkdirAll(from, 0o755); err != nil {
@@ -131,7 +133,7 @@ func TestSnapshotFrom(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(from, "other"), []byte("other\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cfg := runner.Config{Layers: []string{root}, Backend: b,
+		cfg := runner.Config{Layers: []string{root}, Decision: d,
 			Volumes: []runner.Volume{{Path: "/var/lib", Kind: runner.Snapshot, From: from, UID: -1, GID: -1}}}
 		out := mustRun(t, cfg, "sh", "-c", "ls /var/lib; echo x > /var/lib/x; cat /var/lib/other")
 		if out != "other\nother\n" {
@@ -144,7 +146,7 @@ func TestSnapshotFrom(t *testing.T) {
 }
 
 func TestConcurrentWritableRuns(t *testing.T) {
-	eachBackendAndUser(t, func(t *testing.T, b backend.Backend) {
+	eachBackendAndUser(t, func(t *testing.T, d selector.Decision) {
 		root := makeRoot(t)
 		tdir := filepath.Join(testutil.SharedDir(t), "transient")
 		const n = 10
@@ -155,7 +157,7 @@ func TestConcurrentWritableRuns(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				cfg := runner.Config{Layers: []string{root}, Writable: true, Backend: b, TransientDir: tdir}
+				cfg := runner.Config{Layers: []string{root}, Writable: true, Decision: d, TransientDir: tdir}
 				script := fmt.Sprintf("echo %d > /marker.%d; sleep 0.3; ls / | grep marker", i, i)
 				var out string
 				var res runner.Result
@@ -181,9 +183,9 @@ func TestConcurrentWritableRuns(t *testing.T) {
 }
 
 func TestExitCodeAndSignal(t *testing.T) {
-	eachBackendAndUser(t, func(t *testing.T, b backend.Backend) {
+	eachBackendAndUser(t, func(t *testing.T, d selector.Decision) {
 		root := makeRoot(t)
-		cfg := runner.Config{Layers: []string{root}, Writable: true, Backend: b}
+		cfg := runner.Config{Layers: []string{root}, Writable: true, Decision: d}
 		_, errOut, res, err := run(t, cfg, "sh", "-c", "exit 7")
 		if err != nil || res.ExitCode != 7 || res.Signal != 0 {
 			t.Errorf("sh -c 'exit 7': %+v, %v, want exit 7\n%s", res, err, errOut)
@@ -196,10 +198,10 @@ func TestExitCodeAndSignal(t *testing.T) {
 }
 
 func TestKilledRunLeavesNoMountAndCleanRemovesIt(t *testing.T) {
-	eachBackendAndUser(t, func(t *testing.T, b backend.Backend) {
+	eachBackendAndUser(t, func(t *testing.T, d selector.Decision) {
 		root := makeRoot(t)
 		tdir := filepath.Join(testutil.SharedDir(t), "transient")
-		cmd := startSleepingRun(t, helperConfig{Layers: []string{root}, Writable: true, Backend: b.Name(), TransientDir: tdir,
+		cmd := startSleepingRun(t, helperConfig{Layers: []string{root}, Writable: true, Decision: d, TransientDir: tdir,
 			Volumes: []runner.Volume{{Path: "/etc", Kind: runner.Snapshot, UID: -1, GID: -1}}})
 		runs, _ := os.ReadDir(tdir)
 		if len(runs) != 1 {
@@ -252,7 +254,7 @@ func TestCleanTransientKeepsLiveRuns(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	eachBackendAndUser(t, func(t *testing.T, b backend.Backend) {
+	eachBackendAndUser(t, func(t *testing.T, d selector.Decision) {
 		root := makeRoot(t)
 		file := filepath.Join(root, "etc/passwd")
 		tdir := filepath.Join(testutil.SharedDir(t), "transient")
@@ -274,7 +276,7 @@ func TestBadInput(t *testing.T) {
 			{"missing volume path in a read-only root", runner.Config{Layers: []string{root}, Volumes: []runner.Volume{{Path: "/nonexistent", Kind: runner.Tmpfs, UID: -1, GID: -1}}}, []string{"true"}, runner.ErrNotInContainer, 125},
 		}
 		for _, c := range cases {
-			c.cfg.Backend, c.cfg.TransientDir = b, tdir
+			c.cfg.Decision, c.cfg.TransientDir = d, tdir
 			_, _, res, err := run(t, c.cfg, c.args...)
 			if err == nil || (c.wantErr != nil && !errors.Is(err, c.wantErr)) || res.ExitCode != c.code {
 				t.Errorf("%s: got %v (exit %d), want %v (exit %d)", c.name, err, res.ExitCode, c.wantErr, c.code)
@@ -288,11 +290,11 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestKeepChanges(t *testing.T) {
-	eachBackendAndUser(t, func(t *testing.T, b backend.Backend) {
+	eachBackendAndUser(t, func(t *testing.T, d selector.Decision) {
 		root := makeRoot(t)
 		before := testutil.TreeHash(t, root)
 		keep := filepath.Join(testutil.SharedDir(t), "step1")
-		cfg := runner.Config{Layers: []string{root}, Writable: true, KeepChanges: keep, Backend: b}
+		cfg := runner.Config{Layers: []string{root}, Writable: true, KeepChanges: keep, Decision: d}
 		mustRun(t, cfg, "sh", "-c", "echo new > /etc/new; rm /etc/hostname; echo o > /etc/passwd; rm -r /etc/sub; mkdir /etc/sub; echo s > /etc/sub/s")
 		if testutil.TreeHash(t, root) != before {
 			t.Errorf("a --keep-changes run changed ROOT")
@@ -302,24 +304,55 @@ func TestKeepChanges(t *testing.T) {
 		}
 		// The kept layer on top of ROOT shows the changes, on this
 		// backend and on the kernel's.
-		for _, reader := range []backend.Backend{b, backendFor(t, backend.Native)} {
-			out := mustRun(t, runner.Config{Layers: []string{keep, root}, Backend: reader},
+		for _, reader := range []selector.Decision{d, decisionFor(t, backend.Native)} {
+			out := mustRun(t, runner.Config{Layers: []string{keep, root}, Decision: reader},
 				"sh", "-c", "ls /etc; cat /etc/passwd; ls /etc/sub")
 			if want := "group\nnew\npasswd\nsub\no\ns\n"; out != want {
-				t.Errorf("layer kept by %s, read by %s: %q, want %q", b.Name(), reader.Name(), out, want)
+				t.Errorf("layer kept by %s, read by %s: %q, want %q", d.Backend, reader.Backend, out, want)
 			}
 		}
 	})
 }
 
+// TestDecisionNamespaceCarried runs, as root, with decisions whose
+// namespace is user.* (what root inside a user namespace gets): the
+// kept layer marks the directory that replaced a file opaque in user.*,
+// so init used the decision it was sent rather than what its own process
+// state says.
+func TestDecisionNamespaceCarried(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, name := range backendNames {
+		t.Run(name, func(t *testing.T) {
+			d := decisionFor(t, name)
+			if d.Namespace != layer.Trusted {
+				t.Fatalf("root's decision has namespace %v, want trusted", d.Namespace)
+			}
+			d.Namespace = layer.User
+			root := makeRoot(t)
+			keep := filepath.Join(testutil.SharedDir(t), "step1")
+			mustRun(t, runner.Config{Layers: []string{root}, Writable: true, KeepChanges: keep, Decision: d},
+				"sh", "-c", "rm /etc/hostname; mkdir /etc/hostname")
+			buf := make([]byte, 8)
+			n, err := unix.Lgetxattr(filepath.Join(keep, "etc/hostname"), layer.User.Xattr(layer.KeyOpaque), buf)
+			if err != nil || string(buf[:n]) != "y" {
+				t.Errorf("%s of the directory that replaced a file: %q, %v; want \"y\"", layer.User.Xattr(layer.KeyOpaque), buf[:max(n, 0)], err)
+			}
+			if _, err := unix.Lgetxattr(filepath.Join(keep, "etc/hostname"), layer.Trusted.Xattr(layer.KeyOpaque), buf); err == nil {
+				t.Errorf("the kept layer has %s too", layer.Trusted.Xattr(layer.KeyOpaque))
+			}
+		})
+	}
+}
+
 func TestEnvironmentWorkdirAndDevices(t *testing.T) {
-	eachBackendAndUser(t, func(t *testing.T, b backend.Backend) {
+	t.Setenv("RUNNER_TEST_SECRET", "do not leak")
+	eachBackendAndUser(t, func(t *testing.T, d selector.Decision) {
 		root := makeRoot(t)
 		work := testutil.SharedDir(t)
 		if err := os.WriteFile(filepath.Join(work, "project.txt"), []byte("project\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		cfg := runner.Config{Layers: []string{root}, Writable: true, Backend: b, BindWork: work, Workdir: "/work",
+		cfg := runner.Config{Layers: []string{root}, Writable: true, Decision: d, BindWork: work, Workdir: "/work",
 			Env: []string{"GREETING=hello", "PATH=/bin"}, Stdin: strings.NewReader("from stdin\n")}
 		script := `read line; echo $line
 echo $GREETING $PATH $HOME; pwd; cat project.txt; echo made > made.txt
@@ -328,7 +361,6 @@ test -d /dev/pts && test -d /dev/shm && test -c /dev/tty && echo devices
 test $(ls /proc | grep -c "^[0-9]") -lt 20 && echo pidns; test -e /proc/self/status && echo proc
 touch /sys/x 2>/dev/null || echo sys-ro
 echo secrets=$(cat /proc/1/environ /proc/self/environ | grep -c RUNNER_TEST_SECRET)`
-		t.Setenv("RUNNER_TEST_SECRET", "do not leak")
 		out := mustRun(t, cfg, "sh", "-c", script)
 		want := "from stdin\nhello /bin /root\n/work\nproject\n4\n4\ndevices\npidns\nproc\nsys-ro\nsecrets=0\n"
 		if out != want {
@@ -341,9 +373,9 @@ echo secrets=$(cat /proc/1/environ /proc/self/environ | grep -c RUNNER_TEST_SECR
 }
 
 func TestSignalForwarded(t *testing.T) {
-	eachBackendAndUser(t, func(t *testing.T, b backend.Backend) {
+	eachBackendAndUser(t, func(t *testing.T, d selector.Decision) {
 		root := makeRoot(t)
-		cmd := startSleepingRun(t, helperConfig{Layers: []string{root}, Writable: true, Backend: b.Name(),
+		cmd := startSleepingRun(t, helperConfig{Layers: []string{root}, Writable: true, Decision: d,
 			TransientDir: filepath.Join(testutil.SharedDir(t), "transient")})
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
@@ -370,7 +402,7 @@ func TestSnapshotOfForeignTreeAsNobody(t *testing.T) {
 				testutil.RunAsNobody(t, "OVL_TEST_ROOT="+root)
 				return
 			}
-			cfg := runner.Config{Layers: []string{os.Getenv("OVL_TEST_ROOT")}, Backend: backendFor(t, name),
+			cfg := runner.Config{Layers: []string{os.Getenv("OVL_TEST_ROOT")}, Decision: decisionFor(t, name),
 				Volumes: []runner.Volume{{Path: "/etc", Kind: runner.Snapshot, UID: -1, GID: -1}}}
 			out := mustRun(t, cfg, "sh", "-c", `stat -c %a /etc; echo n > /etc/n && cat /etc/n /etc/hostname`)
 			if want := "755\nn\nbox\n"; out != want {

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovl-dev/ovl/internal/idmap"
 	"github.com/ovl-dev/ovl/internal/mountinfo"
 	"github.com/ovl-dev/ovl/internal/paths"
 	"github.com/ovl-dev/ovl/layer"
@@ -99,7 +100,7 @@ func removeTransient(p string) error {
 	if errors.Is(err, os.ErrPermission) && os.Geteuid() != 0 {
 		// Files a run created as one of the user's subordinate uids:
 		// remove them as root of a user namespace with those mapped.
-		if err2 := removeAsMappedRoot(p); !errors.Is(err2, errNoIDMap) {
+		if err2 := removeAsMappedRoot(p); !errors.Is(err2, idmap.ErrNoSubordinate) {
 			return err2
 		}
 	}

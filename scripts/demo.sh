@@ -13,15 +13,11 @@ top=$PWD
 ovl=${OVL:-$top/bin/ovl}
 [ -x "$ovl" ] || go build -o "$top/bin/ovl" ./cmd/ovl
 
-busybox=$(command -v busybox || true)
-case "$busybox" in
-"") echo "demo: busybox not found: apt-get install busybox-static (scripts/deps.sh does)" >&2; exit 1 ;;
-esac
-
 demo=${DEMO_DIR:-$(mktemp -d /tmp/ovl-demo.XXXXXX)}
 mkdir -p "$demo"
 cp -R examples/. "$demo/"
 cd "$demo"
+demo=$PWD
 
 if [ -t 1 ]; then
 	say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -30,22 +26,11 @@ else
 fi
 
 # The base tarball: static busybox, a link per applet, the directories a
-# container needs. Made once per demo directory.
+# container needs (internal/busybox, the root ovl's tests use too). Made
+# once per demo directory.
 if [ ! -f base.tar.gz ]; then
-	say "making base.tar.gz from $busybox"
-	rootfs=$(mktemp -d)
-	mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev" \
-		"$rootfs/tmp" "$rootfs/run" "$rootfs/root" "$rootfs/work" "$rootfs/opt" "$rootfs/var/cache"
-	chmod 1777 "$rootfs/tmp"
-	cp "$busybox" "$rootfs/bin/busybox"
-	for a in sh ls cat echo mkdir rm touch cp mv ln chmod true false sleep test grep id env pwd; do
-		ln -s busybox "$rootfs/bin/$a"
-	done
-	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$rootfs/etc/passwd"
-	printf 'root:x:0:\n' >"$rootfs/etc/group"
-	echo "package cache" >"$rootfs/var/cache/index"
-	tar -C "$rootfs" --owner=0 --group=0 --numeric-owner -czf base.tar.gz .
-	rm -rf "$rootfs"
+	say "making base.tar.gz from the host's busybox-static"
+	(cd "$top" && go run ./scripts/mkbase "$demo/base.tar.gz")
 fi
 
 say "ovl check: which backend this machine gives $(id -un)"
@@ -68,6 +53,14 @@ say "ovl exec scratch: write-mode transient-hard-link-copy"
 "$ovl" exec scratch
 say "and the container still has /opt/app:"
 "$ovl" exec hello
+
+say "the same project through vagga's command line: ovl install-vagga-alias makes a vagga symlink"
+mkdir -p "$demo/.bin"
+"$ovl" install-vagga-alias --force "$demo/.bin" >/dev/null
+PATH="$demo/.bin:$PATH"
+vagga 2>&1 || true # bare vagga lists the commands (exit 127, as vagga)
+vagga hello
+vagga _run app ls /opt/app
 
 say "the plain root an IDE can open"
 ls -l .vagga/app

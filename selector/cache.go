@@ -20,7 +20,7 @@ import (
 
 // cacheVersion changes when Report's meaning changes, so that old cache
 // files are ignored.
-const cacheVersion = 2 // 2: the fuse_other_uids probe
+const cacheVersion = 3 // 3: the fuse_other_uids probe
 
 // cacheKey is what a probe's answer depends on. Two calls with equal keys
 // get the same answer, so the second is served from the cache.
@@ -37,6 +37,9 @@ type cacheKey struct {
 	// executable): a new build may probe differently, e.g. once its FUSE
 	// backend exists.
 	Binary string `json:"binary"`
+	// Caps are the capabilities that change the answer (version 2): one
+	// container's root is not another's.
+	Caps string `json:"caps"`
 }
 
 // cacheEntry is one cache file: the key it answers, and the report.
@@ -64,6 +67,7 @@ func currentKey(layerDir string) (cacheKey, error) {
 		LayerDev:        dev,
 		LayerDir:        layerDir,
 	}
+	k.Caps = fmt.Sprintf("sys_admin=%t,sys_chroot=%t", userns.CanMount(), userns.HasCap(unix.CAP_SYS_CHROOT))
 	if fi, err := os.Stat("/proc/self/exe"); err == nil {
 		k.Binary = fmt.Sprintf("%d@%d", fi.Size(), fi.ModTime().UnixNano())
 	}

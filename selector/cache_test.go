@@ -122,7 +122,7 @@ func TestSelectCachedAsRoot(t *testing.T) {
 	testutil.RequireRoot(t)
 	o := Options{LayerDir: t.TempDir(), CacheDir: t.TempDir(), Backend: "auto"}
 	start := time.Now()
-	b, d, err := Select(context.Background(), o)
+	d, err := Select(context.Background(), o)
 	fresh := time.Since(start)
 	if err != nil {
 		t.Fatalf("Select: %v", err)
@@ -134,7 +134,7 @@ func TestSelectCachedAsRoot(t *testing.T) {
 		t.Fatalf("Inspect: %v", err)
 	}
 	t.Logf("fresh probe + choose: %v; cached: %v", fresh, cached)
-	if b.Name() != backend.Native || d.Backend != backend.Native || d2.Backend != backend.Native {
+	if d.Backend != backend.Native || d2.Backend != backend.Native {
 		t.Errorf("chose %s then %s, want native (reasons %q)", d.Backend, d2.Backend, d.Reasons)
 	}
 	if !r.Cached {

@@ -18,14 +18,14 @@ func ExampleSelect() {
 		r.Probes = append(r.Probes, selector.Result{Name: selector.ProbeNative, Error: "mount overlay: operation not permitted"})
 		return r, nil
 	}
-	b, d, err := selector.Select(context.Background(), selector.Options{
+	d, err := selector.Select(context.Background(), selector.Options{
 		LayerDir: "/", Backend: "auto", NoCache: true, Prober: oldKernel,
 	})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println("backend:", b.Name())
+	fmt.Println("backend:", d.Backend, "with", d.Namespace, "xattrs")
 	for _, r := range d.Reasons {
 		fmt.Println("because", r)
 	}
@@ -33,7 +33,7 @@ func ExampleSelect() {
 		fmt.Println("hint:", h)
 	}
 	// Output:
-	// backend: fuse
+	// backend: fuse with user xattrs
 	// because native: probe native failed: no: mount overlay: operation not permitted
 	// because FUSE works for uid 1000 in a user namespace
 	// hint: unprivileged overlay needs Linux 5.11 (this is 5.4.0): upgrade the kernel, or run as root

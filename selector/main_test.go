@@ -5,11 +5,12 @@ import (
 	"testing"
 
 	"github.com/ovl-dev/ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
 	if reexec.Init() {
 		return
 	}
-	os.Exit(m.Run())
+	os.Exit(testutil.Main(m))
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -111,24 +110,21 @@ func withStackMount(ctx context.Context, dir, probe string, mount func(context.C
 
 // unmountProbe unmounts a probe's stack. A process forked meanwhile by a
 // parallel probe can hold the mount for an instant (between its fork and
-// exec), so EBUSY is retried briefly and then answered with a lazy
-// unmount: the probe's question was answered, and a busy moment must not
-// be cached as "overlay does not work here".
+// exec); backend.Unmount waits that out, and a mount still busy then is
+// detached lazily: the probe's question was answered, and a busy moment
+// must not be cached as "overlay does not work here".
 func unmountProbe(m backend.Mount, target string) error {
-	var err error
-	for i := 0; i < 10; i++ {
-		if err = m.Unmount(); !errors.Is(err, unix.EBUSY) {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
+	err := m.Unmount()
+	if !errors.Is(err, unix.EBUSY) {
+		return err
 	}
 	slog.Debug("probe: mount still busy, detaching it", "target", target, "err", err)
-	return unix.Unmount(target, unix.MNT_DETACH)
+	return backend.Unmount(target, true)
 }
 
 func how(ns layer.Namespace) string {
 	if ns == layer.User {
-		if os.Geteuid() != 0 || userns.InUserNamespace() {
+		if !userns.Privileged() {
 			return "in a user namespace, userxattr"
 		}
 		return "userxattr"
@@ -344,23 +340,39 @@ func fsMessages(fsfd int) string {
 }
 
 // supportsMknodWhiteout makes a 0/0 character device, the kernel's
-// whiteout, in a scratch dir.
+// whiteout, in a scratch dir (layer.ProbeWhiteouts). A "no" is expected
+// where one cannot be kept there, and says what refused it; layers
+// written there get the kernel's xattr whiteouts instead (Whiteouts).
 func (p *overlayProber) supportsMknodWhiteout(ctx context.Context) (bool, string, error) {
 	s, err := newSandbox(p.dir, ProbeMknod)
 	if err != nil {
 		return false, "", err
 	}
 	defer s.remove()
-	if err := unix.Mknod(filepath.Join(s.root, "wh"), unix.S_IFCHR, 0); err != nil {
-		if errors.Is(err, unix.EPERM) {
-			return false, "mknod refused: unprivileged whiteouts need Linux 5.8", err
-		}
-		return false, "", fmt.Errorf("mknod %s: %w", filepath.Join(s.root, "wh"), err)
-	}
-	if err := expectWhiteout(s.root, "wh"); err != nil {
+	fd, err := unix.Open(s.root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
 		return false, "", err
 	}
-	return true, "", nil
+	defer unix.Close(fd)
+	w, why, err := layer.ProbeWhiteouts(fd)
+	if err != nil {
+		return false, "", fmt.Errorf("%s: %w", s.root, err)
+	}
+	return w == layer.DeviceWhiteouts, why, nil
+}
+
+// Whiteouts says which whiteouts layers written in the probed layer
+// directory get (the mknod probe): 0/0 character devices, or the kernel's
+// xattr whiteouts and why.
+func (r *Report) Whiteouts() string {
+	m := r.Get(ProbeMknod)
+	if m.OK {
+		return layer.DeviceWhiteouts.String()
+	}
+	if m.Error != "" {
+		return "unknown: " + m.String()
+	}
+	return layer.XattrWhiteouts.String() + ": " + m.Detail
 }
 
 // expectWhiteout checks that name in dir is a whiteout (layer.Classify).

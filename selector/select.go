@@ -4,29 +4,33 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
+	"path/filepath"
 
 	"github.com/ovl-dev/ovl/backend"
-	"github.com/ovl-dev/ovl/copyback"
-	"github.com/ovl-dev/ovl/fusefs"
 	"github.com/ovl-dev/ovl/internal/paths"
+	"github.com/ovl-dev/ovl/internal/userns"
 	"github.com/ovl-dev/ovl/layer"
-	"github.com/ovl-dev/ovl/native"
 )
 
 // Options say what Select needs and where to probe.
 type Options struct {
 	// LayerDir is a directory on the filesystem that will hold the
-	// layers; the probes mount there. Default: paths.StateDir().
+	// layers; the probes mount there. Default: chosen (place.go), from
+	// paths.StateDir() on.
 	LayerDir string
+	// Project is the vagga project the command works in, if any: with
+	// no LayerDir its .vagga is a candidate, and with LayerDir its
+	// .vagga (a build's) hints name the project rather than --layer-dir.
+	Project string
 	// CacheDir holds the cached reports. Default: paths.RuntimeDir().
 	CacheDir string
 	// Refresh probes again even when a cached report exists.
 	Refresh bool
 	// NoCache neither reads nor writes the cache.
 	NoCache bool
-	// Backend forces a backend by name; "" takes $OVL_BACKEND, and ""
-	// or "auto" there lets the selector choose.
+	// Backend forces a backend by name; "" takes $OVL_BACKEND
+	// (EnvBackend), and "" or "auto" there lets the selector choose;
+	// "auto" here ignores EnvBackend.
 	Backend string
 	// Spec is the stack to be mounted, when known.
 	Spec *layer.Spec
@@ -43,56 +47,66 @@ type Options struct {
 // backend.ErrUnavailable); the report and decision are filled when they
 // could be.
 func Inspect(ctx context.Context, o Options) (*Report, Decision, error) {
-	req := request(o)
-	r, err := report(ctx, o)
-	if err != nil {
-		return nil, Decision{}, err
-	}
-	d, err := Choose(r, req)
-	return r, d, err
+	return place(ctx, o, request(o))
 }
 
-// Select probes (cached), chooses, and returns the chosen backend. It is
-// the only place ovl chooses a backend: runs, builds and the command line
-// call it. A forced backend that cannot work gives an error wrapping
+// Select probes (cached) and chooses: the one decision of a mount, a run
+// or a build, which the caller carries to wherever the stack is mounted
+// (Decision.Open makes the backend). It is the only place ovl chooses a
+// backend. A forced backend that cannot work gives an error wrapping
 // backend.ErrUnavailable, saying why.
-func Select(ctx context.Context, o Options) (backend.Backend, Decision, error) {
+func Select(ctx context.Context, o Options) (Decision, error) {
 	req := request(o)
 	if req.Force == backend.Copy { // works everywhere: nothing to probe
-		d, _ := Choose(&Report{}, req)
-		b, err := ByName(backend.Copy)
-		return b, d, err
+		return Force(backend.Copy, req.ForcedBy)
 	}
-	r, err := report(ctx, o)
-	if err != nil {
-		return nil, Decision{}, err
-	}
-	d, err := Choose(r, req)
-	if err != nil {
-		return nil, d, err
-	}
-	b, err := ByName(d.Backend)
-	return b, d, err
+	_, d, err := place(ctx, o, req)
+	return d, err
 }
 
-// ByName returns the backend called name (backend.Native, FUSE or Copy),
-// without asking whether it works here: for a caller that already knows.
-func ByName(name string) (backend.Backend, error) {
-	switch name {
-	case backend.Native:
-		return native.New(), nil
-	case backend.FUSE:
-		return fusefs.NewBackend(), nil
-	case backend.Copy:
-		return copyback.New(), nil
+// Force returns the decision for a backend the caller names, by (for
+// messages, e.g. "the drop-in mode"), for this process, without probing
+// whether it works here: for callers that need no probe (the copy
+// backend works everywhere; ovl's drop-in mode is FUSE by definition)
+// and for tests. An unknown name is an error. Its isolation follows the
+// caller's capabilities: namespaces of its own with CAP_SYS_ADMIN, a
+// user namespace without (a run on the copy backend falls back to
+// chroot where none can be made).
+func Force(name, by string) (Decision, error) {
+	if by == "" {
+		by = "the caller"
 	}
-	return nil, fmt.Errorf("unknown backend %q: choose one of %s", name, strings.Join(backend.Names, ", "))
+	d := Decision{Backend: name, ForcedBy: by, Reasons: []string{name + " forced by " + by}, Isolation: IsolateUserns}
+	if userns.CanMount() {
+		d.Isolation = IsolateNamespaces
+	}
+	d = decided(d, userns.Privileged())
+	if _, err := d.Open(); err != nil {
+		return Decision{}, fmt.Errorf("%s: %w", by, err)
+	}
+	return d, nil
+}
+
+// EnvForced judges the backend EnvBackend forces, against r, as Select
+// would: ok is false when it forces none; err says why a forced backend
+// cannot work. For `ovl check`, which chooses as if nothing were forced
+// and then says what the environment changes.
+func EnvForced(r *Report) (d Decision, ok bool, err error) {
+	name := forcedFromEnv()
+	if name == "" {
+		return Decision{}, false, nil
+	}
+	d, err = Choose(r, Request{Force: name, ForcedBy: EnvBackend})
+	return d, true, err
 }
 
 func request(o Options) Request {
 	req := Request{Force: o.Backend, ForcedBy: "--backend", Spec: o.Spec, HostMount: o.HostMount}
+	if o.Project != "" && o.LayerDir == filepath.Join(o.Project, ".vagga") {
+		req.Project = o.Project
+	}
 	if req.Force == "" {
-		req.Force, req.ForcedBy = forcedFromEnv(), "OVL_BACKEND"
+		req.Force, req.ForcedBy = forcedFromEnv(), EnvBackend
 	}
 	if req.Force == "" || req.Force == "auto" {
 		req.Force, req.ForcedBy = "", ""

@@ -15,7 +15,6 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/sys/unix"
 
-	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/builder"
 	"github.com/ovl-dev/ovl/selector"
 	"github.com/ovl-dev/ovl/vagga"
@@ -33,6 +32,7 @@ type buildOptions struct {
 	Backend       string
 	Quiet         bool
 	JSON          bool
+	Cache         cacheOptions // --cache-from, --cache-to (registry.go)
 }
 
 func buildNewCmd(g *globalOptions) *cobra.Command {
@@ -50,8 +50,12 @@ the content of the project files it reads. A step whose layer is in
 .vagga/.layers is not run again; so an unchanged container builds in
 milliseconds, and after an edit only the edited step and those after it run.
 Command steps run in the container (project bound at /work) on the layers
-below them, mounted with the backend 'ovl check' reports (or --backend);
-file steps write their layer directly.
+below them, mounted with the backend 'ovl check' reports for builds (or
+--backend); file steps write their layer directly. The backend is probed in
+the project's .vagga, where the layers are: with the project on a filesystem
+kernel overlay refuses uppers on (a container's overlay root), builds use
+FUSE (with /dev/fuse) or copy, and 'ovl check' in the project says so and
+what would be faster.
 
 With --cache-each-step (the default) each step's changes are a sealed layer
 of their own: a failed build continues from the failed step, and ovl prints
@@ -67,12 +71,21 @@ cached, running, done or failed) and phases (squash, root), then a summary
 per container (key, root, layers, steps run, backend). The commands' output is then kept, and shown on stderr only if
 the build fails.
 
+With --cache-from REF a step missing from .vagga/.layers is looked up in
+that build cache (an OCI registry) and its layer pulled instead of running
+the step; with --cache-to REF every step's layer the cache lacks is pushed
+there with an index of step keys, for the next machine. A registry that is
+down, slow or serves a corrupt layer costs one warning line: the steps run
+here, the build does not fail.
+
 Exit status: 0 built; 1 a step failed or the config is wrong; 125 a shell
 before a step could not be started.`,
 		Example: `  ovl build base
   ovl build --force app
   ovl build --json app > events.ndjson   # one JSON object per line
-  ovl build app --shell-before-step 5`,
+  ovl build app --shell-before-step 5
+  ovl build app --cache-from registry.example/proj/cache:main --cache-to registry.example/proj/cache:main
+  ovl build app --insecure-registry --cache-from localhost:5000/proj/cache`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Containers, o.JSON = args, g.JSON
@@ -89,6 +102,7 @@ before a step could not be started.`,
 	f.IntVar(&o.ShellBefore, "shell-before-step", 0, "build up to step N-1 and open a shell in that state instead of building")
 	backendFlag(f, &o.Backend)
 	f.BoolVarP(&o.Quiet, "quiet", "q", false, "print nothing but errors (and a failed step's output)")
+	cacheFlags(f, &o.Cache)
 	return cmd
 }
 
@@ -105,21 +119,20 @@ func buildLoad(config string) (*vagga.Config, error) {
 			return nil, err
 		}
 		if config, err = vagga.Find(cwd); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w (run ovl in a project, or give --config)", err)
 		}
 	}
 	return vagga.Load(config)
 }
 
-// buildBackend asks the selector for the backend builds and runs of the
-// project use, probing on the project's filesystem.
-func buildBackend(ctx context.Context, cfg *vagga.Config, name string) (backend.Backend, error) {
+// buildDecision asks the selector for the backend builds of the project
+// use, probing on the project's filesystem, where their layers are.
+func buildDecision(ctx context.Context, cfg *vagga.Config, name string) (selector.Decision, error) {
 	dir := filepath.Join(cfg.Dir, ".vagga")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+		return selector.Decision{}, err
 	}
-	b, _, err := selector.Select(ctx, selector.Options{Backend: name, LayerDir: dir})
-	return b, err
+	return selector.Select(ctx, selector.Options{Backend: name, LayerDir: dir, Project: cfg.Dir})
 }
 
 // buildProgress prints events: progress lines, or one JSON object per
@@ -134,7 +147,7 @@ func (p *buildProgress) event(e builder.Event) {
 	switch {
 	case p.json:
 		writeJSONLine(p.w, e)
-	case p.quiet || e.Status == builder.StatusRunning:
+	case p.quiet && e.Status != builder.StatusWarning || e.Status == builder.StatusRunning:
 	default:
 		fmt.Fprintln(p.w, e.String())
 	}
@@ -148,7 +161,7 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 	if err != nil {
 		return err
 	}
-	b, err := buildBackend(ctx, cfg, o.Backend)
+	d, err := buildDecision(ctx, cfg, o.Backend)
 	if err != nil {
 		return err
 	}
@@ -164,8 +177,16 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 		output = &kept
 	}
 	opts := builder.Options{
-		OneLayer: !o.CacheEachStep, Force: o.Force, Backend: b,
-		Run: builder.RunnerFunc(b, cfg.Dir), Events: progress.event, Output: output,
+		OneLayer: !o.CacheEachStep, Force: o.Force, Decision: d,
+		Run: builder.RunnerFunc(d, cfg.Dir), Events: progress.event, Output: output, ConfigArg: o.Config,
+	}
+	cache, err := newStepCache(o.Cache, cfg, opts.OneLayer, d.Namespace)
+	if err != nil {
+		return err
+	}
+	if cache != nil {
+		opts.Cache = cache
+		defer flushStepCache(ctx, cache, o.JSON, stdout, stderr)
 	}
 	if bars := buildNewBars(stderr); bars != nil && !o.Quiet && !o.JSON {
 		opts.Progress = bars.start
@@ -192,13 +213,25 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 		}
 		switch {
 		case o.JSON:
-			writeJSONLine(stdout, buildSummary{Container: name, Key: r.Key, Root: r.Root, Layers: len(r.Layers), Ran: r.Ran, Backend: b.Name()})
+			writeJSONLine(stdout, buildSummary{Container: name, Key: r.Key, Root: r.Root, Layers: len(r.Layers), Ran: r.Ran, Pulled: r.Pulled, Backend: d.Backend})
 		case !o.Quiet:
 			rel, _ := filepath.Rel(cfg.Dir, filepath.Join(cfg.Dir, ".vagga", name))
-			fmt.Fprintf(stdout, "%s: built, %d steps run, %d layers (%s backend): %s\n", name, r.Ran, len(r.Layers), b.Name(), rel)
+			pulled := ""
+			if r.Pulled > 0 {
+				pulled = fmt.Sprintf(", %d pulled", r.Pulled)
+			}
+			fmt.Fprintf(stdout, "%s: built, %s run%s, %s (%s backend): %s\n", name, plural(r.Ran, "step"), pulled, plural(len(r.Layers), "layer"), d.Backend, rel)
 		}
 	}
 	return nil
+}
+
+// plural writes n with noun, in the plural unless n is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // buildSummary is the last JSON line `ovl build --json` prints per
@@ -209,6 +242,7 @@ type buildSummary struct {
 	Root      string `json:"root"`
 	Layers    int    `json:"layers"`
 	Ran       int    `json:"ran"`
+	Pulled    int    `json:"pulled"` // steps whose layer came from --cache-from
 	Backend   string `json:"backend"`
 }
 

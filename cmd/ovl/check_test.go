@@ -16,22 +16,6 @@ import (
 	"github.com/ovl-dev/ovl/selector"
 )
 
-// checkBuildOVL builds the ovl binary into a directory every user can
-// read and run (uid 65534 runs it too), removed when t ends. With
-// OVL_TEST_BINARY set, that prebuilt binary is used instead.
-func checkBuildOVL(t *testing.T) string {
-	t.Helper()
-	if bin := os.Getenv("OVL_TEST_BINARY"); bin != "" {
-		return bin
-	}
-	bin := filepath.Join(testutil.SharedDir(t), "ovl")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build ovl: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // checkOVL runs the ovl binary with args and the extra environment, and
 // returns its stdout, stderr and exit status.
 func checkOVL(t *testing.T, bin string, env []string, args ...string) (string, string, int) {
@@ -173,27 +157,41 @@ func checkFake(works bool) selector.ProbeFunc {
 	}
 }
 
-func TestCheckOnlyCopyExitsOne(t *testing.T) {
+// TestCheckExitStatus: where only the copy backend is left, ovl still
+// works, and check exits 0 (its output and --json say copy, and not
+// supported); where not even a run can start (no namespace, no chroot)
+// it exits 1.
+func TestCheckExitStatus(t *testing.T) {
 	t.Setenv("OVL_RUNTIME_DIR", t.TempDir())
 	t.Setenv("OVL_BACKEND", "")
 	var out bytes.Buffer
-	err := checkRun(context.Background(), &checkOptions{JSON: true, LayerDir: t.TempDir(), Prober: checkFake(false)}, &out)
-	var ex *exitError
-	if !errors.As(err, &ex) || ex.code != 1 {
-		t.Fatalf("checkRun with only copy working returned %v, want exit status 1", err)
+	if err := checkRun(context.Background(), &checkOptions{JSON: true, LayerDir: t.TempDir(), Prober: checkFake(false)}, &out); err != nil {
+		t.Fatalf("checkRun with only copy working returned %v, want exit status 0", err)
 	}
 	var v checkJSON
 	if err := json.Unmarshal(out.Bytes(), &v); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out.String())
 	}
-	if v.Backend != backend.Copy || v.Supported || len(v.Hints) == 0 {
-		t.Errorf("backend %q, supported %v, hints %q; want copy, false, some hints", v.Backend, v.Supported, v.Hints)
+	if v.Backend != backend.Copy || v.Supported || len(v.Hints) == 0 || v.Isolation != selector.IsolateUserns {
+		t.Errorf("backend %q, supported %v, hints %q, isolation %q; want copy, false, some hints, a user namespace", v.Backend, v.Supported, v.Hints, v.Isolation)
 	}
 
 	out.Reset()
-	err = checkRun(context.Background(), &checkOptions{LayerDir: t.TempDir(), Prober: checkFake(false)}, &out)
-	if !errors.As(err, &ex) || ex.code != 1 || !strings.Contains(out.String(), "backend    copy") || !strings.Contains(out.String(), "unprivileged overlay needs Linux 5.11") {
-		t.Errorf("text check: err %v, output:\n%s\nwant exit 1, the copy backend and the 5.11 hint", err, out.String())
+	err := checkRun(context.Background(), &checkOptions{LayerDir: t.TempDir(), Prober: checkFake(false)}, &out)
+	if err != nil || !strings.Contains(out.String(), "backend    copy") || !strings.Contains(out.String(), "unprivileged overlay needs Linux 5.11") {
+		t.Errorf("text check: err %v, output:\n%s\nwant exit 0, the copy backend and the 5.11 hint", err, out.String())
+	}
+
+	noRuns := func(ctx context.Context, dir string) (*selector.Report, error) {
+		r, err := checkFake(false)(ctx, dir)
+		r.Probes[0].OK, r.Probes[0].Error = false, "fork/exec /proc/self/exe: operation not permitted"
+		return r, err
+	}
+	out.Reset()
+	err = checkRun(context.Background(), &checkOptions{LayerDir: t.TempDir(), Prober: noRuns}, &out)
+	var ex *exitError
+	if !errors.As(err, &ex) || ex.code != 1 || !strings.Contains(out.String(), "runs     cannot start here") {
+		t.Errorf("check where no run can start: err %v, output:\n%s\nwant exit 1, saying runs cannot start", err, out.String())
 	}
 }
 

@@ -4,17 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ovl-dev/ovl/fusefs"
+	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/userns"
 	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/selector"
 )
 
 // Drop-in mode: the ovl binary stands in for fuse-overlayfs where tools
@@ -23,15 +22,16 @@ import (
 //	ovl -o lowerdir=A:B,upperdir=U,workdir=W[,other] MOUNTPOINT   (a mount_program, as containers/storage runs it)
 //	ovl SOURCE MOUNTPOINT -o OPTS                                 (mount -t fuse.ovl, through mount.fuse3)
 //
-// Options it does not know are ignored, as fuse-overlayfs does, so a
-// caller's fuse-overlayfs command line works unchanged. Without -f the
+// The options are the kernel's overlay syntax (layer.ParseOptions), plus
+// what fuse-overlayfs takes in its place. An option the drop-in mode
+// cannot honour is refused, naming it: nothing is ignored. Without -f the
 // mount is served by a detached daemon and ovl returns once it is live.
 
 // dropinOptions is a parsed drop-in command line.
 type dropinOptions struct {
 	spec       layer.Spec
 	foreground bool
-	ignored    []string // options given but not understood
+	debug      bool // -d: log every FUSE request (and stay in the foreground)
 }
 
 // dropinArgs reports whether args (os.Args[1:]) is a drop-in command
@@ -73,8 +73,10 @@ func dropinParse(args []string) (*dropinOptions, error) {
 			opts = append(opts, a[2:])
 		case a == "-f":
 			o.foreground = true
+		case a == "-d" || a == "--debug":
+			o.foreground, o.debug = true, true
 		case strings.HasPrefix(a, "-") && a != "-":
-			o.ignored = append(o.ignored, a)
+			return nil, fmt.Errorf("%s: unknown flag (the drop-in mode takes -o OPTIONS, -f and -d)", a)
 		default:
 			positional = append(positional, a)
 		}
@@ -85,94 +87,95 @@ func dropinParse(args []string) (*dropinOptions, error) {
 	default:
 		return nil, fmt.Errorf("want one MOUNTPOINT (or SOURCE MOUNTPOINT), got %d arguments: %q", len(positional), positional)
 	}
-	o.spec.Namespace = layer.Trusted
-	if os.Geteuid() != 0 || userns.InUserNamespace() {
-		o.spec.Namespace = layer.User
+	k, err := layer.ParseOptions(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("-o %w", err)
 	}
-	for _, group := range opts {
-		for _, kv := range dropinSplitOptions(group) {
-			key, val, _ := strings.Cut(kv, "=")
-			switch key {
-			case "lowerdir":
-				for _, l := range dropinSplitLowers(val) {
-					o.spec.Lowers = append(o.spec.Lowers, l)
-				}
-			case "upperdir":
-				o.spec.Upper = val
-			case "workdir":
-				o.spec.Work = val
-			case "ro":
-				o.spec.ReadOnly = true
-			case "rw":
-				o.spec.ReadOnly = false
-			case "allow_other":
-				o.spec.Options.AllowOther = true
-			case "volatile":
-				o.spec.Options.Volatile = true
-			case "userxattr":
-				o.spec.Namespace = layer.User
-			case "":
-			default:
-				o.ignored = append(o.ignored, kv)
-			}
-		}
+	if err := dropinSupported(k); err != nil {
+		return nil, err
 	}
-	if len(o.spec.Lowers) == 0 {
+	if len(k.Lowers) == 0 {
 		return nil, errors.New("no lowerdir= in the options: give -o lowerdir=A[:B...][,upperdir=U,workdir=W]")
+	}
+	o.spec.Lowers, o.spec.Upper, o.spec.Work, o.spec.ReadOnly = k.Lowers, k.Upper, k.Work, k.ReadOnly
+	o.spec.Options = k.Features
+	// Layers a program hands its mount program are written for it with
+	// ".wh." whiteout files (containers/storage, which assumes no mknod
+	// there); fuse-overlayfs reads them so, and so does its stand-in.
+	o.spec.LowerFormat = layer.OCIFormat
+	// Trusted unless userxattr asks for user.*: dropinRun narrows it to
+	// the decision's namespace (user.* for anyone but real root).
+	o.spec.Namespace = layer.Trusted
+	if k.UserXattr {
+		o.spec.Namespace = layer.User
 	}
 	if o.spec.Upper == "" {
 		o.spec.Work = ""
 	}
+	// Paths may be relative to the caller's directory (podman runs its
+	// mount program in its storage directory): the daemon does not share it.
+	if err := mountAbsPaths(&o.spec); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
-// dropinSplitOptions splits a mount option string at commas, keeping a
-// comma escaped with a backslash.
-func dropinSplitOptions(s string) []string {
-	var out []string
-	var cur strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch {
-		case s[i] == '\\' && i+1 < len(s):
-			cur.WriteByte(s[i+1])
-			i++
-		case s[i] == ',':
-			out = append(out, cur.String())
-			cur.Reset()
-		default:
-			cur.WriteByte(s[i])
-		}
+// dropinSupported refuses, naming it, every option the drop-in mode
+// cannot honour. The mount flags it takes are those its FUSE mount has
+// anyway: dev, suid and exec everywhere, nodev and nosuid where the mount
+// is made by fusermount3 or in a user namespace (go-fuse's defaults), not
+// by real root.
+func dropinSupported(k layer.MountOptions) error {
+	if len(k.UIDMapping) > 0 {
+		return errors.New("-o uidmapping: ID mappings are not supported yet by ovl's drop-in mode (mount without uidmapping/gidmapping, or use fuse-overlayfs)")
 	}
-	return append(out, cur.String())
+	if len(k.GIDMapping) > 0 {
+		return errors.New("-o gidmapping: ID mappings are not supported yet by ovl's drop-in mode (mount without uidmapping/gidmapping, or use fuse-overlayfs)")
+	}
+	if len(k.DataLowers) > 0 {
+		return fmt.Errorf("-o lowerdir=...::%s: data-only lower layers are not supported yet by ovl's drop-in mode", k.DataLowers[0])
+	}
+	realRoot := userns.Privileged()
+	for _, opt := range k.Other {
+		switch opt {
+		case "dev", "suid", "exec", "default_permissions":
+			continue // what the FUSE mount does anyway
+		case "nodev", "nosuid":
+			if !realRoot {
+				continue
+			}
+		}
+		return fmt.Errorf("-o %s: not supported yet by ovl's drop-in mode", opt)
+	}
+	return nil
 }
 
-// dropinSplitLowers splits lowerdir's colon-separated list (top first).
-func dropinSplitLowers(s string) []string {
-	var out []string
-	for _, l := range strings.Split(s, ":") {
-		if l != "" {
-			out = append(out, filepath.Clean(l))
-		}
-	}
-	return out
-}
-
-// dropinRun mounts a drop-in command line's stack with the FUSE backend.
+// dropinRun mounts a drop-in command line's stack with the FUSE backend
+// (a fuse-overlayfs stand-in is FUSE by definition: nothing to probe).
 func dropinRun(ctx context.Context, args []string) error {
 	o, err := dropinParse(args)
 	if err != nil {
 		return &exitError{code: 2, msg: "drop-in mount: " + err.Error()}
 	}
-	if len(o.ignored) > 0 {
-		slog.Debug("drop-in: ignoring options", "options", o.ignored)
+	d, err := selector.Force(backend.FUSE, "the drop-in mode")
+	if err != nil {
+		return err
+	}
+	if d.Namespace == layer.User {
+		o.spec.Namespace = layer.User
+	}
+	b, err := d.Open()
+	if err != nil {
+		return err
 	}
 	if o.foreground {
 		ctx, stop := signal.NotifyContext(ctx, unix.SIGINT, unix.SIGTERM)
 		defer stop()
-		return fusefs.Serve(ctx, o.spec, fusefs.EnvOptions())
+		if o.debug {
+			os.Setenv("OVL_FUSE_DEBUG", "1") // fusefs.EnvDebug: log every FUSE request
+		}
+		return serveOrMount(ctx, b, o.spec, nil)
 	}
-	if _, err := fusefs.NewBackend().Mount(ctx, o.spec); err != nil {
-		return err
-	}
-	return nil
+	_, err = b.Mount(ctx, o.spec)
+	return err
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/backend"
-	"github.com/ovl-dev/ovl/fusefs"
 	"github.com/ovl-dev/ovl/layer"
 	"github.com/ovl-dev/ovl/selector"
 )
@@ -106,7 +104,7 @@ passthrough); OVL_FUSE_PASSTHROUGH=0 turns passthrough off.`,
 	f.BoolVar(&o.Features.Xino, "xino", false, "xino=on: unique inode numbers across layers")
 	f.BoolVar(&o.Features.AllowOther, "allow-other", false, "let other users use a FUSE mount")
 	f.BoolVar(&o.Foreground, "foreground", false, "stay running until interrupted, then unmount (FUSE: serve in this process)")
-	f.StringVar(&o.LayerDir, "layer-dir", "", "directory whose filesystem the backend probe tests (default: ovl's state directory)")
+	layerDirFlag(f, &o.LayerDir)
 	return cmd
 }
 
@@ -125,11 +123,18 @@ func mountRun(ctx context.Context, o *mountOptions, w, errW io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, d, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &spec, HostMount: true, LayerDir: o.LayerDir})
+	d, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &spec, HostMount: true, LayerDir: o.LayerDir})
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", spec.Target, err)
 	}
-	if d.Backend == backend.Copy && !mountForced(o) && !o.Foreground {
+	b, err := d.Open()
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", spec.Target, err)
+	}
+	if d.Namespace == layer.User {
+		spec.Namespace = layer.User // metadata in user.overlay.*, as the kernel's userxattr
+	}
+	if d.Backend == backend.Copy && !d.Forced() && !o.Foreground {
 		msg := fmt.Sprintf("mount %s: no overlay backend can mount here for you (%s)", spec.Target, strings.Join(d.Reasons, "; "))
 		if len(d.Hints) > 0 {
 			msg += "; for one: " + strings.Join(d.Hints, "; ")
@@ -144,7 +149,9 @@ func mountRun(ctx context.Context, o *mountOptions, w, errW io.Writer) error {
 		return err
 	}
 	if o.Foreground {
-		return mountForeground(ctx, b, spec, announce)
+		ctx, stop := signal.NotifyContext(ctx, unix.SIGINT, unix.SIGTERM)
+		defer stop()
+		return serveOrMount(ctx, b, spec, announce)
 	}
 	if _, err := b.Mount(ctx, spec); err != nil {
 		return fmt.Errorf("mount %s with the %s backend: %w", spec.Target, b.Name(), err)
@@ -155,19 +162,19 @@ func mountRun(ctx context.Context, o *mountOptions, w, errW io.Writer) error {
 	return announce()
 }
 
-// mountForeground mounts spec and keeps it until SIGINT or SIGTERM, then
-// unmounts. A FUSE stack is served by this process (fusefs.Serve), which
-// also returns when the mount goes away.
-func mountForeground(ctx context.Context, b backend.Backend, spec layer.Spec, announce func() error) error {
-	ctx, stop := signal.NotifyContext(ctx, unix.SIGINT, unix.SIGTERM)
-	defer stop()
-	if b.Name() == backend.FUSE {
+// serveOrMount keeps spec mounted in the foreground until ctx is done,
+// then unmounts; announce (nil: nothing) is called once the mount is
+// live. A backend that can serve a stack in this process
+// (backend.Server: FUSE) does so, and also returns when the mount goes
+// away; any other mounts and waits.
+func serveOrMount(ctx context.Context, b backend.Backend, spec layer.Spec, announce func() error) error {
+	if announce == nil {
+		announce = func() error { return nil }
+	}
+	if s, ok := b.(backend.Server); ok {
 		var announceErr error
-		opts := fusefs.EnvOptions()
-		opts.Ready = func() { announceErr = announce() }
-		err := fusefs.Serve(ctx, spec, opts)
-		if err != nil {
-			return fmt.Errorf("serve %s with the fuse backend: %w", spec.Target, err)
+		if err := s.Serve(ctx, spec, func() { announceErr = announce() }); err != nil {
+			return fmt.Errorf("serve %s with the %s backend: %w", spec.Target, b.Name(), err)
 		}
 		return announceErr
 	}
@@ -186,16 +193,6 @@ func mountForeground(ctx context.Context, b backend.Backend, spec layer.Spec, an
 	return nil
 }
 
-// mountForced reports whether the user named the backend (flag or
-// OVL_BACKEND).
-func mountForced(o *mountOptions) bool {
-	f := o.Backend
-	if f == "" {
-		f = os.Getenv("OVL_BACKEND")
-	}
-	return f != "" && f != "auto"
-}
-
 // mountSpec builds the stack from the flags and -o options. Paths are
 // made absolute, so the mount does not depend on the working directory.
 func mountSpec(o *mountOptions) (layer.Spec, error) {
@@ -203,17 +200,25 @@ func mountSpec(o *mountOptions) (layer.Spec, error) {
 	switch len(o.Lowers) {
 	case 0:
 	case 1:
-		spec.Lowers = mountSplitEscaped(o.Lowers[0], ':')
+		lowers, data, err := layer.SplitLowerdir(o.Lowers[0])
+		if err != nil {
+			return spec, fmt.Errorf("--lower %s: %w", o.Lowers[0], err)
+		}
+		if len(data) > 0 {
+			return spec, fmt.Errorf("--lower %s: data-only lower layers (after '::') are not supported by ovl yet: give regular layers, separated by one ':'", o.Lowers[0])
+		}
+		spec.Lowers = lowers
 	default:
 		spec.Lowers = append(spec.Lowers, o.Lowers...)
 	}
-	for _, opts := range o.Kernel {
-		if err := mountApplyKernelOptions(&spec, opts, len(o.Lowers) > 0); err != nil {
+	if len(o.Kernel) > 0 {
+		k, err := layer.ParseOptions(o.Kernel...)
+		if err != nil {
+			return spec, fmt.Errorf("-o %w", err)
+		}
+		if err := mountApplyKernelOptions(&spec, k, len(o.Lowers) > 0); err != nil {
 			return spec, err
 		}
-	}
-	if layer.DefaultNamespace() == layer.User {
-		spec.Namespace = layer.User // metadata in user.overlay.*, as the kernel's userxattr
 	}
 	if spec.Options.Metacopy {
 		// As in the kernel, metacopy=on turns redirect_dir on: a
@@ -225,28 +230,30 @@ func mountSpec(o *mountOptions) (layer.Spec, error) {
 	}
 	for i, l := range spec.Lowers {
 		if l == "" {
-			return spec, fmt.Errorf("lower layer %d is an empty path: check for a doubled or trailing ':'", i)
+			return spec, fmt.Errorf("lower layer %d is an empty path", i)
 		}
 	}
-	for _, p := range append([]*string{&spec.Target, &spec.Upper, &spec.Work}, mountPtrs(spec.Lowers)...) {
+	return spec, mountAbsPaths(&spec)
+}
+
+// mountAbsPaths makes every path of spec absolute, so that the mount does
+// not depend on the caller's working directory (a daemon has its own).
+func mountAbsPaths(spec *layer.Spec) error {
+	ptrs := []*string{&spec.Target, &spec.Upper, &spec.Work}
+	for i := range spec.Lowers {
+		ptrs = append(ptrs, &spec.Lowers[i])
+	}
+	for _, p := range ptrs {
 		if *p == "" {
 			continue
 		}
 		a, err := mountAbs(*p)
 		if err != nil {
-			return spec, err
+			return err
 		}
 		*p = a
 	}
-	return spec, nil
-}
-
-func mountPtrs(ss []string) []*string {
-	out := make([]*string, len(ss))
-	for i := range ss {
-		out[i] = &ss[i]
-	}
-	return out
+	return nil
 }
 
 func mountAbs(p string) (string, error) {
@@ -257,110 +264,44 @@ func mountAbs(p string) (string, error) {
 	return a, nil
 }
 
-// mountApplyKernelOptions applies one -o value in the kernel's syntax:
-// comma-separated, '\' escaping the next character.
-func mountApplyKernelOptions(spec *layer.Spec, opts string, haveLower bool) error {
-	for _, opt := range mountSplitRaw(opts, ',') {
-		if opt == "" {
-			continue
-		}
-		key, val, _ := strings.Cut(opt, "=")
-		onOff := func() (bool, error) {
-			switch val {
-			case "", "on":
-				return true, nil
-			case "off":
-				return false, nil
-			}
-			if key == "redirect_dir" && (val == "follow" || val == "nofollow") {
-				return false, nil
-			}
-			if key == "xino" && val == "auto" {
-				return true, nil
-			}
-			return false, fmt.Errorf("-o %s=%s: want %s=on or %s=off", key, val, key, key)
-		}
-		var err error
-		switch key {
-		case "lowerdir":
-			if haveLower {
-				return fmt.Errorf("-o lowerdir and --lower both name the lower layers: give one of them")
-			}
-			spec.Lowers = mountSplitEscaped(val, ':')
-		case "lowerdir+":
-			if haveLower {
-				return fmt.Errorf("-o lowerdir+ and --lower both name the lower layers: give one of them")
-			}
-			spec.Lowers = append(spec.Lowers, mountUnescape(val))
-		case "upperdir":
-			spec.Upper = mountUnescape(val)
-		case "workdir":
-			spec.Work = mountUnescape(val)
-		case "ro":
-			spec.ReadOnly = true
-		case "rw":
-			spec.ReadOnly = false
-		case "userxattr":
-			spec.Namespace = layer.User
-		case "volatile":
-			spec.Options.Volatile = true
-		case "index":
-			spec.Options.Index, err = onOff()
-		case "redirect_dir":
-			spec.Options.RedirectDir, err = onOff()
-		case "metacopy":
-			spec.Options.Metacopy, err = onOff()
-		case "xino":
-			spec.Options.Xino, err = onOff()
-		case "allow_other":
-			spec.Options.AllowOther = true
-		default:
-			return fmt.Errorf("-o %s: unknown option; ovl takes lowerdir, lowerdir+, upperdir, workdir, ro, rw, userxattr, volatile, index, redirect_dir, metacopy, xino, allow_other", opt)
-		}
-		if err != nil {
-			return err
-		}
+// mountApplyKernelOptions applies the -o options (layer.ParseOptions) to
+// the spec the flags made: paths given both ways are an error, features
+// and read-only add to the flags'. What ovl mount cannot do is refused,
+// naming the option.
+func mountApplyKernelOptions(spec *layer.Spec, k layer.MountOptions, haveLower bool) error {
+	switch {
+	case len(k.Lowers) > 0 && haveLower:
+		return fmt.Errorf("-o lowerdir and --lower both name the lower layers: give one of them")
+	case k.Upper != "" && spec.Upper != "":
+		return fmt.Errorf("-o upperdir and --upper both name the upper layer: give one of them")
+	case k.Work != "" && spec.Work != "":
+		return fmt.Errorf("-o workdir and --work both name the work directory: give one of them")
+	case len(k.DataLowers) > 0:
+		return fmt.Errorf("-o lowerdir=...::%s: data-only lower layers are not supported by ovl yet: give regular layers, separated by one ':'", k.DataLowers[0])
+	case len(k.UIDMapping) > 0 || len(k.GIDMapping) > 0:
+		return fmt.Errorf("-o uidmapping/gidmapping: ID mappings are not supported by ovl mount yet")
+	case len(k.Other) > 0:
+		return fmt.Errorf("-o %s: ovl mount does not apply this option (it takes lowerdir, lowerdir+, upperdir, workdir, ro, rw, userxattr, volatile, index, redirect_dir, metacopy, xino, allow_other)", k.Other[0])
 	}
+	if len(k.Lowers) > 0 {
+		spec.Lowers = k.Lowers
+	}
+	if k.Upper != "" {
+		spec.Upper = k.Upper
+	}
+	if k.Work != "" {
+		spec.Work = k.Work
+	}
+	spec.ReadOnly = spec.ReadOnly || k.ReadOnly
+	if k.UserXattr {
+		spec.Namespace = layer.User
+	}
+	f := &spec.Options
+	f.Volatile = f.Volatile || k.Features.Volatile
+	f.Index = f.Index || k.Features.Index
+	f.RedirectDir = f.RedirectDir || k.Features.RedirectDir
+	f.Metacopy = f.Metacopy || k.Features.Metacopy
+	f.Xino = f.Xino || k.Features.Xino
+	f.AllowOther = f.AllowOther || k.Features.AllowOther
 	return nil
-}
-
-// mountSplitRaw splits s at each sep not escaped by '\', keeping the
-// escapes for the caller to remove.
-func mountSplitRaw(s string, sep byte) []string {
-	var out []string
-	start := 0
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case sep:
-			out = append(out, s[start:i])
-			start = i + 1
-		}
-	}
-	return append(out, s[start:])
-}
-
-// mountSplitEscaped splits s at each unescaped sep and removes the escapes.
-func mountSplitEscaped(s string, sep byte) []string {
-	parts := mountSplitRaw(s, sep)
-	for i, p := range parts {
-		parts[i] = mountUnescape(p)
-	}
-	return parts
-}
-
-// mountUnescape removes each '\' and keeps the character after it.
-func mountUnescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+1 < len(s) {
-			i++
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

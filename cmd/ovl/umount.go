@@ -3,14 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/mountinfo"
 )
 
@@ -66,16 +65,16 @@ func umountRun(o *umountOptions) error {
 	if !found {
 		return fmt.Errorf("umount %s: not a mount point", target)
 	}
-	switch {
-	case m.FSType == "overlay":
-		return umountSyscall(target, o.Lazy)
-	case m.FSType == "fuse" || strings.HasPrefix(m.FSType, "fuse."):
-		if os.Geteuid() == 0 {
-			return umountSyscall(target, o.Lazy)
-		}
-		return umountFusermount(target, o.Lazy)
+	if m.FSType != "overlay" && m.FSType != "fuse" && !strings.HasPrefix(m.FSType, "fuse.") {
+		return fmt.Errorf("umount %s: it is a mount of type %s (from %s), not one ovl makes; ovl umount leaves it alone (use umount(8))", target, m.FSType, m.Source)
 	}
-	return fmt.Errorf("umount %s: it is a mount of type %s (from %s), not one ovl makes; ovl umount leaves it alone (use umount(8))", target, m.FSType, m.Source)
+	if err := backend.Unmount(target, o.Lazy); err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("%w, or use --lazy", err)
+		}
+		return err
+	}
+	return nil
 }
 
 // umountCanonical makes target absolute and resolves symlinks in it. A
@@ -94,35 +93,4 @@ func umountCanonical(target string) (string, error) {
 		return "", fmt.Errorf("umount %s: %w", target, err)
 	}
 	return filepath.Join(parent, filepath.Base(a)), nil
-}
-
-func umountSyscall(target string, lazy bool) error {
-	flags := 0
-	if lazy {
-		flags = unix.MNT_DETACH
-	}
-	err := unix.Unmount(target, flags)
-	if errors.Is(err, unix.EBUSY) {
-		return fmt.Errorf("umount %s: %w: a process has files open or its working directory there (see fuser -m %s), or use --lazy", target, err, target)
-	}
-	if err != nil {
-		return fmt.Errorf("umount %s: %w", target, err)
-	}
-	return nil
-}
-
-func umountFusermount(target string, lazy bool) error {
-	args := []string{"-u"}
-	if lazy {
-		args = append(args, "-z")
-	}
-	args = append(args, "--", target)
-	out, err := exec.Command("fusermount3", args...).CombinedOutput()
-	if errors.Is(err, exec.ErrNotFound) {
-		return fmt.Errorf("umount %s: an ordinary user unmounts FUSE with fusermount3, which is not installed (install fuse3)", target)
-	}
-	if err != nil {
-		return fmt.Errorf("umount %s: fusermount3 -u: %w: %s", target, err, strings.TrimSpace(string(out)))
-	}
-	return nil
 }

@@ -242,7 +242,7 @@ func BuildStack(dir string, ns layer.Namespace) (*Stack, error) {
 			return nil, fmt.Errorf("build stack %s: %w", dir, err)
 		}
 	}
-	chown := os.Geteuid() == 0 && !userns.InUserNamespace()
+	chown := userns.Privileged()
 	for _, e := range fixture {
 		if err := buildEntry(layers[e.layer], e, ns, chown); err != nil {
 			return nil, fmt.Errorf("build stack %s: layer %d: %s: %w", dir, e.layer, e.path, err)
@@ -284,15 +284,15 @@ func buildEntry(root string, e fixtureEntry, ns layer.Namespace, chown bool) err
 			return &os.PathError{Op: "mkfifo", Path: p, Err: err}
 		}
 	case kWhiteout:
-		return withDir(filepath.Dir(p), func(fd int) error { return layer.MakeWhiteout(fd, filepath.Base(p)) })
+		return withDir(filepath.Dir(p), func(fd int) error { return layer.MakeWhiteout(fd, filepath.Base(p), ns) })
 	}
 	if chown && e.owner != 0 {
 		if err := os.Lchown(p, e.owner, e.owner); err != nil {
 			return err
 		}
 	}
-	if err := os.Chmod(p, os.FileMode(e.mode&0o777)|modeBits(e.mode)); err != nil {
-		return err
+	if err := unix.Chmod(p, e.mode&0o7777); err != nil {
+		return &os.PathError{Op: "chmod", Path: p, Err: err}
 	}
 	for _, x := range e.xattrs {
 		if err := unix.Lsetxattr(p, x[0], []byte(x[1]), 0); err != nil {
@@ -300,21 +300,6 @@ func buildEntry(root string, e fixtureEntry, ns layer.Namespace, chown bool) err
 		}
 	}
 	return nil
-}
-
-// modeBits converts setuid/setgid/sticky bits to os.FileMode.
-func modeBits(m uint32) os.FileMode {
-	var fm os.FileMode
-	if m&unix.S_ISUID != 0 {
-		fm |= os.ModeSetuid
-	}
-	if m&unix.S_ISGID != 0 {
-		fm |= os.ModeSetgid
-	}
-	if m&unix.S_ISVTX != 0 {
-		fm |= os.ModeSticky
-	}
-	return fm
 }
 
 func withDir(dir string, fn func(fd int) error) error {

@@ -13,7 +13,7 @@ import (
 
 func TestMain(m *testing.M) {
 	reexec.Init()
-	os.Exit(m.Run())
+	os.Exit(testutil.Main(m))
 }
 
 // agreeing are pairs of mounters that must agree on every seed: kernel
@@ -34,14 +34,20 @@ func init() {
 	}
 }
 
-// TestAgree runs 50 seeds on each pair of agreeing mounters, as root
+// TestAgree runs 15 seeds on each pair of agreeing mounters, as root
 // and as an ordinary user (inside a user namespace, with userxattr), and
-// 10 on read-only stacks.
+// 5 on read-only stacks, all side by side; with OVL_STRESS=1 (make
+// stress) 200 and 50.
 func TestAgree(t *testing.T) {
-	seeds := Seeds(1, 50)
+	seeds, readOnly := Seeds(1, 15), 5
+	if os.Getenv("OVL_STRESS") == "1" {
+		seeds, readOnly = Seeds(1, 200), 50
+	}
 	for _, a := range agreeing {
 		t.Run(a.name, func(t *testing.T) {
+			t.Parallel()
 			t.Run("root", func(t *testing.T) {
+				t.Parallel()
 				testutil.RequireRoot(t)
 				cfg := Config{Dir: t.TempDir(), Namespace: layer.Trusted, Ops: 30,
 					Replay: "go test ./internal/difftest -run 'TestAgree/" + a.name + "/root' (seed %d)"}
@@ -50,13 +56,15 @@ func TestAgree(t *testing.T) {
 				}
 			})
 			t.Run("readonly", func(t *testing.T) {
+				t.Parallel()
 				testutil.RequireRoot(t)
 				cfg := Config{Dir: t.TempDir(), Namespace: layer.Trusted, Ops: 30, ReadOnly: true}
-				for _, err := range RunSeeds(context.Background(), cfg, seeds[:10], a.m1(), a.m2(), 3) {
+				for _, err := range RunSeeds(context.Background(), cfg, seeds[:readOnly], a.m1(), a.m2(), 3) {
 					t.Error(err)
 				}
 			})
 			t.Run("nobody", func(t *testing.T) {
+				t.Parallel()
 				if !testutil.InNobodyChild() {
 					testutil.RunAsNobody(t)
 					return

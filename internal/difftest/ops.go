@@ -444,6 +444,10 @@ func (g *generator) existing() string {
 		return g.newName()
 	case 1:
 		return g.ghosts[g.r.IntN(len(g.ghosts))]
+	case 2:
+		if g.r.IntN(3) == 0 {
+			return g.whName() // whnames.go
+		}
 	}
 	if len(g.paths) == 0 {
 		return g.newName()
@@ -462,7 +466,13 @@ func (g *generator) file() string {
 	return g.existing()
 }
 
-func (g *generator) dir() string { return g.dirs[g.r.IntN(len(g.dirs))] }
+func (g *generator) dir() string {
+	d := g.dirs[g.r.IntN(len(g.dirs))]
+	if g.r.IntN(25) == 0 {
+		return g.whDir(d) // whnames.go
+	}
+	return d
+}
 
 // newName is a name not used before in a probable directory; now and then
 // one too long for NAME_MAX, or one inside a file (ENOTDIR).
@@ -480,6 +490,8 @@ func (g *generator) newName() string {
 		// Re-create a deleted or hidden name: over a whiteout, in a
 		// directory that may have been removed and made again.
 		return g.ghosts[g.r.IntN(len(g.ghosts))]
+	case 7, 8:
+		return g.whName() // whnames.go
 	}
 	return path.Join(g.dir(), base)
 }

@@ -3,7 +3,6 @@ package difftest
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // Node is what Snapshot records of one entry of a tree: everything a
@@ -250,31 +251,23 @@ func hashFile(dirfd int, name string) (string, error) {
 // xattrs lists the xattrs of p (not following a symlink) with values,
 // skipping security.* and system.*, which belong to the host's policy.
 func xattrs(p string) (map[string]string, error) {
-	n, err := unix.Llistxattr(p, nil)
-	if errors.Is(err, unix.ENOTSUP) {
-		return nil, nil
-	}
+	names, err := layer.ListXattrs(p)
 	if err != nil {
-		return nil, fmt.Errorf("listxattr: %w", err)
-	}
-	buf := make([]byte, n)
-	if n, err = unix.Llistxattr(p, buf); err != nil {
-		return nil, fmt.Errorf("listxattr (%d bytes): %w", len(buf), err)
+		return nil, err
 	}
 	var m map[string]string
-	for _, name := range strings.Split(string(buf[:n]), "\x00") {
-		if name == "" || strings.HasPrefix(name, "security.") || strings.HasPrefix(name, "system.") {
+	for _, name := range names {
+		if strings.HasPrefix(name, "security.") || strings.HasPrefix(name, "system.") {
 			continue
 		}
-		val := make([]byte, 65536)
-		k, err := unix.Lgetxattr(p, name, val)
+		val, err := layer.GetXattr(p, name)
 		if err != nil {
-			return nil, fmt.Errorf("getxattr %s (listed): %w", name, err)
+			return nil, fmt.Errorf("%w (listed)", err)
 		}
 		if m == nil {
 			m = map[string]string{}
 		}
-		m[name] = string(val[:k])
+		m[name] = string(val)
 	}
 	return m, nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"syscall"
 )
 
 const envKey = "OVL_REEXEC"
@@ -59,3 +60,30 @@ func Command(name string, args ...string) *exec.Cmd {
 
 // Self is the path of this binary, stable even if the file is replaced.
 func Self() string { return "/proc/self/exe" }
+
+// Exec replaces this process with a new start of entry name of this
+// binary, with the same arguments and env: for an entry that must begin
+// again, e.g. to become root with capabilities in a user namespace that
+// was mapped after it started. It returns only on failure.
+func Exec(name string, env []string) error {
+	return syscall.Exec(Self(), os.Args, append(env, envKey+"="+name))
+}
+
+// limitedBufferSize is how much of a child's output LimitedBuffer keeps.
+const limitedBufferSize = 8 << 10
+
+// LimitedBuffer keeps the first 8 KiB written to it and drops the rest
+// without failing the writer: a child's stderr, kept to be quoted in an
+// error, which a chatty child can neither grow without bound nor block.
+// The zero value is ready to use.
+type LimitedBuffer struct{ b []byte }
+
+func (l *LimitedBuffer) Write(p []byte) (int, error) {
+	if room := limitedBufferSize - len(l.b); room > 0 {
+		l.b = append(l.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+// String returns what was kept.
+func (l *LimitedBuffer) String() string { return string(l.b) }

@@ -2,36 +2,45 @@ package testutil
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/ovl-dev/ovl/internal/busybox"
 )
 
-// BusyboxRoot makes a tiny container root at root from the host's static
-// busybox (package busybox-static): the directories dirs (and bin),
-// /bin/busybox, and a symlink to it in /bin for each of applets. It skips
-// t when busybox is not installed, and fails it on any other error.
-func BusyboxRoot(t testing.TB, root string, dirs, applets []string) {
+// busyboxBinary returns the host's static busybox, skipping t when it is
+// not installed.
+func busyboxBinary(t testing.TB) string {
 	t.Helper()
-	bb, err := exec.LookPath("busybox")
+	bb, err := busybox.Find()
 	if err != nil {
-		t.Skipf("busybox-static is not installed (apt-get install busybox-static): %v", err)
+		t.Skipf("skipping: %v", err)
 	}
-	for _, d := range append([]string{"bin"}, dirs...) {
+	return bb
+}
+
+// BusyboxRoot makes the tiny container root of package busybox at root
+// (busybox-static, a link per applet, /etc, the directories a container
+// runs with), plus the directories extraDirs. It skips t when busybox is
+// not installed, and fails it on any other error.
+func BusyboxRoot(t testing.TB, root string, extraDirs ...string) {
+	t.Helper()
+	if err := busybox.WriteDir(root, busyboxBinary(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range extraDirs {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	data, err := os.ReadFile(bb)
-	if err != nil {
+}
+
+// BusyboxTar writes the same root as a gzipped tarball to dst, the base
+// of a test project's `!Tar` step. It skips t when busybox is not
+// installed.
+func BusyboxTar(t testing.TB, dst string) {
+	t.Helper()
+	if err := busybox.WriteTar(dst, busyboxBinary(t)); err != nil {
 		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "bin/busybox"), data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range applets {
-		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
-			t.Fatal(err)
-		}
 	}
 }

@@ -4,16 +4,18 @@ package testutil
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ovl-dev/ovl/layer"
 )
 
 // NobodyUID and NobodyGID are the unprivileged ids tests drop to.
@@ -41,40 +43,63 @@ func RequireRoot(t testing.TB) {
 // child started by RunAsNobody.
 func InNobodyChild() bool { return os.Getenv(envNobody) == "1" }
 
-var (
-	copyOnce sync.Once
-	copyPath string
-	copyErr  error
-)
+// Main runs m, a package's tests (call it from TestMain, after
+// reexec.Init), with ovl's own directories in a temporary directory of
+// this test process that is removed when the tests end: OVL_RUNTIME_DIR
+// (the probe cache, FUSE state) and OVL_STATE_DIR (transient copies),
+// unless the caller set them. Processes the tests start (ovl binaries,
+// re-exec entries) inherit them, so the tests leave nothing in /run/ovl,
+// /var/lib/ovl or /tmp/ovl-UID.
+func Main(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "ovl-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testutil: a directory for ovl's state:", err)
+		return 1
+	}
+	for _, v := range stateVars {
+		if os.Getenv(v.name) == "" {
+			os.Setenv(v.name, filepath.Join(dir, v.sub))
+		}
+	}
+	code := m.Run()
+	if err := layer.RemoveAll(dir); err != nil {
+		fmt.Fprintf(os.Stderr, "testutil: remove %s: %v\n", dir, err)
+	}
+	return code
+}
 
-// RunAsNobody reruns the current test, alone, in a copy of the test binary
-// as uid/gid 65534 with no groups (setpriv), and fails t if it fails. The
-// child sees InNobodyChild() == true. extraEnv is added to its environment.
-// Its output is logged. Needs root.
+// stateVars are the variables Main points at its directory.
+var stateVars = []struct{ name, sub string }{{"OVL_RUNTIME_DIR", "run"}, {"OVL_STATE_DIR", "state"}}
+
+// RunAsNobody reruns the current test, alone, as uid/gid 65534 with no
+// groups (setpriv), from a link to (or a copy of) the test binary in a
+// directory of the test that the user can reach, and fails t if it
+// fails. The child sees InNobodyChild() == true. extraEnv is added to its
+// environment; ovl's directories of this process (see Main) are not
+// passed on, the child makes its own. Its output is logged. Needs root.
 func RunAsNobody(t *testing.T, extraEnv ...string) {
+	t.Helper()
+	runAsNobody(t, nil, extraEnv)
+}
+
+// runAsNobody is RunAsNobody, with the setpriv command run through wrap
+// (a command that ends by executing its arguments) when wrap is set.
+func runAsNobody(t *testing.T, wrap []string, extraEnv []string) {
 	t.Helper()
 	RequireRoot(t)
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Fatalf("setpriv not found (package util-linux): %v", err)
 	}
-	copyOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ovl-test-bin-")
-		if err != nil {
-			copyErr = err
-			return
+	bin := filepath.Join(SharedDir(t), filepath.Base(os.Args[0]))
+	if err := os.Link(os.Args[0], bin); err != nil {
+		if err := copyFile(os.Args[0], bin); err != nil {
+			t.Fatalf("copy test binary for the unprivileged user: %v", err)
 		}
-		copyErr = os.Chmod(dir, 0o755)
-		copyPath = filepath.Join(dir, filepath.Base(os.Args[0]))
-		if copyErr == nil {
-			copyErr = copyFile(os.Args[0], copyPath)
-		}
-	})
-	if copyErr != nil {
-		t.Fatalf("copy test binary for the unprivileged user: %v", copyErr)
 	}
-	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-		copyPath, "-test.run", runPattern(t.Name()), "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), envNobody+"=1", "HOME=/nonexistent", "XDG_RUNTIME_DIR=", "XDG_STATE_HOME=")
+	args := append(append([]string(nil), wrap...), "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		bin, "-test.run", runPattern(t.Name()), "-test.v", "-test.count=1")
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(nobodyEnv(os.Environ()), envNobody+"=1", "HOME=/nonexistent", "XDG_RUNTIME_DIR=", "XDG_STATE_HOME=")
 	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Dir = "/"
 	out, err := cmd.CombinedOutput()
@@ -82,6 +107,18 @@ func RunAsNobody(t *testing.T, extraEnv ...string) {
 	if err != nil {
 		t.Fatalf("test as uid 65534 failed: %v", err)
 	}
+}
+
+// nobodyEnv is env without ovl's directories, which belong to root.
+func nobodyEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if k != stateVars[0].name && k != stateVars[1].name {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // runPattern anchors each part of a (sub)test name for -test.run.
@@ -162,5 +199,35 @@ func StartReady(t testing.TB, cmd *exec.Cmd) {
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "ready\n" {
 		t.Fatalf("%s did not start: %q, %v", cmd.Path, line, err)
+	}
+}
+
+const envWithout = "OVL_TEST_ROOT_WITHOUT"
+
+// InRootWithoutChild reports whether this test process is the child
+// started by RunAsRootWithout.
+func InRootWithoutChild() bool { return os.Getenv(envWithout) != "" }
+
+// RunAsRootWithout reruns the current test, alone, as root without the
+// capabilities caps (setpriv names: "sys_admin", "sys_chroot"), dropped
+// from its bounding set so that its exec does not gain them: root in a
+// default Docker or podman container, which lacks CAP_SYS_ADMIN. It
+// fails t if the child fails; the child sees InRootWithoutChild() ==
+// true, and extraEnv in its environment. Its output is logged.
+func RunAsRootWithout(t *testing.T, caps []string, extraEnv ...string) {
+	t.Helper()
+	RequireRoot(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("setpriv not found (package util-linux): %v", err)
+	}
+	drop := "-" + strings.Join(caps, ",-")
+	cmd := exec.Command("setpriv", "--bounding-set="+drop, "--inh-caps="+drop,
+		os.Args[0], "-test.run", runPattern(t.Name()), "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), envWithout+"="+strings.Join(caps, ","))
+	cmd.Env = append(cmd.Env, extraEnv...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("as root without %s:\n%s", strings.Join(caps, ", "), out)
+	if err != nil {
+		t.Fatalf("test as root without %s failed: %v", strings.Join(caps, ", "), err)
 	}
 }

@@ -75,22 +75,20 @@ func TreeHash(t testing.TB, dir string) string {
 }
 
 func xattrText(p string) string {
-	buf := make([]byte, 64<<10)
-	n, err := unix.Llistxattr(p, buf)
-	if err != nil || n == 0 {
+	names, err := layer.ListXattrs(p)
+	if err != nil {
 		return ""
 	}
 	var parts []string
-	for _, name := range strings.Split(string(buf[:n]), "\x00") {
-		if name == "" || layer.IsOverlayXattr(name) {
+	for _, name := range names {
+		if layer.IsOverlayXattr(name) {
 			continue
 		}
-		v := make([]byte, 64<<10)
-		m, err := unix.Lgetxattr(p, name, v)
+		v, err := layer.GetXattr(p, name)
 		if err != nil {
 			continue
 		}
-		parts = append(parts, fmt.Sprintf("%s=%q", name, v[:m]))
+		parts = append(parts, fmt.Sprintf("%s=%q", name, v))
 	}
 	sort.Strings(parts)
 	if len(parts) == 0 {
