@@ -40,19 +40,19 @@ func TestDropinParse(t *testing.T) {
 		fg   bool
 	}{
 		{"mount_program, as podman runs it", []string{"-o", "lowerdir=/l/a:/l/b,upperdir=/u,workdir=/w,,volatile", "/mnt"},
-			layer.Spec{Lowers: []string{"/l/a", "/l/b"}, Upper: "/u", Work: "/w", Target: "/mnt", Options: layer.Options{Volatile: true}}, false},
+			layer.Spec{Lowers: []string{"/l/a", "/l/b"}, Upper: "/u", Work: "/w", Target: "/mnt", LowerFormat: layer.OCIFormat, Options: layer.Options{Volatile: true}}, false},
 		{"mount helper", []string{"overlay", "/mnt", "-o", "rw,dev,suid,lowerdir=/l,allow_other"},
-			layer.Spec{Lowers: []string{"/l"}, Target: "/mnt", Options: layer.Options{AllowOther: true}}, false},
+			layer.Spec{Lowers: []string{"/l"}, Target: "/mnt", LowerFormat: layer.OCIFormat, Options: layer.Options{AllowOther: true}}, false},
 		{"read-only, foreground, escaped comma", []string{"-f", "-o", `lowerdir=/l\,x,upperdir=/u,workdir=/w,ro,volatile,userxattr`, "/mnt"},
-			layer.Spec{Lowers: []string{"/l,x"}, Upper: "/u", Work: "/w", Target: "/mnt", ReadOnly: true, Namespace: layer.User, Options: layer.Options{Volatile: true}}, true},
+			layer.Spec{Lowers: []string{"/l,x"}, Upper: "/u", Work: "/w", Target: "/mnt", LowerFormat: layer.OCIFormat, ReadOnly: true, Namespace: layer.User, Options: layer.Options{Volatile: true}}, true},
 		{"several -o", []string{"-o", "lowerdir=/l", "-o", "upperdir=/u", "-o", "workdir=/w", "/mnt"},
-			layer.Spec{Lowers: []string{"/l"}, Upper: "/u", Work: "/w", Target: "/mnt"}, false},
+			layer.Spec{Lowers: []string{"/l"}, Upper: "/u", Work: "/w", Target: "/mnt", LowerFormat: layer.OCIFormat}, false},
 		// The kernel's syntax, read as the kernel and 'ovl mount' read it.
 		{"escaped colon", []string{"-o", `lowerdir=/a\:b:/c`, "/mnt"},
-			layer.Spec{Lowers: []string{"/a:b", "/c"}, Target: "/mnt"}, false},
+			layer.Spec{Lowers: []string{"/a:b", "/c"}, Target: "/mnt", LowerFormat: layer.OCIFormat}, false},
 		{"index and metacopy reach the backend", []string{"-o", "lowerdir=/l,upperdir=/u,workdir=/w,index=on,metacopy=on,redirect_dir=on", "/mnt"},
-			layer.Spec{Lowers: []string{"/l"}, Upper: "/u", Work: "/w", Target: "/mnt", Options: layer.Options{Index: true, Metacopy: true, RedirectDir: true}}, false},
-		{"debug", []string{"-d", "-o", "lowerdir=/l", "/mnt"}, layer.Spec{Lowers: []string{"/l"}, Target: "/mnt"}, true},
+			layer.Spec{Lowers: []string{"/l"}, Upper: "/u", Work: "/w", Target: "/mnt", LowerFormat: layer.OCIFormat, Options: layer.Options{Index: true, Metacopy: true, RedirectDir: true}}, false},
+		{"debug", []string{"-d", "-o", "lowerdir=/l", "/mnt"}, layer.Spec{Lowers: []string{"/l"}, Target: "/mnt", LowerFormat: layer.OCIFormat}, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -78,7 +78,8 @@ func TestDropinRelativePaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := layer.Spec{Lowers: []string{filepath.Join(dir, "l/A"), filepath.Join(dir, "l/B")}, Upper: filepath.Join(dir, "ID/diff"),
-		Work: filepath.Join(dir, "ID/work"), Target: filepath.Join(dir, "ID/merged"), Namespace: o.spec.Namespace}
+		Work: filepath.Join(dir, "ID/work"), Target: filepath.Join(dir, "ID/merged"), Namespace: o.spec.Namespace,
+		LowerFormat: layer.OCIFormat}
 	if !reflect.DeepEqual(o.spec, want) {
 		t.Errorf("spec %+v\n want %+v", o.spec, want)
 	}
