@@ -82,6 +82,31 @@ func RunAsNobody(t *testing.T, extraEnv ...string) {
 	runAsNobody(t, nil, extraEnv)
 }
 
+// RunAsNobodyWrapped is RunAsNobody with the setpriv command run through
+// wrap, a command line that ends by executing the arguments that follow
+// it (a simulated kernel: kernelsim.Wrap).
+func RunAsNobodyWrapped(t *testing.T, wrap []string, extraEnv ...string) {
+	t.Helper()
+	runAsNobody(t, wrap, extraEnv)
+}
+
+// RunAsRootWrapped reruns the current test, alone, as root through wrap
+// (as RunAsNobodyWrapped), and fails t if it fails. The child makes its
+// own ovl directories (see Main); extraEnv is added to its environment.
+// Its output is logged.
+func RunAsRootWrapped(t *testing.T, wrap []string, extraEnv ...string) {
+	t.Helper()
+	RequireRoot(t)
+	args := append(append([]string(nil), wrap...), os.Args[0], "-test.run", runPattern(t.Name()), "-test.v", "-test.count=1")
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(nobodyEnv(os.Environ()), extraEnv...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("as root through %s:\n%s", strings.Join(wrap, " "), out)
+	if err != nil {
+		t.Fatalf("test as root through %s failed: %v", strings.Join(wrap, " "), err)
+	}
+}
+
 // runAsNobody is RunAsNobody, with the setpriv command run through wrap
 // (a command that ends by executing its arguments) when wrap is set.
 func runAsNobody(t *testing.T, wrap []string, extraEnv []string) {
