@@ -200,7 +200,7 @@ func judgeNative(r *Report, req Request) verdict {
 		if p.OK {
 			continue
 		}
-		v.no(fmt.Sprintf("probe %s failed: %s", name, p.String()))
+		v.no(fmt.Sprintf("probe %s: %s", name, p.String()))
 		if !r.Privileged() && !kernelAtLeast(r.Kernel, 5, 11) {
 			v.hints = append(v.hints, fmt.Sprintf("unprivileged overlay needs Linux 5.11 (this is %s): upgrade the kernel, or run as root", r.Kernel))
 		}
@@ -265,18 +265,19 @@ func judgeFUSE(r *Report, req Request) verdict {
 		}
 		return v
 	}
+	if req.HostMount && r.UID != 0 {
+		// Mounted in place, through fusermount3: probed as such.
+		if p := r.Get(ProbeFuseHost); !p.OK {
+			v.no("an ordinary user mounts FUSE in place with fusermount3: "+p.String(), "install fuse3 (it provides a setuid fusermount3)")
+		}
+		return v
+	}
 	if p := r.Get(ProbeFuseMount); !p.OK {
 		v.no("a FUSE mount failed: " + p.String())
 		if r.UID != 0 && !kernelAtLeast(r.Kernel, 4, 18) {
 			v.hints = append(v.hints, fmt.Sprintf("FUSE in a user namespace needs Linux 4.18 (this is %s)", r.Kernel))
 		}
 		return v
-	}
-	if req.HostMount && r.UID != 0 {
-		if p := r.Get(ProbeFusermount); !p.OK {
-			v.no("an ordinary user mounts FUSE in place with fusermount3: "+p.String(), "install fuse3 (it provides a setuid fusermount3)")
-			return v
-		}
 	}
 	if p := r.Get(ProbeFuseBackend); !p.OK {
 		v.no("ovl's FUSE backend: " + p.String())

@@ -47,7 +47,13 @@ func Probe(ctx context.Context, layerDir string) (*Report, error) {
 			nsResults = probeInUserns(ctx, layerDir)
 		}
 	})
-	host := runProbes(timed(ProbeDevFuse, supportsDevFuse), timed(ProbeFusermount, hasFusermount3))
+	hostProbes := []func() Result{timed(ProbeDevFuse, supportsDevFuse), timed(ProbeFusermount, hasFusermount3)}
+	if os.Geteuid() != 0 {
+		hostProbes = append(hostProbes, timed(ProbeFuseHost, func() (bool, string, error) {
+			return supportsFuseHost(ctx, layerDir, fusefs.NewBackend())
+		}))
+	}
+	host := runProbes(hostProbes...)
 	wg.Wait()
 	r.Probes = append(nsResults, host...)
 	r.ProbedAt = time.Now().UTC()

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ovl-dev/ovl/internal/mountinfo"
 )
 
 // sandbox is one probe's scratch directory under the layer directory, so
@@ -66,6 +68,11 @@ func (s *sandbox) remove() {
 			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
 				break // not (or no longer) a mount point
 			}
+			if errors.Is(err, unix.EPERM) && !isMountPoint(t) {
+				// Without CAP_SYS_ADMIN umount(2) refuses before it
+				// looks: nothing was mounted there.
+				break
+			}
 			if err != nil {
 				slog.Warn("probe: cannot unmount, leaving its scratch dir", "target", t, "err", err)
 				return
@@ -75,6 +82,22 @@ func (s *sandbox) remove() {
 	if err := os.RemoveAll(s.root); err != nil {
 		slog.Warn("probe: cannot remove scratch dir", "dir", s.root, "err", err)
 	}
+}
+
+// isMountPoint reports whether something is mounted on target, from the
+// mount table; when that cannot be read it answers yes, which keeps the
+// sandbox rather than deleting through a mount.
+func isMountPoint(target string) bool {
+	entries, err := mountinfo.Read()
+	if err != nil {
+		return true
+	}
+	canon, err := filepath.EvalSymlinks(target)
+	if err != nil {
+		canon = target
+	}
+	_, ok := mountinfo.Find(entries, canon)
+	return ok
 }
 
 // staleAge is how old a probe's scratch dir must be before a later probe
