@@ -123,10 +123,25 @@ func mountRun(ctx context.Context, o *mountOptions, w, errW io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &spec, HostMount: true, LayerDir: o.LayerDir})
+	sel := selector.Options{Backend: o.Backend, Spec: &spec, HostMount: true, LayerDir: o.LayerDir}
+	d, err := selector.Select(ctx, sel)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", spec.Target, err)
 	}
+	err = mountWith(ctx, o, d, spec, w, errW)
+	if err == nil || o.Foreground {
+		return err
+	}
+	// A backend chosen from the probe cache that fails here may have
+	// outlived what the cache knew: probe again, once.
+	if now, changed, rerr := selector.Recheck(ctx, sel, d, err); rerr == nil && changed {
+		return mountWith(ctx, o, now, spec, w, errW)
+	}
+	return err
+}
+
+// mountWith mounts spec with the backend d names, as mountRun does.
+func mountWith(ctx context.Context, o *mountOptions, d selector.Decision, spec layer.Spec, w, errW io.Writer) error {
 	b, err := d.Open()
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", spec.Target, err)
