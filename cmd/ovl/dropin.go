@@ -34,9 +34,20 @@ type dropinOptions struct {
 	debug      bool // -d: log every FUSE request (and stay in the foreground)
 }
 
+// dropinGlobal splits ovl's global flags that may come before a drop-in
+// command line (--debug: diagnostics on stderr, as for any ovl command)
+// from the rest.
+func dropinGlobal(args []string) (debug bool, rest []string) {
+	for len(args) > 0 && (args[0] == "--debug" || args[0] == "--debug=true") {
+		debug, args = true, args[1:]
+	}
+	return debug, args
+}
+
 // dropinArgs reports whether args (os.Args[1:]) is a drop-in command
-// line rather than an ovl subcommand.
+// line rather than an ovl subcommand, after ovl's global flags.
 func dropinArgs(args []string) bool {
+	_, args = dropinGlobal(args)
 	if len(args) == 0 {
 		return false
 	}
@@ -149,6 +160,8 @@ func dropinSupported(k layer.MountOptions) error {
 // dropinRun mounts a drop-in command line's stack with the FUSE backend
 // (a fuse-overlayfs stand-in is FUSE by definition: nothing to probe).
 func dropinRun(ctx context.Context, args []string) error {
+	debug, args := dropinGlobal(args)
+	setupLogging(debug)
 	o, err := dropinParse(args)
 	if err != nil {
 		return &exitError{code: 2, msg: "drop-in mount: " + err.Error()}

@@ -23,6 +23,10 @@ func TestDropinArgs(t *testing.T) {
 		{[]string{"mount", "/mnt", "-o", "lowerdir=/a"}, false},
 		{[]string{"check"}, false},
 		{[]string{"--debug", "mount", "-o"}, false},
+		{[]string{"--debug", "-o", "lowerdir=/a", "/mnt"}, true},
+		{[]string{"--debug", "overlay", "/mnt", "-o", "lowerdir=/a"}, true},
+		{[]string{"--debug", "--debug", "-olowerdir=/a", "/mnt"}, true},
+		{[]string{"--debug"}, false},
 		{nil, false},
 	}
 	for _, c := range cases {
