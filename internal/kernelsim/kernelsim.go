@@ -158,6 +158,16 @@ func Combine(ks ...Kernel) Kernel {
 	return c
 }
 
+// Has reports whether k has the difference d (is it, or combines it).
+func (k Kernel) Has(d Kernel) bool {
+	for _, n := range strings.Split(k.Name, "+") {
+		if n == d.Name {
+			return true
+		}
+	}
+	return false
+}
+
 // ByName returns the kernel of All named name, or a Combine of several
 // joined with '+'.
 func ByName(name string) (Kernel, error) {
