@@ -168,6 +168,10 @@ func runRun(ctx context.Context, o *runOptions, stdin io.Reader, stdout, stderr 
 		// failure after it started would run it twice.
 		if now, changed, rerr := selector.Recheck(ctx, sel, d, err); rerr == nil && changed {
 			err = fmt.Errorf("%w; the next run uses the %s backend", err, now.Backend)
+		} else if len(d.Hints) > 0 {
+			// What the selector found missing here may be why: say
+			// what would enable it, as ovl check does.
+			err = fmt.Errorf("%w (ovl check: %s)", err, strings.Join(d.Hints, "; "))
 		}
 	}
 	return runExitStatus(res, err, "run", fmt.Sprintf("run (%s backend)", d.Backend))

@@ -60,7 +60,7 @@ type Want struct {
 	Mount        string
 	MountMissing string
 	// Runs: writable runs, Snapshot volumes and builds work; else each
-	// fails with one line, and `ovl check` names RunsMissing.
+	// run fails with one line naming RunsMissing, as `ovl check` does.
 	Runs        bool
 	RunsMissing string
 }
@@ -244,7 +244,7 @@ func runCell(t *testing.T, c Cell) {
 		o.t = t
 		out, errOut, code := o.run(dir, "run", "--writable", root, "--", "sh", "-c", "echo w > /etc/w && rm /etc/hostname && cat /etc/w && ls /etc/hostname 2>/dev/null || echo gone")
 		if !want.Runs {
-			oneLine(t, "ovl run --writable", errOut, "")
+			oneLine(t, "ovl run --writable", errOut, want.RunsMissing)
 			return
 		}
 		if code != 0 || out != "w\ngone\n" {
@@ -255,7 +255,7 @@ func runCell(t *testing.T, c Cell) {
 		o.t = t
 		out, errOut, code := o.run(dir, "run", "--volume", "/data=snapshot,size=1M", root, "--", "sh", "-c", "cat /data/v && echo s > /data/v && cat /data/v")
 		if !want.Runs {
-			oneLine(t, "ovl run --volume /data=snapshot", errOut, "")
+			oneLine(t, "ovl run --volume /data=snapshot", errOut, want.RunsMissing)
 			return
 		}
 		if code != 0 || out != "v\ns\n" {
