@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -177,6 +178,8 @@ func dropinRun(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	slog.Debug("drop-in mount", "target", o.spec.Target, "lowers", len(o.spec.Lowers), "upper", o.spec.Upper,
+		"foreground", o.foreground, "namespace", o.spec.Namespace)
 	if o.foreground {
 		ctx, stop := signal.NotifyContext(ctx, unix.SIGINT, unix.SIGTERM)
 		defer stop()
