@@ -3,6 +3,8 @@ package native
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -11,7 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovl-dev/ovl/internal/reexec"
 	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/internal/userns"
 	"github.com/ovl-dev/ovl/layer"
 )
 
@@ -133,7 +137,7 @@ func TestMountFallbackRefusedTwice(t *testing.T) {
 		t.Fatalf("stack = %v, want a *MountError", err)
 	}
 	t.Logf("refused twice: %v", err)
-	if !strings.HasPrefix(me.Step, "mount(2)") || !strings.Contains(me.Step, "after create") || !strings.Contains(me.Step, "legacy option parser") {
+	if !strings.HasPrefix(me.Step, "mount(2)") || !strings.Contains(me.Step, "after create") || !strings.Contains(me.Step, "legacy way") {
 		t.Errorf("step %q: want mount(2), after the new API's create and why", me.Step)
 	}
 	if !strings.Contains(err.Error(), "at least 2 lowerdir") {
@@ -141,5 +145,52 @@ func TestMountFallbackRefusedTwice(t *testing.T) {
 	}
 	if got := mountsUnder(t, root); len(got) != 0 {
 		t.Errorf("refused mount left mounts %v", got)
+	}
+}
+
+// refusalEntry mounts one lower without upper in a new user namespace,
+// which the kernel refuses with a reason only its log has, and prints
+// the error.
+const refusalEntry = "native-test-userns-refusal"
+
+func init() {
+	reexec.Register(refusalEntry, func() {
+		if err := userns.MakePrivate(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		root := os.Args[1]
+		spec := layer.Spec{Lowers: []string{filepath.Join(root, "l0")}, Target: filepath.Join(root, "merged"), Namespace: layer.User}
+		fmt.Print(kernelMounter.stack(spec, []option{{key: "userxattr"}}))
+	})
+}
+
+// TestRefusalNamesDmesgOnlyWhereReadable: as uid 65534 in a user
+// namespace, where the kernel log cannot be read here, a refusal the
+// kernel explains only in its log points at dmesg only where the user
+// may read it (kernel.dmesg_restrict = 0); elsewhere it says the log is
+// root's.
+func TestRefusalNamesDmesgOnlyWhereReadable(t *testing.T) {
+	if !testutil.InNobodyChild() {
+		testutil.RunAsNobody(t, "OVL_TEST_DIR="+testutil.SharedDir(t))
+		return
+	}
+	root := os.Getenv("OVL_TEST_DIR")
+	mkdirs(t, filepath.Join(root, "l0"), filepath.Join(root, "merged"))
+	out, err := userns.Command(refusalEntry, root).CombinedOutput()
+	if err != nil {
+		t.Fatalf("in a user namespace: %v: %s", err, out)
+	}
+	t.Logf("refused: %s", out)
+	restricted, rerr := os.ReadFile("/proc/sys/kernel/dmesg_restrict")
+	if rerr != nil {
+		t.Skipf("no kernel.dmesg_restrict here: %v", rerr)
+	}
+	readable := strings.TrimSpace(string(restricted)) == "0"
+	if !strings.Contains(string(out), "kernel log") {
+		t.Errorf("error %q does not say where the kernel's reason is", out)
+	}
+	if got := strings.Contains(string(out), "dmesg |"); got != readable {
+		t.Errorf("error %q: dmesg advice %v, want %v (kernel.dmesg_restrict = %s)", out, got, readable, strings.TrimSpace(string(restricted)))
 	}
 }

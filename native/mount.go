@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovl-dev/ovl/internal/userns"
 	"github.com/ovl-dev/ovl/layer"
 )
 
@@ -53,11 +54,23 @@ func (m mounter) stack(spec layer.Spec, opts []option) error {
 	if errors.As(err, &me) {
 		if lines := kmsg.overlayLines(); len(lines) > 0 {
 			me.Kernel = append(me.Kernel, lines...)
-		} else if len(me.Kernel) == 0 && kmsg == nil && !errors.Is(err, ErrOptionsTooLong) {
+		} else if len(me.Kernel) == 0 && kmsg == nil && kernelMayLog(err) {
 			me.Kernel = []string{noReason()}
 		}
 	}
 	return err
+}
+
+// kernelMayLog reports whether the kernel may have logged why it
+// refused a mount with err: overlay logs its own refusals of a stack, not
+// a missing call, a refused permission or ovl's own limit.
+func kernelMayLog(err error) bool {
+	for _, e := range []error{unix.ENOSYS, unix.EPERM, unix.EACCES, ErrOptionsTooLong} {
+		if errors.Is(err, e) {
+			return false
+		}
+	}
+	return true
 }
 
 // noReason says where the kernel's reason for a refusal may be, when it
@@ -125,11 +138,11 @@ func (r apiRefusal) String() string {
 	case noMountAPI:
 		return "no new mount API here (before Linux 5.2, or a seccomp profile without it)"
 	case apiBlocked:
-		return "the new mount API is blocked here (a security policy)"
+		return "the new mount API is refused here (EPERM to a caller who may mount: a security policy such as a seccomp filter)"
 	case noLowerdirPlus:
 		return "no lowerdir+ (Linux 6.8+)"
 	case legacyParser:
-		return "overlay's legacy option parser (Linux 5.2-6.4): no lowerdir+"
+		return "tried in case overlay parses its options the legacy way, as Linux 5.2-6.4 do, refusing lowerdir+"
 	}
 	return "not refused"
 }
@@ -155,7 +168,9 @@ func refusedAPI(err error) (apiRefusal, bool) {
 	case errors.Is(err, unix.ENOSYS):
 		return noMountAPI, true
 	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
-		return apiBlocked, true
+		// Refused to a caller who may mount (root, or root of its user
+		// namespace): a policy. Anyone else is refused mount(2) too.
+		return apiBlocked, !unprivileged() || userns.InUserNamespace()
 	case !errors.Is(err, unix.EINVAL):
 		return 0, false
 	case se.step == stepLower && se.index == 0:
