@@ -1,13 +1,21 @@
 package selector
 
 import (
+	"context"
+	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/kernelsim"
 	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/layer"
+	"github.com/ovl-dev/ovl/native"
 )
 
 // kernelWant is what the probe must find under a simulated kernel, for
@@ -127,5 +135,47 @@ func checkProbeUnder(t *testing.T, k kernelsim.Kernel, who, dir string) {
 	}
 	for _, e := range left {
 		t.Errorf("probe left %s behind in the layer dir", e.Name())
+	}
+}
+
+// TestNativeProbeNeedsXattrWhiteoutsRead: where mknod of a 0/0 device is
+// refused (kernelsim.NoMknod), layers get xattr whiteouts; a kernel that
+// does not read them (before 6.7: emulated by a mount that drops the
+// overlay.opaque = "x" mark of their directory, without which 6.7+
+// lists them, though lookup hides them) must fail the native probe,
+// saying why, so that FUSE is picked and a forced native is refused with
+// the reason.
+func TestNativeProbeNeedsXattrWhiteoutsRead(t *testing.T) {
+	if _, ok := kernelsim.Active(); !ok {
+		testutil.RequireRoot(t)
+		testutil.RunAsRootWrapped(t, kernelsim.Wrap(kernelsim.NoMknod))
+		return
+	}
+	unread := func(ctx context.Context, spec layer.Spec) (backend.Mount, error) {
+		for _, l := range spec.Lowers {
+			err := unix.Lremovexattr(filepath.Join(l, filepath.Dir(hiddenName)), spec.Namespace.Xattr(layer.KeyOpaque))
+			if err != nil && !errors.Is(err, unix.ENODATA) {
+				return nil, err
+			}
+		}
+		return native.New().Mount(ctx, spec)
+	}
+	p := &overlayProber{dir: t.TempDir(), ns: layer.Trusted, mount: unread}
+	ok, detail, err := p.supportsNative(t.Context())
+	t.Logf("native probe: %v (%s): %v", ok, detail, err)
+	if ok || !strings.Contains(detail, "6.7") || !errors.Is(err, errXattrWhiteoutsUnread) {
+		t.Fatalf("native probe on a kernel that does not read xattr whiteouts: %v (%s): %v; want no, naming Linux 6.7", ok, detail, err)
+	}
+	r := fakeReport(0, "6.1.0")
+	for i := range r.Probes {
+		if r.Probes[i].Name == ProbeNative {
+			r.Probes[i] = result(ProbeNative, time.Now(), ok, detail, err)
+		}
+	}
+	if d, err := Choose(r, Request{}); err != nil || d.Backend != backend.FUSE {
+		t.Errorf("Choose = %s, %v; want FUSE", d.Backend, err)
+	}
+	if _, err := Choose(r, Request{Force: backend.Native, ForcedBy: "--backend"}); !errors.Is(err, backend.ErrUnavailable) || !strings.Contains(err.Error(), "6.7") {
+		t.Errorf("forced native: %v; want it refused, naming Linux 6.7", err)
 	}
 }

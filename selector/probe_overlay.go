@@ -34,10 +34,12 @@ type stack struct {
 }
 
 // newStack fills a sandbox: the top lower has "top", "d/a" and a
-// whiteout of "hidden" written by the layer package as layers written
+// whiteout of "d/hidden" written by the layer package as layers written
 // here get them (layer.MakeWhiteout: a 0/0 device, or an xattr whiteout
-// where mknod is refused), the bottom lower "bottom", "gone", "hidden",
-// "d/b" and "opq/x".
+// where mknod is refused; in a directory below the layer's root, where
+// the kernel looks for xattr whiteouts only in directories marked for
+// them), the bottom lower "bottom", "gone", "d/hidden", "d/b" and
+// "opq/x".
 func newStack(s *sandbox, ns layer.Namespace) (*stack, error) {
 	st := &stack{}
 	var err error
@@ -59,12 +61,12 @@ func newStack(s *sandbox, ns layer.Namespace) (*stack, error) {
 	if err := s.files(bottom, "bottom", "gone", hiddenName, "d/b", "opq/x"); err != nil {
 		return nil, err
 	}
-	fd, err := unix.Open(top, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(filepath.Join(top, filepath.Dir(hiddenName)), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(fd)
-	if err := layer.MakeWhiteout(fd, hiddenName, ns); err != nil {
+	if err := layer.MakeWhiteout(fd, filepath.Base(hiddenName), ns); err != nil {
 		return nil, err
 	}
 	st.lowers = []string{top, bottom}
@@ -73,21 +75,31 @@ func newStack(s *sandbox, ns layer.Namespace) (*stack, error) {
 
 // hiddenName is the bottom layer's file that a whiteout in the top one
 // hides (newStack).
-const hiddenName = "hidden"
+const hiddenName = "d/hidden"
 
 // expectHidden checks that the whiteout newStack wrote in the top layer
-// hides its name in the merged tree at mnt: kernel overlay reads the
-// whiteouts layers get here. Linux before 6.7 shows an xattr whiteout as
-// an empty file.
+// hides its name in the merged tree at mnt, to lookup and readdir alike:
+// kernel overlay reads the whiteouts layers get here. Linux before 6.7
+// shows an xattr whiteout as an empty file (6.7+ too where its directory
+// lacks the overlay.opaque = "x" mark, in readdir).
 func expectHidden(mnt string) error {
 	_, err := os.Lstat(filepath.Join(mnt, hiddenName))
 	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil
-	case err != nil:
+	case err == nil:
+		return errXattrWhiteoutsUnread
+	case !errors.Is(err, os.ErrNotExist):
 		return err
 	}
-	return errXattrWhiteoutsUnread
+	entries, err := os.ReadDir(filepath.Join(mnt, filepath.Dir(hiddenName)))
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Name() == filepath.Base(hiddenName) {
+			return errXattrWhiteoutsUnread // listed, though lookup hides it
+		}
+	}
+	return nil
 }
 
 // errXattrWhiteoutsUnread reports a kernel that shows a layer's xattr
