@@ -1,10 +1,14 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ovl-dev/ovl/internal/kernelsim"
 	"github.com/ovl-dev/ovl/internal/kerneltest"
+	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
 // TestKernelsCLI runs ovl under each simulated kernel, as root and as uid
@@ -26,4 +30,39 @@ func TestKernelsCLI(t *testing.T) {
 			return 0
 		},
 	})
+}
+
+// TestRecheckCLI: the probe cache says native (probed under one kernel:
+// no-mknod), then user namespaces go off in a way the cache's environment
+// does not show (another seccomp filter, no-userns: one filter either
+// way). The next run, as uid 65534, fails at its start; ovl probes again
+// once, says so, and the run after it gets the new backend from the cache.
+func TestRecheckCLI(t *testing.T) {
+	if k, ok := kernelsim.Active(); ok {
+		bin, dir := os.Getenv("OVL_TEST_BINARY"), os.Getenv("OVL_TEST_DIR")
+		env := []string{"OVL_RUNTIME_DIR=" + filepath.Join(dir, "run"), "OVL_STATE_DIR=" + filepath.Join(dir, "state"), "OVL_BACKEND="}
+		root := filepath.Join(dir, "root")
+		switch k.Name {
+		case kernelsim.NoMknod.Name:
+			testutil.BusyboxRoot(t, root)
+			if out, _, code := checkOVL(t, bin, env, "check", "--json"); code != 0 || !strings.Contains(out, `"backend": "native"`) {
+				t.Fatalf("ovl check: exit %d, want native", code)
+			}
+		case kernelsim.NoUserns.Name:
+			_, errOut, code := checkOVL(t, bin, env, "run", "--writable", root, "--", "true")
+			if code != runExitOwnError || !strings.Contains(errOut, "native backend, chosen from the probe cache, failed; probed again: copy") ||
+				!strings.Contains(errOut, "the next run uses the copy backend") {
+				t.Errorf("a run on a stale cache: exit %d, stderr %q; want 125, and that ovl probed again", code, errOut)
+			}
+			_, errOut, _ = checkOVL(t, bin, env, "run", "--writable", root, "--", "true")
+			if !strings.Contains(errOut, "(copy backend)") || strings.Contains(errOut, "probed again") {
+				t.Errorf("the run after: stderr %q; want the copy backend from the cache, not another probe", errOut)
+			}
+		}
+		return
+	}
+	testutil.RequireRoot(t)
+	env := []string{"OVL_TEST_BINARY=" + checkBuildOVL(t), "OVL_TEST_DIR=" + testutil.SharedDir(t)}
+	testutil.RunAsNobodyWrapped(t, kernelsim.Wrap(kernelsim.NoMknod), env...)
+	testutil.RunAsNobodyWrapped(t, kernelsim.Wrap(kernelsim.NoUserns), env...)
 }
