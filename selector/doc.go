@@ -7,13 +7,18 @@
 // user namespace with userxattr), a whiteout and an opaque directory made
 // through the mount and read back with the layer package, lowerdir+, the
 // optional overlay features, /dev/fuse, a FUSE mount and a mount with
-// ovl's own FUSE backend. The probes run in parallel; each is a yes/no
+// ovl's own FUSE backend (for an ordinary user also in its own mount
+// namespace, through fusermount3, as its `ovl mount` is made). The probes run in parallel; each is a yes/no
 // function (supportsX) returning (ok, detail, err).
 //
 // The report is cached as JSON under paths.RuntimeDir(), one file per
 // key: kernel release and version, effective uid and user namespace, the
 // layer directory with its filesystem type and device, and the ovl build.
-// A cached answer costs a file read; Options.Refresh probes again.
+// A cached answer costs a file read; Options.Refresh probes again, and so
+// does a change of what the cache records of the environment (user
+// namespace sysctls, /dev/fuse, fusermount3, seccomp filters), saying
+// what changed. A backend chosen from the cache that fails at its first
+// step is probed again once (Recheck).
 //
 // Choose then picks native, FUSE or copy, with the reasons and hints a
 // person can act on, into one Decision:
