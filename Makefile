@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/ovl
 PKGS    := ./...
 
-.PHONY: all build deps test stress demo bench bench-quick lint clean
+.PHONY: all build deps test test-integration stress demo bench bench-quick lint clean
 
 all: build
 
@@ -24,6 +24,13 @@ GOTEST     := $(GO) run ./scripts/gotest
 
 test: deps build lint
 	$(GOTEST) $(TEST_FLAGS) $(PKGS)
+
+# Tests with real third-party clients (podman with ovl as mount_program,
+# against kernel overlay and fuse-overlayfs). Root; each client command is
+# bounded in time. .ci/run runs it after `make test`.
+test-integration: deps build
+	@./scripts/deps.sh integration
+	OVL_INTEGRATION=1 $(GOTEST) -count=1 -timeout 60m ./integration/
 
 # Many more random operation sequences: the differential fusefs test
 # (3000 per run) and the harness's own agreement test, seeds printed.

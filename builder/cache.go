@@ -98,13 +98,14 @@ func (b *Builder) warn(ev Event, err error) {
 }
 
 // parentKey is the key of the step before steps[i] of a container built
-// on r's parent: the previous step's, or the parent container's key.
+// on r's parent: the previous step's, or the parent container's last
+// step's (its finish and base layers, finish.go, are not offered).
 func parentKey(steps []step, i int, r *Result) string {
 	if i > 0 {
 		return steps[i-1].key
 	}
 	if r.parent != nil {
-		return r.parent.Key
+		return r.parent.lastKey
 	}
 	return ""
 }

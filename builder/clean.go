@@ -74,23 +74,11 @@ func (s *Store) CleanOld(dryRun bool) ([]Removed, error) {
 	var out []Removed
 	roots, _ := os.ReadDir(s.rootsDir())
 	for _, e := range roots {
-		name := e.Name()
-		if strings.HasPrefix(name, ".") {
-			if !buildRunning(name) {
-				out = append(out, Removed{Path: filepath.Join(s.rootsDir(), name)})
-			}
-			continue
-		}
-		if !live[name] {
+		if name := e.Name(); !strings.HasPrefix(name, ".") && !live[name] {
 			out = append(out, Removed{Path: filepath.Join(s.rootsDir(), name)})
 		}
 	}
-	tmps, _ := os.ReadDir(s.tmpDir())
-	for _, e := range tmps {
-		if !buildRunning(e.Name()) {
-			out = append(out, Removed{Path: filepath.Join(s.tmpDir(), e.Name())})
-		}
-	}
+	out = append(out, s.unfinished()...)
 	return s.remove(out, dryRun)
 }
 
@@ -133,7 +121,7 @@ func (b *Builder) liveKeys(name string, live map[string]bool) error {
 	for _, k := range r.planned {
 		live[k] = true
 	}
-	live[sharedKey(r.Key)] = true
+	live[sharedKey(r.lastKey)] = true
 	for _, sq := range squashChunks(r.keys, layer.KernelMaxLayers) {
 		live[sq.key] = true
 	}
@@ -144,27 +132,33 @@ func (b *Builder) liveKeys(name string, live map[string]bool) error {
 // stand in the store, without building anything.
 func (b *Builder) stackOf(name string) (*Result, error) {
 	c := b.cfg.Containers[name]
-	r := &Result{}
+	r := &Result{Key: baseKey, keys: []string{baseKey}, planned: []string{baseKey}}
 	if p := c.Parent(); p != "" {
 		pr, err := b.stackOf(p)
 		if err != nil {
 			return nil, err
 		}
-		r.keys, r.Key = append(r.keys, pr.keys...), pr.Key
+		r.keys, r.Key, r.planned = append([]string(nil), pr.keys...), pr.Key, nil
 	}
-	steps, err := b.plan(c, r)
+	steps, err := b.plan(c, r, b.stackOf)
 	if err != nil {
 		return nil, err
 	}
-	for _, s := range steps {
-		r.Key = s.key
-		r.planned = append(r.planned, s.key)
-		if b.store.Has(s.key) {
-			if empty, _ := b.emptyOver(s.key, r.keys); !empty {
-				r.keys = append(r.keys, s.key)
+	add := func(key string) {
+		r.planned = append(r.planned, key)
+		if b.store.Has(key) {
+			if empty, _ := b.emptyOver(key, r.keys); !empty {
+				r.keys = append(r.keys, key)
 			}
 		}
 	}
+	for _, s := range steps {
+		r.Key = s.key
+		add(s.key)
+	}
+	r.lastKey = r.Key
+	r.Key = finishKey(r.Key, finishOf(b.cfg, c))
+	add(r.Key)
 	return r, nil
 }
 

@@ -13,7 +13,7 @@ func TestClean(t *testing.T) {
 	testAsRootAndNobody(t, func(t *testing.T) {
 		dir := fileProject(t)
 		first, _ := mustBuild(t, dir, "base", Options{})
-		writeProject(t, dir, strings.Replace(fileSteps, "/etc/after: \"emptied before me\"", "/etc/after: edited", 1), nil)
+		writeProject(t, dir, strings.Replace(fileSteps, "/opt/after: \"written last\"", "/opt/after: edited", 1), nil)
 		second, _ := mustBuild(t, dir, "base", Options{})
 		store := NewStore(dir)
 
@@ -31,13 +31,14 @@ func TestClean(t *testing.T) {
 		if _, err := os.Stat(first.Root); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("old root still there: %v", err)
 		}
-		mustContain(t, filepath.Join(dir, ".vagga", "base"), "etc/after", "edited")
+		mustContain(t, filepath.Join(dir, ".vagga", "base"), "opt/after", "edited")
 
-		// --unused-layers: the edited step's old layer goes, the rest stays.
+		// --unused-layers: the edited step's old layer and the old finish
+		// over it go, the rest stays.
 		b := New(load(t, dir), Options{})
 		unused, err := b.CleanUnusedLayers(false)
-		if err != nil || len(unused) != 1 {
-			t.Fatalf("CleanUnusedLayers = %+v, %v; want the one layer of the edited step", unused, err)
+		if err != nil || len(unused) != 2 {
+			t.Fatalf("CleanUnusedLayers = %+v, %v; want the layer of the edited step and the finish over it", unused, err)
 		}
 		r, rec := mustBuild(t, dir, "base", Options{})
 		if r.Ran != 0 || r.Root != second.Root {

@@ -25,7 +25,7 @@ containers:
     volumes:
       /etc: !Snapshot {size: 1Mi, owner-uid: 1, owner-gid: 2}
       /tmp: !Tmpfs {size: 10Mi}
-      /snap: !Snapshot {container: src}
+      /var: !Snapshot {container: src}
 commands:
   list: !Command
     container: c
@@ -53,9 +53,12 @@ commands:
 		Args: []string{"ls", "-l", "/etc"}, Name: "c", TransientDir: filepath.Join(dir, ".vagga", ".transient"),
 		Volumes: []runner.Volume{
 			{Path: "/etc", Kind: runner.Snapshot, Size: 1 << 20, UID: 1, GID: 2},
+			// The command's /tmp replaces the container's.
 			{Path: "/tmp", Kind: runner.Bind, HostDir: filepath.Join(dir, "data"), ReadOnly: true, UID: -1, GID: -1},
-			{Path: "/snap", Kind: runner.Snapshot, From: src.Root, UID: -1, GID: -1},
+			// The other container's directory at the same path.
+			{Path: "/var", Kind: runner.Snapshot, From: filepath.Join(src.Root, "var"), UID: -1, GID: -1},
 		},
+		HostFiles: []runner.HostFile{{Src: "/etc/resolv.conf", Dst: "/etc/resolv.conf"}, {Src: "/etc/hosts", Dst: "/etc/hosts"}},
 	}
 	if !reflect.DeepEqual(rc, want) {
 		t.Errorf("list:\n got %+v\nwant %+v", rc, want)
@@ -64,7 +67,7 @@ commands:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !rc.Writable || rc.Workdir != "/work/sub" || !reflect.DeepEqual(rc.Args, []string{"/bin/sh", "-c", `echo "$@"`, "script", "a", "b"}) {
+	if !rc.Writable || rc.Workdir != "/work/sub" || !reflect.DeepEqual(rc.Args, []string{"/bin/sh", "-c", `echo "$@"`, "--", "a", "b"}) {
 		t.Errorf("script: writable %v, workdir %s, args %q", rc.Writable, rc.Workdir, rc.Args)
 	}
 	if _, err := b.CommandRun(context.Background(), "nope", nil, ""); err == nil || !strings.Contains(err.Error(), "it has: list, script") {
@@ -87,9 +90,9 @@ func TestResolve(t *testing.T) {
 		{dir, "sub", false}, // an existing directory is a path
 		{t.TempDir(), "c", false},
 	} {
-		r, ok, err := Resolve(context.Background(), tc.from, tc.arg, Options{}, nil)
-		if err != nil || ok != tc.want || (ok && (r.Root == "" || len(r.Layers) == 0)) {
-			t.Errorf("Resolve(%s, %q) = %v, %v, %v; want %v", tc.from, tc.arg, r, ok, err, tc.want)
+		b, ok, err := Resolve(tc.from, tc.arg, Options{}, nil)
+		if err != nil || ok != tc.want || ok && b == nil {
+			t.Errorf("Resolve(%s, %q) = %v, %v, %v; want %v", tc.from, tc.arg, b, ok, err, tc.want)
 		}
 	}
 }

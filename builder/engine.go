@@ -42,6 +42,12 @@ type Options struct {
 	// Progress, when set, follows long copies (32 MiB and more): the
 	// command line draws a progress bar with it on a terminal.
 	Progress func(what string, total int64) Progress
+	// ConfigArg is the config file given on the command line (-f), if
+	// any: hints that say what to run repeat it.
+	ConfigArg string
+	// NoVersionCheck makes Build return the root .vagga/NAME points at,
+	// whatever the config says now (vagga's --no-version-check).
+	NoVersionCheck bool
 	// Cache, when set, is asked for a step's layer before the step runs,
 	// and given every step's layer (cache.go). Not with OneLayer.
 	Cache StepCache
@@ -69,6 +75,7 @@ type Result struct {
 	UIDs, GIDs []idmap.Range
 
 	keys    []string // the stack's layer keys, bottom first, unsquashed
+	lastKey string   // the key of the last step (Key is the finish's)
 	planned []string // stackOf: the keys of the container's own steps
 	force   bool     // rebuild this container's steps even if cached
 	parent  *Result  // the container of a !Container step, built first
@@ -122,8 +129,8 @@ type step struct {
 // plan computes the keys of every step of c on top of parent. It reads
 // the project files steps depend on, and nothing else; an error here
 // means nothing was built.
-func (b *Builder) plan(c *vagga.Container, parent *Result) ([]step, error) {
-	prev := ""
+func (b *Builder) plan(c *vagga.Container, parent *Result, source func(name string) (*Result, error)) ([]step, error) {
+	prev := baseKey
 	if parent != nil {
 		prev = parent.Key
 	}
@@ -134,6 +141,9 @@ func (b *Builder) plan(c *vagga.Container, parent *Result) ([]step, error) {
 			key = containerStepKey(prev)
 		} else {
 			k, err := stepKey(prev, s, b.hashes)
+			if err == nil {
+				k, err = buildStepKey(k, s, source)
+			}
 			if err != nil {
 				var se *StepError
 				if errors.As(err, &se) {
@@ -149,10 +159,49 @@ func (b *Builder) plan(c *vagga.Container, parent *Result) ([]step, error) {
 	return steps, nil
 }
 
+// buildStepKey adds to the key k of a !Build step the key of the
+// container it takes files from, which source returns (built, as vagga
+// builds it first: the step is versioned by that container's version).
+func buildStepKey(k string, s vagga.Step, source func(name string) (*Result, error)) (string, error) {
+	bs, ok := s.(*vagga.BuildStep)
+	if !ok {
+		return k, nil
+	}
+	src, err := source(bs.Container)
+	if err != nil {
+		return "", err
+	}
+	if src.Root != "" {
+		bs.HostRoot = src.Root
+	}
+	return hashStrings(k, "build-from", src.Key), nil
+}
+
 // Build builds container name (and the container it is built on), reusing
 // every step whose layer exists, and writes its plain root.
 func (b *Builder) Build(ctx context.Context, name string) (*Result, error) {
+	if b.opts.NoVersionCheck {
+		return b.lastBuilt(name)
+	}
+	if err := b.cfg.Check(name); err != nil {
+		return nil, err
+	}
 	return b.build(ctx, name, nil, b.opts.Force)
+}
+
+// lastBuilt is the root .vagga/NAME points at, as it is (vagga's
+// --no-version-check): nothing is planned, built or checked.
+func (b *Builder) lastBuilt(name string) (*Result, error) {
+	c, ok := b.cfg.Containers[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q in %s (it has: %s)", ErrNoContainer, name, b.cfg.File, strings.Join(b.cfg.ContainerNames(), ", "))
+	}
+	link := filepath.Join(b.store.Dir, name)
+	root, err := filepath.EvalSymlinks(link)
+	if err != nil || !dirExists(root) {
+		return nil, fmt.Errorf("container %q was never built (%s: %v): build it, or leave out --no-version-check", name, link, err)
+	}
+	return &Result{Container: name, Root: root, UIDs: c.UIDs, GIDs: c.GIDs}, nil
 }
 
 func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, force bool) (*Result, error) {
@@ -173,7 +222,7 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, f
 			return nil, err
 		}
 	}
-	steps, err := b.plan(c, parent)
+	steps, err := b.plan(c, parent, func(name string) (*Result, error) { return b.build(ctx, name, nil, false) })
 	if err != nil {
 		return nil, err
 	}
@@ -191,16 +240,18 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, f
 	}
 
 	r := &Result{Container: name, force: force, parent: parent, UIDs: c.UIDs, GIDs: c.GIDs}
+	lastKey := baseKey
 	if parent != nil {
 		r.keys = append(r.keys, parent.keys...)
 		r.env = append(r.env, parent.env...)
+		lastKey = parent.Key
+	} else if err := b.internalLayer(ctx, baseKey, r, stepMsg{Base: true}, fullOwners()); err != nil {
+		return nil, fmt.Errorf("container %q: the base directories: %w", name, err)
 	}
-	r.Key = containerStepKey("")
 	if len(steps) > 0 {
-		r.Key = steps[len(steps)-1].key
-	} else if parent != nil {
-		r.Key = parent.Key
+		lastKey = steps[len(steps)-1].key
 	}
+	r.Key, r.lastKey = lastKey, lastKey
 	if shell != nil {
 		return nil, b.shell(ctx, c, steps, r, shell)
 	}
@@ -212,6 +263,16 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, f
 	if err != nil {
 		return nil, err
 	}
+	finish := finishOf(b.cfg, c)
+	r.Key = finishKey(lastKey, finish)
+	o, err := ownersOf(c)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.internalLayer(ctx, r.Key, r, stepMsg{Finish: &finish}, o); err != nil {
+		return nil, &StepError{Container: name, Pos: c.Pos, Step: "the end of the build (vagga's !Remove, !EmptyDir, !EnsureDir, data-dirs)",
+			Err: fmt.Errorf("%w: %w", ErrStepFailed, err), Hint: "fix the steps in " + b.cfg.File + ", then build again"}
+	}
 	if r.Layers, err = b.fit(ctx, name, r.keys); err != nil {
 		return nil, err
 	}
@@ -219,6 +280,11 @@ func (b *Builder) build(ctx context.Context, name string, shell *shellRequest, f
 	if !b.opts.NoRoot {
 		if r.Root, err = b.writeRoot(ctx, r); err != nil {
 			return nil, err
+		}
+		if c.AutoClean {
+			if err := b.store.removeOtherRoots(name, r.Key); err != nil {
+				return nil, fmt.Errorf("container %q, auto-clean: %w", name, err)
+			}
 		}
 	}
 	b.mu.Lock()
@@ -320,6 +386,37 @@ func (b *Builder) stack(key string, r *Result) error {
 	return nil
 }
 
+// internalLayer makes sure the layer key, which msg writes (the base or
+// a finish), exists over r's stack, and puts it on the stack unless it
+// is empty. A forced build writes its finish again.
+func (b *Builder) internalLayer(ctx context.Context, key string, r *Result, msg stepMsg, o owners) error {
+	if !b.store.Has(key) || (r.force && msg.Finish != nil) {
+		p, err := b.newLayer(key, r.keys)
+		if err != nil {
+			return err
+		}
+		fs := &fileStepJob{Upper: p.Path(), Lowers: b.layerDirs(r.keys), Project: b.cfg.Dir, Owners: o, Namespace: b.opts.Decision.Namespace, Step: msg}
+		if _, err := work(ctx, job{FileStep: fs}, nil); err != nil {
+			p.Discard()
+			return err
+		}
+		if err := b.seal(key, r, p); err != nil {
+			return err
+		}
+	}
+	return b.stack(key, r)
+}
+
+// layerDirs are the directories of the layers keys (bottom first), top
+// first, as a union lists them.
+func (b *Builder) layerDirs(keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[len(keys)-1-i] = b.store.Layer(k)
+	}
+	return out
+}
+
 // newLayer starts the layer key over the stack below (bottom first). Its
 // root takes the metadata of the top layer's root: the merged root shows
 // the top layer's mode and owner, so a step that does not change them
@@ -372,7 +469,7 @@ func (b *Builder) buildShared(ctx context.Context, c *vagga.Container, steps []s
 	if len(own) == 0 {
 		return nil
 	}
-	key := sharedKey(r.Key)
+	key := sharedKey(r.lastKey)
 	if b.store.Has(key) && !r.force {
 		for _, s := range steps {
 			r.addEnv(s.step)

@@ -6,10 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/internal/idmap"
+	"github.com/ovl-dev/ovl/runner"
 	"github.com/ovl-dev/ovl/vagga"
 )
 
@@ -29,6 +33,19 @@ type Exec struct {
 	Stderr      io.Writer
 	// UIDs and GIDs are the container's id ranges (runner.Config's).
 	UIDs, GIDs []idmap.Range
+	// Volumes are what a build mounts for command steps: !CacheDirs
+	// caches and !Build's temporary-mount.
+	Volumes []runner.Volume
+	// User runs the step as another user (!RunAs).
+	User *runner.User
+	// HostFiles are the host's resolv.conf and hosts, as vagga copies
+	// them into the container while it builds.
+	HostFiles []runner.HostFile
+	// KeepTmp keeps the container's /tmp (builds) rather than a tmpfs.
+	KeepTmp bool
+	// IsolateNetwork gives the step a network of its own (!RunAs's
+	// isolate-network).
+	IsolateNetwork bool
 }
 
 // RunFunc runs x to completion. A command that exits non-zero or is
@@ -58,12 +75,19 @@ func (b *Builder) runStep(ctx context.Context, c *vagga.Container, s step, r *Re
 			return err
 		}
 	}
-	var args []string
+	x := Exec{Workdir: "/work", KeepTmp: true}
 	switch st := s.step.(type) {
 	case *vagga.ShStep:
-		args = []string{"/bin/sh", "-exc", st.Script}
+		x.Args = []string{"/bin/sh", "-exc", st.Script}
 	case *vagga.CmdStep:
-		args = st.Args
+		x.Args = st.Args
+	case *vagga.RunAsStep:
+		x.Args, x.Workdir = []string{"/bin/sh", "-exc", st.Script}, st.WorkDir
+		x.User = &runner.User{UID: st.UserID, GID: st.GroupID, Groups: st.SupplementaryGIDs, ExternalUID: st.ExternalUserID}
+		x.IsolateNetwork = st.IsolateNetwork
+	}
+	if x.Volumes, err = b.buildMounts(c, s.index); err != nil {
+		return err
 	}
 	out := b.opts.Output
 	if out == nil {
@@ -73,8 +97,9 @@ func (b *Builder) runStep(ctx context.Context, c *vagga.Container, s step, r *Re
 	if space().mode == ownIDs {
 		out = io.MultiWriter(out, &tail)
 	}
-	err = b.opts.Run(ctx, Exec{Layers: lowers, Writable: true, KeepChanges: upper, Env: sortedEnv(r.env),
-		Workdir: "/work", BindWork: b.cfg.Dir, Args: args, Stdout: out, Stderr: out, UIDs: c.UIDs, GIDs: c.GIDs})
+	x.Layers, x.Writable, x.KeepChanges, x.Env, x.BindWork = lowers, true, upper, sortedEnv(r.env), b.cfg.Dir
+	x.Stdout, x.Stderr, x.UIDs, x.GIDs, x.HostFiles = out, out, c.UIDs, c.GIDs, buildHostFiles
+	err = b.opts.Run(ctx, x)
 	if err != nil && bytes.Contains(bytes.ToLower(tail.buf), []byte(unix.EINVAL.Error())) {
 		// EINVAL, as a chown to an id the single-id map lacks fails
 		// (strerror: "Invalid argument"): say why.
@@ -100,11 +125,7 @@ func (b *Builder) runFileStep(ctx context.Context, c *vagga.Container, s step, r
 	if err != nil {
 		return err
 	}
-	lowers := make([]string, len(r.keys))
-	for i, k := range r.keys {
-		lowers[len(r.keys)-1-i] = b.store.Layer(k)
-	}
-	_, err = work(ctx, job{FileStep: &fileStepJob{Upper: upper, Lowers: lowers, Project: b.cfg.Dir, Owners: o, Namespace: b.opts.Decision.Namespace, Step: msg}}, b.progressFunc())
+	_, err = work(ctx, job{FileStep: &fileStepJob{Upper: upper, Lowers: b.layerDirs(r.keys), Project: b.cfg.Dir, Owners: o, Namespace: b.opts.Decision.Namespace, Step: msg}}, b.progressFunc())
 	return err
 }
 
@@ -123,15 +144,27 @@ func (t *tailWriter) Write(p []byte) (int, error) {
 // stepError wraps the failure of step s with where it is and how to
 // look at the state before it.
 func (b *Builder) stepError(c *vagga.Container, s step, total int, err error) error {
-	hint := fmt.Sprintf("the steps before it are cached; to open a shell in the state just before it:\n    ovl build %s --shell-before-step %d", c.Name, s.index)
+	build := "ovl build"
+	if b.opts.ConfigArg != "" {
+		build += " -f " + shellWord(b.opts.ConfigArg)
+	}
+	hint := fmt.Sprintf("the steps before it are cached; to open a shell in the state just before it:\n    %s %s --shell-before-step %d", build, c.Name, s.index)
 	if b.opts.OneLayer {
-		hint = fmt.Sprintf("without --cache-each-step nothing of %q was kept; to open a shell in the state before it:\n    ovl build %s --cache-each-step --shell-before-step %d", c.Name, c.Name, s.index)
+		hint = fmt.Sprintf("without --cache-each-step nothing of %q was kept; to open a shell in the state before it:\n    %s %s --cache-each-step --shell-before-step %d", c.Name, build, c.Name, s.index)
 	}
 	if isFileStep(s.step) && errors.Is(err, ErrPath) {
 		hint = "fix the step in " + b.cfg.File + ", then build again"
 	}
 	return &StepError{Container: c.Name, Index: s.index, Total: total, Step: s.step.Summary(), Pos: s.step.Position(),
 		Err: fmt.Errorf("%w: %w", ErrStepFailed, err), Hint: hint}
+}
+
+// shellWord quotes s for a shell when it needs it.
+func shellWord(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./,:@%+=") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'"
 }
 
 // Shell builds container name up to the step before step number before
@@ -157,7 +190,69 @@ func (b *Builder) shell(ctx context.Context, c *vagga.Container, steps []step, r
 	if err != nil {
 		return err
 	}
+	vols, err := b.buildMounts(c, before)
+	if err != nil {
+		return err
+	}
 	return b.opts.Run(ctx, Exec{Layers: lowers, Writable: true, Env: sortedEnv(r.env), Workdir: "/work",
-		BindWork: b.cfg.Dir, Args: []string{"/bin/sh"},
+		BindWork: b.cfg.Dir, Args: []string{"/bin/sh"}, Volumes: vols, HostFiles: buildHostFiles, KeepTmp: true,
 		Stdin: sh.stdin, Stdout: sh.stdout, Stderr: sh.stderr, UIDs: c.UIDs, GIDs: c.GIDs})
+}
+
+// buildHostFiles show the host's resolv.conf and hosts to command
+// steps, read-only, where the container has them (the base layer does).
+var buildHostFiles = []runner.HostFile{{Src: "/etc/resolv.conf", Dst: "/etc/resolv.conf"}, {Src: "/etc/hosts", Dst: "/etc/hosts"}}
+
+// buildMounts lists what a command step before step number index of c
+// has mounted: the caches of the !CacheDirs steps before it (the
+// parents' included: vagga replays them), read-write, and the
+// temporary-mount of c's own !Build steps before it, read-only.
+func (b *Builder) buildMounts(c *vagga.Container, index int) ([]runner.Volume, error) {
+	var out []runner.Volume
+	seen := map[string]bool{}
+	cache := func(s *vagga.CacheDirsStep) error {
+		for _, d := range s.Dirs {
+			if seen[d.Path] {
+				continue
+			}
+			seen[d.Path] = true
+			dir := filepath.Join(b.store.Dir, ".cache", d.Name)
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return fmt.Errorf("!CacheDirs %s: %w", d.Name, err)
+			}
+			out = append(out, runner.Volume{Path: d.Path, Kind: runner.Bind, HostDir: dir, UID: -1, GID: -1})
+		}
+		return nil
+	}
+	var ancestors []*vagga.Container
+	for p := c.Parent(); p != ""; p = b.cfg.Containers[p].Parent() {
+		ancestors = append([]*vagga.Container{b.cfg.Containers[p]}, ancestors...)
+	}
+	for _, a := range ancestors {
+		for _, s := range a.Setup {
+			if cd, ok := s.(*vagga.CacheDirsStep); ok {
+				if err := cache(cd); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	for i, s := range c.Setup {
+		if i+1 >= index {
+			break
+		}
+		switch s := s.(type) {
+		case *vagga.CacheDirsStep:
+			if err := cache(s); err != nil {
+				return nil, err
+			}
+		case *vagga.BuildStep:
+			if s.TemporaryMount != "" && !seen[s.TemporaryMount] {
+				seen[s.TemporaryMount] = true
+				src := filepath.Join(s.HostRoot, filepath.FromSlash(rel(s.Source)))
+				out = append(out, runner.Volume{Path: s.TemporaryMount, Kind: runner.Bind, HostDir: src, ReadOnly: true, UID: -1, GID: -1})
+			}
+		}
+	}
+	return out, nil
 }

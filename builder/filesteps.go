@@ -2,8 +2,6 @@ package builder
 
 import (
 	"fmt"
-	"os"
-	"path"
 	"path/filepath"
 	"strings"
 
@@ -14,7 +12,7 @@ import (
 // writes its layer directly instead of running a command in a mount.
 func isFileStep(s vagga.Step) bool {
 	switch s.(type) {
-	case *vagga.ShStep, *vagga.CmdStep:
+	case *vagga.ShStep, *vagga.CmdStep, *vagga.RunAsStep:
 		return false
 	}
 	return true
@@ -34,8 +32,9 @@ func applyFileStep(w *writer, dir string, s vagga.Step, progress progressFunc) e
 		return nil
 	case *vagga.CopyStep:
 		var total int64
-		if progress != nil {
-			total = projectUsage(dir, s.HostSource, readOptions(s))
+		if progress != nil && !s.InContainer {
+			o, _ := readOptions(s)
+			total = projectUsage(dir, s.HostSource, o)
 		}
 		p := startProgress(progress, s.Summary(), total)
 		defer p.Done()
@@ -48,6 +47,31 @@ func applyFileStep(w *writer, dir string, s vagga.Step, progress progressFunc) e
 		return w.emptyDir(rel(s.Path))
 	case *vagga.TarStep:
 		return untar(w, dir, s, progress)
+	case *vagga.CacheDirsStep:
+		// The directories are there, empty, for the cache mounted on
+		// them while later command steps run.
+		for _, d := range s.Dirs {
+			if err := w.emptyDir(rel(d.Path)); err != nil {
+				return err
+			}
+		}
+		return nil
+	case *vagga.BuildStep:
+		if s.TemporaryMount != "" {
+			// Made without its parents, as vagga does; mounted while
+			// later command steps run.
+			r := rel(s.TemporaryMount)
+			if err := w.ensureDir(parentRel(r), false, false); err != nil {
+				return err
+			}
+			return w.ensureDir(r, true, false)
+		}
+		if s.HostRoot == "" {
+			return fmt.Errorf("%w: the root of container %q was not written", ErrPath, s.Container)
+		}
+		p := startProgress(progress, s.Summary(), 0)
+		defer p.Done()
+		return buildCopy(w, s.HostRoot, s, p)
 	case *vagga.EnvStep, *vagga.DependsStep, *vagga.ContainerStep:
 		return nil
 	}
@@ -56,45 +80,6 @@ func applyFileStep(w *writer, dir string, s vagga.Step, progress progressFunc) e
 
 // rel turns an absolute container path into a path relative to the root.
 func rel(p string) string { return strings.TrimPrefix(filepath.Clean(p), "/") }
-
-// copyIn copies the source of !Copy s, a file or directory of the
-// project in dir, into the container: contents, permission bits and
-// symlinks, leaving out what its filter leaves out; owners become the
-// step's. It reads the project as walkProject does, never through a
-// symlink out of it; a symlink is copied as a symlink.
-func copyIn(w *writer, dir string, s *vagga.CopyStep, p Progress) error {
-	dst := rel(s.Path)
-	return walkProject(dir, s.HostSource, readOptions(s), func(f *projectFile) error {
-		target := dst
-		if f.rel != "" {
-			target = path.Join(dst, f.rel)
-		}
-		p.Add(f.st.Size)
-		return copyEntry(w, f, target, s.OwnerUID, s.OwnerGID)
-	})
-}
-
-func copyEntry(w *writer, f *projectFile, dst string, uid, gid int) error {
-	mode := os.FileMode(f.st.Mode).Perm() | modeBits(f.st.Mode)
-	switch {
-	case f.isDir():
-		return w.dir(dst, mode, uid, gid)
-	case f.isLink():
-		t, err := f.readlink()
-		if err != nil {
-			return err
-		}
-		return w.symlink(dst, t, uid, gid, true)
-	case f.isReg():
-		file, err := f.open()
-		if err != nil {
-			return err
-		}
-		defer file.Close()
-		return w.writeFile(dst, file, mode, uid, gid, true)
-	}
-	return nil // sockets, fifos, devices of the project are not copied
-}
 
 // projectUsage is the size of the regular files of the project path p
 // (the project is in dir), walked as o says: the total of a progress

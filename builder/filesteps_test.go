@@ -26,7 +26,7 @@ containers:
     - !EmptyDir /etc
     - !Env {GREETING: hi}
     - !Depends dep.txt
-    - !Text {/etc/after: "emptied before me"}
+    - !Text {/opt/after: "written last"}
 `
 
 func fileProject(t *testing.T) string {
@@ -53,7 +53,7 @@ func TestFileStepsBuildTheTree(t *testing.T) {
 			mustContain(t, root, "bin/busybox", "")
 			mustContain(t, root, "opt/src/a.txt", "A")
 			mustContain(t, root, "opt/src/sub/b.txt", "B")
-			mustContain(t, root, "etc/after", "emptied before me")
+			mustContain(t, root, "opt/after", "written last")
 			mustContain(t, root, "var/lib/app/data", "")
 			for _, gone := range []string{"var/cache", "etc/passwd", "etc/motd"} {
 				if _, err := os.Lstat(filepath.Join(root, gone)); !errors.Is(err, os.ErrNotExist) {

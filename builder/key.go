@@ -16,7 +16,7 @@ import (
 
 // keyVersion changes when the meaning of a layer changes, so that layers
 // built by an older ovl are not reused.
-const keyVersion = "ovl-build-v1"
+const keyVersion = "ovl-build-v2"
 
 // stepKey is the cache key of a step: a hash of the previous step's key,
 // the step as written (vagga.Canonical) and the content of every project
@@ -26,8 +26,13 @@ func stepKey(parent string, s vagga.Step, hashes *fileHashes) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\nparent %s\nstep %s\n", keyVersion, parent, vagga.Canonical(s))
 	if r, ok := s.(vagga.Reader); ok {
+		o, err := readOptions(s)
+		if err != nil {
+			return "", &StepError{Pos: s.Position(), Step: s.Summary(), Err: fmt.Errorf("%w: %v", ErrPath, err),
+				Hint: "fix the step's rules in vagga.yaml"}
+		}
 		for _, p := range r.HostPaths() {
-			sum, err := hashes.tree(p, readOptions(s))
+			sum, err := hashes.tree(p, o)
 			if err != nil {
 				return "", &StepError{Pos: s.Position(), Step: s.Summary(), Err: err,
 					Hint: "the step reads this file of the project: create it, or fix the path in vagga.yaml"}
@@ -40,13 +45,19 @@ func stepKey(parent string, s vagga.Step, hashes *fileHashes) (string, error) {
 
 // readOptions says how the project files step s reads are walked: a
 // !Copy source as it will be copied (its filter applied, a symlink
-// source kept as a symlink), a tarball or !Depends path through a
-// symlink that stays in the project.
-func readOptions(s vagga.Step) walkOptions {
-	if c, ok := s.(*vagga.CopyStep); ok {
-		return walkOptions{skip: newCopyFilter(c).skip}
+// source kept as a symlink), a !Depends path through a symlink that
+// stays in the project, with its filter, a tarball through such a
+// symlink.
+func readOptions(s vagga.Step) (walkOptions, error) {
+	switch s := s.(type) {
+	case *vagga.CopyStep:
+		f, err := newCopyFilter(s.Filter)
+		return walkOptions{filter: f}, err
+	case *vagga.DependsStep:
+		f, err := newCopyFilter(s.Filter)
+		return walkOptions{followStart: true, filter: f}, err
 	}
-	return walkOptions{followStart: true}
+	return walkOptions{followStart: true}, nil
 }
 
 // containerStepKey is the key of !Container NAME: the parent's key.

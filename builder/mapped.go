@@ -102,6 +102,16 @@ func ownersOf(c *vagga.Container) (owners, error) {
 	return owners{Mode: sp.mode}, nil
 }
 
+// fullOwners are the owners of work shared by every container (the base
+// layer): numbered as a container with the default uids and gids.
+func fullOwners() owners {
+	sp := space()
+	if sp.mode == mappedIDs {
+		return owners{Mode: mappedIDs, Container: sp.full, Helper: sp.full}
+	}
+	return owners{Mode: sp.mode}
+}
+
 // chownIDs returns the ids to chown a file to so that the container sees
 // it owned by uid:gid, and false when owners are not kept (ownIDs).
 func (o owners) chownIDs(uid, gid int) (int, int, bool, error) {
@@ -113,6 +123,25 @@ func (o owners) chownIDs(uid, gid int) (int, int, bool, error) {
 		return int(u), int(g), err == nil, err
 	}
 	return 0, 0, false, nil
+}
+
+// fromLocal returns the container's ids of the ids uid and gid this
+// process sees (a file of the project or of a built root whose owner a
+// copy keeps): the same for root; translated from the helper's numbering
+// to the container's for a mapped user, with ids the container does not
+// map becoming 65535, vagga's "nobody"; 0 (the user) for own ids.
+func (o owners) fromLocal(uid, gid int) (int, int) {
+	switch o.Mode {
+	case hostIDs:
+		return uid, gid
+	case mappedIDs:
+		u, g, err := o.Helper.Translate(o.Container, uint32(uid), uint32(gid))
+		if err != nil {
+			return 65535, 65535
+		}
+		return int(u), int(g)
+	}
+	return 0, 0
 }
 
 // The mapped helper.

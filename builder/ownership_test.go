@@ -100,7 +100,7 @@ func lsFields(out string) string {
 func TestStepOwnershipSurvives(t *testing.T) {
 	testAsRootAndMappedNobody(t, func(t *testing.T) {
 		want := strings.Join([]string{
-			"-rw-r--r-- 100 101 copied",
+			"-rw-rw-r-- 100 101 copied", // !Copy's default umask is vagga's 0o002
 			"-rw-r--r-- 100 101 file",
 			"-rwsr-sr-x 100 101 /bin/suid",
 			"drwx------ 100 101 /var/lib/pg",
@@ -123,7 +123,7 @@ func TestStepOwnershipSurvives(t *testing.T) {
 					uid, gid uint32
 					mode     uint32
 				}{{"var/lib/pg", 100, 101, 0o40700}, {"var/lib/pg/sub/file", 100, 101, 0o100644},
-					{"var/lib/pg/sub/copied", 100, 101, 0o100644}, {"bin/suid", 100, 101, 0o106755}} {
+					{"var/lib/pg/sub/copied", 100, 101, 0o100664}, {"bin/suid", 100, 101, 0o106755}} {
 					if os.Geteuid() != 0 && strings.HasPrefix(f.rel, "var/lib/pg/") {
 						continue
 					}

@@ -120,15 +120,17 @@ type walkOptions struct {
 	// (that stays inside the project): a tarball or !Depends path names
 	// the file behind it, while a !Copy source is copied as what it is.
 	followStart bool
-	// skip leaves an entry, and everything below it, out of the walk;
-	// nil keeps everything. It is not asked about the start.
-	skip func(rel string) bool
+	// filter decides which entries below the start are taken (and, with
+	// them, the directories on their way); nil takes everything. The
+	// start is always taken.
+	filter *copyFilter
 }
 
 // walkProject calls fn for the project path p and, when it is a
-// directory, for everything below it, parents before children, in name
-// order. The directories on the way to p may be symlinks that stay
-// inside the project directory dir; below p nothing is followed.
+// directory, for what its filter takes below it, parents before
+// children, in name order. The directories on the way to p may be
+// symlinks that stay inside the project directory dir; below p nothing
+// is followed.
 func walkProject(dir, p string, o walkOptions, fn func(f *projectFile) error) error {
 	rel, err := projectRel(dir, p)
 	if err != nil {
@@ -152,41 +154,63 @@ func walkProject(dir, p string, o walkOptions, fn func(f *projectFile) error) er
 	if err := unix.Fstat(fd, &start.st); err != nil {
 		return &os.PathError{Op: "stat", Path: p, Err: err}
 	}
-	return walkFrom(start, o.skip, fn)
-}
-
-// walkFrom is walkProject from the entry f on.
-func walkFrom(f *projectFile, skip func(string) bool, fn func(*projectFile) error) error {
-	if err := fn(f); err != nil || !f.isDir() {
+	if err := fn(start); err != nil || !start.isDir() {
 		return err
 	}
+	_, err = walkFrom(start, nil, o.filter, fn)
+	return err
+}
+
+// walkFrom walks what is below the directory f, whose entries the filter
+// decides about. pending are the directories above f (f included, last)
+// not given to fn yet: they are, just before the first entry below them
+// that is taken; emitted reports that this happened.
+func walkFrom(f *projectFile, pending []*projectFile, filter *copyFilter, fn func(*projectFile) error) (emitted bool, err error) {
 	fd, err := f.openFD(unix.O_RDONLY | unix.O_DIRECTORY)
 	if err != nil {
-		return &os.PathError{Op: "open", Path: f.rel, Err: err}
+		return false, &os.PathError{Op: "open", Path: f.rel, Err: err}
 	}
 	d := os.NewFile(uintptr(fd), f.rel)
 	defer d.Close()
 	names, err := d.Readdirnames(-1)
 	if err != nil {
-		return &os.PathError{Op: "readdir", Path: f.rel, Err: err}
+		return false, &os.PathError{Op: "readdir", Path: f.rel, Err: err}
 	}
 	sort.Strings(names)
 	for _, n := range names {
 		c := &projectFile{rel: joinRel(f.rel, n), dirfd: fd, name: n}
-		if skip != nil && skip(c.rel) {
-			continue
-		}
 		if err := unix.Fstatat(fd, n, &c.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			if errors.Is(err, unix.ENOENT) {
 				continue // removed since the listing
 			}
-			return &os.PathError{Op: "lstat", Path: c.rel, Err: err}
+			return emitted, &os.PathError{Op: "lstat", Path: c.rel, Err: err}
 		}
-		if err := walkFrom(c, skip, fn); err != nil {
-			return err
+		yield, descend := filter.decide(c.rel, c.isDir())
+		var below []*projectFile
+		if yield {
+			for _, p := range pending {
+				if err := fn(p); err != nil {
+					return emitted, err
+				}
+			}
+			pending, emitted = nil, true
+			if err := fn(c); err != nil {
+				return emitted, err
+			}
+		} else {
+			below = append(append([]*projectFile(nil), pending...), c)
+		}
+		if c.isDir() && descend {
+			sub, err := walkFrom(c, below, filter, fn)
+			if sub {
+				pending, emitted = nil, true
+			}
+			if err != nil {
+				return emitted, err
+			}
 		}
 	}
-	return nil
+	return emitted, nil
 }
 
 func joinRel(dir, name string) string {

@@ -35,7 +35,7 @@ func (b *Builder) parentRoot(r *Result) (root string, own []string, ok bool) {
 // containers. Roots are read-only products (runs mount them read-only or
 // under an overlay; the copy backend copies them), so sharing is safe.
 //
-// It returns what it did, or ok false when dst must be flattened the
+// It returns what it did (without dst, a temporary name), or ok false when dst must be flattened the
 // usual way: no parent, its root missing, or the clone failed (another
 // filesystem, a file that can be neither linked nor read); dst is then
 // removed again, and err says if that failed.
@@ -46,11 +46,7 @@ func (b *Builder) cloneRoot(ctx context.Context, r *Result, dst string) (detail 
 	}
 	stats, err := cloneTree(ctx, src, dst)
 	if err == nil && len(own) > 0 {
-		lowers := make([]string, len(own))
-		for i, k := range own {
-			lowers[len(own)-1-i] = b.store.Layer(k)
-		}
-		err = b.flatten(ctx, "flatten "+r.Container, lowers, dst)
+		err = b.flatten(ctx, "flatten "+r.Container, b.layerDirs(own), dst)
 	}
 	if err != nil {
 		slog.Debug("build: cannot make the root from the parent's, flattening all layers",
@@ -60,6 +56,10 @@ func (b *Builder) cloneRoot(ctx context.Context, r *Result, dst string) (detail 
 		}
 		return "", false, nil
 	}
-	return fmt.Sprintf("cloned %s's root (%d files linked, %d copied), applied %d layers: %s",
-		r.parent.Container, stats.Linked, stats.Copied, len(own), dst), true, nil
+	layers := "1 layer"
+	if len(own) != 1 {
+		layers = fmt.Sprintf("%d layers", len(own))
+	}
+	return fmt.Sprintf("cloned %s's root (%d files linked, %d copied), applied %s",
+		r.parent.Container, stats.Linked, stats.Copied, layers), true, nil
 }

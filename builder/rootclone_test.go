@@ -24,8 +24,7 @@ containers:
     setup:
     - !Tar {url: ./base.tar.gz}
     - !Text {/etc/a: a, /etc/b: b, /etc/c: c, /etc/d: d}
-    - !EnsureDir /opt/dir
-    - !Text {/opt/dir/x: x}
+    - !Copy {source: /work/dir, path: /opt/dir}
   child:
     setup:
     - !Container parent
@@ -71,7 +70,7 @@ func rootDetail(rec *recorder, container string) string {
 // link), and the files the child did not change are the parent's.
 func TestChildRootClonesParentRoot(t *testing.T) {
 	testAsRootAndNobody(t, func(t *testing.T) {
-		dir := project(t, cloneProject, nil)
+		dir := project(t, cloneProject, map[string]string{"dir/x": "x"})
 		testutil.BusyboxTar(t, filepath.Join(dir, "base.tar.gz"))
 		var out bytes.Buffer
 		opts := runOpts(decision(t, backend.Native), dir, &out)

@@ -233,8 +233,8 @@ func TestRootModeOnlyStep(t *testing.T) {
 		if err != nil || fi.Mode().Perm() != 0o750 {
 			t.Errorf("root mode %v (%v), want 0750: %s", fi.Mode(), err, out.String())
 		}
-		if len(r.Layers) != 3 {
-			t.Errorf("%d layers, want 3", len(r.Layers))
+		if len(r.Layers) != 4 {
+			t.Errorf("%d layers, want 4 (the base, the tarball, the chmod, the text)", len(r.Layers))
 		}
 	})
 }

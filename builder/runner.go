@@ -18,7 +18,8 @@ func RunnerFunc(d selector.Decision, projectDir string) RunFunc {
 			Env: x.Env, Workdir: x.Workdir, BindWork: x.BindWork, Args: x.Args,
 			Decision: d, Stdin: x.Stdin, Stdout: x.Stdout, Stderr: x.Stderr,
 			Name: "build", TransientDir: filepath.Join(projectDir, ".vagga", ".transient"),
-			UIDs: x.UIDs, GIDs: x.GIDs,
+			UIDs: x.UIDs, GIDs: x.GIDs, Volumes: x.Volumes, User: x.User, HostFiles: x.HostFiles, KeepTmp: x.KeepTmp,
+			IsolateNetwork: x.IsolateNetwork,
 		})
 		if err != nil {
 			return err

@@ -18,13 +18,7 @@ import (
 // it, so flattening it (which drops whiteouts) keeps the tree the same.
 func (b *Builder) fit(ctx context.Context, container string, keys []string) ([]string, error) {
 	max := b.opts.Decision.MaxLayers
-	paths := func(keys []string) []string {
-		out := make([]string, len(keys))
-		for i, k := range keys {
-			out[len(keys)-1-i] = b.store.Layer(k)
-		}
-		return out
-	}
+	paths := b.layerDirs
 	chunks := squashChunks(keys, max)
 	if chunks == nil {
 		return paths(keys), nil

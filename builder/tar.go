@@ -131,7 +131,7 @@ func checkTarSum(s *vagga.TarStep, hashes *fileHashes) error {
 	if s.SHA256 == "" {
 		return nil
 	}
-	sum, err := hashes.tree(s.HostFile, readOptions(s))
+	sum, err := hashes.tree(s.HostFile, walkOptions{followStart: true})
 	if err != nil {
 		return err
 	}

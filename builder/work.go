@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"os"
 
 	"github.com/ovl-dev/ovl/internal/idmap"
 	"github.com/ovl-dev/ovl/layer"
@@ -23,6 +24,7 @@ type job struct {
 	Remove   string       `json:",omitempty"` // the tree to remove
 	Usage    string       `json:",omitempty"` // the tree to measure (diskUsage)
 	Empty    string       `json:",omitempty"` // the directory to look into (dirEmpty)
+	Mkdir    *mkdirJob    `json:",omitempty"`
 	// Progress asks for the progress of long copies.
 	Progress bool `json:",omitempty"`
 }
@@ -39,6 +41,25 @@ type flattenJob struct {
 	What   string
 	Lowers []string
 	Dst    string
+}
+
+// mkdirJob makes the directory Path (0755), owned by UID:GID of a
+// container (a persistent volume).
+type mkdirJob struct {
+	Path     string
+	UID, GID int
+	Owners   owners
+}
+
+func (j *mkdirJob) run() error {
+	if err := os.Mkdir(j.Path, 0o755); err != nil {
+		return err
+	}
+	u, g, keep, err := j.Owners.chownIDs(j.UID, j.GID)
+	if err != nil || !keep {
+		return err
+	}
+	return os.Lchown(j.Path, u, g)
 }
 
 // cloneJob names a source and a destination tree.
@@ -69,7 +90,18 @@ func (j *job) run(ctx context.Context, progress progressFunc) (jobResult, error)
 	case j.FileStep != nil:
 		fs := j.FileStep
 		w := newWriter(fs.Upper, fs.Lowers, fs.Owners, fs.Namespace)
-		err = applyFileStep(w, fs.Project, fs.Step.step(), progress)
+		switch {
+		case fs.Step.Base:
+			if err = applyBase(w); err == nil {
+				err = reproducibleTimes(fs.Upper)
+			}
+		case fs.Step.Finish != nil:
+			if err = applyFinish(w, *fs.Step.Finish); err == nil {
+				err = reproducibleTimes(fs.Upper)
+			}
+		default:
+			err = applyFileStep(w, fs.Project, fs.Step.step(), progress)
+		}
 	case j.CopyMeta != nil:
 		err = layer.CopyMetadata(j.CopyMeta.Src, j.CopyMeta.Dst)
 	case j.Remove != "":
@@ -78,6 +110,8 @@ func (j *job) run(ctx context.Context, progress progressFunc) (jobResult, error)
 		res.Bytes = diskUsage(j.Usage)
 	case j.Empty != "":
 		res.Empty, err = dirEmpty(j.Empty)
+	case j.Mkdir != nil:
+		err = j.Mkdir.run()
 	default:
 		err = errors.New("empty job")
 	}
@@ -141,7 +175,15 @@ type stepMsg struct {
 	EnsureDir *vagga.EnsureDirStep `json:",omitempty"`
 	EmptyDir  *vagga.EmptyDirStep  `json:",omitempty"`
 	Tar       *vagga.TarStep       `json:",omitempty"`
-	HostPath  string               `json:",omitempty"` // Copy's HostSource, Tar's HostFile
+	CacheDirs *vagga.CacheDirsStep `json:",omitempty"`
+	Build     *vagga.BuildStep     `json:",omitempty"`
+	// HostPath is Copy's HostSource, Tar's HostFile, or the root of
+	// Build's container.
+	HostPath string `json:",omitempty"`
+	// Base and Finish are the layers under and over a container's steps
+	// (finish.go); they are not steps of vagga.yaml.
+	Base   bool        `json:",omitempty"`
+	Finish *finishSpec `json:",omitempty"`
 }
 
 // newStepMsg wraps the file step s; ok is false for a step that changes
@@ -160,6 +202,10 @@ func newStepMsg(s vagga.Step) (m stepMsg, ok bool) {
 		m.EmptyDir = s
 	case *vagga.TarStep:
 		m.Tar, m.HostPath = s, s.HostFile
+	case *vagga.CacheDirsStep:
+		m.CacheDirs = s
+	case *vagga.BuildStep:
+		m.Build, m.HostPath = s, s.HostRoot
 	default:
 		return m, false
 	}
@@ -183,6 +229,11 @@ func (m stepMsg) step() vagga.Step {
 	case m.Tar != nil:
 		m.Tar.HostFile = m.HostPath
 		return m.Tar
+	case m.CacheDirs != nil:
+		return m.CacheDirs
+	case m.Build != nil:
+		m.Build.HostRoot = m.HostPath
+		return m.Build
 	}
 	return nil
 }

@@ -146,7 +146,7 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 			u.close()
 		}
 	}()
-	open := func(p string) error {
+	open := func(p string, unrecorded layer.Format) error {
 		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("open layer %s: %w", p, err)
@@ -156,13 +156,16 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 		if err != nil {
 			return fmt.Errorf("layer %s: %w", p, err)
 		}
+		if f == layer.KernelFormat {
+			f = unrecorded
+		}
 		u.layers[len(u.layers)-1].format = f
 		return nil
 	}
 	if spec.Upper != "" {
 		u.hasUpper = true
 		u.writable = !spec.ReadOnly
-		if err := open(spec.Upper); err != nil {
+		if err := open(spec.Upper, layer.KernelFormat); err != nil {
 			return nil, err
 		}
 	}
@@ -170,7 +173,7 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 		return nil, fmt.Errorf("upper %s records the %s format, and changes are written in the kernel's: give an upper of its own", spec.Upper, u.layers[0].format)
 	}
 	for _, l := range spec.Lowers {
-		if err := open(l); err != nil {
+		if err := open(l, spec.LowerFormat); err != nil {
 			return nil, err
 		}
 	}

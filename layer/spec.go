@@ -30,6 +30,12 @@ type Spec struct {
 	ReadOnly bool
 	// Namespace is where overlay metadata xattrs live in Upper.
 	Namespace Namespace
+	// LowerFormat is the format of the lowers that record none
+	// (ReadFormat): the kernel's by default. The drop-in mode sets
+	// OCIFormat: containers/storage writes the layers it hands a mount
+	// program with ".wh." whiteout files (it assumes no mknod), and
+	// fuse-overlayfs, which ovl stands in for there, reads them so.
+	LowerFormat Format `json:",omitempty"`
 	// Options are optional features; a backend that lacks one refuses it.
 	Options Options
 }

@@ -37,6 +37,9 @@ func featureOptions(spec layer.Spec, userxattr bool) ([]option, error) {
 		return nil, err
 	}
 	for i, r := range roots {
+		if r.Format == layer.KernelFormat {
+			r.Format = spec.LowerFormat
+		}
 		if r.Format != layer.KernelFormat {
 			return nil, fmt.Errorf("%w: lower[%d] %s is a layer in the %s format, which kernel overlay cannot read (its whiteouts are names to the kernel); mount it with the fuse backend", ErrOption, i, r.Path, r.Format)
 		}

@@ -1,5 +1,6 @@
 // Package runner runs a command in a container root, vagga-style: in new
-// user (for an ordinary user), mount and pid namespaces, with the root
+// user (for a caller without CAP_SYS_ADMIN: an ordinary user, root in a
+// default container), mount and pid namespaces, with the root
 // mounted through the backend the caller chose, /proc, /sys, a minimal
 // /dev, /tmp and /run, volumes, pivot_root, and a clean environment.
 //
@@ -19,6 +20,10 @@
 // backend's full copy lives in a transient directory NAME.PID on disk
 // (PID of the init process) that Run removes, and CleanTransient removes
 // when the run was killed.
+//
+// Where no namespace can be made (a seccomp filter forbids them), the
+// copy backend still runs: the command enters its copy with chroot
+// (chroot.go), without mounts.
 package runner
 
 import (
@@ -39,6 +44,7 @@ const (
 	Snapshot = "snapshot" // the path's contents, writable, discarded at exit
 	Bind     = "bind"     // a host directory
 	Tmpfs    = "tmpfs"    // an empty tmpfs
+	Empty    = "empty"    // an empty read-only directory (vagga's !Empty)
 )
 
 // DefaultVolumeSize is the size of a snapshot or tmpfs volume whose Size
@@ -48,12 +54,51 @@ const DefaultVolumeSize = 100 << 20
 // Volume is something mounted over a path inside the container.
 type Volume struct {
 	Path     string // absolute, inside the container
-	Kind     string // Snapshot, Bind or Tmpfs
+	Kind     string // Snapshot, Bind, Tmpfs or Empty
 	Size     int64  // bytes for snapshot/tmpfs; 0 means 100Mi
 	UID, GID int    // owner for snapshot/tmpfs; -1 keeps the mountpoint's
 	From     string // snapshot: host dir whose contents to use instead of the container's path
 	HostDir  string // bind
 	ReadOnly bool   // bind
+	// Mode is a tmpfs root's mode (vagga's mode:); nil keeps the
+	// mountpoint's.
+	Mode *uint32 `json:",omitempty"`
+	// Subdirs and Files are made in a tmpfs once it is mounted, in
+	// order (parents first), owned by root.
+	Subdirs []TmpfsDir  `json:",omitempty"`
+	Files   []TmpfsFile `json:",omitempty"`
+}
+
+// TmpfsDir is a directory made in a tmpfs volume.
+type TmpfsDir struct {
+	Path string // relative to the volume
+	Mode uint32
+}
+
+// TmpfsFile is a file made in a tmpfs volume, mode 0644.
+type TmpfsFile struct {
+	Path    string // relative to the volume
+	Content string
+}
+
+// User is who a command runs as inside the container instead of root
+// (vagga's user-id, group-id, supplementary-gids, external-user-id).
+type User struct {
+	UID, GID int
+	Groups   []int
+	// ExternalUID, when not -1, is the container's id the command's UID
+	// stands for: the command runs in a user namespace of its own where
+	// UID is mapped onto it (so with 0, files it writes in /work are the
+	// caller's while it is not root to itself).
+	ExternalUID int
+}
+
+// HostFile is a file of the host shown read-only at a path of the
+// container (vagga's resolv-conf-path and hosts-file-path). A path the
+// container does not have is made in a writable run, and skipped in a
+// read-only one.
+type HostFile struct {
+	Src, Dst string
 }
 
 // Config is one run.
@@ -84,6 +129,22 @@ type Config struct {
 	// that an ordinary user's subordinate ids are mapped onto (vagga's
 	// uids and gids); nil means 0-65535. Root's runs map nothing.
 	UIDs, GIDs []idmap.Range
+	// User, when set, runs the command as another user than root.
+	User *User
+	// HostFiles are host files shown at paths of the container.
+	HostFiles []HostFile
+	// EnvironFile is a file of the container with NAME=value lines
+	// (vagga's environ-file), read when the command starts, under Env.
+	EnvironFile string
+	// IsolateNetwork runs the command in a network namespace of its own
+	// with only the loopback device, up (vagga's isolate-network).
+	IsolateNetwork bool
+	// KeepTmp leaves the container's own /tmp in place of a fresh tmpfs,
+	// as vagga's builds do: a step sees what earlier steps put there.
+	KeepTmp bool
+	// Signals, when set, passes signals to the command besides those
+	// this process gets (a supervisor stopping one of its runs).
+	Signals <-chan os.Signal
 }
 
 // Result is how the command ended.
@@ -196,6 +257,17 @@ func (c *Config) normalize() error {
 		}
 		c.BindWork, _ = filepath.Abs(c.BindWork)
 	}
+	if c.User != nil && (c.User.UID < 0 || c.User.GID < 0) {
+		return &ConfigError{Field: "user", Err: fmt.Errorf("uid %d, gid %d", c.User.UID, c.User.GID), Hint: "give ids of 0 or more"}
+	}
+	for _, f := range c.HostFiles {
+		if !filepath.IsAbs(f.Dst) {
+			return &ConfigError{Field: "host file " + f.Dst, Err: errors.New("not an absolute path in the container")}
+		}
+	}
+	if c.EnvironFile != "" && !filepath.IsAbs(c.EnvironFile) {
+		return &ConfigError{Field: "environ-file " + c.EnvironFile, Err: errors.New("not an absolute path in the container")}
+	}
 	seen := map[string]bool{}
 	for i := range c.Volumes {
 		v := &c.Volumes[i]
@@ -231,6 +303,14 @@ func (v *Volume) check() error {
 	if v.Size == 0 {
 		v.Size = DefaultVolumeSize
 	}
+	for _, p := range append(tmpfsPaths(v.Subdirs), tmpfsFilePaths(v.Files)...) {
+		if v.Kind != Tmpfs {
+			return &ConfigError{Field: field, Err: errors.New("subdirectories and files are for a tmpfs")}
+		}
+		if filepath.IsAbs(p) || p == ".." || strings.HasPrefix(filepath.Clean(p), "../") {
+			return &ConfigError{Field: field, Err: fmt.Errorf("%q is not a path below the volume", p)}
+		}
+	}
 	switch v.Kind {
 	case Snapshot:
 		if v.From != "" {
@@ -247,11 +327,27 @@ func (v *Volume) check() error {
 			return &ConfigError{Field: field, Err: fmt.Errorf("host directory %s: %w", v.HostDir, err)}
 		}
 		v.HostDir, _ = filepath.Abs(v.HostDir)
-	case Tmpfs:
+	case Tmpfs, Empty:
 	default:
 		return &ConfigError{Field: field, Err: fmt.Errorf("unknown volume kind %q", v.Kind), Hint: "use snapshot, bind or tmpfs"}
 	}
 	return nil
+}
+
+func tmpfsPaths(ds []TmpfsDir) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = d.Path
+	}
+	return out
+}
+
+func tmpfsFilePaths(fs []TmpfsFile) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = f.Path
+	}
+	return out
 }
 
 func isDir(p string) error {

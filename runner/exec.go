@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -21,6 +23,10 @@ type execPlan struct {
 	Workdir string
 	Env     []string
 	Args    []string
+	User    *User `json:",omitempty"`
+	// Chroot enters Root with chroot(2) rather than pivot_root: a run
+	// without namespaces (chroot.go).
+	Chroot bool `json:",omitempty"`
 }
 
 // defaultPath is the PATH of the clean environment.
@@ -54,7 +60,8 @@ func commandEnv(env []string) []string {
 // reported to Run on descriptor 3, which a successful exec closes.
 func execMain() {
 	unix.CloseOnExec(3)
-	rep := json.NewEncoder(os.NewFile(3, "report"))
+	repFile := os.NewFile(3, "report")
+	rep := json.NewEncoder(repFile)
 	fail := func(kind string, code int, format string, a ...any) {
 		rep.Encode(report{Error: fmt.Sprintf(format, a...), Kind: kind})
 		os.Exit(code)
@@ -66,13 +73,19 @@ func execMain() {
 	if err := os.Chdir(x.Root); err != nil {
 		fail(kindSetup, 125, "enter the container root: %v", err)
 	}
-	// pivot_root(".", ".") stacks the old root on the new one; detaching
-	// it leaves only the container visible.
-	if err := unix.PivotRoot(".", "."); err != nil {
-		fail(kindSetup, 125, "pivot_root into %s: %v", x.Root, err)
-	}
-	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
-		fail(kindSetup, 125, "detach the host's root: %v", err)
+	if x.Chroot {
+		if err := unix.Chroot("."); err != nil {
+			fail(kindSetup, 125, "chroot into %s: %v", x.Root, err)
+		}
+	} else {
+		// pivot_root(".", ".") stacks the old root on the new one;
+		// detaching it leaves only the container visible.
+		if err := unix.PivotRoot(".", "."); err != nil {
+			fail(kindSetup, 125, "pivot_root into %s: %v", x.Root, err)
+		}
+		if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+			fail(kindSetup, 125, "detach the host's root: %v", err)
+		}
 	}
 	if err := os.Chdir("/"); err != nil {
 		fail(kindSetup, 125, "chdir /: %v", err)
@@ -89,12 +102,108 @@ func execMain() {
 		}
 		fail(kind, code, "%s: %v", x.Args[0], err)
 	}
+	if u := x.User; u != nil && u.ExternalUID >= 0 {
+		os.Exit(runAsExternal(path, x.Args, env, u, repFile, fail))
+	}
+	if u := x.User; u != nil {
+		if err := switchUser(u); err != nil {
+			fail(kindSetup, 125, "run as user-id %d, group-id %d: %v (the container's user namespace must map them: see uids and gids)", u.UID, u.GID, err)
+		}
+	}
 	err = syscall.Exec(path, x.Args, env)
 	kind, code := kindNotExec, 126
 	if errors.Is(err, unix.ENOENT) {
 		kind, code = kindNotFound, 127 // e.g. a script's interpreter is missing
 	}
 	fail(kind, code, "exec %s: %v", path, err)
+}
+
+// switchUser makes this process u: its supplementary groups, group and
+// user, for good (effective, real and saved ids).
+func switchUser(u *User) error {
+	groups := make([]int, len(u.Groups))
+	copy(groups, u.Groups)
+	if err := syscall.Setgroups(groups); err != nil && len(groups) > 0 {
+		return fmt.Errorf("supplementary gids %v: %w", groups, err)
+	}
+	if err := syscall.Setresgid(u.GID, u.GID, u.GID); err != nil {
+		return fmt.Errorf("group-id %d: %w", u.GID, err)
+	}
+	if err := syscall.Setresuid(u.UID, u.UID, u.UID); err != nil {
+		return fmt.Errorf("user-id %d: %w", u.UID, err)
+	}
+	return nil
+}
+
+// runAsExternal runs the command at path in a user namespace of its own
+// where u.UID is the container's u.ExternalUID (vagga's
+// external-user-id) and every group of the container is itself, as
+// u.UID, u.GID and u.Groups; it waits for it, passing signals on, and
+// returns its exit status (or dies of the signal that killed it).
+func runAsExternal(path string, args, env []string, u *User, report *os.File, fail func(kind string, code int, format string, a ...any)) int {
+	gids, err := identityMap("/proc/self/gid_map")
+	if err != nil {
+		fail(kindSetup, 125, "external-user-id: %v", err)
+	}
+	setgroups := setgroupsAllowed()
+	cmd := &exec.Cmd{Path: path, Args: args, Env: env, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:                 syscall.CLONE_NEWUSER,
+		UidMappings:                []syscall.SysProcIDMap{{ContainerID: u.UID, HostID: u.ExternalUID, Size: 1}},
+		GidMappings:                gids,
+		GidMappingsEnableSetgroups: setgroups,
+		Credential:                 &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID), NoSetGroups: !setgroups},
+		Pdeathsig:                  syscall.SIGKILL,
+	}
+	for _, g := range u.Groups {
+		cmd.SysProcAttr.Credential.Groups = append(cmd.SysProcAttr.Credential.Groups, uint32(g))
+	}
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwardedSignals...)
+	if err := cmd.Start(); err != nil {
+		fail(kindSetup, 125, "start %s as user-id %d (the container's %d): %v", path, u.UID, u.ExternalUID, err)
+	}
+	report.Close() // started: nothing more to report
+	go func() {
+		for s := range sigs {
+			cmd.Process.Signal(s)
+		}
+	}()
+	cmd.Wait()
+	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		signal.Reset(ws.Signal())
+		unix.Kill(os.Getpid(), ws.Signal())
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
+}
+
+// identityMap maps every id of this process's namespace (from its
+// uid_map or gid_map) onto itself, for a user namespace below it.
+func identityMap(file string) ([]syscall.SysProcIDMap, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var out []syscall.SysProcIDMap
+	for _, line := range strings.Split(string(data), "\n") {
+		var inside, outside, count int
+		if n, _ := fmt.Sscan(line, &inside, &outside, &count); n == 3 {
+			out = append(out, syscall.SysProcIDMap{ContainerID: inside, HostID: inside, Size: count})
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s maps nothing", file)
+	}
+	return out, nil
+}
+
+// setgroupsAllowed reports whether this process's user namespace lets it
+// set supplementary groups (not with the single-id map).
+func setgroupsAllowed() bool {
+	data, err := os.ReadFile("/proc/self/setgroups")
+	return err != nil || strings.TrimSpace(string(data)) == "allow"
 }
 
 // lookPath finds the command name in env's PATH, as a shell does: a name

@@ -207,6 +207,11 @@ func (c *container) setup() error {
 	if err := userns.MakePrivate(); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
+	if p.IsolateNet {
+		if err := loopbackUp(); err != nil {
+			return fmt.Errorf("isolated network: bring up lo: %w", err)
+		}
+	}
 	c.root = filepath.Join(p.Dir, "root")
 	c.priv = filepath.Join(p.Dir, "priv")
 	for _, d := range []string{c.root, c.priv} {
@@ -238,6 +243,18 @@ func (c *container) setup() error {
 		if err := c.volume(i, v); err != nil {
 			return fmt.Errorf("volume %s: %w", v.Path, err)
 		}
+	}
+	for _, f := range p.HostFiles {
+		if err := c.hostFile(f, vols); err != nil {
+			return fmt.Errorf("%s at %s: %w", f.Src, f.Dst, err)
+		}
+	}
+	if p.EnvironFile != "" {
+		env, err := readEnvironFile(c.root, p.EnvironFile)
+		if err != nil {
+			return err
+		}
+		c.plan.Env = append(env, c.plan.Env...)
 	}
 	if !p.Writable {
 		if err := remountReadOnly(c.root, false); err != nil {
@@ -300,7 +317,7 @@ func keepWorkDir(upper, runDir string) string {
 }
 
 // systemMounts gives the container /proc, /sys (read-only), a minimal
-// /dev, and tmpfs /tmp and /run, as vagga does.
+// /dev, and tmpfs /tmp (unless KeepTmp) and /run, as vagga does.
 func (c *container) systemMounts() error {
 	at := map[string]string{}
 	for _, d := range []string{"/proc", "/sys", "/dev", "/tmp", "/run"} {
@@ -364,8 +381,10 @@ func (c *container) systemMounts() error {
 			return err
 		}
 	}
-	if err := c.mount(func() error { return mountFS("tmpfs", at["/tmp"], nosuid, "mode=1777") }, at["/tmp"]); err != nil {
-		return err
+	if !c.plan.KeepTmp {
+		if err := c.mount(func() error { return mountFS("tmpfs", at["/tmp"], nosuid, "mode=1777") }, at["/tmp"]); err != nil {
+			return err
+		}
 	}
 	return c.mount(func() error { return mountFS("tmpfs", at["/run"], nosuid, "mode=0755") }, at["/run"])
 }
@@ -407,16 +426,154 @@ func (c *container) volume(i int, v Volume) error {
 			return nil
 		}, mp)
 	case Tmpfs:
-		data := fmt.Sprintf("size=%d,mode=%o", v.Size, st.Mode&0o7777)
+		mode := st.Mode & 0o7777
+		if v.Mode != nil {
+			mode = *v.Mode
+		}
+		data := fmt.Sprintf("size=%d,mode=%o", v.Size, mode)
 		if uid >= 0 {
 			data += fmt.Sprintf(",uid=%d", uid)
 		}
 		if gid >= 0 {
 			data += fmt.Sprintf(",gid=%d", gid)
 		}
-		return c.mount(func() error { return mountFS("tmpfs", mp, unix.MS_NOSUID|unix.MS_NODEV, data) }, mp)
+		if err := c.mount(func() error { return mountFS("tmpfs", mp, unix.MS_NOSUID|unix.MS_NODEV, data) }, mp); err != nil {
+			return err
+		}
+		return tmpfsContents(mp, v)
+	case Empty:
+		// As vagga: the smallest tmpfs, mode 0, read-only.
+		return c.mount(func() error {
+			if err := mountFS("tmpfs", mp, unix.MS_NOSUID|unix.MS_NODEV, "size=1,mode=0"); err != nil {
+				return err
+			}
+			return remountReadOnly(mp, false)
+		}, mp)
 	}
 	return c.snapshot(i, v, mp, st.Mode&0o7777, uid, gid)
+}
+
+// loopbackUp brings up the loopback device of this network namespace
+// (a new one has it down).
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// tmpfsContents makes v's subdirectories and files in the tmpfs at mp:
+// each path resolved inside the volume, directories with their mode
+// (past the umask), files 0644; a file's directory must be there.
+func tmpfsContents(mp string, v Volume) error {
+	for _, d := range v.Subdirs {
+		dir, err := resolveInRoot(mp, filepath.Dir(d.Path), true)
+		if err != nil {
+			return fmt.Errorf("subdir %s: %w", d.Path, err)
+		}
+		p := filepath.Join(dir, filepath.Base(d.Path))
+		if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("subdir %s: %w", d.Path, err)
+		}
+		if err := unix.Chmod(p, d.Mode); err != nil {
+			return fmt.Errorf("subdir %s: %w", d.Path, err)
+		}
+	}
+	for _, f := range v.Files {
+		dir, err := resolveInRoot(mp, filepath.Dir(f.Path), false)
+		if err != nil {
+			return fmt.Errorf("file %s (give its directory under subdirs): %w", f.Path, err)
+		}
+		p := filepath.Join(dir, filepath.Base(f.Path))
+		if err := os.WriteFile(p, []byte(f.Content), 0o644); err != nil {
+			return fmt.Errorf("file %s: %w", f.Path, err)
+		}
+		if err := os.Chmod(p, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// hostFile binds the host file f.Src read-only at f.Dst, unless a volume
+// is mounted there. A Dst the container lacks is made in a writable run
+// and skipped in a read-only one.
+func (c *container) hostFile(f HostFile, vols []Volume) error {
+	for _, v := range vols {
+		if v.Path == filepath.Clean(f.Dst) {
+			return nil
+		}
+	}
+	if _, err := os.Stat(f.Src); err != nil {
+		slog.Debug("host file not there, not shown in the container", "file", f.Src, "err", err)
+		return nil
+	}
+	mp, err := resolveInRoot(c.root, f.Dst, false)
+	if errors.Is(err, ErrNotInContainer) {
+		if !c.plan.Writable {
+			slog.Debug("no such file in the read-only container, host file not shown", "path", f.Dst)
+			return nil
+		}
+		dir, derr := resolveInRoot(c.root, filepath.Dir(f.Dst), false)
+		if derr != nil {
+			slog.Debug("no directory for the host file", "path", f.Dst, "err", derr)
+			return nil
+		}
+		mp = filepath.Join(dir, filepath.Base(f.Dst))
+		if err := os.WriteFile(mp, nil, 0o644); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(mp); err != nil || !fi.Mode().IsRegular() {
+		return nil // not a file to show it on
+	}
+	return c.mount(func() error {
+		if err := bind(f.Src, mp); err != nil {
+			return err
+		}
+		return remountReadOnly(mp, false)
+	}, mp)
+}
+
+// readEnvironFile reads vagga's environ-file, a file of the container
+// at p: NAME=value lines (a value starting with a double quote loses its
+// quotes), as KEY=VALUE.
+func readEnvironFile(root, p string) ([]string, error) {
+	hp, err := resolveInRoot(root, p, false)
+	if err != nil {
+		return nil, fmt.Errorf("reading environment file %s: %w", p, err)
+	}
+	data, err := os.ReadFile(hp)
+	if err != nil {
+		return nil, fmt.Errorf("reading environment file %s: %w", p, err)
+	}
+	var out []string
+	for i, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("reading environment file %s: bad format at line %d (want NAME=value)", p, i+1)
+		}
+		if strings.HasPrefix(v, `"`) {
+			v = strings.Trim(v, `"`)
+		}
+		out = append(out, k+"="+v)
+	}
+	return out, nil
 }
 
 // snapshot mounts at mp a writable overlay of the volume's source whose
@@ -455,11 +612,25 @@ func (c *container) snapshot(i int, v Volume, mp string, mode uint32, uid, gid i
 	if err := layer.CopyMetadata(src, spec.Upper); err != nil {
 		return err
 	}
-	if err := c.mountStack(spec, false); err != nil {
-		if errors.Is(err, unix.ENOSPC) {
-			return fmt.Errorf("%w (the contents do not fit in size=%d; give a larger size)", err, v.Size)
+	if mountErr := c.mountStack(spec, false); mountErr != nil {
+		if errors.Is(mountErr, unix.ENOSPC) {
+			return fmt.Errorf("%w (the contents do not fit in size=%d; give a larger size)", mountErr, v.Size)
 		}
-		return err
+		if !errors.Is(mountErr, unix.EINVAL) || !onOverlay(src) {
+			return mountErr
+		}
+		// Kernel overlay stacks two deep at most (Linux:
+		// include/linux/fs.h:FILESYSTEM_MAX_STACK_DEPTH): a snapshot of
+		// a writable root whose layers are themselves on an overlay (a
+		// container's root) would be a third. Copy the contents into
+		// the volume's tmpfs instead, as vagga's snapshots do.
+		slog.Debug("snapshot: overlay refused, copying", "volume", v.Path, "err", mountErr)
+		if err := layer.Flatten(context.Background(), []string{src}, spec.Target); err != nil {
+			if errors.Is(err, unix.ENOSPC) {
+				return fmt.Errorf("copy %s: %w (the contents do not fit in size=%d; give a larger size)", v.Path, err, v.Size)
+			}
+			return fmt.Errorf("copy %s, as overlay refused it (%v): %w", v.Path, mountErr, err)
+		}
 	}
 	if err := os.Lchown(spec.Target, uid, gid); err != nil {
 		return fmt.Errorf("owner %d:%d: %w", uid, gid, err)
@@ -473,7 +644,7 @@ func (c *container) snapshot(i int, v Volume, mp string, mode uint32, uid, gid i
 // runCommand starts the exec stage and waits for it, forwarding signals
 // and reaping orphans, as pid 1 must.
 func (c *container) runCommand() (unix.WaitStatus, error) {
-	data, err := json.Marshal(execPlan{Root: c.root, Workdir: c.plan.Workdir, Env: c.plan.Env, Args: c.plan.Args})
+	data, err := json.Marshal(execPlan{Root: c.root, Workdir: c.plan.Workdir, Env: c.plan.Env, Args: c.plan.Args, User: c.plan.User})
 	if err != nil {
 		return 0, err
 	}
@@ -507,6 +678,12 @@ func (c *container) runCommand() (unix.WaitStatus, error) {
 			return ws, nil
 		}
 	}
+}
+
+// onOverlay reports whether path is on an overlay mount.
+func onOverlay(path string) bool {
+	var sfs unix.Statfs_t
+	return unix.Statfs(path, &sfs) == nil && sfs.Type == unix.OVERLAYFS_SUPER_MAGIC
 }
 
 // mappedOr returns id when the id map file (/proc/self/uid_map or

@@ -8,15 +8,18 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
 
+	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/idmap"
 	"github.com/ovl-dev/ovl/internal/paths"
 	"github.com/ovl-dev/ovl/internal/reexec"
+	"github.com/ovl-dev/ovl/internal/userns"
 	"github.com/ovl-dev/ovl/layer"
 	"github.com/ovl-dev/ovl/selector"
 )
@@ -36,7 +39,12 @@ type plan struct {
 	Dir         string            // the run's transient directory
 	// Remap: the caller mapped a subuid range with newuidmap; init must
 	// exec itself again to gain root's capabilities in the namespace.
-	Remap bool
+	Remap       bool
+	KeepTmp     bool       `json:",omitempty"`
+	IsolateNet  bool       `json:",omitempty"`
+	User        *User      `json:",omitempty"`
+	HostFiles   []HostFile `json:",omitempty"`
+	EnvironFile string     `json:",omitempty"`
 }
 
 // report is what init and the exec stage tell Run, one JSON object each,
@@ -99,9 +107,14 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if name == "" {
 		name = filepath.Base(cfg.Layers[0])
 	}
+	if iso := cfg.Decision.Isolation; iso == selector.IsolateChroot || iso == selector.IsolateNone {
+		return runChroot(ctx, cfg, tdir, name, noNamespaces(cfg.Decision))
+	}
 	p := plan{
 		Layers: cfg.Layers, Writable: cfg.Writable, KeepChanges: cfg.KeepChanges, Volumes: cfg.Volumes,
 		Env: cfg.Env, Workdir: cfg.Workdir, BindWork: cfg.BindWork, Args: cfg.Args, Decision: cfg.Decision,
+		User: cfg.User, HostFiles: cfg.HostFiles, EnvironFile: cfg.EnvironFile, KeepTmp: cfg.KeepTmp,
+		IsolateNet: cfg.IsolateNetwork,
 	}
 	ids, err := containerIDs(cfg.UIDs, cfg.GIDs)
 	if err != nil {
@@ -129,7 +142,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 	cmd := reexec.Command(initEntry)
 	cmd.Env = initEnv(cmd.Env)
-	cmd.SysProcAttr = initSysProcAttr(ids)
+	cmd.SysProcAttr = initSysProcAttr(cfg.Decision.Isolation, ids)
+	if cfg.IsolateNetwork {
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
 	cmd.ExtraFiles = []*os.File{confR, repW, lifeR}
 
@@ -144,7 +160,15 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	defer signal.Stop(sigs)
 	if err := cmd.Start(); err != nil {
 		repW.Close()
-		return Result{ExitCode: 125}, fmt.Errorf("start the container's init process: %w", err)
+		if nsRefused(err) && cfg.Decision.Backend == backend.Copy {
+			// The copy backend runs everywhere: without namespaces,
+			// with chroot.
+			signal.Stop(sigs)
+			slog.Debug("run: no namespace can be made, the copy runs with chroot", "err", err)
+			return runChroot(ctx, cfg, tdir, name, err)
+		}
+		return Result{ExitCode: 125}, fmt.Errorf("start the container's init process in new %s: %w%s",
+			namespacesOf(cmd.SysProcAttr), err, refusal(err))
 	}
 	repW.Close()
 	confR.Close()
@@ -181,25 +205,38 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{ExitCode: 125}, startErr
 	}
 
-	waitDone := make(chan error, 1)
-	go func() { waitDone <- cmd.Wait() }()
-	var waitErr error
-wait:
-	for {
-		select {
-		case s := <-sigs:
-			cmd.Process.Signal(s)
-		case <-ctx.Done():
-			cmd.Process.Kill()
-		case waitErr = <-waitDone:
-			break wait
-		}
-	}
+	waitErr := waitForwarding(ctx, cmd, sigs, cfg.Signals)
 	<-repDone
 	if ctx.Err() != nil {
 		return Result{ExitCode: 125, Backend: res.Backend}, fmt.Errorf("run %v: %w", cfg.Args, ctx.Err())
 	}
-	return decodeReport(&repBuf, res, waitErr)
+	res, err = decodeReport(&repBuf, res, waitErr)
+	if err == nil && res.ExitCode != 0 {
+		printNote(cfg.Stderr, foreignRootNote(cfg, ids))
+	}
+	return res, err
+}
+
+// waitForwarding waits for cmd, passing on the signals that arrive on
+// sigs and on more (a caller's own, Config.Signals) and killing it when
+// ctx is done, and returns what Wait returned.
+func waitForwarding(ctx context.Context, cmd *exec.Cmd, sigs, more <-chan os.Signal) error {
+	waitDone := make(chan error, 1)
+	go func() { waitDone <- cmd.Wait() }()
+	done := ctx.Done()
+	for {
+		select {
+		case s := <-sigs:
+			cmd.Process.Signal(s)
+		case s := <-more:
+			cmd.Process.Signal(s)
+		case <-done:
+			cmd.Process.Kill()
+			done = nil
+		case err := <-waitDone:
+			return err
+		}
+	}
 }
 
 // decodeReport turns the reports of init and the exec stage into Run's
@@ -260,23 +297,36 @@ func initEnv(env []string) []string {
 // forwardedSignals are passed on to the command.
 var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
 
-// initSysProcAttr starts init in new mount and pid namespaces, and, for
-// an ordinary user, a new user namespace: mapped to root by the Go
-// runtime when there is no subuid range (ids nil), by newuidmap later
-// otherwise.
-func initSysProcAttr(ids *idmap.Map) *syscall.SysProcAttr {
+// initSysProcAttr starts init in new mount and pid namespaces, and, when
+// the decision isolates runs in a user namespace (the caller lacks
+// CAP_SYS_ADMIN: an ordinary user, root in a default container), in a
+// new user namespace: mapped by the Go runtime when there is no subuid
+// range (ids nil: userns.Mappings), by newuidmap later otherwise.
+func initSysProcAttr(iso selector.Isolation, ids *idmap.Map) *syscall.SysProcAttr {
+	if iso == "" { // a decision made without one: by capability
+		iso = selector.IsolateUserns
+		if userns.CanMount() {
+			iso = selector.IsolateNamespaces
+		}
+	}
 	attr := &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID,
 		Pdeathsig:  syscall.SIGKILL,
 	}
-	if os.Geteuid() == 0 {
+	if iso != selector.IsolateUserns {
 		return attr
 	}
 	attr.Cloneflags |= syscall.CLONE_NEWUSER
 	if ids == nil {
-		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
-		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
-		attr.GidMappingsEnableSetgroups = false
+		attr.UidMappings, attr.GidMappings, attr.GidMappingsEnableSetgroups = userns.Mappings()
 	}
 	return attr
+}
+
+// namespacesOf names the namespaces attr asks for, for messages.
+func namespacesOf(attr *syscall.SysProcAttr) string {
+	if attr.Cloneflags&syscall.CLONE_NEWUSER != 0 {
+		return "user, mount and pid namespaces"
+	}
+	return "mount and pid namespaces"
 }

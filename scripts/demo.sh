@@ -54,6 +54,14 @@ say "ovl exec scratch: write-mode transient-hard-link-copy"
 say "and the container still has /opt/app:"
 "$ovl" exec hello
 
+say "the same project through vagga's command line: ovl install-vagga-alias makes a vagga symlink"
+mkdir -p "$demo/.bin"
+"$ovl" install-vagga-alias --force "$demo/.bin" >/dev/null
+PATH="$demo/.bin:$PATH"
+vagga 2>&1 || true # bare vagga lists the commands (exit 127, as vagga)
+vagga hello
+vagga _run app ls /opt/app
+
 say "the plain root an IDE can open"
 ls -l .vagga/app
 ls .vagga/app/opt/app

@@ -23,8 +23,8 @@ import (
 )
 
 // cacheVersion changes when Report's meaning changes, so that old cache
-// files are ignored. 3: the environment is recorded, fuse_fusermount3
-// probed.
+// files are ignored. 2: the capabilities in the key; 3: the environment
+// recorded, fuse_fusermount3 probed.
 const cacheVersion = 3
 
 // cacheKey is what a probe's answer depends on. Two calls with equal keys
@@ -42,6 +42,9 @@ type cacheKey struct {
 	// executable): a new build may probe differently, e.g. once its FUSE
 	// backend exists.
 	Binary string `json:"binary"`
+	// Caps are the capabilities that change the answer (version 2): one
+	// container's root is not another's.
+	Caps string `json:"caps"`
 }
 
 // cacheEntry is one cache file: the key it answers, the environment it
@@ -137,6 +140,7 @@ func currentKey(layerDir string) (cacheKey, error) {
 		LayerDev:        dev,
 		LayerDir:        layerDir,
 	}
+	k.Caps = fmt.Sprintf("sys_admin=%t,sys_chroot=%t", userns.CanMount(), userns.HasCap(unix.CAP_SYS_CHROOT))
 	if fi, err := os.Stat("/proc/self/exe"); err == nil {
 		k.Binary = fmt.Sprintf("%d@%d", fi.Size(), fi.ModTime().UnixNano())
 	}

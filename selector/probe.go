@@ -39,26 +39,43 @@ func Probe(ctx context.Context, layerDir string) (*Report, error) {
 	}
 	removeStale(layerDir)
 	var wg sync.WaitGroup
-	var nsResults []Result
-	wg.Go(func() {
-		if os.Geteuid() == 0 {
-			nsResults = namespaceProbes(ctx, layerDir)
-		} else {
-			nsResults = probeInUserns(ctx, layerDir)
-		}
-	})
-	hostProbes := []func() Result{timed(ProbeDevFuse, supportsDevFuse), timed(ProbeFusermount, hasFusermount3)}
-	if os.Geteuid() != 0 {
+	var mounts []Result
+	wg.Go(func() { mounts = mountProbes(ctx, layerDir) })
+	hostProbes := []func() Result{supportsDevFuse, timed(ProbeFusermount, hasFusermount3)}
+	if !userns.CanMount() {
 		hostProbes = append(hostProbes, timed(ProbeFuseHost, func() (bool, string, error) {
 			return supportsFuseHost(ctx, layerDir, fusefs.NewBackend())
 		}))
 	}
 	host := runProbes(hostProbes...)
 	wg.Wait()
-	r.Probes = append(nsResults, host...)
+	r.Probes = append(mounts, host...)
 	r.ProbedAt = time.Now().UTC()
 	r.ProbeMillis = float64(time.Since(start).Microseconds()) / 1000
 	return r, nil
+}
+
+// mountProbes runs the probes that mount: in place for a caller holding
+// CAP_SYS_ADMIN, and in a new user namespace, as an ordinary user's are,
+// for a caller without it (root in a default container is one) or whose
+// own kernel overlay mounts failed, unless the layer dir's filesystem
+// refused them. Capability, not uid, decides.
+func mountProbes(ctx context.Context, dir string) []Result {
+	if !userns.CanMount() {
+		return probeInUserns(ctx, dir)
+	}
+	in := namespaceProbes(ctx, dir, ModeInPlace)
+	for _, p := range in {
+		if p.Name == ProbeNative && p.OK {
+			return in
+		}
+	}
+	if fs, _, err := layerFS(dir); err == nil && !upperCapable(fs) {
+		// Refused for the layer dir's filesystem: a user namespace
+		// cannot help, another directory can (place.go).
+		return in
+	}
+	return append(in, probeInUserns(ctx, dir)...)
 }
 
 // newReport fills in who is asking, on what kernel, for which layer
@@ -77,14 +94,17 @@ func newReport(layerDir string) (*Report, error) {
 		KernelVersion:   unix.ByteSliceToString(u.Version[:]),
 		UID:             os.Geteuid(),
 		InUserNamespace: userns.InUserNamespace(),
+		CanMount:        userns.CanMount(),
+		CanChroot:       userns.HasCap(unix.CAP_SYS_CHROOT),
+		Confinement:     userns.Confined(),
 		LayerDir:        layerDir,
 		LayerFS:         fsType,
 	}, nil
 }
 
 // namespaceProbes runs every probe that mounts, in this process's mount
-// namespace, in parallel.
-func namespaceProbes(ctx context.Context, dir string) []Result {
+// namespace, in parallel, and tags their results with mode.
+func namespaceProbes(ctx context.Context, dir string, mode Mode) []Result {
 	ns := layer.NamespaceFor(userns.Privileged())
 	p := &overlayProber{dir: dir, ns: ns, mount: native.New().Mount}
 	with := func(f func(context.Context) (bool, string, error)) func() (bool, string, error) {
@@ -108,7 +128,11 @@ func namespaceProbes(ctx context.Context, dir string) []Result {
 			return supportsFuseBackend(ctx, dir, ns, fusefs.NewBackend())
 		}),
 	)
-	return runProbes(fns...)
+	out := runProbes(fns...)
+	for i := range out {
+		out[i].Mode = mode
+	}
+	return out
 }
 
 // timed makes a yes/no probe into one that returns its named, timed
@@ -133,18 +157,18 @@ func runProbes(fns ...func() Result) []Result {
 }
 
 // probeInUserns runs namespaceProbes in a new user and mount namespace
-// (an ordinary user's only way to mount) and returns its results, with
-// ProbeUserns first. If the namespace cannot be made, every mount probe
-// fails with that reason.
+// (an ordinary user's only way to mount) and returns its results, tagged
+// ModeUserns, with ProbeUserns first. If the namespace cannot be made,
+// every mount probe fails with that reason.
 func probeInUserns(ctx context.Context, dir string) []Result {
 	start := time.Now()
 	results, err := runProbeEntry(ctx, dir)
 	if err == nil {
 		return append([]Result{result(ProbeUserns, start, true, "", nil)}, results...)
 	}
-	out := []Result{result(ProbeUserns, start, false, "", err)}
+	out := []Result{result(ProbeUserns, start, false, usernsRefusal(err), err)}
 	for _, name := range namespaceProbeNames() {
-		out = append(out, Result{Name: name, Detail: "needs a user namespace", Error: err.Error()})
+		out = append(out, Result{Name: name, Mode: ModeUserns, Detail: "needs a user namespace", Error: err.Error()})
 	}
 	return out
 }
@@ -165,7 +189,7 @@ func runProbeEntry(ctx context.Context, dir string) ([]Result, error) {
 		return nil, err
 	}
 	defer pr.Close()
-	cmd := userns.Command(probeEntry, dir)
+	cmd := userns.UserCommand(probeEntry, dir)
 	cmd.ExtraFiles = []*os.File{pw}
 	var stderr reexec.LimitedBuffer
 	cmd.Stderr = &stderr
@@ -200,7 +224,7 @@ func probeEntryMain() {
 		fmt.Fprintln(os.Stderr, "selector-probe: make mounts private:", err)
 		os.Exit(1)
 	}
-	results := namespaceProbes(context.Background(), os.Args[1])
+	results := namespaceProbes(context.Background(), os.Args[1], ModeUserns)
 	if err := json.NewEncoder(out).Encode(results); err != nil {
 		fmt.Fprintln(os.Stderr, "selector-probe: write results:", err)
 		os.Exit(1)

@@ -7,27 +7,37 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/userns"
 	"github.com/ovl-dev/ovl/layer"
 )
 
-// supportsDevFuse opens /dev/fuse read-write, as a FUSE mount must.
-func supportsDevFuse() (bool, string, error) {
+// supportsDevFuse opens /dev/fuse read-write, as a FUSE mount must. A
+// "no" says what is missing (refusal.go) and what to do: pass the device
+// node to a container, load the module, open up the device's mode.
+func supportsDevFuse() Result {
+	start := time.Now()
 	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			return false, "no /dev/fuse: the fuse module is not loaded", err
-		case errors.Is(err, os.ErrPermission):
-			return false, "/dev/fuse is not open to this user", err
-		}
-		return false, "", err
+	if err == nil {
+		f.Close()
+		return result(ProbeDevFuse, start, true, "", nil)
 	}
-	f.Close()
-	return true, "", nil
+	var why, hint string
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		why, hint = devFuseMissing()
+	case errors.Is(err, unix.EPERM):
+		why, hint = "the container's device rules refuse /dev/fuse", "run the container with --device /dev/fuse"
+	case errors.Is(err, os.ErrPermission):
+		why, hint = "/dev/fuse is not open to this user", "make /dev/fuse 0666 (chmod 0666 /dev/fuse), as stock distributions do"
+	}
+	r := result(ProbeDevFuse, start, false, why, err)
+	r.Hint = hint
+	return r
 }
 
 // supportsFuseMount mounts a FUSE filesystem with no daemon behind it —
@@ -54,7 +64,11 @@ func supportsFuseMount(dir string) (bool, string, error) {
 	unix.Close(fd)
 	if err != nil {
 		if errors.Is(err, unix.EPERM) {
-			return false, "FUSE mounts in a user namespace need Linux 4.18", fmt.Errorf("mount fuse on %s: %w", mnt, err)
+			why := mountRefusal()
+			if !userns.Privileged() && !kernelAtLeast(kernelRelease(), 4, 18) {
+				why = "FUSE mounts in a user namespace need Linux 4.18"
+			}
+			return false, why, fmt.Errorf("mount fuse on %s: %w", mnt, err)
 		}
 		return false, "", fmt.Errorf("mount fuse on %s: %w", mnt, err)
 	}
@@ -65,7 +79,9 @@ func supportsFuseMount(dir string) (bool, string, error) {
 }
 
 // hasFusermount3 finds fusermount3 and checks it is setuid root, which an
-// ordinary user needs to mount FUSE outside a user namespace.
+// ordinary user needs to mount FUSE outside a user namespace, and that it
+// can gain CAP_SYS_ADMIN here: a container's bounding set and
+// no_new_privs void the set-user-ID bit.
 func hasFusermount3() (bool, string, error) {
 	p, err := exec.LookPath("fusermount3")
 	if err != nil {
@@ -77,6 +93,12 @@ func hasFusermount3() (bool, string, error) {
 	}
 	if st.Uid != 0 || st.Mode&unix.S_ISUID == 0 {
 		return false, p, fmt.Errorf("%s is not setuid root", p)
+	}
+	if !userns.InBounding(unix.CAP_SYS_ADMIN) {
+		return false, p, fmt.Errorf("%s cannot gain CAP_SYS_ADMIN: it is not in this process's capability bounding set (a container's capabilities)", p)
+	}
+	if userns.Confined().NoNewPrivs {
+		return false, p, fmt.Errorf("%s cannot gain privileges: no_new_privs is set for this process", p)
 	}
 	return true, p, nil
 }

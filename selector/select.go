@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/ovl-dev/ovl/backend"
 	"github.com/ovl-dev/ovl/internal/paths"
@@ -14,8 +15,13 @@ import (
 // Options say what Select needs and where to probe.
 type Options struct {
 	// LayerDir is a directory on the filesystem that will hold the
-	// layers; the probes mount there. Default: paths.StateDir().
+	// layers; the probes mount there. Default: chosen (place.go), from
+	// paths.StateDir() on.
 	LayerDir string
+	// Project is the vagga project the command works in, if any: with
+	// no LayerDir its .vagga is a candidate, and with LayerDir its
+	// .vagga (a build's) hints name the project rather than --layer-dir.
+	Project string
 	// CacheDir holds the cached reports. Default: paths.RuntimeDir().
 	CacheDir string
 	// Refresh probes again even when a cached report exists.
@@ -41,13 +47,7 @@ type Options struct {
 // backend.ErrUnavailable); the report and decision are filled when they
 // could be.
 func Inspect(ctx context.Context, o Options) (*Report, Decision, error) {
-	req := request(o)
-	r, err := report(ctx, o)
-	if err != nil {
-		return nil, Decision{}, err
-	}
-	d, err := Choose(r, req)
-	return r, d, err
+	return place(ctx, o, request(o))
 }
 
 // Select probes (cached) and chooses: the one decision of a mount, a run
@@ -60,23 +60,27 @@ func Select(ctx context.Context, o Options) (Decision, error) {
 	if req.Force == backend.Copy { // works everywhere: nothing to probe
 		return Force(backend.Copy, req.ForcedBy)
 	}
-	r, err := report(ctx, o)
-	if err != nil {
-		return Decision{}, err
-	}
-	return Choose(r, req)
+	_, d, err := place(ctx, o, req)
+	return d, err
 }
 
 // Force returns the decision for a backend the caller names, by (for
 // messages, e.g. "the drop-in mode"), for this process, without probing
 // whether it works here: for callers that need no probe (the copy
 // backend works everywhere; ovl's drop-in mode is FUSE by definition)
-// and for tests. An unknown name is an error.
+// and for tests. An unknown name is an error. Its isolation follows the
+// caller's capabilities: namespaces of its own with CAP_SYS_ADMIN, a
+// user namespace without (a run on the copy backend falls back to
+// chroot where none can be made).
 func Force(name, by string) (Decision, error) {
 	if by == "" {
 		by = "the caller"
 	}
-	d := decided(Decision{Backend: name, ForcedBy: by, Reasons: []string{name + " forced by " + by}}, userns.Privileged())
+	d := Decision{Backend: name, ForcedBy: by, Reasons: []string{name + " forced by " + by}, Isolation: IsolateUserns}
+	if userns.CanMount() {
+		d.Isolation = IsolateNamespaces
+	}
+	d = decided(d, userns.Privileged())
 	if _, err := d.Open(); err != nil {
 		return Decision{}, fmt.Errorf("%s: %w", by, err)
 	}
@@ -98,6 +102,9 @@ func EnvForced(r *Report) (d Decision, ok bool, err error) {
 
 func request(o Options) Request {
 	req := Request{Force: o.Backend, ForcedBy: "--backend", Spec: o.Spec, HostMount: o.HostMount}
+	if o.Project != "" && o.LayerDir == filepath.Join(o.Project, ".vagga") {
+		req.Project = o.Project
+	}
 	if req.Force == "" {
 		req.Force, req.ForcedBy = forcedFromEnv(), EnvBackend
 	}

@@ -12,43 +12,75 @@ import (
 	"github.com/ovl-dev/ovl/internal/idmap"
 )
 
-// ignoredContainerKeys are vagga container options that change nothing
-// for ovl (auto-clean, files vagga generates).
-var ignoredContainerKeys = map[string]bool{
-	"auto-clean": true, "resolv-conf-path": true,
-	"hosts-file-path": true, "data-dirs": true, "image-cache-url": true,
-}
+// Defaults of vagga's container settings.
+const (
+	DefaultResolvConfPath = "/etc/resolv.conf"
+	DefaultHostsFilePath  = "/etc/hosts"
+)
 
 func (p *parser) container(name string, k, v *yaml.Node) (*Container, error) {
-	c := &Container{Name: name, Pos: p.pos(k)}
+	c := &Container{Name: name, Pos: p.pos(k), ResolvConfPath: DefaultResolvConfPath, HostsFilePath: DefaultHostsFilePath}
 	if err := checkName(name); err != nil {
 		return nil, p.errf(k, ErrInvalid, fmt.Sprintf("container name %q: %v", name, err), "")
 	}
-	err := p.mapping(v, func(key string, kk, vv *yaml.Node) error {
+	what := fmt.Sprintf("container %q", name)
+	err := p.structure(v, what, func(key string, kk, vv *yaml.Node) error {
 		var err error
 		switch key {
 		case "setup":
 			err = p.sequence(vv, func(item *yaml.Node) error {
 				s, err := p.step(item)
-				if err == nil {
-					c.Setup = append(c.Setup, s)
+				switch {
+				case err != nil:
+					return err
+				case s.unsupported != nil:
+					c.Unsupported = append(c.Unsupported, s.unsupported)
+				default:
+					c.Setup = append(c.Setup, s.step)
 				}
-				return err
+				return nil
 			})
 		case "environ":
 			c.Environ, err = p.environ(vv)
+		case "environ-file":
+			c.EnvironFile, err = p.containerPath(vv, "environ-file")
 		case "volumes":
-			c.Volumes, err = p.volumes(vv)
+			c.Volumes, err = p.volumes(vv, &c.Unsupported)
 		case "uids":
 			c.UIDs, err = p.idRanges(vv, key)
 		case "gids":
 			c.GIDs, err = p.idRanges(vv, key)
-		case "environ-file":
-			err = p.errf(kk, ErrUnsupported, "environ-file is not supported", "write the variables under environ:")
-		default:
-			if !ignoredContainerKeys[key] {
-				err = p.errf(kk, ErrInvalid, fmt.Sprintf("container %q: unknown key %q", name, key), "a container has setup:, environ:, volumes:, uids: and gids:")
+		case "resolv-conf-path", "hosts-file-path":
+			var s string
+			if _, set, _ := p.optionalScalar(vv, key); set {
+				s, err = p.containerPath(vv, key)
 			}
+			if key == "resolv-conf-path" {
+				c.ResolvConfPath = s
+			} else {
+				c.HostsFilePath = s
+			}
+		case "auto-clean":
+			c.AutoClean, err = p.boolean(vv, key)
+		case "data-dirs":
+			err = p.sequence(vv, func(item *yaml.Node) error {
+				d, err := p.containerPath(item, "a data-dirs path")
+				if err == nil && d == "/" {
+					err = p.errf(item, ErrInvalid, "data-dirs: / would keep everything", "name the directories to keep")
+				}
+				c.DataDirs = append(c.DataDirs, d)
+				return err
+			})
+		case "default-shell":
+			c.DefaultShell, err = p.strings(vv, "an argument of default-shell")
+			if err == nil && len(c.DefaultShell) == 0 {
+				c.DefaultShell = nil
+			}
+		case "image-cache-url":
+			c.Unsupported = append(c.Unsupported, p.unsupported(kk, "image-cache-url (fetching a prebuilt image)",
+				"remove it: ovl builds the container from its setup steps"))
+		default:
+			err = p.unknownKey(kk, what, "setup, environ, environ-file, volumes, uids, gids, resolv-conf-path, hosts-file-path, auto-clean, data-dirs, default-shell, image-cache-url")
 		}
 		return err
 	})
@@ -57,7 +89,7 @@ func (p *parser) container(name string, k, v *yaml.Node) (*Container, error) {
 	}
 	for i, s := range c.Setup {
 		if _, ok := s.(*ContainerStep); ok && i > 0 {
-			return nil, &Error{Pos: s.Position(), Err: ErrUnsupported,
+			return nil, &Error{Pos: s.Position(), Err: ErrInvalid,
 				Msg:  fmt.Sprintf("container %q: !Container must be the first step", name),
 				Hint: "build on one container: move !Container to the top of setup:"}
 		}
@@ -107,6 +139,24 @@ func (p *parser) containerPath(n *yaml.Node, what string) (string, error) {
 	return path.Clean(s), nil
 }
 
+// relativePath checks and cleans a path below some directory: not
+// absolute, not leaving it.
+func (p *parser) relativePath(n *yaml.Node, what string) (string, error) {
+	s, err := p.scalar(n, what)
+	if err != nil {
+		return "", err
+	}
+	c := path.Clean(s)
+	if path.IsAbs(s) || c == ".." || strings.HasPrefix(c, "../") || c == "." {
+		return "", p.errf(n, ErrInvalid, fmt.Sprintf("%s %q must be a relative path below it", what, s), "write e.g. lib/tmp")
+	}
+	return c, nil
+}
+
+// isWorkPath reports whether s names the project as vagga writes it
+// inside the container: /work or below.
+func isWorkPath(s string) bool { return s == "/work" || strings.HasPrefix(s, "/work/") }
+
 // hostPath resolves a project path as vagga writes it ("/work/x", or "x"
 // relative to the project) to a host path inside the project directory.
 func (p *parser) hostPath(n *yaml.Node, what string) (written, host string, err error) {
@@ -119,7 +169,7 @@ func (p *parser) hostPath(n *yaml.Node, what string) (written, host string, err 
 	}
 	rel := s
 	switch {
-	case s == "/work" || strings.HasPrefix(s, "/work/"):
+	case isWorkPath(s):
 		rel = strings.TrimPrefix(strings.TrimPrefix(s, "/work"), "/")
 	case path.IsAbs(s):
 		return "", "", p.errf(n, ErrInvalid, fmt.Sprintf("%s %q is outside the project", what, s),

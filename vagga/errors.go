@@ -54,3 +54,10 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// isUnsupported reports whether err is this package's *Error for
+// something ovl does not do (rather than a mistake in the file).
+func isUnsupported(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Err == ErrUnsupported
+}

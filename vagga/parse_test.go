@@ -63,7 +63,7 @@ func TestParseEveryStep(t *testing.T) {
 		&ShStep{Script: "echo hi > /etc/hi"},
 		&CmdStep{Args: []string{"make", "-C", "/work", "install"}},
 		&TextStep{Files: []TextFile{{"/etc/a.conf", "x = 1\n"}, {"/etc/motd", "hello"}}},
-		&CopyStep{Source: "/work/src", Path: "/opt/src", OwnerUID: 1000, OwnerGID: 100, HostSource: "/p/src"},
+		&CopyStep{Source: "/work/src", Path: "/opt/src", OwnerUID: intp(1000), OwnerGID: intp(100), Umask: 0o002, HostSource: "/p/src"},
 		&RemoveStep{Path: "/var/cache"},
 		&EnsureDirStep{Path: "/var/lib/app"},
 		&EmptyDirStep{Path: "/tmp"},
@@ -78,22 +78,25 @@ func TestParseEveryStep(t *testing.T) {
 			t.Errorf("step %d = %#v, want %#v", i, s, want[i])
 		}
 	}
-	if got := base.Volumes; len(got) != 4 || got[0].Kind != VolumeSnapshot || got[0].Size != 1<<20 || got[0].Container != "base" ||
-		got[1].Kind != VolumeTmpfs || got[1].Size != 100e6 || got[1].Mode != 0o1777 ||
-		got[2].HostPath != "/p/data" || got[2].ReadOnly || !got[3].ReadOnly {
+	// In path order: /data, /etc, /ro, /tmp.
+	if got := base.Volumes; len(got) != 4 || got[1].Kind != VolumeSnapshot || got[1].Size != 1<<20 || got[1].Container != "base" ||
+		got[3].Kind != VolumeTmpfs || got[3].Size != 100e6 || got[3].Mode != 0o1777 ||
+		got[0].HostPath != "/p/data" || got[0].ReadOnly || !got[2].ReadOnly {
 		t.Errorf("volumes = %+v", got)
 	}
 	if cfg.Containers["child"].Parent() != "base" {
 		t.Errorf("child's parent = %q", cfg.Containers["child"].Parent())
 	}
 	hello := cfg.Commands["hello"]
-	if !reflect.DeepEqual(hello.Run, []string{"/bin/sh", "-c", "echo hello"}) || hello.WriteMode != TransientCopy || hello.Environ[0].String() != "X=y" {
+	if hello.Script != "echo hello" || !hello.IsShell() || hello.TakesArguments() || hello.WriteMode != TransientCopy || hello.Environ[0].String() != "X=y" {
 		t.Errorf("hello = %+v", hello)
 	}
-	if argv := cfg.Commands["argv"]; !reflect.DeepEqual(argv.Run, []string{"ls", "-l"}) || argv.WriteMode != ReadOnly {
+	if argv := cfg.Commands["argv"]; !reflect.DeepEqual(argv.Run, []string{"ls", "-l"}) || argv.WriteMode != ReadOnly || !argv.TakesArguments() {
 		t.Errorf("argv = %+v", argv)
 	}
 }
+
+func intp(i int) *int { return &i }
 
 func boolInt(b bool) int {
 	if b {
@@ -113,8 +116,7 @@ func TestParseErrors(t *testing.T) {
 		line       int
 		want       string
 	}{
-		{"unknown step", "containers:\n  a:\n    setup:\n    - !Ubuntu focal\n", ErrUnsupported, 4, "step !Ubuntu is not supported (ovl builds without network"},
-		{"unknown step generic", "containers:\n  a:\n    setup:\n    - !Frobnicate x\n", ErrUnsupported, 4, "write the step as !Sh"},
+		{"unknown step", "containers:\n  a:\n    setup:\n    - !Frobnicate x\n", ErrInvalid, 4, "!Frobnicate is not a vagga build step"},
 		{"cycle", "containers:\n  a:\n    setup: [!Container b]\n  b:\n    setup: [!Container a]\n", ErrCycle, 2, `Container "a" has cyclic dependency: a -> b -> a`},
 		{"self cycle", "containers:\n  a:\n    setup: [!Container a]\n", ErrCycle, 2, "has cyclic dependency"},
 		{"snapshot cycle", "containers:\n  a:\n    setup: [!Container b]\n  b:\n    volumes:\n      /x: !Snapshot {container: a}\n", ErrCycle, 2, "has cyclic dependency"},
@@ -122,14 +124,23 @@ func TestParseErrors(t *testing.T) {
 		{"invalid yaml", "containers:\n  a:\n    setup: [\n  b: 1\n", ErrSyntax, -1, "invalid YAML"},
 		{"duplicate key", "containers:\n  a: {}\n  a: {}\n", ErrSyntax, 3, "already defined"},
 		{"tab yaml", "containers:\n\ta: 1\n", ErrSyntax, 2, "invalid YAML"},
-		{"network tar", "containers:\n  a:\n    setup:\n    - !Tar\n      url: http://x/y.tar\n", ErrUnsupported, 5, "needs the network"},
 		{"relative path", "containers:\n  a:\n    setup:\n    - !EnsureDir var/x\n", ErrInvalid, 4, "not absolute"},
 		{"escape", "containers:\n  a:\n    setup:\n    - !Copy {source: ../x, path: /x}\n", ErrInvalid, 4, "leaves the project"},
-		{"container not first", "containers:\n  b: {}\n  a:\n    setup:\n    - !Sh x\n    - !Container b\n", ErrUnsupported, 6, "must be the first step"},
+		{"container not first", "containers:\n  b: {}\n  a:\n    setup:\n    - !Sh x\n    - !Container b\n", ErrInvalid, 6, "must be the first step"},
 		{"bad size", "containers:\n  a:\n    volumes:\n      /x: !Snapshot {size: lots}\n", ErrInvalid, 4, `size "lots" does not parse`},
 		{"bad write mode", "containers:\n  a: {}\ncommands:\n  c: !Command {container: a, run: x, write-mode: rw}\n", ErrInvalid, 4, "write-mode"},
 		{"command container", "commands:\n  c: !Command {container: a, run: x}\n", ErrUnknownContainer, 2, "not defined"},
-		{"supervise", "commands:\n  c: !Supervise {}\n", ErrUnsupported, 2, "!Supervise"},
+		{"supervise without children", "commands:\n  c: !Supervise {}\n", ErrInvalid, 2, "has no children"},
+		{"unknown command kind", "commands:\n  c: !Cmd {}\n", ErrInvalid, 2, `"!Cmd" is not a vagga command`},
+		{"unknown volume", "containers:\n  a:\n    volumes:\n      /x: !Ramdisk\n", ErrInvalid, 4, "not a vagga volume"},
+		{"rules and regex", "containers:\n  a:\n    setup:\n    - !Copy {source: /work/x, path: /x, rules: [/a], ignore-regex: b}\n", ErrInvalid, 4, "either rules or regular expressions but not both"},
+		{"relative include rule", "containers:\n  a:\n    setup:\n    - !Copy {source: /work/x, path: /x, rules: [a]}\n", ErrInvalid, 4, "Relative paths are allowed only for excluding rules"},
+		{"bad regex", "containers:\n  a:\n    setup:\n    - !Depends {path: x, include-regex: \"(\"}\n", ErrInvalid, 4, "include-regex"},
+		{"newer vagga", "minimum-vagga: v0.9.0\n", ErrUnsupported, 1, `Please upgrade vagga to at least "v0.9.0"`},
+		{"bad options", "containers: {a: {}}\ncommands:\n  c: !Command {container: a, run: x, options: \"no usage\"}\n", ErrInvalid, 3, "Error parsing `options`"},
+		{"unknown prerequisite", "containers: {a: {}}\ncommands:\n  c: !Command {container: a, run: x, prerequisites: [nope]}\n", ErrInvalid, 3, `prerequisite "nope"`},
+		{"empty hides work", "containers:\n  a:\n    volumes:\n      /work: !Empty\n", ErrInvalid, 4, "cannot hide /work"},
+		{"tmpfs mode", "containers:\n  a:\n    volumes:\n      /x: !Tmpfs {mode: 0o7777}\n", ErrInvalid, 4, "out of range"},
 		{"untagged step", "containers:\n  a:\n    setup:\n    - make\n", ErrInvalid, 4, "needs a tag"},
 		{"unknown key", "containers:\n  a:\n    stup: []\n", ErrInvalid, 3, `unknown key "stup"`},
 		{"bad uids", "containers:\n  a:\n    uids: [0-10, 9-5]\n", ErrInvalid, 3, `uids: id range "9-5"`},

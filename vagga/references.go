@@ -6,17 +6,25 @@ import (
 )
 
 // checkReferences makes sure every container a step, volume or command
-// names exists, and that containers built on containers form no loop.
+// names exists, every prerequisite and init-command is a command, and
+// that containers built on containers form no loop.
 func checkReferences(cfg *Config) error {
 	for _, name := range cfg.ContainerNames() {
 		c := cfg.Containers[name]
 		for _, s := range c.Setup {
-			if cs, ok := s.(*ContainerStep); ok {
-				if _, ok := cfg.Containers[cs.Name]; !ok {
-					return &Error{Pos: cs.Pos, Err: ErrUnknownContainer,
-						Msg:  fmt.Sprintf("container %q builds on %q, which is not defined", name, cs.Name),
-						Hint: "define it under containers: or fix the name"}
-				}
+			var ref string
+			switch s := s.(type) {
+			case *ContainerStep:
+				ref = s.Name
+			case *BuildStep:
+				ref = s.Container
+			default:
+				continue
+			}
+			if _, ok := cfg.Containers[ref]; !ok {
+				return &Error{Pos: s.Position(), Err: ErrUnknownContainer,
+					Msg:  fmt.Sprintf("container %q builds on %q, which is not defined", name, ref),
+					Hint: "define it under containers: or fix the name"}
 			}
 		}
 		if err := checkVolumes(cfg, c.Volumes); err != nil {
@@ -24,18 +32,12 @@ func checkReferences(cfg *Config) error {
 		}
 	}
 	for _, name := range cfg.CommandNames() {
-		c := cfg.Commands[name]
-		if _, ok := cfg.Containers[c.Container]; !ok {
-			return &Error{Pos: c.Pos, Err: ErrUnknownContainer,
-				Msg:  fmt.Sprintf("command %q runs in container %q, which is not defined", name, c.Container),
-				Hint: "define it under containers: or fix the name"}
-		}
-		if err := checkVolumes(cfg, c.Volumes); err != nil {
+		if err := checkCommand(cfg, cfg.Commands[name]); err != nil {
 			return err
 		}
 	}
-	// Depth-first walk over "builds on" edges; a container met again on
-	// the current path closes a loop.
+	// Depth-first walk over "needs" edges; a container met again on the
+	// current path closes a loop.
 	const (
 		unseen = iota
 		onPath
@@ -74,30 +76,72 @@ func checkReferences(cfg *Config) error {
 	return nil
 }
 
-func checkVolumes(cfg *Config, vols []Volume) error {
-	for _, v := range vols {
-		if v.Container == "" {
-			continue
-		}
-		if _, ok := cfg.Containers[v.Container]; !ok {
-			return &Error{Pos: v.Pos, Err: ErrUnknownContainer,
-				Msg:  fmt.Sprintf("snapshot of %s takes container %q, which is not defined", v.Path, v.Container),
+// checkCommand checks the references of command c and its children.
+func checkCommand(cfg *Config, c *Command) error {
+	if c.Kind == KindCommand {
+		if _, ok := cfg.Containers[c.Container]; !ok {
+			return &Error{Pos: c.Pos, Err: ErrUnknownContainer,
+				Msg:  fmt.Sprintf("command %q runs in container %q, which is not defined", c.Name, c.Container),
 				Hint: "define it under containers: or fix the name"}
+		}
+	}
+	for _, pre := range c.Prerequisites {
+		if _, ok := cfg.LookupCommand(pre); !ok {
+			return &Error{Pos: c.Pos, Err: ErrInvalid,
+				Msg:  fmt.Sprintf("command %q has prerequisite %q, which is not a command", c.Name, pre),
+				Hint: "define it under commands: or fix the name"}
+		}
+	}
+	if err := checkVolumes(cfg, c.Volumes); err != nil {
+		return err
+	}
+	for _, n := range c.ChildNames() {
+		if err := checkCommand(cfg, c.Children[n]); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// Dependencies lists the containers c needs built before it: its parent
-// (!Container) and the sources of its snapshot volumes.
+func checkVolumes(cfg *Config, vols []Volume) error {
+	for _, v := range vols {
+		if v.Container != "" {
+			if _, ok := cfg.Containers[v.Container]; !ok {
+				return &Error{Pos: v.Pos, Err: ErrUnknownContainer,
+					Msg:  fmt.Sprintf("volume %s takes container %q, which is not defined", v.Path, v.Container),
+					Hint: "define it under containers: or fix the name"}
+			}
+		}
+		if v.InitCommand != "" {
+			if _, ok := cfg.LookupCommand(v.InitCommand); !ok {
+				return &Error{Pos: v.Pos, Err: ErrInvalid,
+					Msg:  fmt.Sprintf("volume %s has init-command %q, which is not a command", v.Path, v.InitCommand),
+					Hint: "define it under commands: or fix the name"}
+			}
+		}
+	}
+	return nil
+}
+
+// Dependencies lists the containers c needs built before it, or before
+// it runs: its parent (!Container), the containers of its !Build steps,
+// and the sources of its snapshot and !Container volumes.
 func Dependencies(c *Container) []string {
 	var out []string
-	if p := c.Parent(); p != "" {
-		out = append(out, p)
+	add := func(name string) {
+		if name != "" && indexOf(out, name) < 0 {
+			out = append(out, name)
+		}
+	}
+	add(c.Parent())
+	for _, s := range c.Setup {
+		if b, ok := s.(*BuildStep); ok {
+			add(b.Container)
+		}
 	}
 	for _, v := range c.Volumes {
-		if v.Container != "" && v.Container != c.Name {
-			out = append(out, v.Container)
+		if v.Container != c.Name { // a snapshot of its own directory
+			add(v.Container)
 		}
 	}
 	return out
@@ -109,5 +153,5 @@ func indexOf(list []string, s string) int {
 			return i
 		}
 	}
-	return 0
+	return -1
 }

@@ -78,18 +78,41 @@ type TextStep struct {
 	Pos   Pos        `json:"-"`
 }
 
-// CopyStep copies a file or directory of the project into the container
-// (!Copy). Owners are set to OwnerUID/OwnerGID (default root), modes and
-// symlinks are kept.
+// PathFilter is what a !Copy or !Depends leaves out of a directory:
+// vagga's ignore-regex and include-regex, or its rules (globs; see
+// builder/copyfilter.go), and no-default-rules. Unset fields take
+// vagga's defaults.
+type PathFilter struct {
+	IgnoreRegex    *string  `json:"ignore-regex,omitempty"`
+	IncludeRegex   *string  `json:"include-regex,omitempty"`
+	Rules          []string `json:"rules,omitempty"`
+	NoDefaultRules bool     `json:"no-default-rules,omitempty"`
+}
+
+// CopyStep copies a file or directory into the container (!Copy): of
+// the project when Source is /work or below (or relative), else of the
+// container being built (InContainer). As vagga: owners are kept unless
+// OwnerUID/OwnerGID set them; modes become 0o777 (directories and
+// executables) or 0o666 less Umask unless PreservePermissions; times
+// become 1 (the first second of 1970) unless PreserveTimes; symlinks
+// are copied as they are; Filter leaves entries out.
 type CopyStep struct {
-	Source   string `json:"source"`
-	Path     string `json:"path"`
-	OwnerUID int    `json:"owner-uid"`
-	OwnerGID int    `json:"owner-gid"`
-	// HostSource is Source resolved on the host.
+	Source              string     `json:"source"`
+	Path                string     `json:"path"`
+	OwnerUID            *int       `json:"owner-uid,omitempty"`
+	OwnerGID            *int       `json:"owner-gid,omitempty"`
+	Umask               uint32     `json:"umask"`
+	PreservePermissions bool       `json:"preserve-permissions,omitempty"`
+	PreserveTimes       bool       `json:"preserve-times,omitempty"`
+	Filter              PathFilter `json:"filter"`
+	InContainer         bool       `json:"in-container,omitempty"`
+	// HostSource is Source resolved on the host ("" when InContainer).
 	HostSource string `json:"-"`
 	Pos        Pos    `json:"-"`
 }
+
+// DefaultUmask is !Copy's umask unless it says otherwise.
+const DefaultUmask = 0o002
 
 // EnvStep sets environment variables for the build steps after it and
 // for commands run in the container (!Env). Sorted by name.
@@ -117,10 +140,57 @@ type EmptyDirStep struct {
 }
 
 // DependsStep makes the steps after it rebuild when a project file or
-// directory changes (!Depends); it changes nothing in the container.
+// directory changes (!Depends), with what Filter leaves out; it changes
+// nothing in the container.
 type DependsStep struct {
-	Path     string `json:"path"`
-	HostPath string `json:"-"`
+	Path     string     `json:"path"`
+	Filter   PathFilter `json:"filter"`
+	HostPath string     `json:"-"`
+	Pos      Pos        `json:"-"`
+}
+
+// CacheDirsStep mounts directories of .vagga/.cache at paths of the
+// container for the command steps after it, in this container and the
+// ones built on it (!CacheDirs): downloads survive rebuilds. The
+// directories stay in the container, empty.
+type CacheDirsStep struct {
+	Dirs []CacheDir `json:"dirs"`
+	Pos  Pos        `json:"-"`
+}
+
+// CacheDir is one path: name of a !CacheDirs step.
+type CacheDir struct {
+	Path string `json:"path"`
+	Name string `json:"name"`
+}
+
+// RunAsStep runs a shell script as another user (!RunAs), with
+// /bin/sh -exc.
+type RunAsStep struct {
+	Script            string `json:"script"`
+	UserID            int    `json:"user-id"`
+	ExternalUserID    int    `json:"external-user-id"` // -1: not set
+	GroupID           int    `json:"group-id"`
+	SupplementaryGIDs []int  `json:"supplementary-gids,omitempty"`
+	WorkDir           string `json:"work-dir"`
+	IsolateNetwork    bool   `json:"isolate-network,omitempty"`
+	Pos               Pos    `json:"-"`
+}
+
+// BuildStep copies a directory of another container's built root into
+// this one (!Build with path:), or mounts it read-only at
+// TemporaryMount for the command steps after it (in this container
+// only), with Rules choosing what is copied.
+type BuildStep struct {
+	Container      string   `json:"container"`
+	Source         string   `json:"source"`
+	Path           string   `json:"path,omitempty"`
+	TemporaryMount string   `json:"temporary-mount,omitempty"`
+	Rules          []string `json:"rules,omitempty"`
+	ContentHash    bool     `json:"content-hash,omitempty"`
+	// HostRoot is the built root of Container, which the build engine
+	// sets when it has built it.
+	HostRoot string `json:"-"`
 	Pos      Pos    `json:"-"`
 }
 
@@ -142,6 +212,9 @@ func (*EnsureDirStep) Tag() string { return "!EnsureDir" }
 func (*EmptyDirStep) Tag() string  { return "!EmptyDir" }
 func (*DependsStep) Tag() string   { return "!Depends" }
 func (*ContainerStep) Tag() string { return "!Container" }
+func (*CacheDirsStep) Tag() string { return "!CacheDirs" }
+func (*RunAsStep) Tag() string     { return "!RunAs" }
+func (*BuildStep) Tag() string     { return "!Build" }
 
 func (s *TarStep) Position() Pos       { return s.Pos }
 func (s *ShStep) Position() Pos        { return s.Pos }
@@ -154,6 +227,9 @@ func (s *EnsureDirStep) Position() Pos { return s.Pos }
 func (s *EmptyDirStep) Position() Pos  { return s.Pos }
 func (s *DependsStep) Position() Pos   { return s.Pos }
 func (s *ContainerStep) Position() Pos { return s.Pos }
+func (s *CacheDirsStep) Position() Pos { return s.Pos }
+func (s *RunAsStep) Position() Pos     { return s.Pos }
+func (s *BuildStep) Position() Pos     { return s.Pos }
 
 func (s *TarStep) Summary() string { return fmt.Sprintf("!Tar %s", quoteShort(s.URL)) }
 func (s *ShStep) Summary() string  { return fmt.Sprintf("!Sh %s", quoteShort(s.Script)) }
@@ -182,9 +258,29 @@ func (s *EnsureDirStep) Summary() string { return "!EnsureDir " + quoteShort(s.P
 func (s *EmptyDirStep) Summary() string  { return "!EmptyDir " + quoteShort(s.Path) }
 func (s *DependsStep) Summary() string   { return "!Depends " + quoteShort(s.Path) }
 func (s *ContainerStep) Summary() string { return "!Container " + quoteShort(s.Name) }
+func (s *CacheDirsStep) Summary() string {
+	names := make([]string, len(s.Dirs))
+	for i, d := range s.Dirs {
+		names[i] = d.Path
+	}
+	return "!CacheDirs " + quoteShort(strings.Join(names, " "))
+}
+func (s *RunAsStep) Summary() string { return "!RunAs " + quoteShort(s.Script) }
+func (s *BuildStep) Summary() string {
+	to := s.Path
+	if to == "" {
+		to = s.TemporaryMount
+	}
+	return "!Build " + quoteShort(s.Container+":"+s.Source+" -> "+to)
+}
 
-func (s *TarStep) HostPaths() []string     { return []string{s.HostFile} }
-func (s *CopyStep) HostPaths() []string    { return []string{s.HostSource} }
+func (s *TarStep) HostPaths() []string { return []string{s.HostFile} }
+func (s *CopyStep) HostPaths() []string {
+	if s.InContainer {
+		return nil // vagga versions it by the step alone
+	}
+	return []string{s.HostSource}
+}
 func (s *DependsStep) HostPaths() []string { return []string{s.HostPath} }
 
 // quoteShort quotes the first line of s, cut to 40 characters, with "…"

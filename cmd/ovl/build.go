@@ -50,8 +50,12 @@ the content of the project files it reads. A step whose layer is in
 .vagga/.layers is not run again; so an unchanged container builds in
 milliseconds, and after an edit only the edited step and those after it run.
 Command steps run in the container (project bound at /work) on the layers
-below them, mounted with the backend 'ovl check' reports (or --backend);
-file steps write their layer directly.
+below them, mounted with the backend 'ovl check' reports for builds (or
+--backend); file steps write their layer directly. The backend is probed in
+the project's .vagga, where the layers are: with the project on a filesystem
+kernel overlay refuses uppers on (a container's overlay root), builds use
+FUSE (with /dev/fuse) or copy, and 'ovl check' in the project says so and
+what would be faster.
 
 With --cache-each-step (the default) each step's changes are a sealed layer
 of their own: a failed build continues from the failed step, and ovl prints
@@ -115,20 +119,20 @@ func buildLoad(config string) (*vagga.Config, error) {
 			return nil, err
 		}
 		if config, err = vagga.Find(cwd); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w (run ovl in a project, or give --config)", err)
 		}
 	}
 	return vagga.Load(config)
 }
 
-// buildDecision asks the selector for the backend builds and runs of the
-// project use, probing on the project's filesystem.
+// buildDecision asks the selector for the backend builds of the project
+// use, probing on the project's filesystem, where their layers are.
 func buildDecision(ctx context.Context, cfg *vagga.Config, name string) (selector.Decision, error) {
 	dir := filepath.Join(cfg.Dir, ".vagga")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return selector.Decision{}, err
 	}
-	return selector.Select(ctx, selector.Options{Backend: name, LayerDir: dir})
+	return selector.Select(ctx, selector.Options{Backend: name, LayerDir: dir, Project: cfg.Dir})
 }
 
 // buildProgress prints events: progress lines, or one JSON object per
@@ -174,7 +178,7 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 	}
 	opts := builder.Options{
 		OneLayer: !o.CacheEachStep, Force: o.Force, Decision: d,
-		Run: builder.RunnerFunc(d, cfg.Dir), Events: progress.event, Output: output,
+		Run: builder.RunnerFunc(d, cfg.Dir), Events: progress.event, Output: output, ConfigArg: o.Config,
 	}
 	cache, err := newStepCache(o.Cache, cfg, opts.OneLayer, d.Namespace)
 	if err != nil {
@@ -216,10 +220,18 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 			if r.Pulled > 0 {
 				pulled = fmt.Sprintf(", %d pulled", r.Pulled)
 			}
-			fmt.Fprintf(stdout, "%s: built, %d steps run%s, %d layers (%s backend): %s\n", name, r.Ran, pulled, len(r.Layers), d.Backend, rel)
+			fmt.Fprintf(stdout, "%s: built, %s run%s, %s (%s backend): %s\n", name, plural(r.Ran, "step"), pulled, plural(len(r.Layers), "layer"), d.Backend, rel)
 		}
 	}
 	return nil
+}
+
+// plural writes n with noun, in the plural unless n is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // buildSummary is the last JSON line `ovl build --json` prints per

@@ -115,3 +115,37 @@ func TestBuildAndExecCLI(t *testing.T) {
 		t.Errorf("bad config made layers: %v", err)
 	}
 }
+
+// TestBuildMessages: a failing step's hint repeats -f FILE, so pasting it
+// works; one step is "1 step run"; the root a child's event names is the
+// one that stays, not the temporary name it was made under.
+func TestBuildMessages(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := checkBuildOVL(t)
+	dir := buildTestProject(t, "")
+	other := filepath.Join(dir, "other.yaml")
+	os.WriteFile(other, []byte("containers:\n  p:\n    setup:\n    - !Tar {url: ./base.tar.gz}\n  c:\n    setup:\n    - !Container p\n    - !Text {/etc/x: x}\n  one:\n    setup:\n    - !Text {/etc/x: x}\n  bad:\n    setup:\n    - !Tar {url: ./base.tar.gz}\n    - !Sh \"exit 3\"\n"), 0o644)
+	_, errOut, code := checkOVLIn(t, bin, dir, nil, "build", "-f", other, "bad")
+	if code != 1 || !strings.Contains(errOut, "ovl build -f "+other+" bad --shell-before-step 2") {
+		t.Errorf("hint of a build with -f: exit %d\n%s", code, errOut)
+	}
+	out, _, code := checkOVLIn(t, bin, dir, nil, "build", "-f", other, "one")
+	if code != 0 || !strings.Contains(out, "one: built, 1 step run, ") {
+		t.Errorf("build one: exit %d, %s", code, out)
+	}
+	out, errOut, code = checkOVLIn(t, bin, dir, nil, "build", "-f", other, "c")
+	if code != 0 || !strings.Contains(errOut, "applied 1 layer into") {
+		t.Fatalf("build c: exit %d\n%s%s", code, out, errOut)
+	}
+	i := strings.Index(errOut, "cloned p's root")
+	if i < 0 {
+		t.Fatalf("no clone event:\n%s", errOut)
+	}
+	line := errOut[i:]
+	line = line[:strings.IndexByte(line, '\n')]
+	_, path, _ := strings.Cut(line, " into ")
+	path, _, _ = strings.Cut(path, " | ")
+	if _, err := os.Stat(path); err != nil || strings.Contains(path, ".tmp") {
+		t.Errorf("the event names %q (%v): %s", path, err, line)
+	}
+}

@@ -157,27 +157,41 @@ func checkFake(works bool) selector.ProbeFunc {
 	}
 }
 
-func TestCheckOnlyCopyExitsOne(t *testing.T) {
+// TestCheckExitStatus: where only the copy backend is left, ovl still
+// works, and check exits 0 (its output and --json say copy, and not
+// supported); where not even a run can start (no namespace, no chroot)
+// it exits 1.
+func TestCheckExitStatus(t *testing.T) {
 	t.Setenv("OVL_RUNTIME_DIR", t.TempDir())
 	t.Setenv("OVL_BACKEND", "")
 	var out bytes.Buffer
-	err := checkRun(context.Background(), &checkOptions{JSON: true, LayerDir: t.TempDir(), Prober: checkFake(false)}, &out)
-	var ex *exitError
-	if !errors.As(err, &ex) || ex.code != 1 {
-		t.Fatalf("checkRun with only copy working returned %v, want exit status 1", err)
+	if err := checkRun(context.Background(), &checkOptions{JSON: true, LayerDir: t.TempDir(), Prober: checkFake(false)}, &out); err != nil {
+		t.Fatalf("checkRun with only copy working returned %v, want exit status 0", err)
 	}
 	var v checkJSON
 	if err := json.Unmarshal(out.Bytes(), &v); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out.String())
 	}
-	if v.Backend != backend.Copy || v.Supported || len(v.Hints) == 0 {
-		t.Errorf("backend %q, supported %v, hints %q; want copy, false, some hints", v.Backend, v.Supported, v.Hints)
+	if v.Backend != backend.Copy || v.Supported || len(v.Hints) == 0 || v.Isolation != selector.IsolateUserns {
+		t.Errorf("backend %q, supported %v, hints %q, isolation %q; want copy, false, some hints, a user namespace", v.Backend, v.Supported, v.Hints, v.Isolation)
 	}
 
 	out.Reset()
-	err = checkRun(context.Background(), &checkOptions{LayerDir: t.TempDir(), Prober: checkFake(false)}, &out)
-	if !errors.As(err, &ex) || ex.code != 1 || !strings.Contains(out.String(), "backend    copy") || !strings.Contains(out.String(), "unprivileged overlay needs Linux 5.11") {
-		t.Errorf("text check: err %v, output:\n%s\nwant exit 1, the copy backend and the 5.11 hint", err, out.String())
+	err := checkRun(context.Background(), &checkOptions{LayerDir: t.TempDir(), Prober: checkFake(false)}, &out)
+	if err != nil || !strings.Contains(out.String(), "backend    copy") || !strings.Contains(out.String(), "unprivileged overlay needs Linux 5.11") {
+		t.Errorf("text check: err %v, output:\n%s\nwant exit 0, the copy backend and the 5.11 hint", err, out.String())
+	}
+
+	noRuns := func(ctx context.Context, dir string) (*selector.Report, error) {
+		r, err := checkFake(false)(ctx, dir)
+		r.Probes[0].OK, r.Probes[0].Error = false, "fork/exec /proc/self/exe: operation not permitted"
+		return r, err
+	}
+	out.Reset()
+	err = checkRun(context.Background(), &checkOptions{LayerDir: t.TempDir(), Prober: noRuns}, &out)
+	var ex *exitError
+	if !errors.As(err, &ex) || ex.code != 1 || !strings.Contains(out.String(), "runs     cannot start here") {
+		t.Errorf("check where no run can start: err %v, output:\n%s\nwant exit 1, saying runs cannot start", err, out.String())
 	}
 }
 

@@ -111,6 +111,10 @@ func dropinParse(args []string) (*dropinOptions, error) {
 	}
 	o.spec.Lowers, o.spec.Upper, o.spec.Work, o.spec.ReadOnly = k.Lowers, k.Upper, k.Work, k.ReadOnly
 	o.spec.Options = k.Features
+	// Layers a program hands its mount program are written for it with
+	// ".wh." whiteout files (containers/storage, which assumes no mknod
+	// there); fuse-overlayfs reads them so, and so does its stand-in.
+	o.spec.LowerFormat = layer.OCIFormat
 	// Trusted unless userxattr asks for user.*: dropinRun narrows it to
 	// the decision's namespace (user.* for anyone but real root).
 	o.spec.Namespace = layer.Trusted

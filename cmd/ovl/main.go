@@ -16,9 +16,14 @@ func main() {
 		return
 	}
 	var err error
-	if dropinArgs(os.Args[1:]) {
+	prefix := "ovl: "
+	switch {
+	case vaggaName(os.Args[0]):
+		prefix = "" // vagga's messages stand alone
+		err = vaggaMain(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	case dropinArgs(os.Args[1:]):
 		err = dropinRun(context.Background(), os.Args[1:])
-	} else {
+	default:
 		err = newRootCmd().Execute()
 	}
 	if err == nil {
@@ -27,11 +32,11 @@ func main() {
 	var ex *exitError
 	if errors.As(err, &ex) {
 		if ex.msg != "" {
-			fmt.Fprintln(os.Stderr, "ovl:", ex.msg)
+			fmt.Fprintln(os.Stderr, prefix+ex.msg)
 		}
 		os.Exit(ex.code)
 	}
-	fmt.Fprintln(os.Stderr, "ovl:", err)
+	fmt.Fprintln(os.Stderr, prefix+err.Error())
 	os.Exit(1)
 }
 

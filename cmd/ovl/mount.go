@@ -107,7 +107,7 @@ passthrough); OVL_FUSE_PASSTHROUGH=0 turns passthrough off.`,
 	f.BoolVar(&o.Features.Xino, "xino", false, "xino=on: unique inode numbers across layers")
 	f.BoolVar(&o.Features.AllowOther, "allow-other", false, "let other users use a FUSE mount")
 	f.BoolVar(&o.Foreground, "foreground", false, "stay running until interrupted, then unmount (FUSE: serve in this process)")
-	f.StringVar(&o.LayerDir, "layer-dir", "", "directory whose filesystem the backend probe tests (default: ovl's state directory)")
+	layerDirFlag(f, &o.LayerDir)
 	return cmd
 }
 

@@ -195,6 +195,26 @@ func TestMountCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("drop-in mode reads containers/storage's .wh. whiteouts", func(t *testing.T) {
+		// containers/storage hands a mount program layers whose
+		// whiteouts are ".wh." files (the AUFS format it assumes there),
+		// as fuse-overlayfs reads them; podman commit and build showed
+		// deleted files come back as ".wh.NAME" files when ovl did not.
+		d := mountDirs(t, t.TempDir(), "l0", "l1", "u", "w", "m")
+		mountTree(t, d[0], map[string]string{".wh.gone": "", "opq/.wh..wh..opq": "", "opq/new": "n"})
+		mountTree(t, d[1], map[string]string{"gone": "x", "kept": "k", "opq/old": "o"})
+		testutil.CleanupMount(t, d[4])
+		if _, _, code := checkOVL(t, bin, env, "-o", "lowerdir="+d[0]+":"+d[1]+",upperdir="+d[2]+",workdir="+d[3], d[4]); code != 0 {
+			t.Fatalf("ovl -o ... exited %d", code)
+		}
+		for dir, want := range map[string]string{d[4]: "kept opq", filepath.Join(d[4], "opq"): "new"} {
+			if got := strings.Join(testutil.Names(t, dir), " "); got != want {
+				t.Errorf("drop-in merged %s = [%s], want [%s] (whiteout and opaque marker read, not shown)", dir, got, want)
+			}
+		}
+		mountUmountCLI(t, bin, env, d[4])
+	})
+
 	t.Run("repeated --lower with ':' and ',' in paths, read-only", func(t *testing.T) {
 		root := t.TempDir()
 		d := mountDirs(t, root, "v1:2024,a", "base:x", "m")

@@ -5,9 +5,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/ovl-dev/ovl/vagga"
 )
 
 // globalOptions are the flags every subcommand has.
@@ -57,6 +60,26 @@ func setupLogging(debug bool) {
 // has, to f.
 func backendFlag(f *pflag.FlagSet, p *string) {
 	f.StringVar(p, "backend", "", "native, fuse or copy (default: $OVL_BACKEND, else what 'ovl check' picks)")
+}
+
+// layerDirFlag adds --layer-dir, which check, mount and run have, to f.
+func layerDirFlag(f *pflag.FlagSet, p *string) {
+	f.StringVar(p, "layer-dir", "", "the directory whose filesystem holds the layers and scratch state, where the backend probe mounts "+
+		"(default: $OVL_STATE_DIR, else ovl's state directory, or a tmpfs when kernel overlay refuses uppers there; builds use the project's .vagga)")
+}
+
+// cwdProject is the vagga project of the working directory (where its
+// vagga.yaml is), "" outside one.
+func cwdProject() string {
+	cwd, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	file, err := vagga.Find(cwd)
+	if err != nil {
+		return ""
+	}
+	return filepath.Dir(file)
 }
 
 // writeJSON is the one JSON exporter of the command line: indented, one

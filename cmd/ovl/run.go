@@ -30,8 +30,10 @@ type runOptions struct {
 	Volumes      []string // PATH=KIND[,opts], parsed by runParseVolume
 	Env          []string
 	Workdir      string
+	WorkdirSet   bool // --workdir given: it wins over a container's
 	BindWork     string
 	Backend      string
+	LayerDir     string
 	TransientDir string
 }
 
@@ -50,14 +52,19 @@ func runNewCmd(g *globalOptions) *cobra.Command {
 		Use:   "run [flags] ROOT|CONTAINER -- CMD [ARGS...]",
 		Short: "Run a command in a container root, with throw-away writable state",
 		Long: `run runs CMD in the container whose root directory is ROOT, in new user
-(for an ordinary user), mount and pid namespaces, with /proc, /sys (read-only),
-a minimal /dev, and tmpfs /tmp and /run, in a clean environment (PATH, HOME,
-TERM, plus --env).
+(without CAP_SYS_ADMIN: an ordinary user, root in a default container), mount
+and pid namespaces, with /proc, /sys (read-only), a minimal /dev, and tmpfs
+/tmp and /run, in a clean environment (PATH, HOME, TERM, plus --env). Where
+no namespace can be made (a seccomp filter forbids them, as Docker's default
+profile does), the copy backend enters a copy of ROOT with chroot instead:
+no /proc, no bind volumes, and ovl says so when that cannot work.
 
 ROOT may also name a container of the project's vagga.yaml (found from the
 current directory or a parent) when no such directory exists: the container
-is built first when stale (see 'ovl build'), and the command runs in its
-root with the variables of its !Env steps added to the environment.
+is built first when stale (see 'ovl build'), and the command runs as vagga's
+'_run CONTAINER CMD' runs it: the project bound at /work, in the current
+directory's place under /work, with the container's volumes, environ-file
+and environ (not the build's !Env: vagga does not use them when running).
 
 The root is read-only unless --writable: then every change lands in a fresh
 upper layer that is thrown away at exit (or kept as a layer in the
@@ -95,6 +102,7 @@ Exit status:
 			if len(o.Args) == 0 {
 				return &exitError{code: runExitOwnError, msg: "run: no command given: write ovl run ROOT -- CMD [ARGS...]"}
 			}
+			o.WorkdirSet = cmd.Flags().Changed("workdir")
 			return runRun(cmd.Context(), o, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
@@ -107,6 +115,7 @@ Exit status:
 	f.StringVarP(&o.Workdir, "workdir", "w", "/", "working directory inside the container")
 	f.StringVar(&o.BindWork, "bind-work", "", "host directory (usually the project) bound at /work")
 	backendFlag(f, &o.Backend)
+	layerDirFlag(f, &o.LayerDir)
 	f.StringVar(&o.TransientDir, "transient-dir", "", "where the copy backend's transient copies go (default: ovl's state directory)")
 	return cmd
 }
@@ -137,7 +146,7 @@ func runRun(ctx context.Context, o *runOptions, stdin io.Reader, stdout, stderr 
 		return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
 	}
 	if fi, err := os.Stat(o.Root); err != nil || !fi.IsDir() {
-		r, found, err := runBuildContainer(ctx, o, stderr)
+		rc, found, err := runBuildContainer(ctx, o, stderr)
 		if err != nil {
 			return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
 		}
@@ -145,14 +154,12 @@ func runRun(ctx context.Context, o *runOptions, stdin io.Reader, stdout, stderr 
 			msg := fmt.Sprintf("run: container root %s: not an existing directory, nor a container of a vagga.yaml here (build the container first, or fix the path)", o.Root)
 			return &exitError{code: runExitOwnError, msg: msg}
 		}
-		cfg.Layers = []string{r.Root}
-		cfg.Env = append(r.BuildEnv, cfg.Env...)
-		cfg.UIDs, cfg.GIDs = r.UIDs, r.GIDs
+		cfg = runOverContainer(rc, cfg, o)
 	}
 	if err := cfg.Validate(); err != nil {
 		return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
 	}
-	sel := selector.Options{Backend: o.Backend, Spec: &layer.Spec{Lowers: cfg.Layers}}
+	sel := selector.Options{Backend: o.Backend, Spec: &layer.Spec{Lowers: cfg.Layers}, LayerDir: o.LayerDir, Project: cwdProject()}
 	d, err := selector.Select(ctx, sel)
 	if err != nil {
 		return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
@@ -168,10 +175,6 @@ func runRun(ctx context.Context, o *runOptions, stdin io.Reader, stdout, stderr 
 		// failure after it started would run it twice.
 		if now, changed, rerr := selector.Recheck(ctx, sel, d, err); rerr == nil && changed {
 			err = fmt.Errorf("%w; the next run uses the %s backend", err, now.Backend)
-		} else if len(d.Hints) > 0 {
-			// What the selector found missing here may be why: say
-			// what would enable it, as ovl check does.
-			err = fmt.Errorf("%w (ovl check: %s)", err, strings.Join(d.Hints, "; "))
 		}
 	}
 	return runExitStatus(res, err, "run", fmt.Sprintf("run (%s backend)", d.Backend))
@@ -198,16 +201,42 @@ func runExitStatus(res runner.Result, err error, verb, own string) error {
 
 // runBuildContainer treats ROOT as the name of a container of the
 // vagga.yaml in the current directory or above: it builds the container
-// when stale and returns it (its flattened root, build environment and
-// id ranges). found is false when there is no such container.
-func runBuildContainer(ctx context.Context, o *runOptions, stderr io.Writer) (r *builder.Result, found bool, err error) {
+// when stale and returns the run vagga's _run gives it (its root, its
+// volumes and environ, the project at /work, the working directory's
+// place in it). found is false when there is no such container.
+func runBuildContainer(ctx context.Context, o *runOptions, stderr io.Writer) (rc runner.Config, found bool, err error) {
 	cwd, err := os.Getwd()
 	if err != nil {
-		return nil, false, err
+		return rc, false, err
 	}
 	p := &buildProgress{w: stderr, quiet: true}
 	pick := func(vc *vagga.Config) (selector.Decision, error) { return buildDecision(ctx, vc, o.Backend) }
-	return builder.Resolve(ctx, cwd, o.Root, builder.Options{Events: p.event, Output: stderr}, pick)
+	b, found, err := builder.Resolve(cwd, o.Root, builder.Options{Events: p.event, Output: stderr}, pick)
+	if err != nil || !found {
+		return rc, found, err
+	}
+	rc, err = b.ContainerRun(ctx, o.Root, o.Args, cwd, o.Writable)
+	return rc, true, err
+}
+
+// runOverContainer puts the command line's flags over a container's run:
+// --writable, --keep-changes, --volume and --env add to it, --workdir and
+// --bind-work replace its own when given.
+func runOverContainer(rc, flags runner.Config, o *runOptions) runner.Config {
+	rc.Writable = rc.Writable || flags.Writable
+	rc.KeepChanges = flags.KeepChanges
+	rc.Volumes = append(rc.Volumes, flags.Volumes...)
+	rc.Env = append(rc.Env, flags.Env...)
+	if o.WorkdirSet {
+		rc.Workdir = flags.Workdir
+	}
+	if flags.BindWork != "" {
+		rc.BindWork = flags.BindWork
+	}
+	if flags.TransientDir != "" {
+		rc.TransientDir = flags.TransientDir
+	}
+	return rc
 }
 
 // runParseVolume parses one --volume value.

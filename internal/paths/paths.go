@@ -60,3 +60,31 @@ func ensure(d string) (string, error) {
 	}
 	return d, nil
 }
+
+// OwnDir returns ovl's directory for this user under parent (a shared
+// sticky directory such as /dev/shm or /tmp): parent/ovl for root,
+// parent/ovl-UID for others, made 0700 if missing. One that exists must
+// be a directory of this user's, not a symlink, and reachable by no one
+// else, or it is refused: another user could have made it first.
+func OwnDir(parent string) (string, error) {
+	name := "ovl"
+	if os.Geteuid() != 0 {
+		name = fmt.Sprintf("ovl-%d", os.Geteuid())
+	}
+	d := filepath.Join(parent, name)
+	if err := os.Mkdir(d, 0o700); err != nil && !os.IsExist(err) {
+		return "", fmt.Errorf("ovl's directory %s: %w", d, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(d, &st); err != nil {
+		return "", fmt.Errorf("ovl's directory %s: %w", d, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != os.Geteuid() || st.Mode&0o077 != 0 {
+		return "", fmt.Errorf("ovl's directory %s: not a private directory of uid %d (mode %o, owner %d): remove it", d, os.Geteuid(), st.Mode, st.Uid)
+	}
+	return d, nil
+}
+
+// StateDirGiven reports whether the state directory was named by the
+// user ($OVL_STATE_DIR) rather than defaulted.
+func StateDirGiven() bool { return os.Getenv("OVL_STATE_DIR") != "" }

@@ -226,3 +226,33 @@ func StartReady(t testing.TB, cmd *exec.Cmd) {
 		t.Fatalf("%s did not start: %q, %v", cmd.Path, line, err)
 	}
 }
+
+const envWithout = "OVL_TEST_ROOT_WITHOUT"
+
+// InRootWithoutChild reports whether this test process is the child
+// started by RunAsRootWithout.
+func InRootWithoutChild() bool { return os.Getenv(envWithout) != "" }
+
+// RunAsRootWithout reruns the current test, alone, as root without the
+// capabilities caps (setpriv names: "sys_admin", "sys_chroot"), dropped
+// from its bounding set so that its exec does not gain them: root in a
+// default Docker or podman container, which lacks CAP_SYS_ADMIN. It
+// fails t if the child fails; the child sees InRootWithoutChild() ==
+// true, and extraEnv in its environment. Its output is logged.
+func RunAsRootWithout(t *testing.T, caps []string, extraEnv ...string) {
+	t.Helper()
+	RequireRoot(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("setpriv not found (package util-linux): %v", err)
+	}
+	drop := "-" + strings.Join(caps, ",-")
+	cmd := exec.Command("setpriv", "--bounding-set="+drop, "--inh-caps="+drop,
+		os.Args[0], "-test.run", runPattern(t.Name()), "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), envWithout+"="+strings.Join(caps, ","))
+	cmd.Env = append(cmd.Env, extraEnv...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("as root without %s:\n%s", strings.Join(caps, ", "), out)
+	if err != nil {
+		t.Fatalf("test as root without %s failed: %v", strings.Join(caps, ", "), err)
+	}
+}
