@@ -12,9 +12,7 @@
 package kerneltest
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -153,36 +151,18 @@ func Run(t *testing.T, bin string, cells []Cell, o Options) {
 	}
 }
 
-// ovl runs the ovl binary of the cell in dir with args, and returns its
-// stdout, stderr and exit status.
+// ovl runs the ovl binary of a cell, with its environment.
 type ovl struct {
 	t   *testing.T
 	bin string
 	env []string
 }
 
+// run runs ovl with args in dir and returns its stdout, stderr and exit
+// status (testutil.RunOVL).
 func (o ovl) run(dir string, args ...string) (string, string, int) {
 	o.t.Helper()
-	cmd := exec.Command(o.bin, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), o.env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	case err != nil:
-		o.t.Fatalf("run ovl %s: %v", strings.Join(args, " "), err)
-	}
-	out := stdout.String() + stderr.String()
-	if len(out) > 3000 {
-		out = out[:1500] + "\n[...]\n" + out[len(out)-1500:]
-	}
-	o.t.Logf("$ ovl %.300s  (exit %d)\n%s", strings.Join(args, " "), code, out)
-	return stdout.String(), stderr.String(), code
+	return testutil.RunOVL(o.t, o.bin, dir, o.env, args...)
 }
 
 // oneLine fails t unless stderr has one error line ("ovl: ...", besides
