@@ -24,7 +24,7 @@ import (
 
 // cacheVersion changes when Report's meaning changes, so that old cache
 // files are ignored. 2: the capabilities in the key; 3: the environment
-// recorded, fuse_fusermount3 probed.
+// recorded, fuse_in_place probed.
 const cacheVersion = 3
 
 // cacheKey is what a probe's answer depends on. Two calls with equal keys

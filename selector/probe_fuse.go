@@ -106,8 +106,9 @@ func hasFusermount3() (bool, string, error) {
 // ProbeFuseHost: ovl's FUSE backend mounts a stack in the caller's own
 // mount namespace without privilege, through fusermount3, as an ordinary
 // user's `ovl mount` and the drop-in mode (a mount_program) do; it works
-// where no user namespace can be made. Probed for ordinary users only.
-const ProbeFuseHost = "fuse_fusermount3"
+// where no user namespace can be made. Probed for callers without
+// CAP_SYS_ADMIN only.
+const ProbeFuseHost = "fuse_in_place"
 
 // supportsFuseHost mounts a small stack with ovl's FUSE backend in this
 // process's mount namespace, which for a caller without privilege goes
