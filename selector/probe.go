@@ -41,7 +41,13 @@ func Probe(ctx context.Context, layerDir string) (*Report, error) {
 	var wg sync.WaitGroup
 	var mounts []Result
 	wg.Go(func() { mounts = mountProbes(ctx, layerDir) })
-	host := runProbes(supportsDevFuse, timed(ProbeFusermount, hasFusermount3))
+	hostProbes := []func() Result{supportsDevFuse, timed(ProbeFusermount, hasFusermount3)}
+	if !userns.CanMount() {
+		hostProbes = append(hostProbes, timed(ProbeFuseHost, func() (bool, string, error) {
+			return supportsFuseHost(ctx, layerDir, fusefs.NewBackend())
+		}))
+	}
+	host := runProbes(hostProbes...)
 	wg.Wait()
 	r.Probes = append(mounts, host...)
 	r.ProbedAt = time.Now().UTC()

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/internal/userns"
 	"github.com/ovl-dev/ovl/layer"
 )
@@ -23,6 +24,10 @@ func TestDropinArgs(t *testing.T) {
 		{[]string{"mount", "/mnt", "-o", "lowerdir=/a"}, false},
 		{[]string{"check"}, false},
 		{[]string{"--debug", "mount", "-o"}, false},
+		{[]string{"--debug", "-o", "lowerdir=/a", "/mnt"}, true},
+		{[]string{"--debug", "overlay", "/mnt", "-o", "lowerdir=/a"}, true},
+		{[]string{"--debug", "--debug", "-olowerdir=/a", "/mnt"}, true},
+		{[]string{"--debug"}, false},
 		{nil, false},
 	}
 	for _, c := range cases {
@@ -122,4 +127,27 @@ func TestDropinParseErrors(t *testing.T) {
 			t.Errorf("dropinParse(%q) = %v, want an error naming %q", c.args, err, c.mention)
 		}
 	}
+}
+
+// TestDropinAfterGlobalFlags runs the drop-in mode with ovl's --debug
+// before it, as `ovl --debug -o lowerdir=... M`: it mounts (it said
+// `unknown command "M"`), and logs ovl's diagnostics.
+func TestDropinAfterGlobalFlags(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := checkBuildOVL(t)
+	d := mountDirs(t, t.TempDir(), "l0", "l1", "m")
+	mountTree(t, d[0], map[string]string{"top": "0"})
+	mountTree(t, d[1], map[string]string{"bottom": "1"})
+	testutil.CleanupMount(t, d[2])
+	_, errOut, code := checkOVL(t, bin, nil, "--debug", "-o", "lowerdir="+d[0]+":"+d[1], d[2])
+	if code != 0 {
+		t.Fatalf("ovl --debug -o lowerdir=... M: exit %d, %s", code, errOut)
+	}
+	if got := mountRead(t, filepath.Join(d[2], "bottom")); got != "1" {
+		t.Errorf("bottom = %q through the drop-in mount", got)
+	}
+	if !strings.Contains(errOut, "level=DEBUG") {
+		t.Errorf("--debug logged nothing: %q", errOut)
+	}
+	mountUmountCLI(t, bin, nil, d[2])
 }
