@@ -9,8 +9,9 @@ import (
 // Sentinel errors, to be tested with errors.Is.
 var (
 	// ErrOptionsTooLong reports a stack whose mount(2) options do not fit
-	// in one page, the most the kernel reads. Only the mount(2) fallback
-	// (kernels without fsopen) has this limit.
+	// in one page, the most the kernel reads, even with its layers named
+	// by descriptor. Only the mount(2) fallback (kernels without
+	// lowerdir+) has this limit.
 	ErrOptionsTooLong = errors.New("overlay mount options longer than one page")
 	// ErrOption reports an optional feature that cannot be used with this
 	// spec here, e.g. metacopy with userxattr, or volatile without upper.

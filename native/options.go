@@ -94,8 +94,8 @@ func legacyData(spec layer.Spec, opts []option) (string, error) {
 	}
 	data := strings.Join(parts, ",")
 	if limit := unix.Getpagesize() - 1; len(data) > limit {
-		return "", fmt.Errorf("%w: %d bytes for %d lower layers, mount(2) takes at most %d (Linux 6.8+ mounts any number of layers of any length with lowerdir+; on this kernel use fewer layers or shorter paths)",
-			ErrOptionsTooLong, len(data), len(spec.Lowers), limit)
+		return "", fmt.Errorf("%w: %d bytes for %d lower layers, mount(2) takes at most %d (the kernel stacks up to %d layers; Linux 6.8+ takes them one by one with lowerdir+)",
+			ErrOptionsTooLong, len(data), len(spec.Lowers), limit, layer.KernelMaxLayers)
 	}
 	return data, nil
 }

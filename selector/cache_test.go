@@ -1,14 +1,18 @@
 package selector
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/kernelsim"
 	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
@@ -139,5 +143,87 @@ func TestSelectCachedAsRoot(t *testing.T) {
 	}
 	if !r.Cached {
 		t.Error("the second call was not served from the cache")
+	}
+}
+
+// captureWarnings sends slog's output to a buffer for the test's
+// duration and returns it.
+func captureWarnings(t *testing.T) *bytes.Buffer {
+	var buf bytes.Buffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	t.Cleanup(func() { slog.SetDefault(old) })
+	return &buf
+}
+
+// TestCacheEnvironmentChanged caches a report, then asks again under a
+// simulated kernel that refuses user namespaces (a seccomp filter, as a
+// sysctl or a container's profile would): the cached report no longer
+// holds, so it is probed again, and a warning says what changed.
+func TestCacheEnvironmentChanged(t *testing.T) {
+	if _, ok := kernelsim.Active(); ok {
+		c := &countingProber{}
+		warnings := captureWarnings(t)
+		r, err := cachedProbe(t.Context(), os.Getenv("OVL_TEST_CACHE_DIR"), os.Getenv("OVL_TEST_LAYER_DIR"), false, c.probe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Cached || c.calls != 1 {
+			t.Errorf("under a new seccomp filter: cached=%v after %d probes, want a fresh probe", r.Cached, c.calls)
+		}
+		if w := warnings.String(); !strings.Contains(w, "environment changed") || !strings.Contains(w, "seccomp") || !strings.Contains(w, "--refresh") {
+			t.Errorf("warning %q: want it to say the environment changed, what (seccomp) and how to probe again", w)
+		}
+		return
+	}
+	testutil.RequireRoot(t)
+	cacheDir, layerDir := t.TempDir(), t.TempDir()
+	c := &countingProber{}
+	if _, err := cachedProbe(t.Context(), cacheDir, layerDir, false, c.probe); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := cachedProbe(t.Context(), cacheDir, layerDir, false, c.probe); err != nil || !r.Cached {
+		t.Fatalf("second probe: cached=%v, %v; want it from the cache", r != nil && r.Cached, err)
+	}
+	testutil.RunAsRootWrapped(t, kernelsim.Wrap(kernelsim.NoUserns), "OVL_TEST_CACHE_DIR="+cacheDir, "OVL_TEST_LAYER_DIR="+layerDir)
+}
+
+// TestRecheck: a backend chosen from the cache fails at its first step;
+// Recheck probes again once, says so, and returns the new decision; a
+// decision probed in this process is not probed again.
+func TestRecheck(t *testing.T) {
+	servedFromCache.Store(false)
+	t.Cleanup(func() { servedFromCache.Store(false) })
+	o := Options{CacheDir: t.TempDir(), LayerDir: t.TempDir(), Backend: "auto"}
+	works := func(failing ...string) ProbeFunc {
+		return func(ctx context.Context, dir string) (*Report, error) {
+			r := fakeReport(1000, "6.18.0", failing...)
+			r.LayerDir = dir
+			return r, nil
+		}
+	}
+	o.Prober = works()
+	first, err := Select(t.Context(), o)
+	if err != nil || first.Backend != backend.Native {
+		t.Fatalf("first Select: %v, %v", first.Backend, err)
+	}
+	if _, changed, _ := Recheck(t.Context(), o, first, errors.New("mount failed")); changed {
+		t.Fatal("Recheck of a decision probed in this process probed again")
+	}
+	cached, err := Select(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Prober = works(append([]string{ProbeUserns}, namespaceProbeNames()...)...) // user namespaces went off, unseen by the cache
+	warnings := captureWarnings(t)
+	now, changed, err := Recheck(t.Context(), o, cached, errors.New("fork/exec: operation not permitted"))
+	if err != nil || !changed || now.Backend != backend.Copy {
+		t.Fatalf("Recheck = %s, changed %v, %v; want copy, changed", now.Backend, changed, err)
+	}
+	if w := warnings.String(); !strings.Contains(w, "native backend, chosen from the probe cache, failed") || !strings.Contains(w, "operation not permitted") {
+		t.Errorf("warning %q does not say what failed and that ovl probed again", w)
+	}
+	if _, changed, _ := Recheck(t.Context(), o, now, errors.New("again")); changed {
+		t.Error("Recheck probed twice in one process")
 	}
 }

@@ -336,7 +336,7 @@ func judgeNative(r *Report, m Mode, req Request) verdict {
 		if p.OK {
 			continue
 		}
-		v.no(fmt.Sprintf("probe %s failed: %s", name, p.String()))
+		v.no(fmt.Sprintf("probe %s: %s", name, p.String()))
 		if m == ModeUserns && !kernelAtLeast(r.Kernel, 5, 11) {
 			v.hints = append(v.hints, fmt.Sprintf("unprivileged overlay needs Linux 5.11 (this is %s): upgrade the kernel, or run as root", r.Kernel))
 		}
@@ -436,6 +436,14 @@ func judgeFUSE(r *Report, m Mode, req Request) verdict {
 		}
 		return v
 	}
+	if req.HostMount && m == ModeUserns {
+		// Without CAP_SYS_ADMIN a mount in place is made through
+		// fusermount3, which needs no user namespace: probed as such.
+		if p := r.Get(ProbeFuseHost); !p.OK {
+			v.no("without CAP_SYS_ADMIN FUSE mounts in place only through fusermount3: "+p.String(), "install fuse3 (it provides a setuid fusermount3)")
+		}
+		return v
+	}
 	if m == ModeUserns {
 		if u := r.Get(ProbeUserns); !u.OK {
 			v.no("cannot make a user namespace: "+u.String(), usernsHints(r)...)
@@ -450,12 +458,6 @@ func judgeFUSE(r *Report, m Mode, req Request) verdict {
 			v.hints = append(v.hints, fmt.Sprintf("FUSE in a user namespace needs Linux 4.18 (this is %s)", r.Kernel))
 		}
 		return v
-	}
-	if req.HostMount && m == ModeUserns {
-		if p := r.Get(ProbeFusermount); !p.OK {
-			v.no("without CAP_SYS_ADMIN FUSE mounts in place only through fusermount3: "+p.String(), "install fuse3 (it provides a setuid fusermount3)")
-			return v
-		}
 	}
 	if p := r.In(m, ProbeFuseBackend); !p.OK {
 		v.no("ovl's FUSE backend: " + p.String())

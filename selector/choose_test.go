@@ -19,7 +19,7 @@ import (
 func fakeReport(uid int, kernel string, failing ...string) *Report {
 	r := &Report{Kernel: kernel, UID: uid, CanMount: uid == 0, CanChroot: uid == 0, LayerDir: "/var/lib/ovl", LayerFS: "ext4"}
 	names := append([]string{ProbeUserns}, namespaceProbeNames()...)
-	names = append(names, ProbeDevFuse, ProbeFusermount)
+	names = append(names, ProbeDevFuse, ProbeFusermount, ProbeFuseHost)
 	for _, n := range names {
 		p := Result{Name: n, OK: true}
 		if slices.Contains(failing, n) {
@@ -82,7 +82,7 @@ func TestChoose(t *testing.T) {
 		{name: "everything works: native", report: fakeReport(0, "6.18.0"), want: backend.Native, wantReason: "kernel overlay works for root"},
 		{name: "user: native through a user namespace", report: fakeReport(1000, "6.18.0"), want: backend.Native, wantReason: "uid 1000 through a user namespace"},
 		{name: "native missing: FUSE", report: fakeReport(1000, "5.4.0", nativeMissing...), want: backend.FUSE,
-			wantReason: "native: probe native failed", wantHint: "unprivileged overlay needs Linux 5.11 (this is 5.4.0)"},
+			wantReason: "native: probe native: no", wantHint: "unprivileged overlay needs Linux 5.11 (this is 5.4.0)"},
 		{name: "native and FUSE missing: copy", report: fakeReport(1000, "5.4.0", append(nativeMissing, fuseMissing...)...), want: backend.Copy,
 			wantReason: "fuse: /dev/fuse", wantHint: "make /dev/fuse 0666"},
 		{name: "no user namespaces: FUSE needs them too, copy", report: fakeReport(1000, "6.1.0", append([]string{ProbeUserns}, namespaceProbeNames()...)...), want: backend.Copy,
@@ -92,7 +92,7 @@ func TestChoose(t *testing.T) {
 		{name: "layers on nfs", report: func() *Report { r := fakeReport(0, "6.18.0", nativeMissing...); r.LayerFS = "nfs"; return r }(), want: backend.FUSE,
 			wantHint: "is on nfs, which kernel overlay refuses as an upper: pass --layer-dir"},
 		{name: "layers on ext4, native refused: no hint to move them", report: fakeReport(0, "6.18.0", nativeMissing...), want: backend.FUSE,
-			wantReason: "native: probe native failed", wantHint: "-"},
+			wantReason: "native: probe native: no", wantHint: "-"},
 		{name: "a project on a container's overlay root: move the project", report: func() *Report {
 			r := containerReport(false, nil, append(nativeMissing, ProbeDevFuse)...)
 			r.LayerFS = "overlay"
@@ -110,7 +110,10 @@ func TestChoose(t *testing.T) {
 			want: backend.FUSE},
 		{name: "ovl mount as a user: native cannot outlive its namespace, FUSE via fusermount3", report: fakeReport(1000, "6.18.0"),
 			req: Request{HostMount: true}, want: backend.FUSE, wantReason: "only inside a user namespace"},
-		{name: "ovl mount as a user without fusermount3: copy", report: fakeReport(1000, "6.18.0", ProbeFusermount),
+		{name: "ovl mount as a user without user namespaces: FUSE through fusermount3",
+			report: fakeReport(1000, "6.1.0", append([]string{ProbeUserns}, namespaceProbeNames()...)...),
+			req:    Request{HostMount: true}, want: backend.FUSE, wantReason: "FUSE works for uid 1000, mounted with fusermount3"},
+		{name: "ovl mount as a user without fusermount3: copy", report: fakeReport(1000, "6.18.0", ProbeFusermount, ProbeFuseHost),
 			req: Request{HostMount: true}, want: backend.Copy, wantHint: "install fuse3"},
 		{name: "ovl mount as root: native in place", report: fakeReport(0, "6.18.0", ProbeFusermount), req: Request{HostMount: true}, want: backend.Native},
 		{name: "spec deeper than the kernel's limit: FUSE", report: fakeReport(0, "6.18.0"),
@@ -123,7 +126,7 @@ func TestChoose(t *testing.T) {
 		{name: "forced copy always works", report: fakeReport(1000, "4.4.0", append(nativeMissing, fuseMissing...)...),
 			req: Request{Force: backend.Copy, ForcedBy: "OVL_BACKEND"}, want: backend.Copy},
 		{name: "forced native unavailable: error", report: fakeReport(1000, "5.4.0", nativeMissing...), req: Request{Force: backend.Native, ForcedBy: "OVL_BACKEND"},
-			want: backend.Native, wantErr: backend.ErrUnavailable, wantReason: "native: probe native failed", wantHint: "needs Linux 5.11"},
+			want: backend.Native, wantErr: backend.ErrUnavailable, wantReason: "native: probe native: no", wantHint: "needs Linux 5.11"},
 		{name: "forced FUSE unavailable: error", report: fakeReport(0, "6.18.0", ProbeFuseBackend), req: Request{Force: backend.FUSE},
 			want: backend.FUSE, wantErr: backend.ErrUnavailable, wantReason: "fuse_backend refused"},
 		{name: "auto is no force", report: fakeReport(0, "6.18.0"), req: Request{Force: "auto"}, want: backend.Native},

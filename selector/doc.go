@@ -6,8 +6,10 @@
 // layer directory, a whiteout and an opaque directory made through the
 // mount and read back with the layer package, lowerdir+, the optional
 // overlay features, /dev/fuse, a FUSE mount and a mount with ovl's own
-// FUSE backend. The probes run in parallel; each is a yes/no function
-// (supportsX) returning (ok, detail, err).
+// FUSE backend (for an ordinary user also in its own mount namespace,
+// through fusermount3, as its `ovl mount` is made). The probes run in
+// parallel; each is a yes/no function (supportsX) returning (ok, detail,
+// err).
 //
 // Capability decides, not uid: a caller holding CAP_SYS_ADMIN probes in
 // place (ModeInPlace), and, if its own kernel overlay mounts fail, in a
@@ -26,7 +28,11 @@
 // The report is cached as JSON under paths.RuntimeDir(), one file per
 // key: kernel release and version, effective uid and user namespace, the
 // layer directory with its filesystem type and device, and the ovl build.
-// A cached answer costs a file read; Options.Refresh probes again.
+// A cached answer costs a file read; Options.Refresh probes again, and so
+// does a change of what the cache records of the environment (user
+// namespace sysctls, /dev/fuse, fusermount3, seccomp filters), saying
+// what changed. A backend chosen from the cache that fails at its first
+// step is probed again once (Recheck).
 //
 // Choose then picks native, FUSE or copy, how runs isolate their command
 // (namespaces of their own, a user namespace, or chroot on the copy

@@ -34,7 +34,7 @@ func ExampleSelect() {
 	}
 	// Output:
 	// backend: fuse with user xattrs
-	// because native: probe native failed: no: mount overlay: operation not permitted
+	// because native: probe native: no: mount overlay: operation not permitted
 	// because FUSE works for uid 1000 in a user namespace
 	// hint: unprivileged overlay needs Linux 5.11 (this is 5.4.0): upgrade the kernel, or run as root
 }

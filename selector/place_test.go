@@ -127,7 +127,7 @@ func TestPlaceStaysWhereMovingCannotHelp(t *testing.T) {
 		{"ext4, no user namespaces: stay", "ext4", false, backend.Copy, 1, noUserns},
 		{"ext4, native works: stay", "ext4", false, backend.Native, 1, nil},
 		{"overlay, nothing better elsewhere: stay, having looked", "overlay", false, backend.Copy, 2, noUserns},
-		{"overlay, ovl mount: stay", "overlay", true, backend.Copy, 1, noUserns},
+		{"overlay, ovl mount: stay (FUSE through fusermount3 needs no user namespace)", "overlay", true, backend.FUSE, 1, noUserns},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

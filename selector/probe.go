@@ -41,8 +41,14 @@ func Probe(ctx context.Context, layerDir string) (*Report, error) {
 	var wg sync.WaitGroup
 	var mounts []Result
 	wg.Go(func() { mounts = mountProbes(ctx, layerDir) })
-	host := runProbes(supportsDevFuse, timed(ProbeFusermount, hasFusermount3),
-		timed(ProbeFuseOtherUIDs, func() (bool, string, error) { ok, why := fusefs.OtherUsers(); return ok, why, nil }))
+	hostProbes := []func() Result{supportsDevFuse, timed(ProbeFusermount, hasFusermount3),
+		timed(ProbeFuseOtherUIDs, func() (bool, string, error) { ok, why := fusefs.OtherUsers(); return ok, why, nil })}
+	if !userns.CanMount() {
+		hostProbes = append(hostProbes, timed(ProbeFuseHost, func() (bool, string, error) {
+			return supportsFuseHost(ctx, layerDir, fusefs.NewBackend())
+		}))
+	}
+	host := runProbes(hostProbes...)
 	wg.Wait()
 	r.Probes = append(mounts, host...)
 	r.ProbedAt = time.Now().UTC()

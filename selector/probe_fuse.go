@@ -103,6 +103,24 @@ func hasFusermount3() (bool, string, error) {
 	return true, p, nil
 }
 
+// ProbeFuseHost: ovl's FUSE backend mounts a stack in the caller's own
+// mount namespace without privilege, through fusermount3, as an ordinary
+// user's `ovl mount` and the drop-in mode (a mount_program) do; it works
+// where no user namespace can be made. Probed for callers without
+// CAP_SYS_ADMIN only.
+const ProbeFuseHost = "fuse_in_place"
+
+// supportsFuseHost mounts a small stack with ovl's FUSE backend in this
+// process's mount namespace, which for a caller without privilege goes
+// through fusermount3, and checks it as supportsFuseBackend does.
+func supportsFuseHost(ctx context.Context, dir string, b backend.Backend) (bool, string, error) {
+	ok, _, err := supportsFuseBackend(ctx, dir, layer.User, b)
+	if err != nil {
+		return false, "", err
+	}
+	return ok, "in place, through fusermount3", nil
+}
+
 // supportsFuseBackend mounts a small stack with ovl's FUSE backend, reads
 // through it and deletes a lower file, which must leave a whiteout in the
 // upper. The layer directory may be on an overlay mount (a CI job's

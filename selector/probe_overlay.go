@@ -33,9 +33,14 @@ type stack struct {
 	upper, work, mnt string
 }
 
-// newStack fills a sandbox: the top lower has "top" and "d/a", the bottom
-// lower "bottom", "gone", "d/b" and "opq/x".
-func newStack(s *sandbox) (*stack, error) {
+// newStack fills a sandbox: the top lower has "top", "d/a" and a
+// whiteout of "d/hidden" written by the layer package as layers written
+// here get them (layer.MakeWhiteout: a 0/0 device, or an xattr whiteout
+// where mknod is refused; in a directory below the layer's root, where
+// the kernel looks for xattr whiteouts only in directories marked for
+// them), the bottom lower "bottom", "gone", "d/hidden", "d/b" and
+// "opq/x".
+func newStack(s *sandbox, ns layer.Namespace) (*stack, error) {
 	st := &stack{}
 	var err error
 	mk := func(name string) string {
@@ -53,12 +58,53 @@ func newStack(s *sandbox) (*stack, error) {
 	if err := s.files(top, "top", "d/a"); err != nil {
 		return nil, err
 	}
-	if err := s.files(bottom, "bottom", "gone", "d/b", "opq/x"); err != nil {
+	if err := s.files(bottom, "bottom", "gone", hiddenName, "d/b", "opq/x"); err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(filepath.Join(top, filepath.Dir(hiddenName)), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	if err := layer.MakeWhiteout(fd, filepath.Base(hiddenName), ns); err != nil {
 		return nil, err
 	}
 	st.lowers = []string{top, bottom}
 	return st, nil
 }
+
+// hiddenName is the bottom layer's file that a whiteout in the top one
+// hides (newStack).
+const hiddenName = "d/hidden"
+
+// expectHidden checks that the whiteout newStack wrote in the top layer
+// hides its name in the merged tree at mnt, to lookup and readdir alike:
+// kernel overlay reads the whiteouts layers get here. Linux before 6.7
+// shows an xattr whiteout as an empty file (6.7+ too where its directory
+// lacks the overlay.opaque = "x" mark, in readdir).
+func expectHidden(mnt string) error {
+	_, err := os.Lstat(filepath.Join(mnt, hiddenName))
+	switch {
+	case err == nil:
+		return errXattrWhiteoutsUnread
+	case !errors.Is(err, os.ErrNotExist):
+		return err
+	}
+	entries, err := os.ReadDir(filepath.Join(mnt, filepath.Dir(hiddenName)))
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Name() == filepath.Base(hiddenName) {
+			return errXattrWhiteoutsUnread // listed, though lookup hides it
+		}
+	}
+	return nil
+}
+
+// errXattrWhiteoutsUnread reports a kernel that shows a layer's xattr
+// whiteout as a file (before Linux 6.7).
+var errXattrWhiteoutsUnread = errors.New("a whiteout written in a layer here shows as a file through kernel overlay: layers here get xattr whiteouts (mknod of a 0/0 device is refused), which kernel overlay reads from Linux 6.7")
 
 func (st *stack) spec(ns layer.Namespace, writable bool, o layer.Options) layer.Spec {
 	sp := layer.Spec{Lowers: st.lowers, Target: st.mnt, Namespace: ns, Options: o}
@@ -87,14 +133,14 @@ func withStackMount(ctx context.Context, dir, probe string, mount func(context.C
 		return err
 	}
 	defer s.remove()
-	st, err := newStack(s)
+	st, err := newStack(s, ns)
 	if err != nil {
-		return fmt.Errorf("set up layers in %s: %w", s.root, err)
+		return s.relative(fmt.Errorf("set up layers: %w", err))
 	}
 	s.mounted(st.mnt)
 	m, err := mount(ctx, st.spec(ns, writable, o))
 	if err != nil {
-		return err
+		return s.relative(err)
 	}
 	if inside != nil {
 		err = inside(st)
@@ -105,8 +151,33 @@ func withStackMount(ctx context.Context, dir, probe string, mount func(context.C
 	if err == nil && after != nil {
 		err = after(st)
 	}
-	return err
+	return s.relative(err)
 }
+
+// relative returns err with the paths inside the sandbox in its message
+// made relative to it ("l0", "u", "m"): the sandbox is gone by the time
+// anyone reads a probe's answer. errors.Is and errors.As see err.
+func (s *sandbox) relative(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := strings.ReplaceAll(err.Error(), s.root+"/", "")
+	msg = strings.ReplaceAll(msg, s.root, "the probe's scratch dir")
+	if msg == err.Error() {
+		return err
+	}
+	return &relativeError{msg: msg, err: err}
+}
+
+// relativeError is an error whose message names paths relative to a
+// probe's sandbox.
+type relativeError struct {
+	msg string
+	err error
+}
+
+func (e *relativeError) Error() string { return e.msg }
+func (e *relativeError) Unwrap() error { return e.err }
 
 // unmountProbe unmounts a probe's stack. A process forked meanwhile by a
 // parallel probe can hold the mount for an instant (between its fork and
@@ -133,16 +204,26 @@ func how(ns layer.Namespace) string {
 }
 
 // supportsNative mounts one stack the way the native backend will for
-// this user and checks that a write through it lands in the upper.
+// this user and checks that a whiteout written in a lower as layers here
+// get them hides its name, and that a write through the mount lands in
+// the upper. A kernel that cannot read the whiteouts layers get here
+// (xattr whiteouts, before Linux 6.7) answers no, with why: native would
+// show files deleted in those layers.
 func (p *overlayProber) supportsNative(ctx context.Context) (bool, string, error) {
 	err := p.withMount(ctx, ProbeNative, true, p.ns, layer.Options{},
 		func(st *stack) error {
 			if err := readIs(filepath.Join(st.mnt, "bottom"), "bottom"); err != nil {
 				return err
 			}
+			if err := expectHidden(st.mnt); err != nil {
+				return err
+			}
 			return os.WriteFile(filepath.Join(st.mnt, "new"), []byte("new"), 0o644)
 		},
 		func(st *stack) error { return readIs(filepath.Join(st.upper, "new"), "new") })
+	if errors.Is(err, errXattrWhiteoutsUnread) {
+		return false, "Linux 6.7+ reads the xattr whiteouts layers get here", err
+	}
 	return err == nil, how(p.ns), err
 }
 
@@ -175,7 +256,7 @@ func (p *overlayProber) supportsTwoLowers(ctx context.Context) (bool, string, er
 					return err
 				}
 			}
-			return nil
+			return expectHidden(st.mnt)
 		}, nil)
 	return err == nil, "", err
 }
@@ -273,31 +354,36 @@ func (p *overlayProber) supportsFeature(ctx context.Context, f feature) (bool, s
 
 // supportsLowerdirPlus builds an overlay with the new mount API, one
 // "lowerdir+" per layer (Linux 6.8+), and reads a file from the bottom
-// layer of the detached mount.
+// layer of the detached mount. Where the new API refuses it as an older
+// kernel or a security policy does, the answer is an expected "no" that
+// says which (native then mounts with mount(2), its layers by descriptor
+// when their paths pass a page).
 func (p *overlayProber) supportsLowerdirPlus(ctx context.Context) (bool, string, error) {
 	s, err := newSandbox(p.dir, ProbeLowerdirPlus)
 	if err != nil {
 		return false, "", err
 	}
 	defer s.remove()
-	st, err := newStack(s)
+	st, err := newStack(s, p.ns)
 	if err != nil {
-		return false, "", err
+		return false, "", s.relative(err)
 	}
 	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
-	if errors.Is(err, unix.ENOSYS) {
-		return false, "no new mount API (Linux 5.2+)", nil
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, unix.ENOSYS):
+		return false, "no new mount API (Linux 5.2+), or a seccomp profile without it: mount(2) is used", nil
+	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+		return false, fmt.Sprintf("fsopen refused (%v): a security policy blocks the new mount API; mount(2) is used", err), nil
+	case err != nil:
 		return false, "", fmt.Errorf("fsopen overlay: %w", err)
 	}
 	defer unix.Close(fsfd)
-	for _, l := range st.lowers {
+	for i, l := range st.lowers {
 		if err := unix.FsconfigSetString(fsfd, "lowerdir+", l); err != nil {
-			if errors.Is(err, unix.EINVAL) {
-				return false, "the kernel has no lowerdir+ (Linux 6.8+)", nil
+			if errors.Is(err, unix.EINVAL) && i == 0 {
+				return false, "the kernel has no lowerdir+ (Linux 6.8+): one lowerdir string is used", nil
 			}
-			return false, "", fmt.Errorf("fsconfig lowerdir+ %s: %w%s", l, err, fsMessages(fsfd))
+			return false, "", s.relative(fmt.Errorf("fsconfig lowerdir+ %s: %w%s", l, err, fsMessages(fsfd)))
 		}
 	}
 	if p.ns == layer.User {
@@ -306,7 +392,11 @@ func (p *overlayProber) supportsLowerdirPlus(ctx context.Context) (bool, string,
 		}
 	}
 	if err := unix.FsconfigCreate(fsfd); err != nil {
-		return false, "", fmt.Errorf("fsconfig create: %w%s", err, fsMessages(fsfd))
+		msgs := fsMessages(fsfd)
+		if errors.Is(err, unix.EINVAL) && msgs == "" {
+			return false, "lowerdir+ taken, then refused at create without a word: overlay's legacy option parser (Linux 5.2-6.4); mount(2) is used", nil
+		}
+		return false, "", s.relative(fmt.Errorf("fsconfig create: %w%s", err, msgs))
 	}
 	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY)
 	if err != nil {

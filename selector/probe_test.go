@@ -40,6 +40,9 @@ func checkProbe(t *testing.T, dir string) *Report {
 		want = append([]string{ProbeUserns}, want...)
 	}
 	want = append(want, ProbeDevFuse, ProbeFusermount, ProbeFuseOtherUIDs)
+	if r.UID != 0 {
+		want = append(want, ProbeFuseHost)
+	}
 	var got []string
 	for _, p := range r.Probes {
 		got = append(got, p.Name)

@@ -132,7 +132,28 @@ func buildDecision(ctx context.Context, cfg *vagga.Config, name string) (selecto
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return selector.Decision{}, err
 	}
-	return selector.Select(ctx, selector.Options{Backend: name, LayerDir: dir, Project: cfg.Dir})
+	return selector.Select(ctx, buildSelectOptions(cfg, name))
+}
+
+// buildSelectOptions is what buildDecision asks the selector.
+func buildSelectOptions(cfg *vagga.Config, name string) selector.Options {
+	return selector.Options{Backend: name, LayerDir: filepath.Join(cfg.Dir, ".vagga"), Project: cfg.Dir}
+}
+
+// buildRecheck answers a build that failed other than by a step's
+// command (a mount, a run's start) with backend d: a backend chosen from
+// the probe cache may have outlived what the cache knew, so ovl probes
+// again, once (selector.Recheck says so), and err says which backend
+// the next build uses. The build is not run again here.
+func buildRecheck(ctx context.Context, cfg *vagga.Config, name string, d selector.Decision, err error) error {
+	var ee *builder.ExitError
+	if errors.As(err, &ee) || ctx.Err() != nil {
+		return err
+	}
+	if now, changed, rerr := selector.Recheck(ctx, buildSelectOptions(cfg, name), d, err); rerr == nil && changed {
+		return fmt.Errorf("%w\nthe next build uses the %s backend (ovl probed again)", err, now.Backend)
+	}
+	return err
 }
 
 // buildProgress prints events: progress lines, or one JSON object per
@@ -209,7 +230,7 @@ func buildRun(ctx context.Context, o *buildOptions, stdin io.Reader, stdout, std
 			if kept.Len() > 0 {
 				stderr.Write(kept.Bytes())
 			}
-			return err
+			return buildRecheck(ctx, cfg, o.Backend, d, err)
 		}
 		switch {
 		case o.JSON:

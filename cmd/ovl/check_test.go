@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,22 +26,7 @@ func checkOVL(t *testing.T, bin string, env []string, args ...string) (string, s
 // Every test of the binary runs it through here; it logs what ovl printed.
 func checkOVLIn(t *testing.T, bin, dir string, env []string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	case err != nil:
-		t.Fatalf("run ovl %s: %v", strings.Join(args, " "), err)
-	}
-	t.Logf("$ ovl %s  (exit %d)\n%s%s", strings.Join(args, " "), code, stdout.String(), stderr.String())
-	return stdout.String(), stderr.String(), code
+	return testutil.RunOVL(t, bin, dir, env, args...)
 }
 
 // checkJSONOf runs `ovl check --json` and parses what it prints.

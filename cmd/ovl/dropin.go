@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -34,9 +35,20 @@ type dropinOptions struct {
 	debug      bool // -d: log every FUSE request (and stay in the foreground)
 }
 
+// dropinGlobal splits ovl's global flags that may come before a drop-in
+// command line (--debug: diagnostics on stderr, as for any ovl command)
+// from the rest.
+func dropinGlobal(args []string) (debug bool, rest []string) {
+	for len(args) > 0 && (args[0] == "--debug" || args[0] == "--debug=true") {
+		debug, args = true, args[1:]
+	}
+	return debug, args
+}
+
 // dropinArgs reports whether args (os.Args[1:]) is a drop-in command
-// line rather than an ovl subcommand.
+// line rather than an ovl subcommand, after ovl's global flags.
 func dropinArgs(args []string) bool {
+	_, args = dropinGlobal(args)
 	if len(args) == 0 {
 		return false
 	}
@@ -153,6 +165,8 @@ func dropinSupported(k layer.MountOptions) error {
 // dropinRun mounts a drop-in command line's stack with the FUSE backend
 // (a fuse-overlayfs stand-in is FUSE by definition: nothing to probe).
 func dropinRun(ctx context.Context, args []string) error {
+	debug, args := dropinGlobal(args)
+	setupLogging(debug)
 	o, err := dropinParse(args)
 	if err != nil {
 		return &exitError{code: 2, msg: "drop-in mount: " + err.Error()}
@@ -168,6 +182,8 @@ func dropinRun(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	slog.Debug("drop-in mount", "target", o.spec.Target, "lowers", len(o.spec.Lowers), "upper", o.spec.Upper,
+		"foreground", o.foreground, "namespace", o.spec.Namespace)
 	if o.foreground {
 		ctx, stop := signal.NotifyContext(ctx, unix.SIGINT, unix.SIGTERM)
 		defer stop()

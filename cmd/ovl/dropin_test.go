@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/internal/userns"
 	"github.com/ovl-dev/ovl/layer"
 )
@@ -23,6 +24,10 @@ func TestDropinArgs(t *testing.T) {
 		{[]string{"mount", "/mnt", "-o", "lowerdir=/a"}, false},
 		{[]string{"check"}, false},
 		{[]string{"--debug", "mount", "-o"}, false},
+		{[]string{"--debug", "-o", "lowerdir=/a", "/mnt"}, true},
+		{[]string{"--debug", "overlay", "/mnt", "-o", "lowerdir=/a"}, true},
+		{[]string{"--debug", "--debug", "-olowerdir=/a", "/mnt"}, true},
+		{[]string{"--debug"}, false},
 		{nil, false},
 	}
 	for _, c := range cases {
@@ -40,19 +45,19 @@ func TestDropinParse(t *testing.T) {
 		fg   bool
 	}{
 		{"mount_program, as podman runs it", []string{"-o", "lowerdir=/l/a:/l/b,upperdir=/u,workdir=/w,,volatile", "/mnt"},
-			layer.Spec{Lowers: []string{"/l/a", "/l/b"}, Upper: "/u", Work: "/w", Target: "/mnt", Options: layer.Options{Volatile: true}}, false},
+			layer.Spec{Lowers: []string{"/l/a", "/l/b"}, Upper: "/u", Work: "/w", Target: "/mnt", LowerFormat: layer.OCIFormat, Options: layer.Options{Volatile: true}}, false},
 		{"mount helper", []string{"overlay", "/mnt", "-o", "rw,dev,suid,lowerdir=/l,allow_other"},
-			layer.Spec{Lowers: []string{"/l"}, Target: "/mnt", Options: layer.Options{AllowOther: true}}, false},
+			layer.Spec{Lowers: []string{"/l"}, Target: "/mnt", LowerFormat: layer.OCIFormat, Options: layer.Options{AllowOther: true}}, false},
 		{"read-only, foreground, escaped comma", []string{"-f", "-o", `lowerdir=/l\,x,upperdir=/u,workdir=/w,ro,volatile,userxattr`, "/mnt"},
-			layer.Spec{Lowers: []string{"/l,x"}, Upper: "/u", Work: "/w", Target: "/mnt", ReadOnly: true, Namespace: layer.User, Options: layer.Options{Volatile: true}}, true},
+			layer.Spec{Lowers: []string{"/l,x"}, Upper: "/u", Work: "/w", Target: "/mnt", LowerFormat: layer.OCIFormat, ReadOnly: true, Namespace: layer.User, Options: layer.Options{Volatile: true}}, true},
 		{"several -o", []string{"-o", "lowerdir=/l", "-o", "upperdir=/u", "-o", "workdir=/w", "/mnt"},
-			layer.Spec{Lowers: []string{"/l"}, Upper: "/u", Work: "/w", Target: "/mnt"}, false},
+			layer.Spec{Lowers: []string{"/l"}, Upper: "/u", Work: "/w", Target: "/mnt", LowerFormat: layer.OCIFormat}, false},
 		// The kernel's syntax, read as the kernel and 'ovl mount' read it.
 		{"escaped colon", []string{"-o", `lowerdir=/a\:b:/c`, "/mnt"},
-			layer.Spec{Lowers: []string{"/a:b", "/c"}, Target: "/mnt"}, false},
+			layer.Spec{Lowers: []string{"/a:b", "/c"}, Target: "/mnt", LowerFormat: layer.OCIFormat}, false},
 		{"index and metacopy reach the backend", []string{"-o", "lowerdir=/l,upperdir=/u,workdir=/w,index=on,metacopy=on,redirect_dir=on", "/mnt"},
-			layer.Spec{Lowers: []string{"/l"}, Upper: "/u", Work: "/w", Target: "/mnt", Options: layer.Options{Index: true, Metacopy: true, RedirectDir: true}}, false},
-		{"debug", []string{"-d", "-o", "lowerdir=/l", "/mnt"}, layer.Spec{Lowers: []string{"/l"}, Target: "/mnt"}, true},
+			layer.Spec{Lowers: []string{"/l"}, Upper: "/u", Work: "/w", Target: "/mnt", LowerFormat: layer.OCIFormat, Options: layer.Options{Index: true, Metacopy: true, RedirectDir: true}}, false},
+		{"debug", []string{"-d", "-o", "lowerdir=/l", "/mnt"}, layer.Spec{Lowers: []string{"/l"}, Target: "/mnt", LowerFormat: layer.OCIFormat}, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -78,7 +83,8 @@ func TestDropinRelativePaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := layer.Spec{Lowers: []string{filepath.Join(dir, "l/A"), filepath.Join(dir, "l/B")}, Upper: filepath.Join(dir, "ID/diff"),
-		Work: filepath.Join(dir, "ID/work"), Target: filepath.Join(dir, "ID/merged"), Namespace: o.spec.Namespace}
+		Work: filepath.Join(dir, "ID/work"), Target: filepath.Join(dir, "ID/merged"), Namespace: o.spec.Namespace,
+		LowerFormat: layer.OCIFormat}
 	if !reflect.DeepEqual(o.spec, want) {
 		t.Errorf("spec %+v\n want %+v", o.spec, want)
 	}
@@ -121,4 +127,27 @@ func TestDropinParseErrors(t *testing.T) {
 			t.Errorf("dropinParse(%q) = %v, want an error naming %q", c.args, err, c.mention)
 		}
 	}
+}
+
+// TestDropinAfterGlobalFlags runs the drop-in mode with ovl's --debug
+// before it, as `ovl --debug -o lowerdir=... M`: it mounts (it said
+// `unknown command "M"`), and logs ovl's diagnostics.
+func TestDropinAfterGlobalFlags(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := checkBuildOVL(t)
+	d := mountDirs(t, t.TempDir(), "l0", "l1", "m")
+	mountTree(t, d[0], map[string]string{"top": "0"})
+	mountTree(t, d[1], map[string]string{"bottom": "1"})
+	testutil.CleanupMount(t, d[2])
+	_, errOut, code := checkOVL(t, bin, nil, "--debug", "-o", "lowerdir="+d[0]+":"+d[1], d[2])
+	if code != 0 {
+		t.Fatalf("ovl --debug -o lowerdir=... M: exit %d, %s", code, errOut)
+	}
+	if got := mountRead(t, filepath.Join(d[2], "bottom")); got != "1" {
+		t.Errorf("bottom = %q through the drop-in mount", got)
+	}
+	if !strings.Contains(errOut, "level=DEBUG") {
+		t.Errorf("--debug logged nothing: %q", errOut)
+	}
+	mountUmountCLI(t, bin, nil, d[2])
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os/signal"
@@ -12,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/copyback"
+	"github.com/ovl-dev/ovl/internal/paths"
 	"github.com/ovl-dev/ovl/layer"
 	"github.com/ovl-dev/ovl/selector"
 )
@@ -123,10 +126,25 @@ func mountRun(ctx context.Context, o *mountOptions, w, errW io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &spec, HostMount: true, LayerDir: o.LayerDir})
+	sel := selector.Options{Backend: o.Backend, Spec: &spec, HostMount: true, LayerDir: o.LayerDir}
+	d, err := selector.Select(ctx, sel)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", spec.Target, err)
 	}
+	err = mountWith(ctx, o, d, spec, w, errW)
+	if err == nil || o.Foreground {
+		return err
+	}
+	// A backend chosen from the probe cache that fails here may have
+	// outlived what the cache knew: probe again, once.
+	if now, changed, rerr := selector.Recheck(ctx, sel, d, err); rerr == nil && changed {
+		return mountWith(ctx, o, now, spec, w, errW)
+	}
+	return err
+}
+
+// mountWith mounts spec with the backend d names, as mountRun does.
+func mountWith(ctx context.Context, o *mountOptions, d selector.Decision, spec layer.Spec, w, errW io.Writer) error {
 	b, err := d.Open()
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", spec.Target, err)
@@ -139,7 +157,7 @@ func mountRun(ctx context.Context, o *mountOptions, w, errW io.Writer) error {
 		if len(d.Hints) > 0 {
 			msg += "; for one: " + strings.Join(d.Hints, "; ")
 		}
-		return fmt.Errorf("%s; --backend copy copies the layers into %s instead (with --foreground, changes are written back to the upper on exit)", msg, spec.Target)
+		return fmt.Errorf("%s; --backend copy copies the layers into %s instead (ovl umount writes its changes back to the upper)", msg, spec.Target)
 	}
 	announce := func() error {
 		if o.JSON {
@@ -153,13 +171,35 @@ func mountRun(ctx context.Context, o *mountOptions, w, errW io.Writer) error {
 		defer stop()
 		return serveOrMount(ctx, b, spec, announce)
 	}
-	if _, err := b.Mount(ctx, spec); err != nil {
+	if d.Backend == backend.Copy {
+		// The record of the copy is keyed by its target as ovl umount
+		// finds it: absolute, symlinks resolved.
+		if t, err := filepath.EvalSymlinks(spec.Target); err == nil {
+			spec.Target = t
+		}
+	}
+	m, err := b.Mount(ctx, spec)
+	if err != nil {
 		return fmt.Errorf("mount %s with the %s backend: %w", spec.Target, b.Name(), err)
 	}
-	if d.Backend == backend.Copy {
-		fmt.Fprintf(errW, "ovl: %s holds a copy of the layers, not a mount: changes made there are not written back to the upper (use --foreground for that)\n", spec.Target)
+	if cm, ok := m.(*copyback.Mount); ok {
+		if err := mountRecordCopy(cm); err != nil {
+			return errors.Join(err, cm.Discard())
+		}
+		fmt.Fprintf(errW, "ovl: %s holds a copy of the layers, not a mount: 'ovl umount %s' writes the changes made there to the upper and empties it\n", spec.Target, spec.Target)
 	}
 	return announce()
+}
+
+// mountRecordCopy records a copy `ovl mount` leaves behind in ovl's state
+// directory, so that `ovl umount` can undo it as the copy backend does
+// (copyback.Record).
+func mountRecordCopy(m *copyback.Mount) error {
+	dir, err := paths.StateDir()
+	if err != nil {
+		return err
+	}
+	return copyback.Record(dir, m)
 }
 
 // serveOrMount keeps spec mounted in the foreground until ctx is done,

@@ -34,15 +34,9 @@ func newRootCmd() *cobra.Command {
 here: kernel overlayfs (as root, or as an ordinary user in a user namespace),
 ovl's own FUSE union filesystem, or a plain copy as the last resort.
 Run 'ovl check' to see which one this machine and this user get, and why.`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRun: func(cmd *cobra.Command, args []string) {
-			level := slog.LevelWarn
-			if g.Debug {
-				level = slog.LevelDebug
-			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
-		},
+		SilenceUsage:     true,
+		SilenceErrors:    true,
+		PersistentPreRun: func(cmd *cobra.Command, args []string) { setupLogging(g.Debug) },
 	}
 	root.PersistentFlags().BoolVar(&g.Debug, "debug", false, "log diagnostics to stderr")
 	root.PersistentFlags().BoolVar(&g.JSON, "json", false, "print machine-readable JSON instead of text")
@@ -50,6 +44,16 @@ Run 'ovl check' to see which one this machine and this user get, and why.`,
 		root.AddCommand(f(g))
 	}
 	return root
+}
+
+// setupLogging sends ovl's diagnostics to stderr: warnings, and with
+// debug (--debug) everything.
+func setupLogging(debug bool) {
+	level := slog.LevelWarn
+	if debug {
+		level = slog.LevelDebug
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
 }
 
 // backendFlag adds --backend, which every subcommand that mounts a stack

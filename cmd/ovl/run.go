@@ -159,7 +159,8 @@ func runRun(ctx context.Context, o *runOptions, stdin io.Reader, stdout, stderr 
 	if err := cfg.Validate(); err != nil {
 		return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
 	}
-	d, err := selector.Select(ctx, selector.Options{Backend: o.Backend, Spec: &layer.Spec{Lowers: cfg.Layers}, LayerDir: o.LayerDir, Project: cwdProject()})
+	sel := selector.Options{Backend: o.Backend, Spec: &layer.Spec{Lowers: cfg.Layers}, LayerDir: o.LayerDir, Project: cwdProject()}
+	d, err := selector.Select(ctx, sel)
 	if err != nil {
 		return &exitError{code: runExitOwnError, msg: "run: " + err.Error()}
 	}
@@ -167,6 +168,15 @@ func runRun(ctx context.Context, o *runOptions, stdin io.Reader, stdout, stderr 
 	cfg.Decision = d
 	cfg.Stdin, cfg.Stdout, cfg.Stderr = stdin, stdout, stderr
 	res, err := runner.Run(ctx, cfg)
+	if err != nil && res.ExitCode == runExitOwnError && ctx.Err() == nil && !errors.Is(err, runner.ErrBadConfig) {
+		// A backend chosen from the probe cache that fails may have
+		// outlived what the cache knew: probe again, once, for the next
+		// run (Recheck says so). The command is not run again here: a
+		// failure after it started would run it twice.
+		if now, changed, rerr := selector.Recheck(ctx, sel, d, err); rerr == nil && changed {
+			err = fmt.Errorf("%w; the next run uses the %s backend", err, now.Backend)
+		}
+	}
 	return runExitStatus(res, err, "run", fmt.Sprintf("run (%s backend)", d.Backend))
 }
 

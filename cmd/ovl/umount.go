@@ -10,7 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/copyback"
 	"github.com/ovl-dev/ovl/internal/mountinfo"
+	"github.com/ovl-dev/ovl/internal/paths"
 )
 
 func init() { register(umountNewCmd) }
@@ -32,9 +34,10 @@ unmounted with umount(2); an ordinary user's FUSE mounts with
 'fusermount3 -u'. The FUSE daemon serving the mount exits by itself.
 Changes stay in the upper directory.
 
-It refuses anything that is neither an overlay nor a FUSE mount. A stack
-made by the copy backend is not a mount: end its 'ovl mount --foreground'
-(Ctrl-C) instead, which writes its changes back to the upper directory.`,
+It refuses anything that is neither an overlay nor a FUSE mount, except a
+copy that 'ovl mount --backend copy' made at TARGET (which is not a mount):
+the changes made in it are written to its upper directory, as kernel
+overlay would have kept them, and TARGET is emptied.`,
 		Example: `  ovl umount /mnt/root
   ovl umount --lazy /mnt/root   # detach now, even while files are open`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -63,7 +66,7 @@ func umountRun(o *umountOptions) error {
 	}
 	m, found := mountinfo.Find(entries, target)
 	if !found {
-		return fmt.Errorf("umount %s: not a mount point", target)
+		return umountCopy(target)
 	}
 	if m.FSType != "overlay" && m.FSType != "fuse" && !strings.HasPrefix(m.FSType, "fuse.") {
 		return fmt.Errorf("umount %s: it is a mount of type %s (from %s), not one ovl makes; ovl umount leaves it alone (use umount(8))", target, m.FSType, m.Source)
@@ -75,6 +78,27 @@ func umountRun(o *umountOptions) error {
 		return err
 	}
 	return nil
+}
+
+// umountCopy undoes a copy `ovl mount --backend copy` made at target, as
+// the copy backend does: the changes made in it go to its upper, then it
+// is emptied (copyback.Recorded).
+func umountCopy(target string) error {
+	dir, err := paths.StateDir()
+	if err != nil {
+		return fmt.Errorf("umount %s: %w", target, err)
+	}
+	cm, ok, err := copyback.Recorded(dir, target)
+	if err != nil {
+		return fmt.Errorf("umount %s: %w", target, err)
+	}
+	if !ok {
+		return fmt.Errorf("umount %s: %w, nor a copy made by 'ovl mount --backend copy'", target, backend.ErrNotMounted)
+	}
+	if err := cm.Unmount(); err != nil {
+		return fmt.Errorf("umount %s: %w", target, err)
+	}
+	return copyback.Forget(dir, target)
 }
 
 // umountCanonical makes target absolute and resolves symlinks in it. A

@@ -4,6 +4,8 @@ package testutil
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -80,6 +82,31 @@ var stateVars = []struct{ name, sub string }{{"OVL_RUNTIME_DIR", "run"}, {"OVL_S
 func RunAsNobody(t *testing.T, extraEnv ...string) {
 	t.Helper()
 	runAsNobody(t, nil, extraEnv)
+}
+
+// RunAsNobodyWrapped is RunAsNobody with the setpriv command run through
+// wrap, a command line that ends by executing the arguments that follow
+// it (a simulated kernel: kernelsim.Wrap).
+func RunAsNobodyWrapped(t *testing.T, wrap []string, extraEnv ...string) {
+	t.Helper()
+	runAsNobody(t, wrap, extraEnv)
+}
+
+// RunAsRootWrapped reruns the current test, alone, as root through wrap
+// (as RunAsNobodyWrapped), and fails t if it fails. The child makes its
+// own ovl directories (see Main); extraEnv is added to its environment.
+// Its output is logged.
+func RunAsRootWrapped(t *testing.T, wrap []string, extraEnv ...string) {
+	t.Helper()
+	RequireRoot(t)
+	args := append(append([]string(nil), wrap...), os.Args[0], "-test.run", runPattern(t.Name()), "-test.v", "-test.count=1")
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(nobodyEnv(os.Environ()), extraEnv...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("as root through %s:\n%s", strings.Join(wrap, " "), out)
+	if err != nil {
+		t.Fatalf("test as root through %s failed: %v", strings.Join(wrap, " "), err)
+	}
 }
 
 // runAsNobody is RunAsNobody, with the setpriv command run through wrap
@@ -230,4 +257,37 @@ func RunAsRootWithout(t *testing.T, caps []string, extraEnv ...string) {
 	if err != nil {
 		t.Fatalf("test as root without %s failed: %v", strings.Join(caps, ", "), err)
 	}
+}
+
+// RunOVL runs the ovl binary bin with args in the working directory dir
+// ("" for the test's) with env added to the test's environment, logs the
+// command line and what it printed (the middle of a long output left
+// out), and returns its stdout, stderr and exit status. It fails t only
+// when the binary cannot be started.
+func RunOVL(t testing.TB, bin, dir string, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run ovl %s: %v", strings.Join(args, " "), err)
+	}
+	out := stdout.String() + stderr.String()
+	if len(out) > 3000 {
+		out = out[:1500] + "\n[...]\n" + out[len(out)-1500:]
+	}
+	line := strings.Join(args, " ")
+	if len(line) > 300 {
+		line = line[:300] + " [...]"
+	}
+	t.Logf("$ ovl %s  (exit %d)\n%s", line, code, out)
+	return stdout.String(), stderr.String(), code
 }
