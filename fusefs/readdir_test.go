@@ -127,7 +127,7 @@ func getdentsAll(dir string, bufSize int) ([]string, error) {
 // overlay.
 func TestReaddirContinuesAfterRemovals(t *testing.T) {
 	testutil.RequireRoot(t)
-	const entries, batch = 6000, 1000
+	const entries, batch = 3000, 500
 	for _, m := range kernelAndFusefs() {
 		t.Run(m.name, func(t *testing.T) {
 			s := newStack(t, t.TempDir(), 1)
