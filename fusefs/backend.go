@@ -128,7 +128,8 @@ func mountDaemon(ctx context.Context, spec layer.Spec, opts Options) (backend.Mo
 		return nil, err
 	}
 	defer pr.Close()
-	cmd := reexec.Command(daemonEntry)
+	cmd := reexec.Command(daemonEntry, daemonArgs(spec.Target)[1:]...)
+	cmd.Args[0] = daemonArgs(spec.Target)[0]
 	cmd.Env = append(cmd.Env, envSpec+"="+string(req))
 	cmd.ExtraFiles = []*os.File{pw} // fd 3: the ready pipe
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -160,7 +161,14 @@ func mountDaemon(ctx context.Context, spec layer.Spec, opts Options) (backend.Mo
 	if msg != "ok" {
 		cmd.Wait()
 		if msg == "" {
-			msg = "daemon exited before the mount was live: " + strings.TrimSpace(stderr.String())
+			msg = "daemon exited before the mount was live"
+		}
+		// What the daemon and fusermount3 wrote says why: fusermount3's
+		// refusal (no write access to the mount point, allow_other
+		// without user_allow_other, ...) goes there, not into the error
+		// go-fuse returns ("fusermount exited with code 256").
+		if why := strings.TrimSpace(stderr.String()); why != "" {
+			msg += ": " + strings.ReplaceAll(why, "\n", "; ")
 		}
 		return nil, fmt.Errorf("fuse mount %s: %s", spec.Target, msg)
 	}
@@ -171,6 +179,12 @@ func mountDaemon(ctx context.Context, spec layer.Spec, opts Options) (backend.Mo
 	}()
 	return m, nil
 }
+
+// daemonArgs is the daemon's command line, as ps shows it: the binary
+// runs as /proc/self/exe (see reexec.Self), which says nothing, and the
+// daemon reads its request from the environment, so its arguments are
+// only there to tell it apart.
+func daemonArgs(target string) []string { return []string{"ovl", "fuse-daemon", target} }
 
 // daemonMount is one live stack served by a daemon this process started.
 type daemonMount struct {
@@ -242,8 +256,11 @@ func daemonMain() {
 		}
 	}})
 	if err != nil {
-		report(err.Error())
-		slog.Error("fuse daemon", "err", err)
+		if ready != nil {
+			report(strings.TrimSpace(err.Error()))
+		} else {
+			slog.Error("fuse daemon", "err", err)
+		}
 		os.Exit(1)
 	}
 }

@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,5 +150,77 @@ func TestCopyUpCoherentWithOpenReader(t *testing.T) {
 				t.Errorf("reader reads %q after a rewrite, want %q", buf[:5], "third")
 			}
 		})
+	}
+}
+
+// TestDaemonNamedInPs checks that ps tells a daemon by what it serves:
+// "ovl fuse-daemon TARGET", not /proc/self/exe.
+func TestDaemonNamedInPs(t *testing.T) {
+	testutil.RequireRoot(t)
+	s := newStack(t, t.TempDir(), 1)
+	m := mountFuse(t, s.spec()).(*daemonMount)
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", m.Pid()))
+	mustDo(t, err)
+	got := strings.Join(strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00"), " ")
+	if want := "ovl fuse-daemon " + s.target; got != want {
+		t.Errorf("daemon's command line %q, want %q", got, want)
+	}
+}
+
+// TestOtherUsersAdmitted reads through a root mount as uid 2, as a
+// container's non-root process would: a world-readable file reads, a
+// file only root may read does not (EACCES), as under kernel overlay.
+func TestOtherUsersAdmitted(t *testing.T) {
+	testutil.RequireRoot(t)
+	read := func(t *testing.T, target string) string {
+		var out []string
+		for _, f := range []string{"public", "private", "dir/inner"} {
+			b, err := exec.Command("setpriv", "--reuid=2", "--regid=2", "--clear-groups", "cat", filepath.Join(target, f)).CombinedOutput()
+			msg := strings.ReplaceAll(strings.TrimSpace(string(b)), target, "MNT")
+			out = append(out, fmt.Sprintf("%s: %v %s", f, err, msg))
+		}
+		return strings.Join(out, "; ")
+	}
+	build := func(s *stack) {
+		writeFiles(t, s.lowers[0], map[string]string{"public": "for all", "private": "root only", "dir/inner": "in"})
+		mustDo(t, os.Chmod(filepath.Join(s.lowers[0], "private"), 0o600))
+		mustDo(t, os.Chmod(filepath.Join(s.lowers[0], "dir"), 0o700))
+	}
+	dir := testutil.SharedDir(t)
+	k := newStack(t, filepath.Join(dir, "k"), 1)
+	build(k)
+	mountKernel(t, k.spec())
+	want := read(t, k.target)
+	for _, mode := range openModes[:2] {
+		t.Run(mode.name, func(t *testing.T) {
+			s := newStack(t, filepath.Join(dir, mode.name), 1)
+			build(s)
+			mountMode(t, s.spec(), mode.opts)
+			if got := read(t, s.target); got != want {
+				t.Errorf("as uid 2:\n got  %s\n want %s (kernel)", got, want)
+			}
+		})
+	}
+}
+
+func TestUserAllowOther(t *testing.T) {
+	for _, c := range []struct {
+		conf string
+		want bool
+	}{
+		{"", false},
+		{"# user_allow_other\nmount_max = 1000\n", false},
+		{"user_allow_other\n", true},
+		{"mount_max = 10\n  user_allow_other  # let others in\n", true},
+		{"user_allow_others\n", false},
+	} {
+		p := filepath.Join(t.TempDir(), "fuse.conf")
+		mustDo(t, os.WriteFile(p, []byte(c.conf), 0o644))
+		if got := userAllowOther(p); got != c.want {
+			t.Errorf("userAllowOther(%q) = %v, want %v", c.conf, got, c.want)
+		}
+	}
+	if userAllowOther(filepath.Join(t.TempDir(), "missing")) {
+		t.Error("a missing fuse.conf allows other users")
 	}
 }

@@ -12,9 +12,14 @@ import (
 
 // copyUp makes sure the node's visible copy is in the upper layer, so it
 // can be changed. With truncate, a regular file's data is not copied (it
-// is about to be cut to zero). It is crash-safe: the copy is built in the
-// work directory (see scratch) and linked or renamed into place, so the
-// upper never shows a partial file.
+// is about to be cut to zero). It is crash-safe: the copy is built out of
+// sight (a regular file as an unnamed O_TMPFILE on its upper directory,
+// anything else in the work directory; see scratch) and linked or renamed
+// into place, so the upper never shows a partial file.
+//
+// The steps, numbered where they are done: 1-2 here (copyUpNotify),
+// 3 in copyUpOnce, 4-9 in copyUpLocked (6-7 in scratch.takeMeta), 10
+// back here.
 //
 // A copy of a lower hard link gets a new inode number, and the kernel
 // is told to look its name up again before copyUp returns, so a stat
@@ -37,10 +42,10 @@ func (n *node) copyUpNotify(truncate, async bool) error {
 		return syscall.EROFS
 	}
 	// 2. The parent first, recursively up to the root (which always has
-	// an upper).
+	// an upper); an unlinked lower file has none, and a copy of its own.
 	p, name := n.parentNode()
 	if p == nil {
-		return syscall.ESTALE // unlinked, or the root of a stack without upper
+		return n.copyUpOrphan()
 	}
 	if err := p.copyUp(false); err != nil {
 		return err
@@ -49,7 +54,7 @@ func (n *node) copyUpNotify(truncate, async bool) error {
 	if err != nil || !renumbered {
 		return err
 	}
-	// 4. The name now stands for another inode number: the kernel must
+	// 10. The name now stands for another inode number: the kernel must
 	// look it up again (no node lock held, so a request the kernel holds
 	// the parent's lock for can finish meanwhile).
 	if async {
@@ -60,10 +65,32 @@ func (n *node) copyUpNotify(truncate, async bool) error {
 	return nil
 }
 
+// copyUpOrphan is copyUpOrphanLocked for an unlinked node, unless it has
+// been copied meanwhile: ESTALE for a node that is not an orphan (the
+// root of a stack without upper).
+func (n *node) copyUpOrphan() error {
+	n.io.Lock()
+	defer n.io.Unlock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.u.isUpper(n.layers[0]):
+		return nil
+	case n.orphan == "" || n.isDir:
+		return syscall.ESTALE
+	}
+	if err := n.copyUpOrphanLocked(); err != nil {
+		return fmt.Errorf("copy up unlinked %q: %w", n.orphan, err)
+	}
+	return nil
+}
+
 // copyUpOnce takes the node and copies it unless another request did
 // meanwhile; io is taken first so no read or write runs on the old copy
 // while it moves (lock order: io before mu).
 func (n *node) copyUpOnce(p *node, name string, truncate bool) (renumbered bool, err error) {
+	// 3. Both locks, then check again: another request may have copied
+	// the node while this one waited.
 	n.io.Lock()
 	defer n.io.Unlock()
 	n.mu.Lock()
@@ -81,9 +108,9 @@ func (n *node) copyUpOnce(p *node, name string, truncate bool) (renumbered bool,
 // copyUpLocked does the copy, and sets *renumbered when the copy (of a
 // lower hard link) takes a new inode number the kernel must learn.
 // Preconditions: n.io and n.mu held; the parent p is in the upper.
-func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumbered *bool) (err error) {
+func (n *node) copyUpLocked(p *node, name string, srcLayer int, truncate bool, renumbered *bool) (err error) {
 	u := n.u
-	srcDir, err := p.dirFd(src)
+	srcDir, err := p.dirFd(srcLayer)
 	if err != nil {
 		return err
 	}
@@ -94,11 +121,14 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumb
 	}
 	defer upDir.release()
 
-	// 4. What to copy: the lower's metadata.
-	var st unix.Stat_t
-	if err := unix.Fstatat(srcDir.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	// 4. What to copy: the lower file, held by an O_PATH descriptor
+	// from here on, and checked to be still of the node's type (a layer
+	// entry swapped behind the union's back is ESTALE, never copied).
+	src, st, err := openPathAt(srcDir.fd, name, n.fileType())
+	if err != nil {
 		return err
 	}
+	defer unix.Close(src)
 	typ := st.Mode & unix.S_IFMT
 
 	// The kernel's record of the copy (see origin.go): the parent is
@@ -107,7 +137,7 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumb
 	// as another file.
 	var origin []byte
 	if typ == unix.S_IFDIR || st.Nlink == 1 {
-		if origin, err = u.origin.encode(srcDir.fd, name, &st); err != nil {
+		if origin, err = u.origin.encode(srcDir.fd, src, &st); err != nil {
 			return err
 		}
 	}
@@ -118,40 +148,20 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumb
 		p.impure.Store(true)
 	}
 
-	// 5. Create the copy in the work dir. From here on, one undo removes
-	// it on every failure.
-	sc, err := u.newScratch(typ, srcDir.fd, name, &st, upDir.fd, truncate)
+	// 5. Create the copy out of sight (see scratch). From here on, one
+	// undo removes it on every failure.
+	sc, err := u.newScratch(typ, src, &st, upDir.fd, truncate)
 	if err != nil {
 		return err
 	}
 	published := false
 	defer func() { sc.close(!published) }()
 
-	// 6. Owner first: chown(2) drops set-id bits and file capabilities
-	// (security.capability), which the mode and xattrs below put back.
-	if err := sc.chown(int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EINVAL) {
+	// 6-7. Owner, xattrs, the origin record, mode, times (takeMeta).
+	if err := sc.takeMeta(procPathAt(srcDir.fd, name), &st, origin); err != nil {
 		return err
-	}
-	// Extended attributes, except the overlay's own.
-	if err := u.copyXattrs(procPathAt(srcDir.fd, name), sc.setXattr); err != nil {
-		return err
-	}
-	if origin != nil {
-		if err := u.setOrigin(sc.setXattr, origin); err != nil {
-			return err
-		}
-	}
-
-	// 7. Mode (the chown above cleared set-id bits), then times last.
-	if typ != unix.S_IFLNK {
-		if err := sc.chmod(st.Mode & 0o7777); err != nil {
-			return err
-		}
 	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}
-	if err := sc.utimes(ts); err != nil {
-		return err
-	}
 
 	// 8. Link or rename into place: the one step that makes the copy
 	// visible. The parent's times are put back afterwards, and a
@@ -165,7 +175,7 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumb
 	}
 	published = true
 	// The copy's descriptor stays with the node for its reads and
-	// writes (keepData); the syncer gets one of its own.
+	// writes (keepDataLocked); the syncer gets one of its own.
 	data := sc.fd
 	sc.fd = -1
 	if data >= 0 && u.syncer != nil && !truncate {
@@ -198,19 +208,22 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumb
 	var ust unix.Stat_t
 	if err := unix.Fstatat(upDir.fd, name, &ust, unix.AT_SYMLINK_NOFOLLOW); err == nil {
 		if !renumber {
-			u.origins.Store(devIno{ust.Dev, ust.Ino}, fileIdentity{n.ino, n.gen})
+			if typ != unix.S_IFDIR { // a directory's number is its bottom copy's anyway
+				u.origins.Store(devIno{ust.Dev, ust.Ino}, fileIdentity{n.ino, n.gen})
+			}
 		} else {
 			n.upperID = devIno{ust.Dev, ust.Ino}
 			u.renumbered.Store(n.upperID, n)
+			p.dirChanged() // its listing shows the new number
 		}
 	}
 	if typ == unix.S_IFDIR {
 		fd, err := openDirAt(upDir.fd, name)
-		if err != nil || u.dirFds.Add(1) > maxCachedDirFds {
-			if err == nil {
-				u.dirFds.Add(-1)
-				unix.Close(fd)
-			}
+		if err == nil && !u.keepDirFd() {
+			unix.Close(fd)
+			err = unix.EMFILE
+		}
+		if err != nil {
 			fd = -1
 		}
 		if n.dirFds == nil {
@@ -226,8 +239,76 @@ func (n *node) copyUpLocked(p *node, name string, src int, truncate bool, renumb
 		n.layers = []int{0}
 	}
 	n.orphan = ""
-	n.closeData() // reads and writes now go to the upper copy
-	n.keepData(data)
+	n.closeDataLocked() // reads and writes now go to the upper copy
+	n.keepDataLocked(data)
+	n.notifyAttr()
+	return nil
+}
+
+// takeMeta gives the scratch copy the metadata st describes, the xattrs
+// of the file at xattrSrc (a path whose last component is not followed:
+// the source's entry, which the caller holds open and checked) and,
+// unless nil, origin as its overlay.origin.
+func (sc *scratch) takeMeta(xattrSrc string, st *unix.Stat_t, origin []byte) error {
+	// 6. Owner first: chown(2) drops set-id bits and file capabilities
+	// (security.capability), which the mode and xattrs below put back.
+	if err := sc.chown(int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EINVAL) {
+		return err
+	}
+	// Extended attributes, except the overlay's own.
+	if err := sc.u.copyXattrs(xattrSrc, sc.setXattr); err != nil {
+		return err
+	}
+	if origin != nil {
+		if err := sc.u.setOrigin(sc.setXattr, origin); err != nil {
+			return err
+		}
+	}
+	// 7. Mode (the chown above cleared set-id bits), then times last.
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		if err := sc.chmod(st.Mode & 0o7777); err != nil {
+			return err
+		}
+	}
+	return sc.utimes([]unix.Timespec{st.Atim, st.Mtim})
+}
+
+// copyUpOrphanLocked gives an unlinked lower file that open descriptors
+// still reach (node.orphan in a lower layer) a copy of its own, so it
+// can be changed: a named entry of the work dir, which the node reaches
+// as an unlinked upper file's data (nlink 0, removed when the kernel
+// forgets it). It is what the kernel's overlay has for such a descriptor
+// by then: the upper copy it made at open, unlinked since (a default
+// mode union copies at the first change, after the unlink). Preconditions:
+// n.io and n.mu held; n is a lower orphan.
+func (n *node) copyUpOrphanLocked() error {
+	var sc *scratch
+	err := n.atWith(n.orphan, n.orphanLayer, false, n.layers[0], func(dirfd int, name string) error {
+		src, st, err := openPathAt(dirfd, name, n.fileType())
+		if err != nil {
+			return err
+		}
+		defer unix.Close(src)
+		if sc, err = n.u.newScratch(st.Mode&unix.S_IFMT, src, &st, -1, false); err != nil {
+			return err
+		}
+		if err := sc.takeMeta(procPathAt(dirfd, name), &st, nil); err != nil {
+			sc.close(true)
+			sc = nil
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	data := sc.fd
+	sc.fd = -1
+	sc.close(false)
+	n.orphan, n.orphanLayer = sc.name, -1
+	n.layers = []int{0}
+	n.closeDataLocked()
+	n.keepDataLocked(data)
 	n.notifyAttr()
 	return nil
 }
@@ -253,17 +334,21 @@ type scratch struct {
 	dir  bool
 }
 
-// newScratch creates the copy of src (name in srcDir, of type typ), to
-// be published in the upper directory upDir: a regular file with its
-// data (unless skipData), synced unless the stack is volatile or has a
-// syncer to do it after the link; an empty directory; the symlink; the
-// device node, fifo or socket.
-func (u *unionFS) newScratch(typ uint32, srcDir int, name string, st *unix.Stat_t, upDir int, skipData bool) (sc *scratch, err error) {
+// newScratch creates the copy of src (an O_PATH descriptor of a file of
+// type typ), to be published in the upper directory upDir (-1: to stay a
+// named entry of the work dir): a regular file with its data (unless
+// skipData), synced unless the stack is volatile or has a syncer to do
+// it after the link; an empty directory; the symlink; the device node,
+// fifo or socket.
+func (u *unionFS) newScratch(typ uint32, src int, st *unix.Stat_t, upDir int, skipData bool) (sc *scratch, err error) {
 	sc = &scratch{u: u, fd: -1, dir: typ == unix.S_IFDIR}
 	if typ == unix.S_IFREG {
 		// Read-write: the node keeps a descriptor of the copy for its
-		// reads and writes (see keepData).
-		sc.fd, err = unix.Openat(upDir, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+		// reads and writes (see keepDataLocked).
+		err = unix.EINVAL
+		if upDir >= 0 {
+			sc.fd, err = unix.Openat(upDir, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+		}
 		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
 			sc.name = u.tmpName()
 			sc.fd, err = unix.Openat(u.workFd, sc.name, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
@@ -280,7 +365,7 @@ func (u *unionFS) newScratch(typ uint32, srcDir int, name string, st *unix.Stat_
 				return nil, err
 			}
 		}
-		if err := copyFileData(srcDir, name, sc.fd, st.Size, skipData, !u.volatile && u.syncer == nil); err != nil {
+		if err := copyFileData(src, sc.fd, st.Size, skipData, !u.volatile && u.syncer == nil); err != nil {
 			sc.close(true)
 			return nil, err
 		}
@@ -292,7 +377,7 @@ func (u *unionFS) newScratch(typ uint32, srcDir int, name string, st *unix.Stat_
 		err = unix.Mkdirat(u.workFd, sc.name, 0o700)
 	case unix.S_IFLNK:
 		var target string
-		if target, err = readlinkAt(srcDir, name); err == nil {
+		if target, err = readlinkAt(src, ""); err == nil {
 			err = unix.Symlinkat(target, u.workFd, sc.name)
 		}
 	default:
@@ -359,16 +444,17 @@ func (sc *scratch) close(discard bool) {
 	}
 }
 
-// copyFileData copies regular file name of srcDir into out, with
-// copy_file_range (reflinks where the filesystem has them), and syncs
-// it when sync is set. size is the file's size as stat saw it: the copy
-// ends there without a last call to find the end (lower layers do not
-// change under a mount).
-func copyFileData(srcDir int, name string, out int, size int64, skipData, sync bool) error {
+// copyFileData copies the regular file the O_PATH descriptor src refers
+// to into out, with copy_file_range (reflinks where the filesystem has
+// them), and syncs it when sync is set. size is the file's size as stat
+// saw it just before: the copy ends there without a last call to find
+// the end (a file changed in its layer meanwhile is copied as it was
+// then, or up to where it ends now).
+func copyFileData(src int, out int, size int64, skipData, sync bool) error {
 	if skipData {
 		return nil
 	}
-	in, err := unix.Openat(srcDir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	in, err := reopen(src, unix.O_RDONLY)
 	if err != nil {
 		return err
 	}
@@ -424,7 +510,8 @@ func copyRest(in, out int) error {
 	}
 }
 
-// readlinkAt reads symlink name of dirfd.
+// readlinkAt reads symlink name of dirfd (name "": the symlink an O_PATH
+// descriptor dirfd refers to).
 func readlinkAt(dirfd int, name string) (string, error) {
 	buf := make([]byte, 256)
 	for {

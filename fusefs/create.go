@@ -15,7 +15,7 @@ import (
 // prepareCreate readies directory d for a new entry name: a writable
 // stack, d in the upper, and name absent from the merged view. It tells
 // whether the upper has a whiteout to replace and whether a new
-// directory must be opaque (the name hides or merges with a lower one).
+// directory must be opaque (over a whiteout of the upper).
 func (d *node) prepareCreate(name string) (h layerHit, opaqueDir bool, err error) {
 	if !d.u.writable {
 		return h, false, syscall.EROFS
@@ -31,13 +31,14 @@ func (d *node) prepareCreate(name string) (h layerHit, opaqueDir bool, err error
 		h.closeFds(d.u)
 		return h, false, syscall.EEXIST
 	}
-	d.mu.Lock()
-	merged := len(d.layers) > 1
-	d.mu.Unlock()
-	// Linux: fs/overlayfs/dir.c:ovl_create_upper and
-	// ovl_create_over_whiteout make a new directory opaque in a merged
-	// parent and over a whiteout.
-	return h, h.kind == layer.HitWhiteout || merged, nil
+	// Linux: fs/overlayfs/dir.c:ovl_create_over_whiteout makes a new
+	// directory opaque over a whiteout in the upper (one in a lower
+	// layer goes on hiding what is below it). ovl_create_upper marks one
+	// in a merged parent too, as an optimisation, but only where offline
+	// changes to the layers are not allowed (index, redirect_dir or
+	// metacopy on), which the union never is: there a lower directory
+	// of that name added later would show through it.
+	return h, h.kind == layer.HitWhiteout && h.upperWhiteout, nil
 }
 
 // createEntry makes name in d with mk (which creates an entry at a
@@ -98,6 +99,7 @@ func (d *node) createEntry(ctx context.Context, name string, isDir bool, mk func
 			}
 		}
 	}
+	d.dirChanged()
 	nh, err := d.lookupChild(name, false)
 	if err != nil {
 		return nil, err
@@ -110,31 +112,57 @@ func (d *node) createEntry(ctx context.Context, name string, isDir bool, mk func
 	return child, nil
 }
 
-// chownToCaller gives a new entry the caller's owner, as the kernel does
-// for files it creates. An unprivileged daemon cannot, and needs not: it
-// is the caller.
-// parent is the upper directory the entry is for (it may be built in the
-// work dir): a set-group-ID parent gives its group, and its set-group-ID
-// bit to a new directory.
-func chownToCaller(ctx context.Context, dirfd int, name string, parent int) error {
+// chownToCaller gives the new entry name of dirfd, of file type typ,
+// the caller's owner, as the kernel does for files it creates; see
+// ownByCaller.
+func chownToCaller(ctx context.Context, dirfd int, name string, typ uint32, parent int) error {
+	fd, _, err := openPathAt(dirfd, name, typ)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return ownByCaller(ctx, fd, dirfd == parent, parent)
+}
+
+// ownByCaller gives the new entry open at fd (any descriptor, O_PATH
+// included) the caller's owner, as the kernel does for files it creates.
+// An unprivileged daemon cannot, and needs not: it is the caller.
+// parent is the upper directory the entry is for (inParent: it was made
+// there, not in the work dir): a set-group-ID parent gives its group,
+// and its set-group-ID bit to a new directory.
+func ownByCaller(ctx context.Context, fd int, inParent bool, parent int) error {
 	c, ok := fuse.FromContext(ctx)
 	if !ok {
 		return nil
 	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	typ, mode := st.Mode&unix.S_IFMT, st.Mode&0o7777
 	gid := int(c.Gid)
 	var pst unix.Stat_t
 	if unix.Fstat(parent, &pst) == nil && pst.Mode&unix.S_ISGID != 0 {
 		gid = int(pst.Gid)
-		var st unix.Stat_t
-		if dirfd != parent && unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			defer unix.Fchmodat(dirfd, name, st.Mode&0o7777|unix.S_ISGID, 0)
+		if !inParent && typ == unix.S_IFDIR {
+			mode |= unix.S_ISGID // mkdir in the parent would inherit it
 		}
 	}
-	err := unix.Fchownat(dirfd, name, int(c.Uid), gid, unix.AT_SYMLINK_NOFOLLOW)
+	err := chownFd(fd, int(c.Uid), gid)
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) {
-		return nil
+		err = nil
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// chown(2) drops the set-user-ID and set-group-ID bits of a file
+	// even for root; the kernel's overlay creates the file as the caller
+	// and keeps the mode it was asked for (which the kernel stripped of
+	// what the caller may not set before the union saw it).
+	if typ != unix.S_IFLNK && mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		return chmodFd(fd, mode)
+	}
+	return nil
 }
 
 var _ = (fs.NodeMkdirer)((*node)(nil))
@@ -144,7 +172,7 @@ func (d *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		if err := unix.Mkdirat(dirfd, nm, mode); err != nil {
 			return err
 		}
-		return chownToCaller(ctx, dirfd, nm, parent)
+		return chownToCaller(ctx, dirfd, nm, unix.S_IFDIR, parent)
 	}, out)
 	return child, toErrno(err)
 }
@@ -160,7 +188,7 @@ func (d *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 		if err := unix.Mknodat(dirfd, nm, mode, int(dev)); err != nil {
 			return err
 		}
-		return chownToCaller(ctx, dirfd, nm, parent)
+		return chownToCaller(ctx, dirfd, nm, mode&unix.S_IFMT, parent)
 	}, out)
 	return child, toErrno(err)
 }
@@ -172,7 +200,7 @@ func (d *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		if err := unix.Symlinkat(target, dirfd, nm); err != nil {
 			return err
 		}
-		return chownToCaller(ctx, dirfd, nm, parent)
+		return chownToCaller(ctx, dirfd, nm, unix.S_IFLNK, parent)
 	}, out)
 	return child, toErrno(err)
 }
@@ -185,8 +213,8 @@ func (d *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		if err != nil {
 			return err
 		}
-		unix.Close(fd)
-		return chownToCaller(ctx, dirfd, nm, parent)
+		defer unix.Close(fd)
+		return ownByCaller(ctx, fd, dirfd == parent, parent)
 	}, out)
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
@@ -198,7 +226,12 @@ func (d *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 			return -1, err
 		}
 		defer up.release()
-		return unix.Openat(up.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		pfd, _, err := openPathAt(up.fd, name, unix.S_IFREG)
+		if err != nil {
+			return -1, err
+		}
+		defer unix.Close(pfd)
+		return reopen(pfd, unix.O_RDONLY)
 	})
 	return child, fh, fl, errno
 }
@@ -228,12 +261,12 @@ func (d *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
-	unix.Close(fd)
 	var st unix.Stat_t
-	err = chownToCaller(ctx, u.workFd, tmp, up.fd)
+	err = ownByCaller(ctx, fd, false, up.fd)
 	if err == nil {
-		err = unix.Fstatat(u.workFd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW)
+		err = unix.Fstat(fd, &st)
 	}
+	unix.Close(fd)
 	if err != nil {
 		u.removeWork(tmp)
 		return nil, nil, 0, toErrno(err)
@@ -339,7 +372,7 @@ func (d *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 // with a whiteout when a lower layer has it too. A regular file the
 // kernel still knows stays readable through open descriptors: its upper
 // copy is moved into the work dir until the kernel forgets it.
-func (d *node) remove(name string, dir bool) error {
+func (d *node) remove(name string, dir bool) (err error) {
 	if !d.u.writable {
 		return syscall.EROFS
 	}
@@ -380,8 +413,16 @@ func (d *node) remove(name string, dir bool) error {
 		return err
 	}
 	lower.closeFds(d.u)
+	defer d.dirChanged()
 	lowerPositive := lower.kind == layer.HitNonDir || lower.kind == layer.HitDir
 	inUpper := d.u.isUpper(h.layers[0])
+	if inUpper {
+		defer func() {
+			if err == nil {
+				d.u.forgetOrigin(&h.st)
+			}
+		}()
+	}
 
 	up, err := d.dirFd(0)
 	if err != nil {

@@ -106,7 +106,7 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 		FsName:                   "ovl",
 		Name:                     "ovl",
 		Options:                  []string{"default_permissions"},
-		AllowOther:               spec.Options.AllowOther,
+		AllowOther:               spec.Options.AllowOther || otherUsersAllowed(),
 		MaxWrite:                 maxWrite,
 		MaxReadAhead:             maxWrite,
 		MaxBackground:            64,
@@ -191,6 +191,56 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 	// behind the caller's back.
 	logger.Debug("fusefs stopped", "target", spec.Target)
 	return nil
+}
+
+// fuseConf is fuse's configuration file, where user_allow_other lets an
+// ordinary user mount with allow_other through fusermount3.
+const fuseConf = "/etc/fuse.conf"
+
+// OtherUsers reports whether a FUSE mount this process makes admits
+// users other than itself, and says why or why not. The union then
+// mounts with allow_other, always with default_permissions, so the kernel
+// checks every access against the files' owners and modes as on any
+// filesystem: as root (in the initial user namespace, or in one the
+// mount belongs to, whose processes alone may reach it), and through
+// fusermount3 as an ordinary user where /etc/fuse.conf allows it
+// (user_allow_other). Without it, every other uid gets EACCES, a
+// container's non-root processes included.
+func OtherUsers() (ok bool, why string) {
+	switch {
+	case os.Geteuid() == 0 && !userns.InUserNamespace():
+		return true, "mounts as root with allow_other: every user gets what the files' permissions give"
+	case os.Geteuid() == 0:
+		return true, "mounts as root of its user namespace with allow_other: the namespace's users get what the files' permissions give"
+	case userAllowOther(fuseConf):
+		return true, "mounts through fusermount3 with allow_other (user_allow_other in " + fuseConf + "): every user gets what the files' permissions give"
+	}
+	return false, fmt.Sprintf("mounts through fusermount3 without allow_other: only uid %d can use them, every other user (a container's non-root processes too) gets EACCES; add user_allow_other to %s to let them in, or mount inside a user namespace", os.Geteuid(), fuseConf)
+}
+
+// otherUsersAllowed is OtherUsers' answer.
+func otherUsersAllowed() bool {
+	ok, _ := OtherUsers()
+	return ok
+}
+
+// userAllowOther reports whether the fuse configuration file at path
+// has the user_allow_other option (a line of its own; # starts a
+// comment).
+func userAllowOther(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		if strings.TrimSpace(line) == "user_allow_other" {
+			return true
+		}
+	}
+	return false
 }
 
 // stillMounted reports whether target is still the root of the mount

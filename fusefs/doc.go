@@ -29,7 +29,12 @@
 //     killed daemon never leaves a partial file visible (see "Copy-up and
 //     the disk" for a machine crash);
 //   - deleting a name that a lower layer has leaves a whiteout; a
-//     directory created where a lower one is hidden or merged is opaque;
+//     directory created over a whiteout of the upper is opaque, and
+//     one moved into a merged directory (one created there is not, as
+//     in the kernel without index, redirect_dir or metacopy, which
+//     allow offline changes to the layers);
+//   - file attributes (lsattr, chattr: FS_IOC_GETFLAGS and friends)
+//     are those of the visible copy; a change copies the file up;
 //   - a directory that exists in a lower layer cannot be renamed (EXDEV),
 //     as the kernel does without redirect_dir;
 //   - open(2) with O_TMPFILE makes a nameless file (in the work dir
@@ -42,11 +47,22 @@
 //     a copied-up file is moved or linked into, overlay.uuid on a fresh
 //     upper root; so the kernel mounts the upper as one it wrote.
 //
+// Other users: the union mounts with default_permissions always, so the
+// kernel checks every access against the owners and modes it shows, and
+// with allow_other wherever that is safe (see OtherUsers), as kernel
+// overlay serves every user by permissions.
+//
 // Invariants: lower layers are never written. Names are resolved one
 // component at a time, relative to directory descriptors, with
 // O_NOFOLLOW (or openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS for
 // whole paths), so a symlink inside a layer is returned to the kernel and
-// never followed by the daemon.
+// never followed by the daemon. Whoever owns a layer may change it under
+// the mount: every change to an existing file (chmod, chown, utimes,
+// truncate, write, xattrs, copy-up's reads) acts on an O_PATH descriptor
+// opened without following a symlink and checked to be a file of the
+// node's type (resolve.go: openPathAt), or on a file reopened from one;
+// an entry swapped for a symlink, a fifo or a device is ESTALE (the
+// kernel then looks the name up again), never the file it leads to.
 //
 // # Inode numbers
 //
@@ -88,7 +104,10 @@
 // its first change (write, truncate, chmod, ... which all reach it), so
 // an open for writing that changes nothing leaves the layers alone, and
 // the link counts that copy-up changes (a lower hard link's, its parent
-// directories') change at the first write instead of at the open.
+// directories') change at the first write instead of at the open. A
+// lower file unlinked while a descriptor is open on it gets its copy at
+// that first change too, as a nameless file of the work dir (the
+// kernel's copy from the open, unlinked since).
 // Options.StrictOpen restores the kernel's moment, at a round trip per
 // open, and with it FUSE passthrough (see below).
 //
@@ -99,7 +118,9 @@
 // upper, and tells the kernel when a copy-up changes attributes). Reads
 // and writes that reach the daemon go through the node, which always
 // addresses its current layer, so a descriptor opened before a copy-up
-// sees the copy; a read of 64 KiB or more is spliced from the file into
+// sees the copy; an append goes to the file's real end, which a lower
+// file changed in its layer may have moved from where the kernel knows
+// it (its cache of the file is dropped then); a read of 64 KiB or more is spliced from the file into
 // the reply (the kernel copies it once, not in and out of the daemon). With StrictOpen and FUSE passthrough (a daemon with
 // CAP_SYS_ADMIN in the initial namespace, kernel 6.9+), an upper file is
 // opened with the upper file as backing and the kernel reads and writes

@@ -3,19 +3,12 @@ package fusefs
 import (
 	"context"
 	"io"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
-
-// maxCachedDataFds bounds the file descriptors nodes keep open for
-// reading and writing; past it, each request opens and closes its own.
-const maxCachedDataFds = 4096
-
-var cachedDataFds atomic.Int64
 
 // openData opens the node's visible copy for reading, or for writing
 // (then the copy must be in the upper).
@@ -24,18 +17,24 @@ func (n *node) openData(write bool) (int, error) {
 	if write {
 		flags = unix.O_RDWR
 	}
-	fd := -1
-	err := n.at(n.topLayer(), func(dirfd int, name string) error {
-		var err error
-		fd, err = unix.Openat(dirfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-		return err
-	})
-	return fd, err
+	return n.openFile(n.topLayer(), flags)
 }
 
-// dataFd returns a descriptor of the node's data, cached when the budget
+// openFile opens the node's copy in layer li, a regular file, with
+// flags: checked through an O_PATH descriptor first (see pathFd), so
+// that an entry swapped for a symlink, fifo or device is never opened.
+func (n *node) openFile(li int, flags int) (int, error) {
+	pfd, _, err := n.pathFd(li)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(pfd)
+	return reopen(pfd, flags)
+}
+
+// dataFdLocked returns a descriptor of the node's data, cached when the budget
 // allows. Preconditions: n.io held (shared). The caller calls done.
-func (n *node) dataFd(write bool) (fd int, done func(), err error) {
+func (n *node) dataFdLocked(write bool) (fd int, done func(), err error) {
 	n.dataMu.Lock()
 	defer n.dataMu.Unlock()
 	if n.wfd >= 0 {
@@ -48,8 +47,7 @@ func (n *node) dataFd(write bool) (fd int, done func(), err error) {
 	if err != nil {
 		return -1, nil, err
 	}
-	if cachedDataFds.Add(1) > maxCachedDataFds {
-		cachedDataFds.Add(-1)
+	if !n.u.keepDataFd() {
 		return fd, func() { unix.Close(fd) }, nil
 	}
 	if write {
@@ -60,15 +58,14 @@ func (n *node) dataFd(write bool) (fd int, done func(), err error) {
 	return fd, func() {}, nil
 }
 
-// keepData caches fd, a read-write descriptor of the node's upper copy
+// keepDataLocked caches fd, a read-write descriptor of the node's upper copy
 // (-1 for none), when the budget allows; else closes it. Preconditions:
 // n.io held exclusively, no descriptor cached.
-func (n *node) keepData(fd int) {
+func (n *node) keepDataLocked(fd int) {
 	if fd < 0 {
 		return
 	}
-	if cachedDataFds.Add(1) > maxCachedDataFds {
-		cachedDataFds.Add(-1)
+	if !n.u.keepDataFd() {
 		unix.Close(fd)
 		return
 	}
@@ -77,16 +74,16 @@ func (n *node) keepData(fd int) {
 	n.dataMu.Unlock()
 }
 
-// closeData drops the cached data descriptors, so the next request opens
+// closeDataLocked drops the cached data descriptors, so the next request opens
 // the node's current copy. Preconditions: n.io held exclusively, or the
 // node forgotten.
-func (n *node) closeData() {
+func (n *node) closeDataLocked() {
 	n.dataMu.Lock()
 	defer n.dataMu.Unlock()
 	for _, p := range []*int{&n.rfd, &n.wfd} {
 		if *p >= 0 {
 			unix.Close(*p)
-			cachedDataFds.Add(-1)
+			n.u.dataFds.Add(-1)
 			*p = -1
 		}
 	}
@@ -138,8 +135,12 @@ func (n *node) newHandle() (fs.FileHandle, uint32, syscall.Errno) {
 	return n.newHandleWith(func() (int, error) {
 		fd := -1
 		err := n.atLocked(func(dirfd int, name string) error {
-			var err error
-			fd, err = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			pfd, _, err := openPathAt(dirfd, name, unix.S_IFREG)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(pfd)
+			fd, err = reopen(pfd, unix.O_RDONLY)
 			return err
 		})
 		return fd, err
@@ -148,9 +149,16 @@ func (n *node) newHandle() (fs.FileHandle, uint32, syscall.Errno) {
 
 // newHandleWith is newHandle with open giving the backing descriptor (a
 // node just created is not in the tree yet, so it cannot find itself).
+//
+// Without passthrough there is no handle: reads and writes go through
+// the node. That matters beyond saving the bookkeeping: once the kernel
+// knows the union needs no opens, it sends no RELEASE for a file made by
+// CREATE either (Linux: fs/fuse/file.c:fuse_file_put), so a handle
+// given out then would never be released, and would keep its node, and
+// so the file's every trace, for the life of the mount.
 func (n *node) newHandleWith(open func() (int, error)) (fs.FileHandle, uint32, syscall.Errno) {
 	if !n.u.passthrough {
-		return &fileHandle{backing: -1}, fuse.FOPEN_KEEP_CACHE, 0
+		return nil, fuse.FOPEN_KEEP_CACHE, 0
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -194,7 +202,7 @@ var _ = (fs.NodeReader)((*node)(nil))
 func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n.io.RLock()
 	defer n.io.RUnlock()
-	fd, done, err := n.dataFd(false)
+	fd, done, err := n.dataFdLocked(false)
 	if err != nil {
 		return nil, toErrno(err)
 	}
@@ -293,13 +301,29 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 	n.io.RLock()
 	defer n.io.RUnlock()
 	if appending && n.twin.Load() != nil {
-		return n.appendTwinned(data, off)
+		return n.appendTwinnedLocked(data, off)
 	}
-	fd, done, err := n.dataFd(true)
+	fd, done, err := n.dataFdLocked(true)
 	if err != nil {
 		return 0, toErrno(err)
 	}
 	defer done()
+	if appending {
+		// The kernel put the write at the end of the file as it last
+		// heard of it; a lower file that grew in its layer since (the
+		// copy-up copied it as it is now) ends further on. Write at the
+		// real end, as the kernel's overlay does, and have the kernel
+		// drop the size and pages it has wrong. The kernel sends one
+		// write of an inode at a time, so the end cannot move meanwhile.
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return 0, toErrno(err)
+		}
+		if st.Size != off {
+			off = st.Size
+			n.dropCacheAfterReply()
+		}
+	}
 	m, err := unix.Pwrite(fd, data, off)
 	n.notifyTwin()
 	if err != nil {
@@ -308,20 +332,15 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 	return uint32(m), 0
 }
 
-// appendTwinned appends data to a file the kernel knows as two inodes
+// appendTwinnedLocked appends data to a file the kernel knows as two inodes
 // (node.twin). The kernel put the write at the end it knows for n, which
 // misses a change through the twin (an invalidation does not refresh
 // the size it appends at), so the write goes to the file's real end,
 // and the kernel, whose page cache and size for n now disagree with the
-// file, is told to drop them once this request is answered (it holds
-// the pages locked until then). Preconditions: n.io held (shared).
-func (n *node) appendTwinned(data []byte, kernelOff int64) (uint32, syscall.Errno) {
-	fd := -1
-	err := n.at(n.topLayer(), func(dirfd int, name string) error {
-		var err error
-		fd, err = unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_APPEND|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		return err
-	})
+// file, is told to drop them once this request is answered
+// (dropCacheAfterReply). Preconditions: n.io held (shared).
+func (n *node) appendTwinnedLocked(data []byte, kernelOff int64) (uint32, syscall.Errno) {
+	fd, err := n.openFile(n.topLayer(), unix.O_WRONLY|unix.O_APPEND)
 	if err != nil {
 		return 0, toErrno(err)
 	}
@@ -329,12 +348,33 @@ func (n *node) appendTwinned(data []byte, kernelOff int64) (uint32, syscall.Errn
 	m, err := unix.Write(fd, data)
 	n.notifyTwin()
 	if end, serr := unix.Seek(fd, 0, io.SeekCurrent); serr != nil || end-int64(max(m, 0)) != kernelOff {
-		go n.notifyAttr()
+		n.dropCacheAfterReply()
 	}
 	if err != nil {
 		return uint32(max(m, 0)), toErrno(err)
 	}
 	return uint32(m), 0
+}
+
+// dropCacheAfterReply makes the kernel drop the node's attributes and
+// cached pages once the request in flight is answered: a write through
+// the page cache holds its pages locked until then, and an invalidation
+// of them waits for that. Until it is done, the pages are marked stale
+// (see dropStalePages).
+func (n *node) dropCacheAfterReply() {
+	n.pagesStale.Store(true)
+	go n.dropStalePages()
+}
+
+// dropStalePages makes the kernel drop the node's attributes and cached
+// pages if a write left them wrong (node.pagesStale). Getattr calls it
+// too: a read past the end the kernel knows, as a write leaves it, asks
+// for the size first, and must then read the file anew, however late
+// the goroutine of dropCacheAfterReply runs.
+func (n *node) dropStalePages() {
+	if n.pagesStale.Swap(false) {
+		n.NotifyContent(0, 0)
+	}
 }
 
 var _ = (fs.NodeFsyncer)((*node)(nil))
@@ -348,7 +388,7 @@ func (n *node) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall
 	}
 	n.io.RLock()
 	defer n.io.RUnlock()
-	fd, done, err := n.dataFd(true)
+	fd, done, err := n.dataFdLocked(true)
 	if err != nil {
 		return toErrno(err)
 	}
@@ -367,7 +407,7 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off, size uint64, 
 	}
 	n.io.RLock()
 	defer n.io.RUnlock()
-	fd, done, err := n.dataFd(true)
+	fd, done, err := n.dataFdLocked(true)
 	if err != nil {
 		return toErrno(err)
 	}
@@ -380,7 +420,8 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off, size uint64, 
 var _ = (fs.NodeSetattrer)((*node)(nil))
 
 // Setattr copies the node up and changes it there: mode, owner, size,
-// times, in the order chmod/chown/truncate/utimes would.
+// times, in the order chmod/chown/truncate/utimes would; each through an
+// O_PATH descriptor of the upper file (see pathFd), never by name.
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if !n.u.writable {
 		return syscall.EROFS
@@ -389,63 +430,75 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if err := n.copyUp(hasSize && size == 0); err != nil {
 		return toErrno(err)
 	}
-	li := n.topLayer()
-	err := n.at(li, func(dirfd int, name string) error {
-		if m, ok := in.GetMode(); ok {
-			if err := unix.Fchmodat(dirfd, name, m, 0); err != nil {
-				return err
-			}
+	pfd, st, err := n.pathFd(n.topLayer())
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(pfd)
+	if err := n.setattrFd(pfd, &st, in); err != nil {
+		return toErrno(err)
+	}
+	n.notifyTwin()
+	out.SetTimeout(cacheTimeout)
+	return n.Getattr(ctx, f, out)
+}
+
+// setattrFd applies in to the node's upper copy, open at the O_PATH
+// descriptor pfd, which st describes.
+func (n *node) setattrFd(pfd int, st *unix.Stat_t, in *fuse.SetAttrIn) error {
+	m, okMode := in.GetMode()
+	if okMode {
+		if err := chmodFd(pfd, m); err != nil {
+			return err
 		}
-		uid, okU := in.GetUID()
-		gid, okG := in.GetGID()
-		// A SETATTR that changes nothing (but ctime) is chown(-1, -1),
-		// which still drops set-id bits and file capabilities (Linux:
-		// fs/open.c:chown_common); with FUSE_HANDLE_KILLPRIV_V2 that is
-		// the filesystem's to do, and chown(2) of the copy does it.
-		nothing := in.Valid&^(fuse.FATTR_CTIME|fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0
-		if okU || okG || nothing {
-			u, g := -1, -1
-			if okU {
-				u = int(uid)
-			}
-			if okG {
-				g = int(gid)
-			}
-			if err := unix.Fchownat(dirfd, name, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return err
-			}
+	}
+	uid, okU := in.GetUID()
+	gid, okG := in.GetGID()
+	// A SETATTR that changes nothing (but ctime) is chown(-1, -1),
+	// which still drops set-id bits and file capabilities (Linux:
+	// fs/open.c:chown_common); with FUSE_HANDLE_KILLPRIV_V2 that is
+	// the filesystem's to do, and chown(2) of the copy does it.
+	nothing := in.Valid&^(fuse.FATTR_CTIME|fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0
+	if okU || okG || nothing {
+		u, g := -1, -1
+		if okU {
+			u = int(uid)
 		}
-		return nil
-	})
-	if err == nil && hasSize {
+		if okG {
+			g = int(gid)
+		}
+		if err := chownFd(pfd, u, g); err != nil {
+			return err
+		}
+	}
+	if size, ok := in.GetSize(); ok {
 		n.io.RLock()
-		var fd int
-		var done func()
-		fd, done, err = n.dataFd(true)
+		fd, done, err := n.dataFdLocked(true)
 		if err == nil {
 			err = unix.Ftruncate(fd, int64(size))
 			done()
 		}
 		n.io.RUnlock()
+		if err != nil {
+			return err
+		}
 	}
-	if _, okMode := in.GetMode(); err == nil && !okMode && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
+	if !okMode && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
 		// A truncate or chown by a caller without CAP_FSETID
 		// (FUSE_HANDLE_KILLPRIV_V2): drop the set-id bits as the
 		// kernel's own would; the daemon's truncate would not.
-		err = n.at(li, func(dirfd int, name string) error {
-			var st unix.Stat_t
-			if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.Fstat(pfd, st); err != nil {
+			return err
+		}
+		if mode, kill := killSuidgidMode(st.Mode); kill && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			if err := chmodFd(pfd, mode&0o7777); err != nil {
 				return err
 			}
-			if mode, kill := killSuidgidMode(st.Mode); kill && st.Mode&unix.S_IFMT == unix.S_IFREG {
-				return unix.Fchmodat(dirfd, name, mode&0o7777, 0)
-			}
-			return nil
-		})
+		}
 	}
 	atime, okA := in.GetATime()
 	mtime, okM := in.GetMTime()
-	if err == nil && (okA || okM) {
+	if okA || okM {
 		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
 		if okA {
 			ts[0] = unix.NsecToTimespec(atime.UnixNano())
@@ -453,14 +506,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		if okM {
 			ts[1] = unix.NsecToTimespec(mtime.UnixNano())
 		}
-		err = n.at(li, func(dirfd int, name string) error {
-			return unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
-		})
+		return utimesFd(pfd, ts)
 	}
-	if err != nil {
-		return toErrno(err)
-	}
-	n.notifyTwin()
-	out.SetTimeout(cacheTimeout)
-	return n.Getattr(ctx, f, out)
+	return nil
 }

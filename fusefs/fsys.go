@@ -43,10 +43,69 @@ type Options struct {
 	Ready func()
 }
 
-// maxCachedDirFds bounds the directory descriptors nodes keep open, so a
-// tree with more directories than RLIMIT_NOFILE allows still works: past
-// the bound, directories are reopened by path per operation.
-const maxCachedDirFds = 4096
+// Descriptors. The union keeps one descriptor per layer open for the
+// life of the mount, a lookup holds one per layer it walks, and it
+// caches more: directories of each layer (every layer a merged directory
+// spans) and files' data. The caches are
+// bounded by what RLIMIT_NOFILE leaves (raised to its hard limit at the
+// start): past their bound, directories are reopened by path and files
+// opened per request. A stack whose layers alone would not leave room to
+// work is refused at mount, naming the limit.
+const (
+	// maxCachedDirFds and maxCachedDataFds bound the caches however high
+	// the limit.
+	maxCachedDirFds  = 4096
+	maxCachedDataFds = 4096
+	// reservedFds is kept free for everything else: /dev/fuse, the Go
+	// runtime, descriptors opened for one request (a few each).
+	reservedFds = 128
+	// minCachedFds is the least room for the caches a mount needs.
+	minCachedFds = 64
+)
+
+// fdBudget raises the soft RLIMIT_NOFILE to the hard one and returns how
+// many descriptors the caches may keep for a stack of layers layers (and
+// a work dir), or an error saying why the stack cannot be served.
+func fdBudget(layers int) (int64, error) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("read RLIMIT_NOFILE: %w", err)
+	}
+	if lim.Cur < lim.Max {
+		raised := lim
+		raised.Cur = lim.Max
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &raised); err == nil {
+			lim = raised
+		}
+	}
+	// The layers' roots, a lookup's copies of a directory in every layer
+	// (layer.Lookup holds them all at once), the work dir, the rest.
+	fixed := uint64(2*layers + 1 + reservedFds)
+	if need := fixed + minCachedFds; lim.Cur < need {
+		return 0, fmt.Errorf("fuse: %d layers need at least %d open files, and RLIMIT_NOFILE allows %d (hard limit %d): %w; raise the limit (ulimit -Hn, LimitNOFILE= for a service) or squash layers",
+			layers, need, lim.Cur, lim.Max, unix.EMFILE)
+	}
+	return int64(lim.Cur - fixed), nil
+}
+
+// keepDirFd reports whether one more directory descriptor may be cached,
+// and counts it if so (dirFds.Add(-1) when it is closed).
+func (u *unionFS) keepDirFd() bool {
+	if u.dirFds.Add(1) > u.maxDirFds {
+		u.dirFds.Add(-1)
+		return false
+	}
+	return true
+}
+
+// keepDataFd is keepDirFd for files' data descriptors (dataFds).
+func (u *unionFS) keepDataFd() bool {
+	if u.dataFds.Add(1) > u.maxDataFds {
+		u.dataFds.Add(-1)
+		return false
+	}
+	return true
+}
 
 // layerRoot is one layer directory of the stack.
 type layerRoot struct {
@@ -82,8 +141,10 @@ type unionFS struct {
 	devMu sync.Mutex
 	devs  map[uint64]uint64 // st_dev -> small index; protected by devMu
 
-	// origins maps the (dev, ino) of a copied-up upper file to the
-	// identity it had before copy-up.
+	// origins maps the (dev, ino) of an upper non-directory copied up
+	// during this mount to the identity it had before copy-up, for as
+	// long as the file has a name (forgetOrigin): a number the upper's
+	// filesystem gives again to a new file must not name the old one.
 	origins sync.Map // devIno -> fileIdentity
 
 	// known maps the identity of each live non-directory node to it, to
@@ -100,10 +161,13 @@ type unionFS struct {
 	// copyUpLocked).
 	renumbered sync.Map // devIno -> *node
 
-	dirFds  atomic.Int64  // directory descriptors cached by nodes
-	tmpSeq  atomic.Uint64 // names for scratch files in the work dir
-	renamMu sync.Mutex    // serialises renames against each other
-	log     *slog.Logger
+	dirFds     atomic.Int64 // directory descriptors cached by nodes
+	dataFds    atomic.Int64 // data descriptors cached by nodes
+	maxDirFds  int64        // bounds of dirFds and dataFds (fdBudget)
+	maxDataFds int64
+	tmpSeq     atomic.Uint64 // names for scratch files in the work dir
+	renamMu    sync.Mutex    // serialises renames against each other
+	log        *slog.Logger
 }
 
 type devIno struct{ dev, ino uint64 }
@@ -132,21 +196,46 @@ func (u *unionFS) fileID(st *unix.Stat_t, li int, parent uint64, name string) (u
 	return u.ino(st.Dev, st.Ino), gen
 }
 
+// forgetOrigin drops the origin of the upper file st described before
+// one of its names was removed or replaced, if that was its last name.
+// Its data may live on for open descriptors (node.orphan), whose nodes
+// keep their numbers themselves.
+func (u *unionFS) forgetOrigin(st *unix.Stat_t) {
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Nlink <= 1 {
+		u.origins.Delete(devIno{st.Dev, st.Ino})
+	}
+}
+
 // workSubdir is ovl's own directory inside the Spec's Work, kept apart
 // from the kernel's "work" and "index" so both can share one work dir.
 const workSubdir = "ovl-fuse"
 
 // newUnionFS opens every layer of spec and prepares the work directory,
 // removing what an earlier crash left there.
-func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
-	u = &unionFS{spec: spec, workFd: -1, ns: spec.Namespace, volatile: spec.Options.Volatile,
-		devs: map[uint64]uint64{}, log: log, origin: newOriginEncoder()}
-	defer func() {
-		if err != nil {
-			u.close()
-		}
-	}()
-	open := func(p string, unrecorded layer.Format) error {
+func newUnionFS(spec layer.Spec, log *slog.Logger) (*unionFS, error) {
+	layers := len(spec.Lowers)
+	if spec.Upper != "" {
+		layers++
+	}
+	budget, err := fdBudget(layers)
+	if err != nil {
+		return nil, err
+	}
+	u := &unionFS{spec: spec, workFd: -1, ns: spec.Namespace, volatile: spec.Options.Volatile,
+		devs: map[uint64]uint64{}, log: log, origin: newOriginEncoder(),
+		maxDirFds: min(maxCachedDirFds, budget*2/3), maxDataFds: min(maxCachedDataFds, budget/3)}
+	if err := u.open(); err != nil {
+		u.close()
+		return nil, err
+	}
+	return u, nil
+}
+
+// open opens every layer of u.spec and prepares the work directory; on
+// an error the caller closes what it opened.
+func (u *unionFS) open() error {
+	spec := u.spec
+	openLayer := func(p string, unrecorded layer.Format) error {
 		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("open layer %s: %w", p, err)
@@ -165,16 +254,20 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 	if spec.Upper != "" {
 		u.hasUpper = true
 		u.writable = !spec.ReadOnly
-		if err := open(spec.Upper, layer.KernelFormat); err != nil {
-			return nil, err
+		if err := openLayer(spec.Upper, layer.KernelFormat); err != nil {
+			return err
+		}
+		// Refused now, with its name, rather than at every change.
+		if err := unix.Faccessat(u.layers[0].fd, ".", unix.W_OK|unix.X_OK, unix.AT_EACCESS); u.writable && err != nil {
+			return fmt.Errorf("upper %s: not writable by uid %d: %w", spec.Upper, os.Geteuid(), err)
 		}
 	}
 	if u.hasUpper && u.layers[0].format != layer.KernelFormat {
-		return nil, fmt.Errorf("upper %s records the %s format, and changes are written in the kernel's: give an upper of its own", spec.Upper, u.layers[0].format)
+		return fmt.Errorf("upper %s records the %s format, and changes are written in the kernel's: give an upper of its own", spec.Upper, u.layers[0].format)
 	}
 	for _, l := range spec.Lowers {
-		if err := open(l, spec.LowerFormat); err != nil {
-			return nil, err
+		if err := openLayer(l, spec.LowerFormat); err != nil {
+			return err
 		}
 	}
 	// Number the layers' devices bottom-up now, not in the order files
@@ -187,19 +280,20 @@ func newUnionFS(spec layer.Spec, log *slog.Logger) (u *unionFS, err error) {
 	}
 	if u.writable {
 		if err := u.prepareWork(); err != nil {
-			return nil, err
+			return err
 		}
 		u.initUUID()
 		u.wr = layer.Writer{NS: u.ns}
 		var why string
+		var err error
 		if u.wr.Whiteouts, why, err = layer.ProbeWhiteouts(u.workFd); err != nil {
-			return nil, fmt.Errorf("work dir %s: %w", spec.Work, err)
+			return fmt.Errorf("work dir %s: %w", spec.Work, err)
 		}
 		if why != "" {
-			log.Debug("fusefs: writing xattr whiteouts", "upper", spec.Upper, "why", why)
+			u.log.Debug("fusefs: writing xattr whiteouts", "upper", spec.Upper, "why", why)
 		}
 	}
-	return u, nil
+	return nil
 }
 
 // prepareWork makes Work/ovl-fuse empty: whatever is in it is a copy-up

@@ -57,6 +57,60 @@ func mountFuse(t testing.TB, spec layer.Spec) backend.Mount {
 	return m
 }
 
+// mountMode mounts spec with fusefs's daemon in one of its modes (see
+// openModes); unmounted when the test ends.
+func mountMode(t testing.TB, spec layer.Spec, opts Options) backend.Mount {
+	t.Helper()
+	testutil.CleanupMount(t, spec.Target)
+	m, err := mountDaemon(context.Background(), spec, opts)
+	if err != nil {
+		t.Fatalf("fusefs mount: %v", err)
+	}
+	t.Cleanup(func() { m.Unmount() })
+	return m
+}
+
+// mounter mounts a stack a test built, and names the way it does.
+type mounter struct {
+	name  string
+	mount func(t *testing.T, s *stack)
+}
+
+// kernelAndFusefs are kernel overlay (the oracle) and fusefs in its
+// default and strict-open modes.
+func kernelAndFusefs() []mounter {
+	ms := []mounter{{"kernel", func(t *testing.T, s *stack) { mountKernel(t, s.spec()) }}}
+	for _, mode := range openModes[:2] {
+		ms = append(ms, mounter{"fusefs-" + mode.name, func(t *testing.T, s *stack) { mountMode(t, s.spec(), mode.opts) }})
+	}
+	return ms
+}
+
+// sameAsKernel builds a fresh one-lower stack with build and mounts it
+// with each of kernelAndFusefs, runs do on it, and fails unless fusefs
+// gives what the kernel gives.
+func sameAsKernel(t *testing.T, build func(t *testing.T, s *stack), do func(t *testing.T, s *stack) string) {
+	t.Helper()
+	var want string
+	for _, m := range kernelAndFusefs() {
+		t.Run(m.name, func(t *testing.T) {
+			testutil.RequireRoot(t)
+			s := newStack(t, t.TempDir(), 1)
+			build(t, s)
+			m.mount(t, s)
+			got := do(t, s)
+			if m.name == "kernel" {
+				want = got
+				t.Logf("kernel: %s", got)
+				return
+			}
+			if got != want {
+				t.Errorf("%s:\n got  %s\n want %s (kernel)", m.name, got, want)
+			}
+		})
+	}
+}
+
 // writeFiles creates files under root: path -> content; a path ending
 // in "/" is a directory, content "->X" a symlink to X.
 func writeFiles(t testing.TB, root string, files map[string]string) {

@@ -40,9 +40,9 @@ type node struct {
 	// -1 for the work directory.
 	orphan      string
 	orphanLayer int
-	// listing is the directory listing a readdir in progress uses (see
-	// dirHandle); nil between listings.
-	listing []fuse.DirEntry
+	// listing is the directory's listing as of its last read (see
+	// currentListing); nil when no read is in progress.
+	listing *dirListing
 	// lowerNames indexes the names in each lower layer's copy of this
 	// directory (see node.lowerMayHave); nil until the first lookup.
 	lowerNames map[int]map[string]struct{}
@@ -63,6 +63,15 @@ type node struct {
 	// through this node, which then lives on under a new number (see
 	// unionFS.renumbered); zero otherwise. Set under io and mu by copy-up.
 	upperID devIno
+
+	// listGen counts changes to the names of this directory (see
+	// dirChanged), to tell a listing that is still current.
+	listGen atomic.Uint64
+
+	// pagesStale is set while the kernel's cached pages of this file are
+	// known wrong (a write went elsewhere than where the kernel put it
+	// in its cache) until they are dropped (dropStalePages).
+	pagesStale atomic.Bool
 
 	// impure is set once this directory's upper copy is known to carry
 	// overlay.impure (see unionFS.markImpure), which nothing removes
@@ -220,11 +229,36 @@ func (n *node) atWith(orphan string, orphanLayer int, alias bool, li int, fn fun
 	return fn(r.fd, name)
 }
 
-// lstat stats the node's visible copy.
+// fileType is the node's file type (S_IFMT bits), which never changes.
+func (n *node) fileType() uint32 {
+	if n.isDir {
+		return unix.S_IFDIR
+	}
+	return n.Mode() & unix.S_IFMT
+}
+
+// pathFd opens the node's copy in layer li as an O_PATH descriptor that
+// follows no symlink and is checked to be a file of the node's type (see
+// openPathAt). The caller closes it.
+func (n *node) pathFd(li int) (fd int, st unix.Stat_t, err error) {
+	err = n.at(li, func(dirfd int, name string) error {
+		var err error
+		fd, st, err = openPathAt(dirfd, name, n.fileType())
+		return err
+	})
+	return fd, st, err
+}
+
+// lstat stats the node's visible copy: ESTALE if it is no longer a file
+// of the node's type (swapped behind the union's back).
 func (n *node) lstat(st *unix.Stat_t) error {
-	return n.at(n.topLayer(), func(dirfd int, name string) error {
+	err := n.at(n.topLayer(), func(dirfd int, name string) error {
 		return unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
 	})
+	if err == nil && st.Mode&unix.S_IFMT != n.fileType() && n.fileType() != 0 {
+		return unix.ESTALE
+	}
+	return err
 }
 
 // fillAttr converts a layer stat into what the union shows.
@@ -263,6 +297,7 @@ func (n *node) fillAttr(st *unix.Stat_t, out *fuse.Attr) {
 var _ = (fs.NodeGetattrer)((*node)(nil))
 
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.dropStalePages()
 	var st unix.Stat_t
 	if err := n.lstat(&st); err != nil {
 		return toErrno(err)
@@ -326,7 +361,7 @@ func (n *node) OnForget() {
 	n.listing = nil
 	n.lowerNames = nil
 	n.mu.Unlock()
-	n.closeData()
+	n.closeDataLocked()
 	if orphan != "" && orphanLayer < 0 && n.u.workFd >= 0 {
 		unix.Unlinkat(n.u.workFd, orphan, 0)
 	}

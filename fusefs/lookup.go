@@ -96,7 +96,7 @@ func (u *unionFS) reader(li int) layer.Reader {
 // lookupChild walks name down the layers of directory d (layer.Lookup),
 // skipping the upper when lowerOnly is set (to ask "would deleting this
 // name need a whiteout?"). A directory hit keeps its layers' descriptors
-// while the budget (maxCachedDirFds) allows.
+// while the budget (keepDirFd) allows.
 func (d *node) lookupChild(name string, lowerOnly bool) (layerHit, error) {
 	s := d.stack(lowerOnly)
 	hit, err := layer.Lookup(s, name, d.u.ns)
@@ -122,8 +122,7 @@ func (d *node) lookupChild(name string, lowerOnly bool) (layerHit, error) {
 		h.opacity = make([]layer.Opacity, len(hit.Dirs))
 		for i, c := range hit.Dirs {
 			fd := c.Fd
-			if d.u.dirFds.Add(1) > maxCachedDirFds {
-				d.u.dirFds.Add(-1)
+			if !d.u.keepDirFd() {
 				unix.Close(fd)
 				fd = -1
 			}

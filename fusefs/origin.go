@@ -86,14 +86,14 @@ func mayDecodeHandles() bool {
 	return data[0].Effective&(1<<unix.CAP_DAC_READ_SEARCH) != 0
 }
 
-// encode returns the overlay.origin value for name in directory dirfd,
-// which is the file st describes, as the kernel would write it: empty
-// when no handle can be had.
-func (e *originEncoder) encode(dirfd int, name string, st *unix.Stat_t) ([]byte, error) {
+// encode returns the overlay.origin value for the file the O_PATH
+// descriptor fd refers to, in directory dirfd, which st describes, as
+// the kernel would write it: empty when no handle can be had.
+func (e *originEncoder) encode(dirfd, fd int, st *unix.Stat_t) ([]byte, error) {
 	if !e.handles {
 		return []byte{}, nil
 	}
-	h, _, err := unix.NameToHandleAt(dirfd, name, 0)
+	h, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH)
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTSUP) {
 		return []byte{}, nil // no export operations: the kernel's null handle
 	}

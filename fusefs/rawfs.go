@@ -29,8 +29,8 @@ func (r *rawUnion) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fus
 }
 
 // withHandle runs read with a directory handle opened for this request
-// alone. The listing stays consistent across requests because the
-// directory node keeps its snapshot until a read reaches the end.
+// alone. A listing goes on across requests because directory offsets
+// stay valid whatever changes (see dirListing).
 func (r *rawUnion) withHandle(cancel <-chan struct{}, in *fuse.ReadIn, read func(*fuse.ReadIn) fuse.Status) fuse.Status {
 	if in.Fh != 0 {
 		return read(in)

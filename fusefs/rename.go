@@ -16,7 +16,9 @@ var _ = (fs.NodeRenamer)((*node)(nil))
 // without redirect_dir does: a directory that exists in a lower layer
 // cannot move (EXDEV, and tools such as mv fall back to copying); a
 // moved name that a lower layer also has leaves a whiteout; a directory
-// moved where a lower layer has the name becomes opaque.
+// moved where a lower layer has the name, or into a merged directory,
+// becomes opaque (Linux: fs/overlayfs/dir.c:ovl_rename sets opaque on an
+// upper directory whose new parent is merged).
 func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	np, ok := newParent.(*node)
 	if !ok {
@@ -25,7 +27,7 @@ func (d *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	return toErrno(d.rename(name, np, newName, flags))
 }
 
-func (d *node) rename(name string, np *node, newName string, flags uint32) error {
+func (d *node) rename(name string, np *node, newName string, flags uint32) (err error) {
 	u := d.u
 	if !u.writable {
 		return syscall.EROFS
@@ -57,8 +59,19 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 	if flags&unix.RENAME_NOREPLACE != 0 && dstExists {
 		return syscall.EEXIST
 	}
+	// Listings of both directories are stale from here on, whatever
+	// happens.
+	defer d.dirChanged()
+	defer np.dirChanged()
 	if flags&unix.RENAME_EXCHANGE != 0 {
 		return d.exchange(name, &src, np, newName, &dst)
+	}
+	if dst.kind == layer.HitNonDir && u.isUpper(dst.layers[0]) {
+		defer func() {
+			if err == nil {
+				u.forgetOrigin(&dst.st) // a name of the replaced file went
+			}
+		}()
 	}
 	if dst.kind == layer.HitDir && (len(dst.layers) > 1 || !u.isUpper(dst.layers[0])) && src.kind == layer.HitDir {
 		// Replacing a merged directory: it must be empty, and is
@@ -106,7 +119,7 @@ func (d *node) rename(name string, np *node, newName string, flags uint32) error
 		}
 	}
 
-	if src.kind == layer.HitDir && newLower.kind == layer.HitDir {
+	if src.kind == layer.HitDir && (newLower.kind == layer.HitDir || np.merged()) {
 		if err := u.makeOpaque(oldUp.fd, name); err != nil {
 			return err
 		}
@@ -181,6 +194,13 @@ func (d *node) keepReplaced(name string, h *layerHit, updir int) error {
 	return nil
 }
 
+// merged reports whether directory d merges an upper with lower layers.
+func (d *node) merged() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.layers) > 1
+}
+
 // upperDirs opens the upper directories of a rename's source and target
 // parents, both already copied up; the caller releases both.
 func upperDirs(d, np *node) (oldUp, newUp fdRef, err error) {
@@ -233,7 +253,9 @@ func (d *node) exchange(name string, src *layerHit, np *node, newName string, ds
 			return err
 		}
 	}
-	// A directory arriving where a lower layer has a directory must hide it.
+	// A directory arriving where a lower layer has a directory must hide
+	// it; one arriving in a merged directory is made opaque too, as the
+	// kernel does (see rename).
 	opaque := func(h *layerHit, p *node, at string, updir int, name string) error {
 		if h.kind != layer.HitDir {
 			return nil
@@ -243,7 +265,7 @@ func (d *node) exchange(name string, src *layerHit, np *node, newName string, ds
 			return err
 		}
 		l.closeFds(u)
-		if l.kind == layer.HitDir {
+		if l.kind == layer.HitDir || p.merged() {
 			return u.makeOpaque(updir, name)
 		}
 		return nil

@@ -11,8 +11,10 @@ import (
 	"github.com/ovl-dev/ovl/layer"
 )
 
-// copyXattrs copies every xattr of src to the copy set writes to, except
-// the overlay's own.
+// copyXattrs copies every xattr of src (a path whose last component is
+// not followed: the entry of the copy's source in its directory, checked
+// by copy-up to be the file it holds open) to the copy set writes to,
+// except the overlay's own.
 // An xattr the destination refuses outside the user namespace
 // (security.*, trusted.* for an unprivileged daemon) is skipped, as the
 // kernel does; a refused user.* xattr fails the copy.
@@ -59,7 +61,8 @@ func (u *unionFS) realXattr(name string) string { return u.ns.EscapeXattr(name) 
 func (u *unionFS) userXattr(name string) string { return u.ns.UnescapeXattr(name) }
 
 // xattrPath calls fn with a path that reaches the node's visible copy
-// without following a symlink at its end.
+// without following a symlink at its end, for reading (a change goes
+// through xattrFd).
 func (n *node) xattrPath(fn func(path string) error) error {
 	return n.at(n.topLayer(), func(dirfd int, name string) error {
 		return fn(procPathAt(dirfd, name))
@@ -116,9 +119,22 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if err := n.copyUp(false); err != nil {
 		return toErrno(err)
 	}
-	return toErrno(n.xattrPath(func(p string) error {
-		return unix.Lsetxattr(p, attr, data, int(flags))
+	return toErrno(n.xattrFd(func(p string) error {
+		return unix.Setxattr(p, attr, data, int(flags))
 	}))
+}
+
+// xattrFd calls fn with the /proc name of an O_PATH descriptor of the
+// node's visible copy (see pathFd), which the plain (following) xattr
+// calls take to that file and no further: a change never reaches
+// another file by a name swapped meanwhile.
+func (n *node) xattrFd(fn func(path string) error) error {
+	fd, _, err := n.pathFd(n.topLayer())
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return fn(procPath(fd))
 }
 
 var _ = (fs.NodeRemovexattrer)((*node)(nil))
@@ -141,5 +157,5 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 			return toErrno(err)
 		}
 	}
-	return toErrno(n.xattrPath(func(p string) error { return unix.Lremovexattr(p, attr) }))
+	return toErrno(n.xattrFd(func(p string) error { return unix.Removexattr(p, attr) }))
 }

@@ -24,8 +24,8 @@ import (
 
 // cacheVersion changes when Report's meaning changes, so that old cache
 // files are ignored. 2: the capabilities in the key; 3: the environment
-// recorded, fuse_in_place probed.
-const cacheVersion = 3
+// recorded, fuse_in_place probed; 4: the fuse_other_uids probe.
+const cacheVersion = 4
 
 // cacheKey is what a probe's answer depends on. Two calls with equal keys
 // get the same answer, so the second is served from the cache.

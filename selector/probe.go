@@ -41,7 +41,8 @@ func Probe(ctx context.Context, layerDir string) (*Report, error) {
 	var wg sync.WaitGroup
 	var mounts []Result
 	wg.Go(func() { mounts = mountProbes(ctx, layerDir) })
-	hostProbes := []func() Result{supportsDevFuse, timed(ProbeFusermount, hasFusermount3)}
+	hostProbes := []func() Result{supportsDevFuse, timed(ProbeFusermount, hasFusermount3),
+		timed(ProbeFuseOtherUIDs, func() (bool, string, error) { ok, why := fusefs.OtherUsers(); return ok, why, nil })}
 	if !userns.CanMount() {
 		hostProbes = append(hostProbes, timed(ProbeFuseHost, func() (bool, string, error) {
 			return supportsFuseHost(ctx, layerDir, fusefs.NewBackend())

@@ -39,7 +39,7 @@ func checkProbe(t *testing.T, dir string) *Report {
 	if r.UID != 0 {
 		want = append([]string{ProbeUserns}, want...)
 	}
-	want = append(want, ProbeDevFuse, ProbeFusermount)
+	want = append(want, ProbeDevFuse, ProbeFusermount, ProbeFuseOtherUIDs)
 	if r.UID != 0 {
 		want = append(want, ProbeFuseHost)
 	}

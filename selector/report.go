@@ -52,6 +52,10 @@ const (
 	// ProbeFuseBackend: ovl's FUSE backend mounts a stack (it may report
 	// itself unavailable, e.g. in a build without it).
 	ProbeFuseBackend = "fuse_backend"
+	// ProbeFuseOtherUIDs: a FUSE mount of this user admits other users,
+	// who get what the files' permissions give them (allow_other; the
+	// detail says why or why not: fusefs.OtherUsers).
+	ProbeFuseOtherUIDs = "fuse_other_uids"
 )
 
 // Mode is where the probes that mount ran, and so where a stack will be

@@ -165,3 +165,29 @@ func runOVLCode(t *testing.T, bin string, args ...string) (string, int) {
 	}
 	return out, code
 }
+
+// TestRunAsOtherUser runs a command as uid 65534 inside a writable run
+// on every backend: the container's files must serve it by their
+// permissions (the FUSE mount admits other users: allow_other).
+func TestRunAsOtherUser(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := checkBuildOVL(t)
+	root := filepath.Join(testutil.SharedDir(t), "root")
+	testutil.BusyboxRoot(t, root)
+	if err := os.Symlink("busybox", filepath.Join(root, "bin/su")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/motd"), []byte("hello from the container\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, backend := range []string{"native", "fuse", "copy"} {
+		t.Run(backend, func(t *testing.T) {
+			tdir := filepath.Join(testutil.SharedDir(t), "transient")
+			out, errOut, code := checkOVL(t, bin, nil, "run", "--backend", backend, "--transient-dir", tdir, "--writable", root,
+				"--", "su", "-s", "/bin/sh", "nobody", "-c", "cat /etc/motd")
+			if code != 0 || out != "hello from the container\n" {
+				t.Errorf("su nobody -c 'cat /etc/motd': exit %d, stdout %q, stderr %q", code, out, errOut)
+			}
+		})
+	}
+}

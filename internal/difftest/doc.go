@@ -16,15 +16,19 @@
 //     without flags, link, symlink, chmod, chown, utimes, setxattr,
 //     removexattr, mknod of fifos, sockets and devices, readdir, read,
 //     lstat; descriptors held open across other operations: open, pread,
-//     pwrite, fstat, close; populate a directory with many files, rm -rf)
-//     and Execute it on both mounts, comparing every call's errno and what
-//     readdir, read, lstat and fstat return;
+//     pwrite, fstat, close; populate a directory with many files, rm -rf),
+//     Widen it (lower files changed or swapped for a symlink in their
+//     layer while mounted, listings interleaved with changes, ops by a
+//     second uid, set-id modes: widen.go) and Execute it on both mounts,
+//     comparing every call's errno and what readdir, read, lstat and
+//     fstat return;
 //  4. Snapshot both merged trees and Diff them (names, types, modes,
 //     owners, sizes, content hashes, nlink, symlink targets, xattrs,
 //     mtimes older than 2024, i.e. those the fixture or utimes set, hard
 //     link groups by inode number, and whether readdir's d_ino and d_type
 //     agree with lstat); the stack's own overlay xattrs must never show,
-//     nor two different files one inode number;
+//     nor two different files one inode number; both uppers must mark
+//     the same directories opaque;
 //  5. unmount, then mount the layers the other way round (the first
 //     Mounter on B's upper, the second on A's) and compare each with what
 //     its writer showed: layers written by one must read the same under the

@@ -55,6 +55,11 @@ func errnoName(e unix.Errno) string {
 type Executor struct {
 	root int
 	fds  [slots]int // descriptors held across ops (OpOpen), -1 when closed
+	// Lowers are the stack's lower layers, top first, and Outside a
+	// directory outside them, for Widen's ops that change a layer under
+	// the mount.
+	Lowers  []string
+	Outside string
 }
 
 // NewExecutor opens the tree at dir.
@@ -92,7 +97,13 @@ func (x *Executor) slot(i int) (int, error) {
 
 // Run performs op and returns its result.
 func (x *Executor) Run(op Op) Result {
-	out, err := x.run(op)
+	var out string
+	var err error
+	if op.User != 0 {
+		out, err = asUser(op.User, func() (string, error) { return x.run(op) })
+	} else {
+		out, err = x.run(op)
+	}
 	var errno unix.Errno
 	if err != nil && !errors.As(err, &errno) {
 		errno = unix.EIO // not a syscall error: should not happen
@@ -142,10 +153,15 @@ func (x *Executor) inParent(p string, fn func(dirfd int, name string) error) err
 
 // withFile opens p with flags and runs fn on the descriptor.
 func (x *Executor) withFile(p string, flags int, fn func(fd int) error) error {
+	return x.withFileMode(p, flags, 0, fn)
+}
+
+// withFileMode is withFile with the mode of a file O_CREAT makes.
+func (x *Executor) withFileMode(p string, flags int, mode uint32, fn func(fd int) error) error {
 	if flags&unix.O_PATH == 0 {
 		flags |= unix.O_NONBLOCK // a fifo must not block the run
 	}
-	fd, err := x.open(p, flags, 0)
+	fd, err := x.open(p, flags, mode)
 	if err != nil {
 		return err
 	}
@@ -164,9 +180,12 @@ func procPath(fd int, name string) string {
 }
 
 func (x *Executor) run(op Op) (string, error) {
+	if op.Kind >= extraOpBase {
+		return x.runExtra(op)
+	}
 	switch op.Kind {
 	case OpCreate:
-		return "", x.withFile(op.Path, unix.O_CREAT|unix.O_WRONLY|op.Flags, func(int) error { return nil })
+		return "", x.withFileMode(op.Path, unix.O_CREAT|unix.O_WRONLY|op.Flags, op.Mode, func(int) error { return nil })
 	case OpWrite:
 		return "", x.withFile(op.Path, unix.O_WRONLY, func(fd int) error {
 			_, err := unix.Pwrite(fd, op.Data(), op.Off)
@@ -480,18 +499,26 @@ func readDirents(fd int) ([]dirent, error) {
 		if n == 0 {
 			return out, nil
 		}
-		// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name.
-		for b := buf[:n]; len(b) > 0; {
-			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
-			name := b[19:reclen]
-			if i := bytes.IndexByte(name, 0); i >= 0 {
-				name = name[:i]
-			}
-			if s := string(name); s != "." && s != ".." {
-				out = append(out, dirent{name: s, ino: binary.NativeEndian.Uint64(b[0:8]), typ: b[18]})
-			}
-			b = b[reclen:]
+		ParseDirents(buf[:n], func(name string, ino uint64, typ byte) {
+			out = append(out, dirent{name: name, ino: ino, typ: typ})
+		})
+	}
+}
+
+// ParseDirents calls fn for each entry but "." and ".." of buf, what one
+// getdents64 call returned.
+func ParseDirents(buf []byte, fn func(name string, ino uint64, typ byte)) {
+	// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name.
+	for b := buf; len(b) > 0; {
+		reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+		name := b[19:reclen]
+		if i := bytes.IndexByte(name, 0); i >= 0 {
+			name = name[:i]
 		}
+		if s := string(name); s != "." && s != ".." {
+			fn(s, binary.NativeEndian.Uint64(b[0:8]), b[18])
+		}
+		b = b[reclen:]
 	}
 }
 

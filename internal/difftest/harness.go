@@ -143,7 +143,7 @@ func (r *run) do(ctx context.Context, dir string, seed int64, m1, m2 Mounter) er
 	if err != nil {
 		return err
 	}
-	ops := Generate(seed, r.cfg.Ops)
+	ops := Widen(seed, Generate(seed, r.cfg.Ops), r.cfg.ReadOnly)
 	if r.cfg.CopyUpAtFirstChange {
 		ops = WriteAfterWriteOpens(ops)
 	}
@@ -161,7 +161,7 @@ func (r *run) do(ctx context.Context, dir string, seed int64, m1, m2 Mounter) er
 	}
 	var treeA, treeB Tree
 	err = withMounts(ctx, m1, specA, m2, specB, func(ta, tb string) error {
-		if err := r.compareOps(ta, tb, ops); err != nil {
+		if err := r.compareOps(ta, tb, ops, a, b); err != nil {
 			return err
 		}
 		var err error
@@ -182,6 +182,21 @@ func (r *run) do(ctx context.Context, dir string, seed int64, m1, m2 Mounter) er
 
 	if r.cfg.ReadOnly {
 		return nil
+	}
+	// Both uppers must mark the same directories opaque: an opaque
+	// marker where the kernel puts none hides what a lower layer gains
+	// later (offline changes are allowed without index, redirect_dir
+	// and metacopy).
+	opA, err := opaqueDirs(a.Upper, r.cfg.Namespace)
+	if err != nil {
+		return err
+	}
+	opB, err := opaqueDirs(b.Upper, r.cfg.Namespace)
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(opA, opB) {
+		r.f.Diffs = append(r.f.Diffs, fmt.Sprintf("opaque directories of the uppers differ:\n  %s: %q\n  %s: %q", m1.Name, opA, m2.Name, opB))
 	}
 
 	// Crossed: each mounter reads the layers the other wrote.
@@ -210,10 +225,36 @@ func (r *run) do(ctx context.Context, dir string, seed int64, m1, m2 Mounter) er
 	})
 }
 
+// opaqueDirs lists the directories of upper (relative paths, sorted)
+// marked opaque in ns.
+func opaqueDirs(upper string, ns layer.Namespace) ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(upper, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		op, err := layer.DirOpacity(fd, ns)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if op == layer.OpaqueDir {
+			rel, _ := filepath.Rel(upper, p)
+			out = append(out, rel)
+		}
+		return nil
+	})
+	return out, err
+}
+
 // compareOps runs ops on both trees in turn and records the first op
 // whose results differ. It runs the whole sequence on both regardless, so
 // the trees can still be compared.
-func (r *run) compareOps(ta, tb string, ops []Op) error {
+func (r *run) compareOps(ta, tb string, ops []Op, a, b *Stack) error {
 	xa, err := NewExecutor(ta)
 	if err != nil {
 		return err
@@ -224,6 +265,8 @@ func (r *run) compareOps(ta, tb string, ops []Op) error {
 		return err
 	}
 	defer xb.Close()
+	xa.Lowers, xa.Outside = a.Lowers, filepath.Join(a.Dir, "outside")
+	xb.Lowers, xb.Outside = b.Lowers, filepath.Join(b.Dir, "outside")
 	var trace []string
 	for i, op := range ops {
 		ra, rb := xa.Run(op), xb.Run(op)

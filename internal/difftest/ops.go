@@ -51,7 +51,12 @@ var opNames = [...]string{"create", "write", "append", "truncate", "mkdir", "rmd
 	"link", "symlink", "chmod", "chown", "utimes", "setxattr", "removexattr", "mknod", "readdir", "read", "lstat",
 	"open", "fd-read", "fd-write", "fstat", "close", "populate", "rm-rf"}
 
-func (k OpKind) String() string { return opNames[k] }
+func (k OpKind) String() string {
+	if k >= extraOpBase {
+		return extraOpNames[k-extraOpBase]
+	}
+	return opNames[k]
+}
 
 // opWeights is how often Generate picks each kind (out of their sum).
 var opWeights = [opCount]int{
@@ -84,6 +89,10 @@ type Op struct {
 	Count     int    // files populate creates
 	Seed      int64
 	Index     int
+	// User, when not 0, is the uid (and gid) the op runs as (Widen).
+	User int
+	// Sub are the operations a compound op of Widen runs.
+	Sub []Op
 }
 
 // Data is what a write or append writes: Len bytes, the same for the same
@@ -100,6 +109,9 @@ func (o Op) Data() []byte {
 // String prints o as one line, with paths quoted and very long names
 // shortened.
 func (o Op) String() string {
+	if s, ok := o.extraString(); ok {
+		return s
+	}
 	switch o.Kind {
 	case OpCreate:
 		return fmt.Sprintf("create %s mode=%#o flags=%s", q(o.Path), o.Mode, openFlagString(o.Flags))
@@ -256,7 +268,7 @@ func WriteAfterWriteOpens(ops []Op) []Op {
 		case op.Kind == OpOpen && op.Flags&unix.O_ACCMODE != unix.O_RDONLY:
 			out = append(out, Op{Kind: OpFdWrite, Seed: op.Seed, Index: len(out), Slot: op.Slot, Off: 0, Len: 1})
 		case op.Kind == OpCreate:
-			out = append(out, Op{Kind: OpWrite, Seed: op.Seed, Index: len(out), Path: op.Path, Off: 0, Len: 1})
+			out = append(out, Op{Kind: OpWrite, Seed: op.Seed, Index: len(out), Path: op.Path, Off: 0, Len: 1, User: op.User})
 		}
 	}
 	return out
