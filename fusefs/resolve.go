@@ -1,11 +1,10 @@
 package fusefs
 
 import (
-	"errors"
 	"strconv"
 	"strings"
-	"sync/atomic"
 
+	"github.com/ovl-dev/ovl/internal/beneath"
 	"golang.org/x/sys/unix"
 )
 
@@ -82,54 +81,11 @@ func utimesFd(fd int, ts []unix.Timespec) error {
 	return unix.UtimesNanoAt(unix.AT_FDCWD, procPath(fd), ts, 0)
 }
 
-var noOpenat2 atomic.Bool // set once openat2 answered ENOSYS
-
 // openBeneath opens rel, a slash-separated path inside the directory open
-// at dirfd, without following any symlink and without leaving the
-// directory: openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS where the
-// kernel has it (5.6+), one O_NOFOLLOW component at a time otherwise.
+// at dirfd, without following any symlink (the last component's
+// included) and without leaving the directory.
 func openBeneath(dirfd int, rel string, flags int) (int, error) {
-	if rel == "" || rel == "." {
-		return unix.Openat(dirfd, ".", flags|unix.O_CLOEXEC, 0)
-	}
-	if !noOpenat2.Load() {
-		how := &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW),
-			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
-		for {
-			fd, err := unix.Openat2(dirfd, rel, how)
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if !errors.Is(err, unix.ENOSYS) {
-				return fd, err
-			}
-			noOpenat2.Store(true)
-			break
-		}
-	}
-	parts := strings.Split(rel, "/")
-	cur := dirfd
-	for i, p := range parts {
-		if p == ".." || p == "" || p == "." {
-			if cur != dirfd {
-				unix.Close(cur)
-			}
-			return -1, unix.EXDEV
-		}
-		fl := unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
-		if i == len(parts)-1 {
-			fl = flags | unix.O_NOFOLLOW | unix.O_CLOEXEC
-		}
-		fd, err := unix.Openat(cur, p, fl, 0)
-		if cur != dirfd {
-			unix.Close(cur)
-		}
-		if err != nil {
-			return -1, err
-		}
-		cur = fd
-	}
-	return cur, nil
+	return beneath.Open(dirfd, rel, flags|unix.O_NOFOLLOW, beneath.NoSymlinks)
 }
 
 // splitPath splits rel into its directory (maybe "") and last component.
