@@ -58,6 +58,11 @@ func TestDropinParse(t *testing.T) {
 		{"index and metacopy reach the backend", []string{"-o", "lowerdir=/l,upperdir=/u,workdir=/w,index=on,metacopy=on,redirect_dir=on", "/mnt"},
 			layer.Spec{Lowers: []string{"/l"}, Upper: "/u", Work: "/w", Target: "/mnt", LowerFormat: layer.OCIFormat, Options: layer.Options{Index: true, Metacopy: true, RedirectDir: true}}, false},
 		{"debug", []string{"-d", "-o", "lowerdir=/l", "/mnt"}, layer.Spec{Lowers: []string{"/l"}, Target: "/mnt", LowerFormat: layer.OCIFormat}, true},
+		// podman's ID mappings (rootless --userns=keep-id as uid 1002), in
+		// fuse-overlayfs's order, the leading ':' skipped.
+		{"ID mappings", []string{"-o", "lowerdir=/l,upperdir=/u,workdir=/w,,volatile,uidmapping=:0:1:1002:1002:0:1:1003:1003:64533,gidmapping=0:200000:65536", "/mnt"},
+			layer.Spec{Lowers: []string{"/l"}, Upper: "/u", Work: "/w", Target: "/mnt", LowerFormat: layer.OCIFormat, Options: layer.Options{Volatile: true},
+				UIDMapping: []layer.IDMapping{{Container: 0, Host: 1, Size: 1002}, {Container: 1002, Host: 0, Size: 1}, {Container: 1003, Host: 1003, Size: 64533}}, GIDMapping: []layer.IDMapping{{Container: 0, Host: 200000, Size: 65536}}}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -110,10 +115,11 @@ func TestDropinParseErrors(t *testing.T) {
 		{[]string{"-o", "lowerdir=/a::/b:/c", "/mnt"}, "data-only"},
 		{[]string{"-o", "lowerdir=/a:", "/mnt"}, "lowerdir"},
 		{[]string{"-o", "lowerdir=/a,index=maybe", "/mnt"}, "index=maybe"},
-		// podman's ID mappings: parsed, and refused until implemented.
-		{[]string{"-o", "lowerdir=/l,uidmapping=:0:1:1002:1002:0:1,gidmapping=0:1:1002", "/mnt"}, "uidmapping: ID mappings are not supported yet"},
-		{[]string{"-o", "lowerdir=/l,gidmapping=0:1:1002", "/mnt"}, "gidmapping: ID mappings are not supported yet"},
+		// podman's ID mappings: a bad one is named.
 		{[]string{"-o", "lowerdir=/l,uidmapping=0:1", "/mnt"}, "uidmapping=0:1"},
+		{[]string{"-o", "lowerdir=/l,gidmapping=0:1:x", "/mnt"}, "gidmapping=0:1:x"},
+		{[]string{"-o", "lowerdir=/l,uidmapping=0:100:10:5:200:1", "/mnt"}, "uidmapping=0:100:10:5:200:1"},
+		{[]string{"-o", "lowerdir=/l,gidmapping=0:1:0", "/mnt"}, "gidmapping=0:1:0"},
 	}
 	if realRoot {
 		cases = append(cases, struct {

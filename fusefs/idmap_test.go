@@ -1,0 +1,227 @@
+package fusefs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ovl-dev/ovl/internal/testutil"
+	"github.com/ovl-dev/ovl/layer"
+)
+
+func TestIDMapTranslation(t *testing.T) {
+	// podman's rootless --userns=keep-id map for uid 1002, in
+	// fuse-overlayfs's order: container (disk) id, host (shown) id, size.
+	keepID := []layer.IDMapping{{Container: 0, Host: 1, Size: 1002}, {Container: 1002, Host: 0, Size: 1}, {Container: 1003, Host: 1003, Size: 64533}}
+	cases := []struct {
+		ms          []layer.IDMapping
+		disk, shown uint32
+		back        bool // shown maps back to disk
+	}{
+		{nil, 1234, 1234, true},
+		{keepID, 0, 1, true},
+		{keepID, 1001, 1002, true},
+		{keepID, 1002, 0, true},
+		{keepID, 1003, 1003, true},
+		{keepID, 65535, 65535, true},
+		{keepID, 65536, overflowID, false}, // no range holds it: nobody
+		{[]layer.IDMapping{{Container: 0, Host: 200000, Size: 65536}}, 0, 200000, true},
+		{[]layer.IDMapping{{Container: 0, Host: 200000, Size: 65536}}, 4294967295, overflowID, false},
+	}
+	for _, c := range cases {
+		if got := diskToShown(c.ms, c.disk); got != c.shown {
+			t.Errorf("%s: disk %d shows as %d, want %d", layer.FormatIDMapping(c.ms), c.disk, got, c.shown)
+		}
+		if !c.back {
+			continue
+		}
+		if got, ok := shownToDisk(c.ms, c.shown); !ok || got != c.disk {
+			t.Errorf("%s: shown %d goes to disk %d (%v), want %d", layer.FormatIDMapping(c.ms), c.shown, got, ok, c.disk)
+		}
+	}
+	if _, ok := shownToDisk(keepID, 70000); ok {
+		t.Errorf("shown 70000 maps to the disk through %s, which shows no such id", layer.FormatIDMapping(keepID))
+	}
+}
+
+// idmapBase is the host range a container's ids 0-65535 show as in
+// TestIDMapOwners, as podman's `--uidmap 0:200000:65536`.
+const idmapBase = 200000
+
+// idmapSpec is the mapping of TestIDMapOwners, for uids and gids alike:
+// the container's ids as podman's `--uidmap 0:200000:65536`, and host root
+// (which kernel overlay needs to write its work dir) as disk id 100000.
+var idmapSpec = []layer.IDMapping{{Container: 0, Host: idmapBase, Size: 65536}, {Container: 100000, Host: 0, Size: 1}}
+
+// TestIDMapOwners mounts a stack with uidmapping=gidmapping=0:200000:65536
+// and checks what the mount shows and what lands on disk: stat owners,
+// chown, new files of a mapped caller, copy-up, and the refusals, against
+// kernel overlay on idmapped layers (mount_setattr MOUNT_ATTR_IDMAP with
+// the same map), which does in the kernel what the option does in a FUSE
+// union.
+func TestIDMapOwners(t *testing.T) {
+	testutil.RequireRoot(t)
+	var want string
+	for _, m := range []string{"kernel", "fusefs"} {
+		t.Run(m, func(t *testing.T) {
+			s := newStack(t, testutil.SharedDir(t), 1)
+			for _, f := range []struct {
+				p  string
+				id int
+			}{{"root", 0}, {"user", 1000}, {"high", 70000}, {"hostroot", 100000}, {"dir/", 7}, {"dir/f", 7}, {"pub/", 0}} {
+				p, id := f.p, f.id
+				full := filepath.Join(s.lowers[0], strings.TrimSuffix(p, "/"))
+				if strings.HasSuffix(p, "/") {
+					must(0, os.Mkdir(full, 0o755))
+				} else {
+					must(0, os.WriteFile(full, []byte(p), 0o644))
+				}
+				must(0, os.Lchown(full, id, id+1))
+			}
+			must(0, os.Chmod(filepath.Join(s.lowers[0], "pub"), 0o777))
+			must(0, os.Chmod(s.upper, 0o755))
+			if m == "kernel" {
+				mountKernelIDMapped(t, s, idmapSpec)
+			} else {
+				spec := s.spec()
+				spec.UIDMapping, spec.GIDMapping = idmapSpec, idmapSpec
+				mountFuse(t, spec)
+			}
+			got := idmapScenario(t, s)
+			if m == "kernel" {
+				want = got
+				t.Logf("kernel:\n%s", got)
+				return
+			}
+			if got != want {
+				t.Errorf("fusefs:\n%s\nkernel:\n%s", got, want)
+			}
+		})
+	}
+}
+
+// idmapScenario runs TestIDMapOwners's operations on the mounted stack s
+// and returns, one line each, what the mount showed, what each change
+// returned and the owners on disk after.
+func idmapScenario(t *testing.T, s *stack) string {
+	var b strings.Builder
+	mnt := func(p string) string { return filepath.Join(s.target, p) }
+	owner := func(p string) string {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return errName(err)
+		}
+		return fmt.Sprintf("%d:%d", st.Uid, st.Gid)
+	}
+	for _, p := range []string{"", "root", "user", "high", "hostroot", "dir", "dir/f"} {
+		fmt.Fprintf(&b, "stat %s: %s\n", p, owner(mnt(p)))
+	}
+	// chown through the mount: a shown id goes to the disk as its
+	// container id; one the map does not show is refused and nothing
+	// is copied up.
+	fmt.Fprintf(&b, "chown user 201005:201006: %s\n", errName(os.Lchown(mnt("user"), idmapBase+1005, idmapBase+1006)))
+	fmt.Fprintf(&b, "chown root 5:-1: %s\n", errName(os.Lchown(mnt("root"), 5, -1)))
+	fmt.Fprintf(&b, "chown root -1:70000: %s\n", errName(os.Lchown(mnt("root"), -1, 70000)))
+	// Copy-up keeps the owner on disk.
+	fmt.Fprintf(&b, "chmod high: %s\n", errName(os.Chmod(mnt("high"), 0o600)))
+	// Host root is shown by the second range.
+	fmt.Fprintf(&b, "create as 0: %s %s\n", errName(os.WriteFile(mnt("pub/byroot"), nil, 0o644)), owner(mnt("pub/byroot")))
+	// A caller the map does not show cannot create, even where the
+	// permissions let it.
+	out, err := exec.Command("setpriv", "--reuid=5", "--regid=5", "--clear-groups",
+		"sh", "-c", `cd "$1" && { echo x > new5; mkdir newd5; ln -s x newl5; }`, "sh", mnt("pub")).CombinedOutput()
+	fmt.Fprintf(&b, "as 5: %v %s\n", err, strings.TrimSpace(string(out)))
+	// A mapped caller (container uid 7, gid 8, the owner of dir) creates
+	// each kind of file; each lands on disk as 7:8.
+	out, err = exec.Command("setpriv", fmt.Sprintf("--reuid=%d", idmapBase+7), fmt.Sprintf("--regid=%d", idmapBase+8), "--clear-groups",
+		"sh", "-c", `cd "$1" && echo x > new && mkdir newd && ln -s new newl && mkfifo newp && ln new newh && echo y >> f && mv f g`, "sh", mnt("dir")).CombinedOutput()
+	fmt.Fprintf(&b, "as %d: %v %s\n", idmapBase+7, err, strings.TrimSpace(string(out)))
+	for _, p := range []string{"dir/new", "dir/newd", "dir/newl", "dir/newp", "dir/newh", "dir/g"} {
+		fmt.Fprintf(&b, "stat %s: %s\n", p, owner(mnt(p)))
+	}
+	fmt.Fprintf(&b, "stat dir/f: %s\n", owner(mnt("dir/f")))
+	// On disk: the upper holds container ids; the lower is untouched.
+	var upper []string
+	filepath.Walk(s.upper, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || p == s.upper {
+			return err
+		}
+		rel, _ := filepath.Rel(s.upper, p)
+		o := owner(p)
+		if fi.Mode()&os.ModeCharDevice != 0 {
+			o = "whiteout" // made with the mounter's ids: the kernel's own
+		}
+		upper = append(upper, fmt.Sprintf("%s=%s", rel, o))
+		return nil
+	})
+	fmt.Fprintf(&b, "upper: %s\n", strings.Join(upper, " "))
+	fmt.Fprintf(&b, "lower: user=%s root=%s high=%s\n", owner(filepath.Join(s.lowers[0], "user")),
+		owner(filepath.Join(s.lowers[0], "root")), owner(filepath.Join(s.lowers[0], "high")))
+	return b.String()
+}
+
+func errName(err error) string {
+	var errno syscall.Errno
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &errno):
+		return unix.ErrnoName(errno)
+	default:
+		return err.Error()
+	}
+}
+
+// mountKernelIDMapped mounts s with kernel overlay on idmapped copies of
+// its directories: a bind mount of s.dir whose owners are mapped by ms
+// (a user namespace with uid_map and gid_map ms, MOUNT_ATTR_IDMAP), so
+// that disk id Container shows as Host, the lowers, upper and work are
+// taken from there, and the overlay shows and writes owners through it.
+func mountKernelIDMapped(t *testing.T, s *stack, ms []layer.IDMapping) {
+	t.Helper()
+	var maps []syscall.SysProcIDMap
+	for _, m := range ms {
+		maps = append(maps, syscall.SysProcIDMap{ContainerID: int(m.Container), HostID: int(m.Host), Size: int(m.Size)})
+	}
+	holder := exec.Command("sleep", "infinity")
+	holder.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, UidMappings: maps, GidMappings: maps}
+	if err := holder.Start(); err != nil {
+		t.Fatalf("user namespace for the idmapped mount: %v", err)
+	}
+	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	nsfd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", holder.Process.Pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(nsfd)
+
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tree, err := unix.OpenTree(unix.AT_FDCWD, s.dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		t.Fatalf("open_tree %s: %v", s.dir, err)
+	}
+	defer unix.Close(tree)
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(nsfd)}); err != nil {
+		t.Skipf("kernel overlay oracle: idmapped mounts on %s: %v", s.dir, err)
+	}
+	idm := t.TempDir()
+	testutil.CleanupMount(t, idm)
+	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, idm, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		t.Fatalf("move_mount %s: %v", idm, err)
+	}
+	in := func(p string) string { return filepath.Join(idm, strings.TrimPrefix(p, s.dir)) }
+	var lowers []string
+	for _, l := range s.lowers {
+		lowers = append(lowers, in(l))
+	}
+	mountKernel(t, layer.Spec{Lowers: lowers, Upper: in(s.upper), Work: in(s.work), Target: s.target})
+}
