@@ -47,9 +47,6 @@ func (d *node) prepareCreate(name string) (h layerHit, opaqueDir bool, err error
 // is built opaque in the work dir and renamed into place, so it never
 // shows lower entries, even after a crash.
 func (d *node) createEntry(ctx context.Context, name string, isDir bool, mk func(dirfd int, name string, parent int) error, out *fuse.EntryOut) (*fs.Inode, error) {
-	if _, _, _, err := d.u.callerOwner(ctx); err != nil {
-		return nil, err
-	}
 	h, opaque, err := d.prepareCreate(name)
 	if err != nil {
 		return nil, err
@@ -135,9 +132,9 @@ func (u *unionFS) chownToCaller(ctx context.Context, dirfd int, name string, typ
 // set-group-ID parent gives its group, and its set-group-ID bit to a new
 // directory.
 func (u *unionFS) ownByCaller(ctx context.Context, fd int, inParent bool, parent int) error {
-	uid, cgid, ok, err := u.callerOwner(ctx)
-	if !ok || err != nil {
-		return err
+	uid, cgid, ok := u.callerOwner(ctx)
+	if !ok {
+		return nil
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -152,7 +149,7 @@ func (u *unionFS) ownByCaller(ctx context.Context, fd int, inParent bool, parent
 			mode |= unix.S_ISGID // mkdir in the parent would inherit it
 		}
 	}
-	err = chownFd(fd, int(uid), gid)
+	err := chownFd(fd, int(uid), gid)
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) {
 		err = nil
 	}
@@ -250,9 +247,6 @@ var _ = (fs.NodeTmpfiler)((*node)(nil))
 func (d *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	if !d.u.writable {
 		return nil, nil, 0, syscall.EROFS
-	}
-	if _, _, _, err := d.u.callerOwner(ctx); err != nil {
-		return nil, nil, 0, toErrno(err)
 	}
 	if err := d.copyUp(false); err != nil {
 		return nil, nil, 0, toErrno(err)

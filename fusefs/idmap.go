@@ -2,10 +2,13 @@ package fusefs
 
 import (
 	"context"
+	"fmt"
+	"strings"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/ovl-dev/ovl/internal/mountinfo"
 	"github.com/ovl-dev/ovl/layer"
 )
 
@@ -26,12 +29,25 @@ import (
 //     ids that new files get (ownByCaller) go back to the disk
 //     (shownToDisk). What the kernel refuses on an idmapped layer is
 //     EOVERFLOW here too: a chown to an id outside every range (after
-//     the copy-up, as kernel overlay on an idmapped upper), any other
-//     change of a file whose owner on disk is outside every range
-//     (before it: Linux fs/attr.c notify_change), and any new file of
-//     a caller whose own id is outside every range (fs/namei.c
-//     may_o_create, fsuidgid_has_mapping);
-//   - copy-up copies the owner on disk as it is: both sides are disk ids.
+//     the copy-up, as kernel overlay on an idmapped upper), and any
+//     other change of a file whose owner on disk is outside every range
+//     (before it: Linux fs/attr.c notify_change);
+//   - one deliberate difference from an idmapped layer: a caller whose
+//     own id is outside every range may create, and its file gets the
+//     overflow id on disk, as fuse-overlayfs gives it; the kernel refuses
+//     (EOVERFLOW, fs/namei.c may_o_create), but rootful podman with
+//     --uidmap makes files in the container's tree as host root (the
+//     /etc/mtab symlink, /run/.containerenv) before it chowns them to
+//     the container's root, which kernel overlay runs because podman
+//     gives it no mapped upper (only idmapped lowers);
+//   - copy-up copies the owner on disk as it is: both sides are disk ids;
+//   - a lower layer on an idmapped mount (MOUNT_ATTR_IDMAP) is already
+//     shown through a mapping by the kernel: its owners are shown as the
+//     union stats them, not mapped twice, and a copy-up from it goes to
+//     the upper through the mapping (shownToDisk). The podman 4.3 of
+//     Debian (containers/storage before its fix that leaves idmapped
+//     lowers to kernel overlay) hands a mount program idmapped lowers
+//     with --uidmap, and the uidmapping= of the same map.
 //
 // Without a mapping every id is shown and stored as it is.
 
@@ -77,10 +93,65 @@ func shownToDisk(ms []layer.IDMapping, id uint32) (disk uint32, ok bool) {
 	return 0, false
 }
 
-// shownOwner is the owner the union shows for a layer file owned by
-// uid:gid on disk.
-func (u *unionFS) shownOwner(uid, gid uint32) (uint32, uint32) {
-	return diskToShown(u.spec.UIDMapping, uid), diskToShown(u.spec.GIDMapping, gid)
+// markIDMappedLayers marks the lower layers that are on an idmapped
+// mount, when the stack has a mapping (without one nothing changes).
+func (u *unionFS) markIDMappedLayers() error {
+	if !u.spec.IDMapped() {
+		return nil
+	}
+	mounts, err := mountinfo.Read()
+	if err != nil {
+		return err
+	}
+	byID := make(map[uint64]mountinfo.Entry, len(mounts))
+	for _, m := range mounts {
+		byID[uint64(m.ID)] = m
+	}
+	for i := range u.layers {
+		if u.isUpper(i) {
+			continue
+		}
+		var stx unix.Statx_t
+		if err := unix.Statx(u.layers[i].fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil {
+			return fmt.Errorf("layer %s: statx: %w", u.layers[i].path, err)
+		}
+		if m, ok := byID[stx.Mnt_id]; ok && strings.Contains(","+m.Options+",", ",idmapped,") {
+			u.layers[i].idmapped = true
+			u.log.Debug("fusefs: lower on an idmapped mount, its owners shown as they are", "layer", u.layers[i].path)
+		}
+	}
+	return nil
+}
+
+// layerIDMapped reports whether layer li is on an idmapped mount.
+func (u *unionFS) layerIDMapped(li int) bool {
+	return li >= 0 && li < len(u.layers) && u.layers[li].idmapped
+}
+
+// shownOwner is the owner the union shows for the node's visible copy,
+// which st describes.
+func (n *node) shownOwner(st *unix.Stat_t) (uint32, uint32) {
+	if !n.u.spec.IDMapped() || n.u.layerIDMapped(n.topLayer()) {
+		return st.Uid, st.Gid
+	}
+	return diskToShown(n.u.spec.UIDMapping, st.Uid), diskToShown(n.u.spec.GIDMapping, st.Gid)
+}
+
+// copyOwner returns st, a file of layer li that is copied up, with the
+// owner its copy gets in the upper: the same but for a layer on an
+// idmapped mount, whose owners go through the mapping (an id it does not
+// show: the overflow id).
+func (u *unionFS) copyOwner(li int, st unix.Stat_t) *unix.Stat_t {
+	if u.spec.IDMapped() && u.layerIDMapped(li) {
+		var ok bool
+		if st.Uid, ok = shownToDisk(u.spec.UIDMapping, st.Uid); !ok {
+			st.Uid = overflowID
+		}
+		if st.Gid, ok = shownToDisk(u.spec.GIDMapping, st.Gid); !ok {
+			st.Gid = overflowID
+		}
+	}
+	return &st
 }
 
 // diskOwner is the owner on disk for a chown to uid:gid through the
@@ -116,9 +187,19 @@ func (n *node) settableOwner(in *fuse.SetAttrIn) error {
 	if err := n.lstat(&st); err != nil {
 		return err
 	}
+	// Shown by the map: an id on disk in a range, or one an idmapped
+	// lower shows that the map takes back.
+	idmapped := n.u.layerIDMapped(n.topLayer())
+	mapped := func(ms []layer.IDMapping, id uint32) bool {
+		if idmapped {
+			_, ok := shownToDisk(ms, id)
+			return ok
+		}
+		return diskMapped(ms, id)
+	}
 	_, setU := in.GetUID()
 	_, setG := in.GetGID()
-	if !setU && !diskMapped(n.u.spec.UIDMapping, st.Uid) || !setG && !diskMapped(n.u.spec.GIDMapping, st.Gid) {
+	if !setU && !mapped(n.u.spec.UIDMapping, st.Uid) || !setG && !mapped(n.u.spec.GIDMapping, st.Gid) {
 		return unix.EOVERFLOW
 	}
 	return nil
@@ -137,18 +218,21 @@ func setattrOwner(in *fuse.SetAttrIn) (uid, gid int) {
 }
 
 // callerOwner is the owner on disk of a file the request's caller
-// creates: the caller's ids, translated. ok is false without a caller
-// (nothing to give); a caller that the mapping does not show is
-// EOVERFLOW.
-func (u *unionFS) callerOwner(ctx context.Context) (uid, gid uint32, ok bool, err error) {
+// creates: the caller's ids, translated; an id the mapping does not show
+// becomes the overflow id on disk. ok is false without a caller (nothing
+// to give).
+func (u *unionFS) callerOwner(ctx context.Context) (uid, gid uint32, ok bool) {
 	c, ok := fuse.FromContext(ctx)
 	if !ok {
-		return 0, 0, false, nil
+		return 0, 0, false
 	}
 	uid, okU := shownToDisk(u.spec.UIDMapping, c.Uid)
-	gid, okG := shownToDisk(u.spec.GIDMapping, c.Gid)
-	if !okU || !okG {
-		return 0, 0, true, unix.EOVERFLOW
+	if !okU {
+		uid = overflowID
 	}
-	return uid, gid, true, nil
+	gid, okG := shownToDisk(u.spec.GIDMapping, c.Gid)
+	if !okG {
+		gid = overflowID
+	}
+	return uid, gid, true
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -96,6 +95,7 @@ func TestIDMapOwners(t *testing.T) {
 				mountFuse(t, spec)
 			}
 			got := idmapScenario(t, s)
+			unmappedCaller(t, s, m == "kernel")
 			if m == "kernel" {
 				want = got
 				t.Logf("kernel:\n%s", got)
@@ -134,14 +134,9 @@ func idmapScenario(t *testing.T, s *stack) string {
 	fmt.Fprintf(&b, "chmod high: %s\n", errName(os.Chmod(mnt("high"), 0o600)))
 	// Host root is shown by the second range.
 	fmt.Fprintf(&b, "create as 0: %s %s\n", errName(os.WriteFile(mnt("pub/byroot"), nil, 0o644)), owner(mnt("pub/byroot")))
-	// A caller the map does not show cannot create, even where the
-	// permissions let it.
-	out, err := exec.Command("setpriv", "--reuid=5", "--regid=5", "--clear-groups",
-		"sh", "-c", `cd "$1" && { echo x > new5; mkdir newd5; ln -s x newl5; }`, "sh", mnt("pub")).CombinedOutput()
-	fmt.Fprintf(&b, "as 5: %v %s\n", err, strings.TrimSpace(string(out)))
 	// A mapped caller (container uid 7, gid 8, the owner of dir) creates
 	// each kind of file; each lands on disk as 7:8.
-	out, err = exec.Command("setpriv", fmt.Sprintf("--reuid=%d", idmapBase+7), fmt.Sprintf("--regid=%d", idmapBase+8), "--clear-groups",
+	out, err := exec.Command("setpriv", fmt.Sprintf("--reuid=%d", idmapBase+7), fmt.Sprintf("--regid=%d", idmapBase+8), "--clear-groups",
 		"sh", "-c", `cd "$1" && echo x > new && mkdir newd && ln -s new newl && mkfifo newp && ln new newh && echo y >> f && mv f g`, "sh", mnt("dir")).CombinedOutput()
 	fmt.Fprintf(&b, "as %d: %v %s\n", idmapBase+7, err, strings.TrimSpace(string(out)))
 	for _, p := range []string{"dir/new", "dir/newd", "dir/newl", "dir/newp", "dir/newh", "dir/g"} {
@@ -168,6 +163,35 @@ func idmapScenario(t *testing.T, s *stack) string {
 	return b.String()
 }
 
+// unmappedCaller has a caller the map does not show (uid 5) create
+// files where the permissions let it: the kernel refuses it on an
+// idmapped layer (EOVERFLOW); the union, as fuse-overlayfs, gives the
+// files the overflow id on disk (podman's rootful --uidmap needs it: see
+// idmap.go).
+func unmappedCaller(t *testing.T, s *stack, kernel bool) {
+	t.Helper()
+	out, err := exec.Command("setpriv", "--reuid=5", "--regid=5", "--clear-groups",
+		"sh", "-c", `cd "$1" && echo x > new5 && mkdir newd5 && ln -s x newl5`, "sh", filepath.Join(s.target, "pub")).CombinedOutput()
+	if kernel {
+		if err == nil || !strings.Contains(string(out), "Value too large") {
+			t.Errorf("as uid 5 on kernel overlay: %v %s, want EOVERFLOW", err, out)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("as uid 5: %v %s", err, out)
+	}
+	for _, p := range []string{"new5", "newd5", "newl5"} {
+		var shown, disk unix.Stat_t
+		must(0, unix.Lstat(filepath.Join(s.target, "pub", p), &shown))
+		must(0, unix.Lstat(filepath.Join(s.upper, "pub", p), &disk))
+		if shown.Uid != idmapBase+overflowID || shown.Gid != idmapBase+overflowID || disk.Uid != overflowID || disk.Gid != overflowID {
+			t.Errorf("pub/%s of uid 5: shown %d:%d, on disk %d:%d; want %d:%d and %d:%d", p, shown.Uid, shown.Gid, disk.Uid, disk.Gid,
+				idmapBase+overflowID, idmapBase+overflowID, overflowID, overflowID)
+		}
+	}
+}
+
 func errName(err error) string {
 	var errno syscall.Errno
 	switch {
@@ -180,12 +204,12 @@ func errName(err error) string {
 	}
 }
 
-// mountKernelIDMapped mounts s with kernel overlay on idmapped copies of
-// its directories: a bind mount of s.dir whose owners are mapped by ms
+// idmappedBind binds dir on a fresh directory through the mapping ms
 // (a user namespace with uid_map and gid_map ms, MOUNT_ATTR_IDMAP), so
-// that disk id Container shows as Host, the lowers, upper and work are
-// taken from there, and the overlay shows and writes owners through it.
-func mountKernelIDMapped(t *testing.T, s *stack, ms []layer.IDMapping) {
+// that disk id Container shows there as Host, and returns that directory;
+// unmounted when the test ends. It skips t where the kernel or the
+// filesystem has no idmapped mounts.
+func idmappedBind(t *testing.T, dir string, ms []layer.IDMapping) string {
 	t.Helper()
 	var maps []syscall.SysProcIDMap
 	for _, m := range ms {
@@ -196,32 +220,74 @@ func mountKernelIDMapped(t *testing.T, s *stack, ms []layer.IDMapping) {
 	if err := holder.Start(); err != nil {
 		t.Fatalf("user namespace for the idmapped mount: %v", err)
 	}
-	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
+	defer func() { holder.Process.Kill(); holder.Wait() }()
 	nsfd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", holder.Process.Pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(nsfd)
-
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	tree, err := unix.OpenTree(unix.AT_FDCWD, s.dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
-		t.Fatalf("open_tree %s: %v", s.dir, err)
+		t.Fatalf("open_tree %s: %v", dir, err)
 	}
 	defer unix.Close(tree)
 	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(nsfd)}); err != nil {
-		t.Skipf("kernel overlay oracle: idmapped mounts on %s: %v", s.dir, err)
+		t.Skipf("idmapped mounts of %s: %v", dir, err)
 	}
 	idm := t.TempDir()
 	testutil.CleanupMount(t, idm)
 	if err := unix.MoveMount(tree, "", unix.AT_FDCWD, idm, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 		t.Fatalf("move_mount %s: %v", idm, err)
 	}
+	return idm
+}
+
+// mountKernelIDMapped mounts s with kernel overlay on idmapped copies of
+// its directories (idmappedBind of s.dir through ms): the lowers, upper
+// and work are taken from there, and the overlay shows and writes owners
+// through the mapping.
+func mountKernelIDMapped(t *testing.T, s *stack, ms []layer.IDMapping) {
+	t.Helper()
+	idm := idmappedBind(t, s.dir, ms)
 	in := func(p string) string { return filepath.Join(idm, strings.TrimPrefix(p, s.dir)) }
 	var lowers []string
 	for _, l := range s.lowers {
 		lowers = append(lowers, in(l))
 	}
 	mountKernel(t, layer.Spec{Lowers: lowers, Upper: in(s.upper), Work: in(s.work), Target: s.target})
+}
+
+// TestIDMapIDMappedLower mounts with a mapping a lower that is on an
+// idmapped mount of the same map, as Debian's podman 4.3 hands them to a
+// mount program with --uidmap: its owners show once through the map, not
+// twice (the overflow id), and a copy-up from it lands in the upper with
+// the ids on disk.
+func TestIDMapIDMappedLower(t *testing.T) {
+	testutil.RequireRoot(t)
+	s := newStack(t, t.TempDir(), 1)
+	f := filepath.Join(s.lowers[0], "f")
+	must(0, os.WriteFile(f, []byte("x"), 0o644))
+	must(0, os.Chown(f, 1000, 1001))
+	must(0, os.Mkdir(filepath.Join(s.lowers[0], "d"), 0o755))
+	must(0, os.Chown(filepath.Join(s.lowers[0], "d"), 7, 8))
+	spec := s.spec()
+	spec.Lowers = []string{idmappedBind(t, s.lowers[0], idmapSpec)}
+	spec.UIDMapping, spec.GIDMapping = idmapSpec, idmapSpec
+	mountFuse(t, spec)
+	var st unix.Stat_t
+	for p, want := range map[string][2]uint32{"f": {idmapBase + 1000, idmapBase + 1001}, "d": {idmapBase + 7, idmapBase + 8}} {
+		must(0, unix.Lstat(filepath.Join(s.target, p), &st))
+		if st.Uid != want[0] || st.Gid != want[1] {
+			t.Errorf("%q from an idmapped lower shows as %d:%d, want %d:%d", p, st.Uid, st.Gid, want[0], want[1])
+		}
+	}
+	must(0, os.Chmod(filepath.Join(s.target, "f"), 0o600))
+	must(0, unix.Lstat(filepath.Join(s.upper, "f"), &st))
+	if st.Uid != 1000 || st.Gid != 1001 {
+		t.Errorf("copy-up from an idmapped lower: %d:%d in the upper, want the ids on disk 1000:1001", st.Uid, st.Gid)
+	}
+	must(0, unix.Lstat(filepath.Join(s.target, "f"), &st))
+	if st.Uid != idmapBase+1000 {
+		t.Errorf("f after copy-up shows as %d, want %d", st.Uid, idmapBase+1000)
+	}
 }
