@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/internal/userns"
 	"github.com/ovl-dev/ovl/layer"
@@ -156,4 +158,39 @@ func TestDropinAfterGlobalFlags(t *testing.T) {
 		t.Errorf("--debug logged nothing: %q", errOut)
 	}
 	mountUmountCLI(t, bin, nil, d[2])
+}
+
+// TestDropinIDMapping mounts as podman's mount_program does with
+// `--uidmap 0:200000:65536`: the lower's owners show through the map,
+// and a chown through the mount lands in the upper as the container's id.
+func TestDropinIDMapping(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := checkBuildOVL(t)
+	d := mountDirs(t, t.TempDir(), "l", "u", "w", "m")
+	mountTree(t, d[0], map[string]string{"f": "x"})
+	if err := os.Chown(filepath.Join(d[0], "f"), 5, 6); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CleanupMount(t, d[3])
+	opts := "lowerdir=" + d[0] + ",upperdir=" + d[1] + ",workdir=" + d[2] + ",,uidmapping=:0:200000:65536,gidmapping=0:300000:65536"
+	if _, errOut, code := checkOVL(t, bin, nil, "-o", opts, d[3]); code != 0 {
+		t.Fatalf("ovl -o %s: exit %d, %s", opts, code, errOut)
+	}
+	defer mountUmountCLI(t, bin, nil, d[3])
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(d[3], "f"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 200005 || st.Gid != 300006 {
+		t.Errorf("f (5:6 on disk) shows as %d:%d, want 200005:300006", st.Uid, st.Gid)
+	}
+	if err := os.Chown(filepath.Join(d[3], "f"), 200007, 300008); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(filepath.Join(d[1], "f"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 7 || st.Gid != 8 {
+		t.Errorf("chown 200007:300008 through the mount gave the upper copy %d:%d, want 7:8", st.Uid, st.Gid)
+	}
 }
