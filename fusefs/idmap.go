@@ -236,3 +236,63 @@ func (u *unionFS) callerOwner(ctx context.Context) (uid, gid uint32, ok bool) {
 	}
 	return uid, gid, true
 }
+
+// POSIX ACLs name owners too: the entries of a named user (ACL_USER) or
+// group (ACL_GROUP) in system.posix_acl_access and _default, in the
+// kernel's xattr format (a 4-byte version, then 8-byte entries: tag, perm,
+// id; Linux: include/uapi/linux/posix_acl_xattr.h). The kernel hands them
+// to the daemon in the mount's ids, so they are translated as owners are.
+const (
+	aclVersion = 2
+	aclUser    = 0x02
+	aclGroup   = 0x08
+	aclHeader  = 4
+	aclEntry   = 8
+	aclAccess  = "system.posix_acl_access"
+	aclDefault = "system.posix_acl_default"
+)
+
+// mapACL returns the ACL xattr data of attr with its named users and
+// groups translated: to the mount's ids (toDisk false: in place, data
+// read from layer li) or to the disk's (a copy: data to write to the
+// upper). An id the mapping does not take back to the disk is EINVAL, as
+// for an ACL naming an id the caller's namespace does not map. Data that
+// is not an ACL is returned as it is; so is everything without a mapping,
+// and an ACL read from a lower on an idmapped mount, which the kernel
+// mapped.
+func (u *unionFS) mapACL(attr string, data []byte, li int, toDisk bool) ([]byte, error) {
+	if !u.spec.IDMapped() || (attr != aclAccess && attr != aclDefault) || (!toDisk && u.layerIDMapped(li)) {
+		return data, nil
+	}
+	if len(data) < aclHeader || (len(data)-aclHeader)%aclEntry != 0 ||
+		data[0] != aclVersion || data[1] != 0 || data[2] != 0 || data[3] != 0 {
+		return data, nil
+	}
+	if toDisk {
+		data = append([]byte(nil), data...)
+	}
+	for off := aclHeader; off < len(data); off += aclEntry {
+		tag := uint16(data[off]) | uint16(data[off+1])<<8
+		var ms []layer.IDMapping
+		switch tag {
+		case aclUser:
+			ms = u.spec.UIDMapping
+		case aclGroup:
+			ms = u.spec.GIDMapping
+		default:
+			continue
+		}
+		p := data[off+4 : off+8]
+		id := uint32(p[0]) | uint32(p[1])<<8 | uint32(p[2])<<16 | uint32(p[3])<<24
+		if toDisk {
+			var ok bool
+			if id, ok = shownToDisk(ms, id); !ok {
+				return nil, unix.EINVAL
+			}
+		} else {
+			id = diskToShown(ms, id)
+		}
+		p[0], p[1], p[2], p[3] = byte(id), byte(id>>8), byte(id>>16), byte(id>>24)
+	}
+	return data, nil
+}

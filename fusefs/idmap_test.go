@@ -291,3 +291,81 @@ func TestIDMapIDMappedLower(t *testing.T) {
 		t.Errorf("f after copy-up shows as %d, want %d", st.Uid, idmapBase+1000)
 	}
 }
+
+// aclXattr builds a system.posix_acl_access value: owner rw, named user
+// uid rw, named group gid r, mask rw, other r.
+func aclXattr(uid, gid uint32) []byte {
+	b := []byte{aclVersion, 0, 0, 0}
+	add := func(tag, perm uint16, id uint32) {
+		b = append(b, byte(tag), byte(tag>>8), byte(perm), byte(perm>>8), byte(id), byte(id>>8), byte(id>>16), byte(id>>24))
+	}
+	add(0x01, 6, 0xffffffff) // ACL_USER_OBJ
+	add(aclUser, 6, uid)
+	add(0x04, 4, 0xffffffff) // ACL_GROUP_OBJ
+	add(aclGroup, 4, gid)
+	add(0x10, 6, 0xffffffff) // ACL_MASK
+	add(0x20, 4, 0xffffffff) // ACL_OTHER
+	return b
+}
+
+// aclIDs returns the named user and group of an ACL value ("u:g").
+func aclIDs(b []byte) string {
+	var out []string
+	for off := aclHeader; off+aclEntry <= len(b); off += aclEntry {
+		tag := uint16(b[off]) | uint16(b[off+1])<<8
+		id := uint32(b[off+4]) | uint32(b[off+5])<<8 | uint32(b[off+6])<<16 | uint32(b[off+7])<<24
+		if tag == aclUser || tag == aclGroup {
+			out = append(out, fmt.Sprint(id))
+		}
+	}
+	return strings.Join(out, ":")
+}
+
+// TestIDMapACL: the named users and groups of POSIX ACLs go through the
+// mapping as owners do, read and written, as on kernel overlay over
+// idmapped layers.
+func TestIDMapACL(t *testing.T) {
+	testutil.RequireRoot(t)
+	var want string
+	for _, m := range []string{"kernel", "fusefs"} {
+		t.Run(m, func(t *testing.T) {
+			s := newStack(t, t.TempDir(), 1)
+			f := filepath.Join(s.lowers[0], "f")
+			must(0, os.WriteFile(f, []byte("x"), 0o644))
+			if err := unix.Setxattr(f, aclAccess, aclXattr(1000, 1001), 0); err != nil {
+				t.Skipf("ACLs on %s: %v", s.lowers[0], err)
+			}
+			if m == "kernel" {
+				mountKernelIDMapped(t, s, idmapSpec)
+			} else {
+				spec := s.spec()
+				spec.UIDMapping, spec.GIDMapping = idmapSpec, idmapSpec
+				mountFuse(t, spec)
+			}
+			var b strings.Builder
+			read := func(p string) string {
+				buf := make([]byte, 256)
+				n, err := unix.Getxattr(p, aclAccess, buf)
+				if err != nil {
+					return errName(err)
+				}
+				return aclIDs(buf[:n])
+			}
+			mf := filepath.Join(s.target, "f")
+			fmt.Fprintf(&b, "read: %s\n", read(mf))
+			fmt.Fprintf(&b, "set 200005:200006: %s\n", errName(unix.Setxattr(mf, aclAccess, aclXattr(idmapBase+5, idmapBase+6), 0)))
+			fmt.Fprintf(&b, "read: %s, upper: %s\n", read(mf), read(filepath.Join(s.upper, "f")))
+			fmt.Fprintf(&b, "set 5:6: %s\n", errName(unix.Setxattr(mf, aclAccess, aclXattr(5, 6), 0)))
+			fmt.Fprintf(&b, "read: %s, upper: %s\n", read(mf), read(filepath.Join(s.upper, "f")))
+			got := b.String()
+			if m == "kernel" {
+				want = got
+				t.Logf("kernel:\n%s", got)
+				return
+			}
+			if got != want {
+				t.Errorf("fusefs:\n%s\nkernel:\n%s", got, want)
+			}
+		})
+	}
+}
