@@ -67,26 +67,38 @@ var idmapSpec = []layer.IDMapping{{Container: 0, Host: idmapBase, Size: 65536}, 
 // the same map), which does in the kernel what the option does in a FUSE
 // union.
 func TestIDMapOwners(t *testing.T) {
+	idmapSameAsKernel(t, func(t *testing.T, s *stack) {
+		for _, f := range []struct {
+			p  string
+			id int
+		}{{"root", 0}, {"user", 1000}, {"high", 70000}, {"hostroot", 100000}, {"dir/", 7}, {"dir/f", 7}, {"pub/", 0}} {
+			full := filepath.Join(s.lowers[0], strings.TrimSuffix(f.p, "/"))
+			if strings.HasSuffix(f.p, "/") {
+				must(0, os.Mkdir(full, 0o755))
+			} else {
+				must(0, os.WriteFile(full, []byte(f.p), 0o644))
+			}
+			must(0, os.Lchown(full, f.id, f.id+1))
+		}
+		must(0, os.Chmod(filepath.Join(s.lowers[0], "pub"), 0o777))
+	}, func(t *testing.T, s *stack, kernel bool) string {
+		got := idmapScenario(t, s)
+		unmappedCaller(t, s, kernel)
+		return got
+	})
+}
+
+// idmapSameAsKernel builds a one-lower stack with build, in a directory
+// every uid can reach, mounts it with idmapSpec on kernel overlay over
+// idmapped layers and on fusefs, runs do on each, and fails unless fusefs
+// gives what the kernel gives.
+func idmapSameAsKernel(t *testing.T, build func(t *testing.T, s *stack), do func(t *testing.T, s *stack, kernel bool) string) {
 	testutil.RequireRoot(t)
 	var want string
 	for _, m := range []string{"kernel", "fusefs"} {
 		t.Run(m, func(t *testing.T) {
 			s := newStack(t, testutil.SharedDir(t), 1)
-			for _, f := range []struct {
-				p  string
-				id int
-			}{{"root", 0}, {"user", 1000}, {"high", 70000}, {"hostroot", 100000}, {"dir/", 7}, {"dir/f", 7}, {"pub/", 0}} {
-				p, id := f.p, f.id
-				full := filepath.Join(s.lowers[0], strings.TrimSuffix(p, "/"))
-				if strings.HasSuffix(p, "/") {
-					must(0, os.Mkdir(full, 0o755))
-				} else {
-					must(0, os.WriteFile(full, []byte(p), 0o644))
-				}
-				must(0, os.Lchown(full, id, id+1))
-			}
-			must(0, os.Chmod(filepath.Join(s.lowers[0], "pub"), 0o777))
-			must(0, os.Chmod(s.upper, 0o755))
+			build(t, s)
 			if m == "kernel" {
 				mountKernelIDMapped(t, s, idmapSpec)
 			} else {
@@ -94,8 +106,7 @@ func TestIDMapOwners(t *testing.T) {
 				spec.UIDMapping, spec.GIDMapping = idmapSpec, idmapSpec
 				mountFuse(t, spec)
 			}
-			got := idmapScenario(t, s)
-			unmappedCaller(t, s, m == "kernel")
+			got := do(t, s, m == "kernel")
 			if m == "kernel" {
 				want = got
 				t.Logf("kernel:\n%s", got)
@@ -325,47 +336,28 @@ func aclIDs(b []byte) string {
 // mapping as owners do, read and written, as on kernel overlay over
 // idmapped layers.
 func TestIDMapACL(t *testing.T) {
-	testutil.RequireRoot(t)
-	var want string
-	for _, m := range []string{"kernel", "fusefs"} {
-		t.Run(m, func(t *testing.T) {
-			s := newStack(t, t.TempDir(), 1)
-			f := filepath.Join(s.lowers[0], "f")
-			must(0, os.WriteFile(f, []byte("x"), 0o644))
-			if err := unix.Setxattr(f, aclAccess, aclXattr(1000, 1001), 0); err != nil {
-				t.Skipf("ACLs on %s: %v", s.lowers[0], err)
+	idmapSameAsKernel(t, func(t *testing.T, s *stack) {
+		f := filepath.Join(s.lowers[0], "f")
+		must(0, os.WriteFile(f, []byte("x"), 0o644))
+		if err := unix.Setxattr(f, aclAccess, aclXattr(1000, 1001), 0); err != nil {
+			t.Skipf("ACLs on %s: %v", s.lowers[0], err)
+		}
+	}, func(t *testing.T, s *stack, kernel bool) string {
+		var b strings.Builder
+		read := func(p string) string {
+			buf := make([]byte, 256)
+			n, err := unix.Getxattr(p, aclAccess, buf)
+			if err != nil {
+				return errName(err)
 			}
-			if m == "kernel" {
-				mountKernelIDMapped(t, s, idmapSpec)
-			} else {
-				spec := s.spec()
-				spec.UIDMapping, spec.GIDMapping = idmapSpec, idmapSpec
-				mountFuse(t, spec)
-			}
-			var b strings.Builder
-			read := func(p string) string {
-				buf := make([]byte, 256)
-				n, err := unix.Getxattr(p, aclAccess, buf)
-				if err != nil {
-					return errName(err)
-				}
-				return aclIDs(buf[:n])
-			}
-			mf := filepath.Join(s.target, "f")
-			fmt.Fprintf(&b, "read: %s\n", read(mf))
-			fmt.Fprintf(&b, "set 200005:200006: %s\n", errName(unix.Setxattr(mf, aclAccess, aclXattr(idmapBase+5, idmapBase+6), 0)))
-			fmt.Fprintf(&b, "read: %s, upper: %s\n", read(mf), read(filepath.Join(s.upper, "f")))
-			fmt.Fprintf(&b, "set 5:6: %s\n", errName(unix.Setxattr(mf, aclAccess, aclXattr(5, 6), 0)))
-			fmt.Fprintf(&b, "read: %s, upper: %s\n", read(mf), read(filepath.Join(s.upper, "f")))
-			got := b.String()
-			if m == "kernel" {
-				want = got
-				t.Logf("kernel:\n%s", got)
-				return
-			}
-			if got != want {
-				t.Errorf("fusefs:\n%s\nkernel:\n%s", got, want)
-			}
-		})
-	}
+			return aclIDs(buf[:n])
+		}
+		mf := filepath.Join(s.target, "f")
+		fmt.Fprintf(&b, "read: %s\n", read(mf))
+		fmt.Fprintf(&b, "set 200005:200006: %s\n", errName(unix.Setxattr(mf, aclAccess, aclXattr(idmapBase+5, idmapBase+6), 0)))
+		fmt.Fprintf(&b, "read: %s, upper: %s\n", read(mf), read(filepath.Join(s.upper, "f")))
+		fmt.Fprintf(&b, "set 5:6: %s\n", errName(unix.Setxattr(mf, aclAccess, aclXattr(5, 6), 0)))
+		fmt.Fprintf(&b, "read: %s, upper: %s\n", read(mf), read(filepath.Join(s.upper, "f")))
+		return b.String()
+	})
 }

@@ -47,6 +47,24 @@ func unshiftOwners(lines []string, base, size int) []string {
 	return out
 }
 
+// stopOnFailure returns run, which runs podman and returns its output,
+// and fail, which run calls when podman fails: t.Fatalf, or t.Skipf for
+// fuse-overlayfs, a peer whose failures are recorded, not ours to fix.
+func (p *podman) stopOnFailure(t *testing.T) (run func(args ...string) string, fail func(format string, args ...any)) {
+	fail = t.Fatalf
+	if p.name == "fuse-overlayfs" {
+		fail = t.Skipf
+	}
+	run = func(args ...string) string {
+		out, err := p.run("", args...)
+		if err != nil {
+			fail("%v", err)
+		}
+		return out
+	}
+	return run, fail
+}
+
 // TestPodmanRootfulUIDMap runs rootful podman with `--uidmap
 // 0:200000:65536`: a container that changes every kind of file (as
 // TestPodmanRootful, chown included), `podman commit`, and a process as
@@ -65,17 +83,7 @@ func TestPodmanRootfulUIDMap(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			p := newPodman(t, c.name, c.mountProgram(t))
 			p.importRoot(base, "localhost/base")
-			fail := t.Fatalf
-			if c.name == "fuse-overlayfs" {
-				fail = t.Skipf // a peer: recorded, not ours to fix
-			}
-			run := func(args ...string) string {
-				out, err := p.run("", args...)
-				if err != nil {
-					fail("%v", err)
-				}
-				return out
-			}
+			run, fail := p.stopOnFailure(t)
 			out := run(append(append([]string{"run", "--name", "changer"}, uidmapArgs...),
 				"localhost/base", "sh", "-c", "cat /proc/self/uid_map && "+changeScript)...)
 			if !strings.Contains(out, "200000") {
@@ -161,17 +169,7 @@ func TestPodmanRootlessKeepID(t *testing.T) {
 				t.Fatal(err)
 			}
 			p.env = append(p.env, "HOME="+p.dir, "XDG_RUNTIME_DIR="+xdg)
-			fail := t.Fatalf
-			if name == "fuse-overlayfs" {
-				fail = t.Skipf // a peer: recorded, not ours to fix
-			}
-			run := func(args ...string) string {
-				out, err := p.run("", args...)
-				if err != nil {
-					fail("%v", err)
-				}
-				return out
-			}
+			run, fail := p.stopOnFailure(t)
 			run("import", os.Getenv(envRootlessBase), "localhost/base")
 			uidMap = run("run", "--rm", "--userns=keep-id", "localhost/base", "cat", "/proc/self/uid_map")
 			views[name] = run("run", "--name", "changer", "--userns=keep-id", "--user", "0:0", "localhost/base",
