@@ -55,28 +55,27 @@ import (
 // default /proc/sys/kernel/overflowuid and overflowgid (nobody, nogroup).
 const overflowID = 65534
 
-// diskToShown maps an id on disk through ms (identity when ms is empty).
+// diskToShown maps an id on disk through ms (identity when ms is empty);
+// an id no range holds shows as the overflow id.
 func diskToShown(ms []layer.IDMapping, id uint32) uint32 {
-	for _, m := range ms {
-		if id >= m.Container && id-m.Container < m.Size {
-			return m.Host + (id - m.Container)
-		}
-	}
-	if len(ms) == 0 {
-		return id
+	if shown, ok := diskShown(ms, id); ok {
+		return shown
 	}
 	return overflowID
 }
 
-// diskMapped reports whether ms shows the id on disk (every id without
-// a mapping).
-func diskMapped(ms []layer.IDMapping, id uint32) bool {
+// diskShown maps an id on disk through ms; ok is false for an id no range
+// holds (every id is shown without a mapping).
+func diskShown(ms []layer.IDMapping, id uint32) (shown uint32, ok bool) {
+	if len(ms) == 0 {
+		return id, true
+	}
 	for _, m := range ms {
 		if id >= m.Container && id-m.Container < m.Size {
-			return true
+			return m.Host + (id - m.Container), true
 		}
 	}
-	return len(ms) == 0
+	return 0, false
 }
 
 // shownToDisk maps an id of the mount back to the disk through ms; ok is
@@ -195,7 +194,8 @@ func (n *node) settableOwner(in *fuse.SetAttrIn) error {
 			_, ok := shownToDisk(ms, id)
 			return ok
 		}
-		return diskMapped(ms, id)
+		_, ok := diskShown(ms, id)
+		return ok
 	}
 	_, setU := in.GetUID()
 	_, setG := in.GetGID()
@@ -252,25 +252,39 @@ const (
 	aclDefault = "system.posix_acl_default"
 )
 
-// mapACL returns the ACL xattr data of attr with its named users and
-// groups translated: to the mount's ids (toDisk false: in place, data
-// read from layer li) or to the disk's (a copy: data to write to the
-// upper). An id the mapping does not take back to the disk is EINVAL, as
-// for an ACL naming an id the caller's namespace does not map. Data that
-// is not an ACL is returned as it is; so is everything without a mapping,
-// and an ACL read from a lower on an idmapped mount, which the kernel
-// mapped.
-func (u *unionFS) mapACL(attr string, data []byte, li int, toDisk bool) ([]byte, error) {
-	if !u.spec.IDMapped() || (attr != aclAccess && attr != aclDefault) || (!toDisk && u.layerIDMapped(li)) {
+// shownACL translates in place the ACL xattr data of attr that Getxattr
+// read from the node's visible copy to the mount's ids; an ACL read from
+// a lower on an idmapped mount was mapped by the kernel already. Data
+// that is not an ACL is left alone.
+func (n *node) shownACL(attr string, data []byte) {
+	if n.u.spec.IDMapped() && isACL(attr, data) && !n.u.layerIDMapped(n.topLayer()) {
+		n.u.mapACL(data, false)
+	}
+}
+
+// diskACL returns the ACL xattr data of attr that Setxattr is to write
+// with the disk's ids (a copy), or data itself where there is nothing to
+// translate. An id the mapping does not take back to the disk is EINVAL,
+// as for an ACL naming an id the caller's namespace does not map.
+func (u *unionFS) diskACL(attr string, data []byte) ([]byte, error) {
+	if !u.spec.IDMapped() || !isACL(attr, data) {
 		return data, nil
 	}
-	if len(data) < aclHeader || (len(data)-aclHeader)%aclEntry != 0 ||
-		data[0] != aclVersion || data[1] != 0 || data[2] != 0 || data[3] != 0 {
-		return data, nil
-	}
-	if toDisk {
-		data = append([]byte(nil), data...)
-	}
+	data = append([]byte(nil), data...)
+	return data, u.mapACL(data, true)
+}
+
+// isACL reports whether data, the value of xattr attr, is a POSIX ACL
+// in the kernel's format.
+func isACL(attr string, data []byte) bool {
+	return (attr == aclAccess || attr == aclDefault) && len(data) >= aclHeader && (len(data)-aclHeader)%aclEntry == 0 &&
+		data[0] == aclVersion && data[1] == 0 && data[2] == 0 && data[3] == 0
+}
+
+// mapACL rewrites the named users and groups of the ACL data in place:
+// to the disk's ids (toDisk; an id the mapping does not show is EINVAL,
+// and data is then half rewritten) or to the mount's.
+func (u *unionFS) mapACL(data []byte, toDisk bool) error {
 	for off := aclHeader; off < len(data); off += aclEntry {
 		tag := uint16(data[off]) | uint16(data[off+1])<<8
 		var ms []layer.IDMapping
@@ -287,12 +301,12 @@ func (u *unionFS) mapACL(attr string, data []byte, li int, toDisk bool) ([]byte,
 		if toDisk {
 			var ok bool
 			if id, ok = shownToDisk(ms, id); !ok {
-				return nil, unix.EINVAL
+				return unix.EINVAL
 			}
 		} else {
 			id = diskToShown(ms, id)
 		}
 		p[0], p[1], p[2], p[3] = byte(id), byte(id>>8), byte(id>>16), byte(id>>24)
 	}
-	return data, nil
+	return nil
 }

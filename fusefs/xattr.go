@@ -80,7 +80,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		return err
 	})
 	if err == nil && sz > 0 && sz <= len(dest) {
-		_, err = n.u.mapACL(attr, dest[:sz], n.topLayer(), false)
+		n.shownACL(attr, dest[:sz])
 	}
 	return uint32(max(sz, 0)), toErrno(err)
 }
@@ -119,7 +119,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return syscall.EROFS
 	}
 	attr = n.u.realXattr(attr)
-	data, err := n.u.mapACL(attr, data, 0, true)
+	data, err := n.u.diskACL(attr, data)
 	if err != nil {
 		return toErrno(err)
 	}
