@@ -56,6 +56,9 @@ func (b *Backend) Mount(ctx context.Context, spec layer.Spec) (backend.Mount, er
 	if spec.Options != (layer.Options{}) {
 		return nil, fmt.Errorf("copy: options %+v: %w", spec.Options, backend.ErrUnavailable)
 	}
+	if spec.IDMapped() {
+		return nil, fmt.Errorf("copy: uidmapping/gidmapping: %w: only the fuse backend translates owners", backend.ErrUnavailable)
+	}
 	if entries, err := os.ReadDir(spec.Target); err != nil {
 		return nil, fmt.Errorf("copy: target %s: %w", spec.Target, err)
 	} else if len(entries) > 0 {

@@ -157,8 +157,9 @@ func (n *node) copyUpLocked(p *node, name string, srcLayer int, truncate bool, r
 	published := false
 	defer func() { sc.close(!published) }()
 
-	// 6-7. Owner, xattrs, the origin record, mode, times (takeMeta).
-	if err := sc.takeMeta(procPathAt(srcDir.fd, name), &st, origin); err != nil {
+	// 6-7. Owner (as the upper keeps it: u.copyOwner), xattrs, the
+	// origin record, mode, times (takeMeta).
+	if err := sc.takeMeta(procPathAt(srcDir.fd, name), u.copyOwner(srcLayer, st), origin); err != nil {
 		return err
 	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}
@@ -292,7 +293,7 @@ func (n *node) copyUpOrphanLocked() error {
 		if sc, err = n.u.newScratch(st.Mode&unix.S_IFMT, src, &st, -1, false); err != nil {
 			return err
 		}
-		if err := sc.takeMeta(procPathAt(dirfd, name), &st, nil); err != nil {
+		if err := sc.takeMeta(procPathAt(dirfd, name), n.u.copyOwner(n.orphanLayer, st), nil); err != nil {
 			sc.close(true)
 			sc = nil
 			return err

@@ -115,23 +115,24 @@ func (d *node) createEntry(ctx context.Context, name string, isDir bool, mk func
 // chownToCaller gives the new entry name of dirfd, of file type typ,
 // the caller's owner, as the kernel does for files it creates; see
 // ownByCaller.
-func chownToCaller(ctx context.Context, dirfd int, name string, typ uint32, parent int) error {
+func (u *unionFS) chownToCaller(ctx context.Context, dirfd int, name string, typ uint32, parent int) error {
 	fd, _, err := openPathAt(dirfd, name, typ)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	return ownByCaller(ctx, fd, dirfd == parent, parent)
+	return u.ownByCaller(ctx, fd, dirfd == parent, parent)
 }
 
 // ownByCaller gives the new entry open at fd (any descriptor, O_PATH
-// included) the caller's owner, as the kernel does for files it creates.
-// An unprivileged daemon cannot, and needs not: it is the caller.
-// parent is the upper directory the entry is for (inParent: it was made
-// there, not in the work dir): a set-group-ID parent gives its group,
-// and its set-group-ID bit to a new directory.
-func ownByCaller(ctx context.Context, fd int, inParent bool, parent int) error {
-	c, ok := fuse.FromContext(ctx)
+// included) the caller's owner, as the kernel does for files it creates
+// (through the stack's ID mapping: callerOwner). An unprivileged daemon
+// cannot, and needs not: it is the caller. parent is the upper directory
+// the entry is for (inParent: it was made there, not in the work dir): a
+// set-group-ID parent gives its group, and its set-group-ID bit to a new
+// directory.
+func (u *unionFS) ownByCaller(ctx context.Context, fd int, inParent bool, parent int) error {
+	uid, cgid, ok := u.callerOwner(ctx)
 	if !ok {
 		return nil
 	}
@@ -140,7 +141,7 @@ func ownByCaller(ctx context.Context, fd int, inParent bool, parent int) error {
 		return err
 	}
 	typ, mode := st.Mode&unix.S_IFMT, st.Mode&0o7777
-	gid := int(c.Gid)
+	gid := int(cgid)
 	var pst unix.Stat_t
 	if unix.Fstat(parent, &pst) == nil && pst.Mode&unix.S_ISGID != 0 {
 		gid = int(pst.Gid)
@@ -148,7 +149,7 @@ func ownByCaller(ctx context.Context, fd int, inParent bool, parent int) error {
 			mode |= unix.S_ISGID // mkdir in the parent would inherit it
 		}
 	}
-	err := chownFd(fd, int(c.Uid), gid)
+	err := chownFd(fd, int(uid), gid)
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) {
 		err = nil
 	}
@@ -172,7 +173,7 @@ func (d *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		if err := unix.Mkdirat(dirfd, nm, mode); err != nil {
 			return err
 		}
-		return chownToCaller(ctx, dirfd, nm, unix.S_IFDIR, parent)
+		return d.u.chownToCaller(ctx, dirfd, nm, unix.S_IFDIR, parent)
 	}, out)
 	return child, toErrno(err)
 }
@@ -188,7 +189,7 @@ func (d *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 		if err := unix.Mknodat(dirfd, nm, mode, int(dev)); err != nil {
 			return err
 		}
-		return chownToCaller(ctx, dirfd, nm, mode&unix.S_IFMT, parent)
+		return d.u.chownToCaller(ctx, dirfd, nm, mode&unix.S_IFMT, parent)
 	}, out)
 	return child, toErrno(err)
 }
@@ -200,7 +201,7 @@ func (d *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		if err := unix.Symlinkat(target, dirfd, nm); err != nil {
 			return err
 		}
-		return chownToCaller(ctx, dirfd, nm, unix.S_IFLNK, parent)
+		return d.u.chownToCaller(ctx, dirfd, nm, unix.S_IFLNK, parent)
 	}, out)
 	return child, toErrno(err)
 }
@@ -214,7 +215,7 @@ func (d *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 			return err
 		}
 		defer unix.Close(fd)
-		return ownByCaller(ctx, fd, dirfd == parent, parent)
+		return d.u.ownByCaller(ctx, fd, dirfd == parent, parent)
 	}, out)
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
@@ -262,7 +263,7 @@ func (d *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 		return nil, nil, 0, toErrno(err)
 	}
 	var st unix.Stat_t
-	err = ownByCaller(ctx, fd, false, up.fd)
+	err = u.ownByCaller(ctx, fd, false, up.fd)
 	if err == nil {
 		err = unix.Fstat(fd, &st)
 	}

@@ -52,6 +52,10 @@
 // with allow_other wherever that is safe (see OtherUsers), as kernel
 // overlay serves every user by permissions.
 //
+// Owners: a stack with an ID mapping (layer.Spec.UIDMapping, podman's
+// uidmapping= and gidmapping=) shows the owners on disk through it and
+// stores new owners back through it (idmap.go).
+//
 // Invariants: lower layers are never written. Names are resolved one
 // component at a time, relative to directory descriptors, with
 // O_NOFOLLOW (or openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS for

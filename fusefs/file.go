@@ -426,6 +426,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if !n.u.writable {
 		return syscall.EROFS
 	}
+	if err := n.settableOwner(in); err != nil {
+		return toErrno(err)
+	}
 	size, hasSize := in.GetSize()
 	if err := n.copyUp(hasSize && size == 0); err != nil {
 		return toErrno(err)
@@ -452,20 +455,17 @@ func (n *node) setattrFd(pfd int, st *unix.Stat_t, in *fuse.SetAttrIn) error {
 			return err
 		}
 	}
-	uid, okU := in.GetUID()
-	gid, okG := in.GetGID()
+	_, okU := in.GetUID()
+	_, okG := in.GetGID()
 	// A SETATTR that changes nothing (but ctime) is chown(-1, -1),
 	// which still drops set-id bits and file capabilities (Linux:
 	// fs/open.c:chown_common); with FUSE_HANDLE_KILLPRIV_V2 that is
 	// the filesystem's to do, and chown(2) of the copy does it.
 	nothing := in.Valid&^(fuse.FATTR_CTIME|fuse.FATTR_FH|fuse.FATTR_LOCKOWNER) == 0
 	if okU || okG || nothing {
-		u, g := -1, -1
-		if okU {
-			u = int(uid)
-		}
-		if okG {
-			g = int(gid)
+		u, g, err := n.u.diskOwner(setattrOwner(in))
+		if err != nil {
+			return err
 		}
 		if err := chownFd(pfd, u, g); err != nil {
 			return err

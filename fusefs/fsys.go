@@ -112,6 +112,9 @@ type layerRoot struct {
 	path   string
 	fd     int          // O_RDONLY|O_DIRECTORY, open for the life of the mount
 	format layer.Format // what the layer records (layer.ReadFormat); the upper's is the kernel's
+	// idmapped: the layer is on an idmapped mount, whose owners are
+	// shown as they are (idmap.go: markIDMappedLayers).
+	idmapped bool
 }
 
 // unionFS is one mounted stack. Its fields are immutable after
@@ -269,6 +272,9 @@ func (u *unionFS) open() error {
 		if err := openLayer(l, spec.LowerFormat); err != nil {
 			return err
 		}
+	}
+	if err := u.markIDMappedLayers(); err != nil {
+		return err
 	}
 	// Number the layers' devices bottom-up now, not in the order files
 	// happen to be seen, so inode numbers are the same at every mount.

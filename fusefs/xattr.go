@@ -79,6 +79,9 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		sz, err = unix.Lgetxattr(p, attr, dest)
 		return err
 	})
+	if err == nil && sz > 0 && sz <= len(dest) {
+		n.shownACL(attr, dest[:sz])
+	}
 	return uint32(max(sz, 0)), toErrno(err)
 }
 
@@ -116,6 +119,10 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return syscall.EROFS
 	}
 	attr = n.u.realXattr(attr)
+	data, err := n.u.diskACL(attr, data)
+	if err != nil {
+		return toErrno(err)
+	}
 	if err := n.copyUp(false); err != nil {
 		return toErrno(err)
 	}

@@ -42,8 +42,11 @@ var (
 	ErrOptionValue = errors.New("bad option value")
 )
 
-// IDMapping is one range of a uid or gid mapping: Size ids starting at
-// Container inside show the Size ids starting at Host on disk.
+// IDMapping is one range of a uid or gid mapping, in fuse-overlayfs's
+// order (podman writes its container's user namespace map so): the Size
+// ids on disk starting at Container show on the mount as the Size ids
+// starting at Host, and a process in a user namespace that maps Container
+// to Host sees them as they are on disk (see Spec.UIDMapping).
 type IDMapping struct {
 	Container, Host, Size uint32
 }
@@ -294,26 +297,37 @@ func ParseIDMapping(s string) ([]IDMapping, error) {
 	if len(nums) == 0 || len(nums)%3 != 0 {
 		return nil, fmt.Errorf("%w: %d numbers, want groups of three: CONTAINER:HOST:SIZE[:CONTAINER:HOST:SIZE...]", ErrOptionValue, len(nums))
 	}
-	var out []IDMapping
+	out := make([]IDMapping, 0, len(nums)/3)
 	for i := 0; i < len(nums); i += 3 {
-		m := IDMapping{Container: nums[i], Host: nums[i+1], Size: nums[i+2]}
-		if m.Size == 0 {
-			return nil, fmt.Errorf("%w: range %s is empty", ErrOptionValue, m)
-		}
-		if uint64(m.Container)+uint64(m.Size) > 1<<32 || uint64(m.Host)+uint64(m.Size) > 1<<32 {
-			return nil, fmt.Errorf("%w: range %s goes past the last id", ErrOptionValue, m)
-		}
-		for _, p := range out {
-			if overlaps(p.Container, p.Size, m.Container, m.Size) {
-				return nil, fmt.Errorf("%w: ranges %s and %s overlap inside the container", ErrOptionValue, p, m)
-			}
-			if overlaps(p.Host, p.Size, m.Host, m.Size) {
-				return nil, fmt.Errorf("%w: ranges %s and %s overlap on the host", ErrOptionValue, p, m)
-			}
-		}
-		out = append(out, m)
+		out = append(out, IDMapping{Container: nums[i], Host: nums[i+1], Size: nums[i+2]})
+	}
+	if err := checkIDMapping(out); err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// checkIDMapping checks that each range of ms is non-empty, fits in 32
+// bits and overlaps no other range on either side, so that every id maps
+// one way only. Errors wrap ErrOptionValue.
+func checkIDMapping(ms []IDMapping) error {
+	for i, m := range ms {
+		if m.Size == 0 {
+			return fmt.Errorf("%w: range %s is empty", ErrOptionValue, m)
+		}
+		if uint64(m.Container)+uint64(m.Size) > 1<<32 || uint64(m.Host)+uint64(m.Size) > 1<<32 {
+			return fmt.Errorf("%w: range %s goes past the last id", ErrOptionValue, m)
+		}
+		for _, p := range ms[:i] {
+			if overlaps(p.Container, p.Size, m.Container, m.Size) {
+				return fmt.Errorf("%w: ranges %s and %s overlap inside the container", ErrOptionValue, p, m)
+			}
+			if overlaps(p.Host, p.Size, m.Host, m.Size) {
+				return fmt.Errorf("%w: ranges %s and %s overlap on the host", ErrOptionValue, p, m)
+			}
+		}
+	}
+	return nil
 }
 
 func overlaps(a, na, b, nb uint32) bool {

@@ -36,9 +36,24 @@ type Spec struct {
 	// program with ".wh." whiteout files (it assumes no mknod), and
 	// fuse-overlayfs, which ovl stands in for there, reads them so.
 	LowerFormat Format `json:",omitempty"`
+	// UIDMapping and GIDMapping translate owners between the layers and
+	// the mount, as fuse-overlayfs's uidmapping= and gidmapping= do (a
+	// mount program is given them by podman): the layers on disk hold
+	// the Container ids of each range, the mount shows them as the Host
+	// ids, which a user namespace mapping Container to Host shows its
+	// processes as the ids on disk again. Ids on disk outside every range
+	// show as the overflow id (65534); a new owner is translated back, and
+	// one outside every range is refused. Empty: owners as on disk. Only
+	// the FUSE backend implements them; the others refuse a spec with
+	// either (IDMapped).
+	UIDMapping []IDMapping `json:",omitempty"`
+	GIDMapping []IDMapping `json:",omitempty"`
 	// Options are optional features; a backend that lacks one refuses it.
 	Options Options
 }
+
+// IDMapped reports whether s translates owners (UIDMapping, GIDMapping).
+func (s Spec) IDMapped() bool { return len(s.UIDMapping) > 0 || len(s.GIDMapping) > 0 }
 
 // Options are the optional overlay features a caller may ask for. Each
 // maps to the kernel mount option of the same name.
@@ -68,6 +83,14 @@ func (s Spec) Validate(maxLayers int) error {
 	if maxLayers > 0 && len(s.Lowers) > maxLayers {
 		return &SpecError{Field: "lower", Err: fmt.Errorf("%w: %d given, the limit is %d", ErrTooManyLayers, len(s.Lowers), maxLayers),
 			Hint: "squash the oldest layers into one, or use a backend without that limit"}
+	}
+	for _, m := range []struct {
+		field string
+		ms    []IDMapping
+	}{{"uidmapping", s.UIDMapping}, {"gidmapping", s.GIDMapping}} {
+		if err := checkIDMapping(m.ms); err != nil {
+			return &SpecError{Field: m.field, Err: err, Hint: "give non-empty ranges CONTAINER:HOST:SIZE that overlap on neither side"}
+		}
 	}
 	if (s.Upper == "") != (s.Work == "") {
 		return &SpecError{Field: "upper/work", Err: ErrIncomplete, Hint: "upper and work go together: give both or neither"}

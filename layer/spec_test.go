@@ -83,6 +83,15 @@ func TestValidate(t *testing.T) {
 	}{
 		{name: "valid", edit: func(t *testing.T, root string, s *layer.Spec) {}},
 		{name: "valid read-only stack", edit: func(t *testing.T, root string, s *layer.Spec) { s.Upper, s.Work = "", "" }},
+		{name: "valid ID mapping", edit: func(t *testing.T, root string, s *layer.Spec) {
+			s.UIDMapping = []layer.IDMapping{{Container: 0, Host: 1, Size: 1000}, {Container: 1000, Host: 0, Size: 1}}
+		}},
+		{name: "ID mapping overlapping on the host", edit: func(t *testing.T, root string, s *layer.Spec) {
+			s.GIDMapping = []layer.IDMapping{{Container: 0, Host: 1, Size: 1000}, {Container: 1000, Host: 5, Size: 1}}
+		}, want: layer.ErrOptionValue, wantField: "gidmapping"},
+		{name: "empty ID range", edit: func(t *testing.T, root string, s *layer.Spec) {
+			s.UIDMapping = []layer.IDMapping{{Container: 0, Host: 1}}
+		}, want: layer.ErrOptionValue, wantField: "uidmapping"},
 		{name: "no lowers", edit: func(t *testing.T, root string, s *layer.Spec) { s.Lowers = nil },
 			want: layer.ErrIncomplete, wantField: "lower"},
 		{name: "upper without work", edit: func(t *testing.T, root string, s *layer.Spec) { s.Work = "" },

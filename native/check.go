@@ -22,6 +22,10 @@ func Check(spec layer.Spec) error {
 	if err := spec.CheckUpperNotOnOverlay(); err != nil {
 		return err
 	}
+	if spec.IDMapped() {
+		return &layer.SpecError{Field: "uidmapping/gidmapping", Err: fmt.Errorf("%w: kernel overlay takes no owner mapping of its own", ErrOption),
+			Hint: "mount with the fuse backend, which translates owners"}
+	}
 	if spec.Upper == "" && len(spec.Lowers) == 1 {
 		return &layer.SpecError{Field: "lower", Path: spec.Lowers[0],
 			Err:  fmt.Errorf("%w: kernel overlayfs needs at least 2 lower layers when there is no upper", layer.ErrIncomplete),

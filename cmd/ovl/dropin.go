@@ -24,7 +24,9 @@ import (
 //	ovl SOURCE MOUNTPOINT -o OPTS                                 (mount -t fuse.ovl, through mount.fuse3)
 //
 // The options are the kernel's overlay syntax (layer.ParseOptions), plus
-// what fuse-overlayfs takes in its place. An option the drop-in mode
+// what fuse-overlayfs takes in its place: allow_other, and uidmapping= and
+// gidmapping= (layer.Spec.UIDMapping: the layers keep the container's
+// ids, the mount shows them as the host's). An option the drop-in mode
 // cannot honour is refused, naming it: nothing is ignored. Without -f the
 // mount is served by a detached daemon and ovl returns once it is live.
 
@@ -111,6 +113,7 @@ func dropinParse(args []string) (*dropinOptions, error) {
 	}
 	o.spec.Lowers, o.spec.Upper, o.spec.Work, o.spec.ReadOnly = k.Lowers, k.Upper, k.Work, k.ReadOnly
 	o.spec.Options = k.Features
+	o.spec.UIDMapping, o.spec.GIDMapping = k.UIDMapping, k.GIDMapping
 	// Layers a program hands its mount program are written for it with
 	// ".wh." whiteout files (containers/storage, which assumes no mknod
 	// there); fuse-overlayfs reads them so, and so does its stand-in.
@@ -138,12 +141,6 @@ func dropinParse(args []string) (*dropinOptions, error) {
 // is made by fusermount3 or in a user namespace (go-fuse's defaults), not
 // by real root.
 func dropinSupported(k layer.MountOptions) error {
-	if len(k.UIDMapping) > 0 {
-		return errors.New("-o uidmapping: ID mappings are not supported yet by ovl's drop-in mode (mount without uidmapping/gidmapping, or use fuse-overlayfs)")
-	}
-	if len(k.GIDMapping) > 0 {
-		return errors.New("-o gidmapping: ID mappings are not supported yet by ovl's drop-in mode (mount without uidmapping/gidmapping, or use fuse-overlayfs)")
-	}
 	if len(k.DataLowers) > 0 {
 		return fmt.Errorf("-o lowerdir=...::%s: data-only lower layers are not supported yet by ovl's drop-in mode", k.DataLowers[0])
 	}

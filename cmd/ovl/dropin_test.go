@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/internal/userns"
 	"github.com/ovl-dev/ovl/layer"
@@ -58,6 +60,11 @@ func TestDropinParse(t *testing.T) {
 		{"index and metacopy reach the backend", []string{"-o", "lowerdir=/l,upperdir=/u,workdir=/w,index=on,metacopy=on,redirect_dir=on", "/mnt"},
 			layer.Spec{Lowers: []string{"/l"}, Upper: "/u", Work: "/w", Target: "/mnt", LowerFormat: layer.OCIFormat, Options: layer.Options{Index: true, Metacopy: true, RedirectDir: true}}, false},
 		{"debug", []string{"-d", "-o", "lowerdir=/l", "/mnt"}, layer.Spec{Lowers: []string{"/l"}, Target: "/mnt", LowerFormat: layer.OCIFormat}, true},
+		// podman's ID mappings (rootless --userns=keep-id as uid 1002), in
+		// fuse-overlayfs's order, the leading ':' skipped.
+		{"ID mappings", []string{"-o", "lowerdir=/l,upperdir=/u,workdir=/w,,volatile,uidmapping=:0:1:1002:1002:0:1:1003:1003:64533,gidmapping=0:200000:65536", "/mnt"},
+			layer.Spec{Lowers: []string{"/l"}, Upper: "/u", Work: "/w", Target: "/mnt", LowerFormat: layer.OCIFormat, Options: layer.Options{Volatile: true},
+				UIDMapping: []layer.IDMapping{{Container: 0, Host: 1, Size: 1002}, {Container: 1002, Host: 0, Size: 1}, {Container: 1003, Host: 1003, Size: 64533}}, GIDMapping: []layer.IDMapping{{Container: 0, Host: 200000, Size: 65536}}}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -110,10 +117,11 @@ func TestDropinParseErrors(t *testing.T) {
 		{[]string{"-o", "lowerdir=/a::/b:/c", "/mnt"}, "data-only"},
 		{[]string{"-o", "lowerdir=/a:", "/mnt"}, "lowerdir"},
 		{[]string{"-o", "lowerdir=/a,index=maybe", "/mnt"}, "index=maybe"},
-		// podman's ID mappings: parsed, and refused until implemented.
-		{[]string{"-o", "lowerdir=/l,uidmapping=:0:1:1002:1002:0:1,gidmapping=0:1:1002", "/mnt"}, "uidmapping: ID mappings are not supported yet"},
-		{[]string{"-o", "lowerdir=/l,gidmapping=0:1:1002", "/mnt"}, "gidmapping: ID mappings are not supported yet"},
+		// podman's ID mappings: a bad one is named.
 		{[]string{"-o", "lowerdir=/l,uidmapping=0:1", "/mnt"}, "uidmapping=0:1"},
+		{[]string{"-o", "lowerdir=/l,gidmapping=0:1:x", "/mnt"}, "gidmapping=0:1:x"},
+		{[]string{"-o", "lowerdir=/l,uidmapping=0:100:10:5:200:1", "/mnt"}, "uidmapping=0:100:10:5:200:1"},
+		{[]string{"-o", "lowerdir=/l,gidmapping=0:1:0", "/mnt"}, "gidmapping=0:1:0"},
 	}
 	if realRoot {
 		cases = append(cases, struct {
@@ -150,4 +158,39 @@ func TestDropinAfterGlobalFlags(t *testing.T) {
 		t.Errorf("--debug logged nothing: %q", errOut)
 	}
 	mountUmountCLI(t, bin, nil, d[2])
+}
+
+// TestDropinIDMapping mounts as podman's mount_program does with
+// `--uidmap 0:200000:65536`: the lower's owners show through the map,
+// and a chown through the mount lands in the upper as the container's id.
+func TestDropinIDMapping(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := checkBuildOVL(t)
+	d := mountDirs(t, t.TempDir(), "l", "u", "w", "m")
+	mountTree(t, d[0], map[string]string{"f": "x"})
+	if err := os.Chown(filepath.Join(d[0], "f"), 5, 6); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CleanupMount(t, d[3])
+	opts := "lowerdir=" + d[0] + ",upperdir=" + d[1] + ",workdir=" + d[2] + ",,uidmapping=:0:200000:65536,gidmapping=0:300000:65536"
+	if _, errOut, code := checkOVL(t, bin, nil, "-o", opts, d[3]); code != 0 {
+		t.Fatalf("ovl -o %s: exit %d, %s", opts, code, errOut)
+	}
+	defer mountUmountCLI(t, bin, nil, d[3])
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(d[3], "f"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 200005 || st.Gid != 300006 {
+		t.Errorf("f (5:6 on disk) shows as %d:%d, want 200005:300006", st.Uid, st.Gid)
+	}
+	if err := os.Chown(filepath.Join(d[3], "f"), 200007, 300008); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(filepath.Join(d[1], "f"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 7 || st.Gid != 8 {
+		t.Errorf("chown 200007:300008 through the mount gave the upper copy %d:%d, want 7:8", st.Uid, st.Gid)
+	}
 }

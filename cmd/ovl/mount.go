@@ -319,7 +319,7 @@ func mountApplyKernelOptions(spec *layer.Spec, k layer.MountOptions, haveLower b
 	case len(k.DataLowers) > 0:
 		return fmt.Errorf("-o lowerdir=...::%s: data-only lower layers are not supported by ovl yet: give regular layers, separated by one ':'", k.DataLowers[0])
 	case len(k.UIDMapping) > 0 || len(k.GIDMapping) > 0:
-		return fmt.Errorf("-o uidmapping/gidmapping: ID mappings are not supported by ovl mount yet")
+		return fmt.Errorf("-o uidmapping/gidmapping: ID mappings are not supported by ovl mount yet; the drop-in mode serves them with the fuse backend: ovl -o lowerdir=...,uidmapping=...,gidmapping=... MOUNTPOINT")
 	case len(k.Other) > 0:
 		return fmt.Errorf("-o %s: ovl mount does not apply this option (it takes lowerdir, lowerdir+, upperdir, workdir, ro, rw, userxattr, volatile, index, redirect_dir, metacopy, xino, allow_other)", k.Other[0])
 	}

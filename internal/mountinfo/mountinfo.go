@@ -18,7 +18,11 @@ const Path = "/proc/self/mountinfo"
 // Entry is one line of mountinfo:
 // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS".
 type Entry struct {
+	ID         int    // the mount's id (statx STATX_MNT_ID gives a file's)
 	MountPoint string // unescaped
+	// Options are the mount's own options ("rw,nosuid,idmapped"), as
+	// opposed to the filesystem's (SuperOptions).
+	Options string
 	// FSType, Source and SuperOptions are empty on a line without the
 	// " - " separator (the kernel always writes it).
 	FSType       string
@@ -41,6 +45,10 @@ func Parse(r io.Reader) ([]Entry, error) {
 			continue
 		}
 		e := Entry{MountPoint: Unescape(fields[4])}
+		e.ID, _ = strconv.Atoi(fields[0])
+		if len(fields) > 5 {
+			e.Options = fields[5]
+		}
 		for i := 6; i+2 < len(fields); i++ {
 			if fields[i] == "-" {
 				e.FSType, e.Source = fields[i+1], Unescape(fields[i+2])

@@ -12,6 +12,7 @@ const sample = `22 1 0:21 / /proc rw,nosuid - proc proc rw
 67 66 0:46 / /tmp/a\040b/proc rw - proc proc rw
 70 27 0:45 / /mnt/x rw - tmpfs tmp\011fs rw
 71 27 0:47 / /tmp/ab rw - tmpfs tmpfs rw
+72 27 8:1 /var/l /tmp/mapped rw,relatime,idmapped - ext4 /dev/sda1 rw
 `
 
 func TestFind(t *testing.T) {
@@ -35,6 +36,19 @@ func TestFind(t *testing.T) {
 	}
 }
 
+// TestMountOptions reads each mount's id and its own options (an
+// idmapped mount says so there), apart from the filesystem's.
+func TestMountOptions(t *testing.T) {
+	entries, err := Parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := Find(entries, "/tmp/mapped")
+	if !ok || e.ID != 72 || e.Options != "rw,relatime,idmapped" || e.SuperOptions != "rw" {
+		t.Errorf("Find(/tmp/mapped) = %+v, %v; want id 72, options rw,relatime,idmapped, super options rw", e, ok)
+	}
+}
+
 func TestUnder(t *testing.T) {
 	entries, err := Parse(strings.NewReader(sample))
 	if err != nil {
@@ -47,7 +61,7 @@ func TestUnder(t *testing.T) {
 		{"/tmp/a b", []string{"/tmp/a b", "/tmp/a b", "/tmp/a b/proc"}}, // not /tmp/ab
 		{"/tmp/a", nil},
 		{"/mnt", []string{"/mnt/x"}},
-		{"/", []string{"/proc", "/tmp/a b", "/tmp/a b", "/tmp/a b/proc", "/mnt/x", "/tmp/ab"}},
+		{"/", []string{"/proc", "/tmp/a b", "/tmp/a b", "/tmp/a b/proc", "/mnt/x", "/tmp/ab", "/tmp/mapped"}},
 	}
 	for _, tt := range tests {
 		if got := Under(entries, tt.dir); !slices.Equal(got, tt.want) {
