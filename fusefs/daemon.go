@@ -28,6 +28,15 @@ const cacheTimeout = time.Hour
 // daemonProcs is the GOMAXPROCS a serving process runs with at least.
 const daemonProcs = 8
 
+// servingProcs is the GOMAXPROCS a serving process runs with at least:
+// daemonProcs, or OVL_FUSE_PROCS.
+func servingProcs() int {
+	if v, err := strconv.Atoi(os.Getenv("OVL_FUSE_PROCS")); err == nil && v > 0 {
+		return v
+	}
+	return daemonProcs
+}
+
 // maxWrite is the largest write (and read) request the kernel sends.
 const maxWrite = 1 << 20
 
@@ -78,11 +87,8 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 	// reader coming back from the syscall queues for one, which is most
 	// of a round trip's latency on a busy machine. More Ps (and so more
 	// go-fuse readers) cut it by a quarter here (measured with 2 CPUs).
-	procs := daemonProcs
-	if v, err := strconv.Atoi(os.Getenv("OVL_FUSE_PROCS")); err == nil && v > 0 {
-		procs = v
-	}
-	if runtime.GOMAXPROCS(0) < procs {
+	// (The daemon Mount starts gets them from the start: servingProcs.)
+	if procs := servingProcs(); runtime.GOMAXPROCS(0) < procs {
 		runtime.GOMAXPROCS(procs)
 	}
 	u, err := newUnionFS(spec, logger)
@@ -151,15 +157,24 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 		return fmt.Errorf("mount fuse on %s: %w", spec.Target, err)
 	}
 	go server.Serve()
-	if err := server.WaitMount(); err != nil {
+	// NewServer returns once the mount exists (mount(2) or fusermount3
+	// have returned); the kernel holds every request until the INIT
+	// reply, which Serve sends. WaitMount adds go-fuse's poll guard,
+	// which only a process that opens files in its own mount needs.
+	if !opts.alone {
+		if err := server.WaitMount(); err != nil {
+			server.Unmount()
+			return fmt.Errorf("mount fuse on %s: %w", spec.Target, err)
+		}
+	}
+	// The mount's device, from the superblock: AT_STATX_DONT_SYNC spares
+	// a GETATTR round trip.
+	var mnt unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, spec.Target, unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE, &mnt); err != nil {
 		server.Unmount()
 		return fmt.Errorf("mount fuse on %s: %w", spec.Target, err)
 	}
-	var mnt unix.Stat_t
-	if err := unix.Stat(spec.Target, &mnt); err != nil {
-		server.Unmount()
-		return fmt.Errorf("mount fuse on %s: %w", spec.Target, err)
-	}
+	mntDev := unix.Mkdev(mnt.Dev_major, mnt.Dev_minor)
 	logger.Debug("fusefs mounted", "target", spec.Target, "passthrough", u.passthrough, "writable", u.writable)
 	if opts.Ready != nil {
 		opts.Ready()
@@ -174,8 +189,8 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 		return nil
 	case <-ctx.Done():
 	}
-	if stillMounted(spec.Target, mnt.Dev) {
-		if err := backend.Unmount(spec.Target, false); err != nil && stillMounted(spec.Target, mnt.Dev) {
+	if stillMounted(spec.Target, mntDev) {
+		if err := backend.Unmount(spec.Target, false); err != nil && stillMounted(spec.Target, mntDev) {
 			logger.Warn("unmount", "target", spec.Target, "err", err)
 			<-served
 			return nil
