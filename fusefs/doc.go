@@ -124,7 +124,7 @@
 // the reply (the kernel copies it once, not in and out of the daemon).
 // As root the kernel reads ahead up to 1 MiB per READ (the mount's
 // read_ahead_kb in sysfs; the INIT reply cannot raise it past 128 KiB).
-// A listing costs one READDIRPLUS per 4 KiB of entries and the empty
+// A listing costs one READDIRPLUS per kernel buffer of entries and the empty
 // one that ends it, and one read of each layer's directory: the empty
 // read is answered from the listing the first one took, and a lower
 // copy's name index comes from that same read.
