@@ -125,7 +125,15 @@
 // sees the copy; an append goes to the file's real end, which a lower
 // file changed in its layer may have moved from where the kernel knows
 // it (its cache of the file is dropped then); a read of 64 KiB or more is spliced from the file into
-// the reply (the kernel copies it once, not in and out of the daemon). With StrictOpen and FUSE passthrough (a daemon with
+// the reply (the kernel copies it once, not in and out of the daemon).
+// As root the kernel reads ahead up to 1 MiB per READ (the mount's
+// read_ahead_kb in sysfs; the INIT reply cannot raise it past 128 KiB).
+// A listing costs one READDIRPLUS per kernel buffer of entries and the empty
+// one that ends it, and one read of each layer's directory: the empty
+// read is answered from the listing the first one took, and a lower
+// copy's name index comes from that same read.
+//
+// With StrictOpen and FUSE passthrough (a daemon with
 // CAP_SYS_ADMIN in the initial namespace, kernel 6.9+), an upper file is
 // opened with the upper file as backing and the kernel reads and writes
 // it directly; lower files are served by the daemon (with the page

@@ -41,6 +41,12 @@ type Options struct {
 	Debug bool
 	// Ready, if set, is called once the mount is live.
 	Ready func()
+
+	// alone is set in the daemon Mount starts, which never opens a
+	// file in its own mount: go-fuse's guard against the Go runtime
+	// polling such a file (a LOOKUP, OPEN, POLL, FLUSH and RELEASE
+	// before the mount is reported live) is skipped there.
+	alone bool
 }
 
 // Descriptors. The union keeps one descriptor per layer open for the

@@ -177,24 +177,54 @@ func (d *node) lowerMayHave(li int, name string) bool {
 // indexLower reads lower layer li's copy of d into a name set and records
 // it (nil: not indexed) in d.lowerNames.
 func (d *node) indexLower(li int) map[string]struct{} {
-	var names map[string]struct{}
+	var names []string
+	ok := false
 	if r, err := d.dirFd(li); err == nil {
 		entries, _, err := d.u.reader(li).ReadDir(r.fd)
 		r.release()
-		if err == nil && len(entries) <= maxIndexedNames {
-			names = make(map[string]struct{}, len(entries))
-			for _, e := range entries {
-				names[e.Name] = struct{}{}
+		if ok = err == nil; ok {
+			names = make([]string, len(entries))
+			for i, e := range entries {
+				names[i] = e.Name
 			}
 		}
 	}
+	return d.recordLower(li, names, ok, true)
+}
+
+// Names records the names a listing read in a lower copy as that
+// layer's index of d (layer.NameRecorder), so a directory listed first
+// (READDIRPLUS looks up every entry of what it lists) is not read a
+// second time to index it.
+func (s *layerStack) Names(i int, names []string) {
+	if li := s.layers[i]; !s.d.u.isUpper(li) {
+		s.d.recordLower(li, names, true, false)
+	}
+}
+
+// recordLower records names, all the names of lower layer li's copy of
+// d (ok: they could be read), as its index: nil where there are more
+// than maxIndexedNames or they could not be read. An index already
+// recorded is kept unless replace is set. It returns the index in
+// effect.
+func (d *node) recordLower(li int, names []string, ok, replace bool) map[string]struct{} {
+	var set map[string]struct{}
+	if ok && len(names) <= maxIndexedNames {
+		set = make(map[string]struct{}, len(names))
+		for _, n := range names {
+			set[n] = struct{}{}
+		}
+	}
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.lowerNames == nil {
 		d.lowerNames = make(map[int]map[string]struct{})
 	}
-	d.lowerNames[li] = names
-	d.mu.Unlock()
-	return names
+	if old, had := d.lowerNames[li]; had && !replace {
+		return old
+	}
+	d.lowerNames[li] = set
+	return set
 }
 
 // newChild turns a hit into the child Inode of d. The identity is the

@@ -165,8 +165,12 @@ func (d *node) currentListing(fresh bool) (*dirListing, syscall.Errno) {
 	return l, 0
 }
 
-// dropListing forgets l once a read has reached its end, so an idle
-// directory holds no listing (a huge one would hold megabytes).
+// dropListing forgets l once a read finds nothing left in it, so an
+// idle directory holds no listing (a huge one would hold megabytes).
+// A read that returned entries and reached the end keeps it: the kernel
+// learns of the end only from the empty read it sends next (getdents
+// reads until one returns nothing), which would otherwise merge the
+// layers again to find nothing past the last entry.
 func (d *node) dropListing(l *dirListing) {
 	d.mu.Lock()
 	if d.listing == l {
@@ -185,6 +189,8 @@ type dirHandle struct {
 	off  uint64      // where to go on from
 	l    *dirListing // nil until the first read after open or seek
 	next int         // index in l of the next entry
+	// served is set once this handle returned an entry.
+	served bool
 }
 
 var _ = (fs.NodeOpendirHandler)((*node)(nil))
@@ -207,11 +213,14 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		h.l, h.next = l, l.after(h.off)
 	}
 	if h.next >= len(h.l.ents) {
-		h.d.dropListing(h.l)
+		if !h.served {
+			h.d.dropListing(h.l)
+		}
 		return nil, 0
 	}
 	e := h.l.ents[h.next]
 	h.next++
+	h.served = true
 	h.off = e.Off
 	return &e, 0
 }

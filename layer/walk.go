@@ -50,6 +50,14 @@ type Stack interface {
 	Dir(i int) (Dir, error)
 }
 
+// NameRecorder is a Stack that wants every name List reads in a layer's
+// copy, whiteouts and markers included (to index an immutable lower
+// layer without reading the directory a second time). List calls
+// Names(i, names) once it has read copy i to its end.
+type NameRecorder interface {
+	Names(i int, names []string)
+}
+
 // Dirs is a Stack of directories already open: the copies a Lookup
 // returns for a directory, or the roots of a stack's layers.
 type Dirs []Dir
@@ -299,6 +307,7 @@ type Listed struct {
 func List(s Stack, max int, ns ...Namespace) ([]Listed, error) {
 	var out []Listed
 	index := map[string]int{} // name -> index in out; -1 for hidden by a whiteout
+	rec, _ := s.(NameRecorder)
 	n := s.Len()
 	for i := 0; i < n; i++ {
 		d, err := s.Dir(i)
@@ -306,6 +315,10 @@ func List(s Stack, max int, ns ...Namespace) ([]Listed, error) {
 			return nil, err
 		}
 		r := Reader{Format: d.Format, NS: ns}
+		var names []string
+		if rec != nil {
+			names = []string{}
+		}
 		fd, err := unix.Openat(d.Fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if d.Owned {
 			unix.Close(d.Fd)
@@ -318,7 +331,11 @@ func List(s Stack, max int, ns ...Namespace) ([]Listed, error) {
 			unix.Close(fd)
 			return nil, err
 		}
+		complete := true
 		err = readDirents(fd, func(e dirent) bool {
+			if names != nil {
+				names = append(names, e.name)
+			}
 			mode := dtToMode(e.typ)
 			var st *unix.Stat_t
 			if mode == 0 || mode == unix.S_IFCHR || (d.Opacity == HasXattrWhiteouts && mode == unix.S_IFREG) {
@@ -346,11 +363,15 @@ func List(s Stack, max int, ns ...Namespace) ([]Listed, error) {
 			}
 			index[e.name] = len(out)
 			out = append(out, Listed{Name: e.name, Mode: mode, Ino: e.ino, Dev: dst.Dev, Layer: i})
-			return max <= 0 || len(out) < max
+			complete = max <= 0 || len(out) < max
+			return complete
 		})
 		unix.Close(fd)
 		if err != nil {
 			return nil, err
+		}
+		if names != nil && complete {
+			rec.Names(i, names)
 		}
 		if (max > 0 && len(out) >= max) || d.Opacity == OpaqueDir {
 			break
