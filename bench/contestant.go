@@ -45,6 +45,9 @@ type Contestant struct {
 	Unavailable error
 	// Note is a remark for the report, e.g. how a knob is set.
 	Note string
+	// FUSE marks contestants served by a FUSE daemon, whose requests
+	// --requests counts.
+	FUSE bool
 	// Env is added to the ovl binary's environment in the user-facing
 	// workloads (e.g. a backend knob).
 	Env []string

@@ -202,7 +202,29 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintln(w, "  "+l)
 		}
 	}
+	if s := r.RequestLines(); len(s) > 0 {
+		fmt.Fprintln(w, "\nFUSE requests of one more repetition (total: by operation):")
+		for _, l := range s {
+			fmt.Fprintln(w, "  "+l)
+		}
+	}
 	return nil
+}
+
+// RequestLines lists, per workload and FUSE contestant, the requests
+// counted with --requests, or why they are missing.
+func (r *Report) RequestLines() []string {
+	var out []string
+	for i := range r.Results {
+		res := &r.Results[i]
+		switch {
+		case res.Requests != nil:
+			out = append(out, fmt.Sprintf("%s, %s: %s", res.Workload, res.Contestant, FormatRequests(res.Requests)))
+		case res.RequestsErr != "":
+			out = append(out, fmt.Sprintf("%s, %s: not counted: %s", res.Workload, res.Contestant, res.RequestsErr))
+		}
+	}
+	return out
 }
 
 // WriteJSON writes the whole report as indented JSON.
@@ -283,6 +305,13 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	if s := r.SlowerThanPeers(); len(s) > 0 {
 		fmt.Fprintln(w, "\nWhere ovl is slower than a peer in this run:")
+		fmt.Fprintln(w)
+		for _, l := range s {
+			fmt.Fprintln(w, "- "+l)
+		}
+	}
+	if s := r.RequestLines(); len(s) > 0 {
+		fmt.Fprintln(w, "\nFUSE requests of one more repetition, counted with the kernel's fuse_request_send tracepoint (total: by operation):")
 		fmt.Fprintln(w)
 		for _, l := range s {
 			fmt.Fprintln(w, "- "+l)

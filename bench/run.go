@@ -30,6 +30,10 @@ type Result struct {
 	Err        string          `json:"error,omitempty"`
 	Samples    []time.Duration `json:"samples_ns,omitempty"`
 	Summary    Summary         `json:"summary"`
+	// Requests are the FUSE requests of one extra repetition, by
+	// operation (--requests), and RequestsErr why they are missing.
+	Requests    map[string]int64 `json:"requests,omitempty"`
+	RequestsErr string           `json:"requests_error,omitempty"`
 }
 
 // RunOptions say how many times each workload runs.
@@ -155,6 +159,23 @@ func Run(ctx context.Context, e *Env, ws []Workload, cs []*Contestant, opt RunOp
 		for i := range res {
 			if res[i].Status == StatusOK {
 				res[i].Summary = Summarize(res[i].Samples)
+			}
+		}
+		if e.Requests != nil && !w.NoCount {
+			for _, i := range live {
+				if res[i].Status != StatusOK || !cs[i].FUSE {
+					continue
+				}
+				counts, err := e.countedRep(ctx, w, cs[i], len(res[i].Samples))
+				if ctx.Err() != nil {
+					return append(all, res...), ctx.Err()
+				}
+				if err != nil {
+					res[i].RequestsErr = err.Error()
+					progress("  %s: no request counts: %v", cs[i].Name, err)
+					continue
+				}
+				res[i].Requests = counts
 			}
 		}
 		progress("  done in %v", time.Since(t0).Round(100*time.Millisecond))
