@@ -48,6 +48,9 @@ type Contestant struct {
 	// FUSE marks contestants served by a FUSE daemon, whose requests
 	// --requests counts.
 	FUSE bool
+	// Podman says how podman's overlay storage mounts with this
+	// contestant in the podman workloads (podman.go); "" when it cannot.
+	Podman string
 	// Env is added to the ovl binary's environment in the user-facing
 	// workloads (e.g. a backend knob).
 	Env []string

@@ -13,7 +13,9 @@ import (
 // the backend.Backend interface: native, fuse (passthrough as fusefs
 // decides, and forced off) and copy.
 func OvlContestants() []*Contestant {
-	cs := []*Contestant{ovlContestant("ovl native", native.New())}
+	nat := ovlContestant("ovl native", native.New())
+	nat.Podman = podmanOvl
+	cs := []*Contestant{nat}
 	cs = append(cs, fuseContestants()...)
 	return append(cs, ovlContestant("ovl copy", copyback.New()))
 }

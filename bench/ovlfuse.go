@@ -14,6 +14,7 @@ import (
 func fuseContestants() []*Contestant {
 	def := ovlContestant("ovl fuse", fusefs.NewBackend())
 	def.FUSE = true
+	def.Podman = podmanOvl
 	def.Note = "default: no OPEN round trips, copy-up at a file's first change"
 	strict := ovlContestant("ovl fuse strict-open", fusefs.NewBackend())
 	strict.Note = "copy-up at open as the kernel (" + fusefs.EnvStrictOpen + "=1): a round trip per open; FUSE passthrough where the daemon is privileged (root, kernel 6.9+)"

@@ -34,12 +34,12 @@ type LookPath func(name string) (string, error)
 // naming the Debian package to install. root says whether the caller may
 // mount; without it every mounting peer is unavailable.
 func Peers(lookPath LookPath, root bool) []*Contestant {
-	kernel := &Contestant{Name: PeerKernel, Peer: true, mount: mountKernel}
+	kernel := &Contestant{Name: PeerKernel, Peer: true, Podman: podmanKernel, mount: mountKernel}
 	if !root {
 		kernel.Unavailable = errors.New("mounting overlayfs with mount(2) needs root")
 	}
 
-	fo := &Contestant{Name: PeerFuseOverlayfs, Peer: true, FUSE: true}
+	fo := &Contestant{Name: PeerFuseOverlayfs, Peer: true, FUSE: true, Podman: podmanFuseOverlayfs}
 	if p, err := lookPath("fuse-overlayfs"); err != nil {
 		fo.Unavailable = fmt.Errorf("fuse-overlayfs %w (Debian package %s)", ErrMissing, debianFuseOverlay)
 	} else {

@@ -35,6 +35,9 @@ type Workload struct {
 	// mount, a new file): a warm-up would only cost time. The lower tree
 	// is in the page cache from the phases before.
 	NoWarmup bool
+	// Podman workloads run podman; they take contestants that can be
+	// podman's storage (Contestant.Podman).
+	Podman bool
 	// NoCount workloads are left out of --requests: their FUSE mounts are
 	// not the bench's own (podman's mount program makes them).
 	NoCount bool
@@ -44,6 +47,9 @@ type Workload struct {
 
 // Applies reports whether c takes part in w.
 func (w *Workload) Applies(c *Contestant) bool {
+	if w.Podman {
+		return c.Podman != ""
+	}
 	if c.SnapshotOnly {
 		return w.Snapshot
 	}
@@ -248,7 +254,7 @@ func Workloads(f *Fixture, fio bool) []Workload {
 		{Name: "!Container child build", Phase: "user", OvlOnly: true, Snapshot: true, NoWarmup: true,
 			About: "build a one-step child of the built base (cp -a: copy the parent, run the step)",
 			Rep:   repChildBuild},
-	}, ciWorkloads()...)
+	}, append(ciWorkloads(), podmanWorkloads(f)...)...)
 }
 
 // firstPass times what a container pays when it starts: work on a fresh
