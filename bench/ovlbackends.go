@@ -13,9 +13,7 @@ import (
 // the backend.Backend interface: native, fuse (passthrough as fusefs
 // decides, and forced off) and copy.
 func OvlContestants() []*Contestant {
-	nat := ovlContestant("ovl native", native.New())
-	nat.Podman = podmanOvl
-	cs := []*Contestant{nat}
+	cs := []*Contestant{ovlContestant("ovl native", native.New())}
 	cs = append(cs, fuseContestants()...)
 	return append(cs, ovlContestant("ovl copy", copyback.New()))
 }

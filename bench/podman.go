@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +19,7 @@ import (
 // The podman workloads time what a container engine pays with each way
 // of mounting its layers: Debian's podman, rootful, with overlay storage
 // mounted by the kernel's overlay driver, or by a mount_program
-// (fuse-overlayfs, or ovl forced to one backend). Each contestant gets a
+// (fuse-overlayfs, or ovl, whose drop-in mode is its FUSE backend). Each contestant gets a
 // podman of its own (containers.conf, storage.conf and storage under the
 // scratch directory; runc, since crun refuses this machine's hybrid
 // cgroups; no network namespace; ulimits that need no
@@ -40,7 +41,7 @@ const podmanImage = "localhost/ovl-bench"
 const (
 	podmanKernel        = "kernel"         // podman's own overlay driver
 	podmanFuseOverlayfs = "fuse-overlayfs" // mount_program = fuse-overlayfs
-	podmanOvl           = "ovl"            // mount_program = ovl with OVL_BACKEND=Contestant.Backend
+	podmanOvl           = "ovl"            // mount_program = ovl (its drop-in mode: the FUSE backend)
 )
 
 // podmanWorkloads are the container engine's rows. Each podman run is a
@@ -66,21 +67,54 @@ func podmanWorkloads(f *Fixture) []Workload {
 			About: "cat of every file under /data in a container, container start included",
 			Rep:   run("sh", "-c", "find /data -type f -exec cat {} + >/dev/null")},
 		{Name: "podman build, 5 steps", Phase: "podman", Podman: true, NoCount: true, NoWarmup: true,
-			About: "podman build --no-cache of 5 RUN steps on the image (copy-up by append, rm -rf of a lower subtree, find); podman diffs each step",
+			About: "podman build --no-cache of 5 RUN steps on the image (appends to lower files, rm -rf of a lower directory, find); podman commits each step",
 			Rep:   repPodmanBuild},
 	}
 }
 
 // podmanContainerfile is the build: every step a layer podman commits.
-func podmanContainerfile(f *Fixture) string {
+// rm names the lower directory its third step removes.
+func podmanContainerfile(f *Fixture, rm string) string {
 	appends := min(500, f.Config.AppendFiles)
 	return fmt.Sprintf(`FROM %s
 RUN mkdir /app && echo one > /app/1
 RUN find /data -type f | head -n %d | while read f; do echo x >> "$f"; done
-RUN rm -rf /data/%s
+RUN rm -rf '/data/%s'
 RUN find / -xdev | wc -l > /app/count
 RUN cat /app/count && echo done > /app/done
-`, podmanImage, appends, f.RmSubtree)
+`, podmanImage, appends, rm)
+}
+
+// subtreeNear returns the directory of tree (relative, two levels deep
+// at most) whose file count is closest to n: what the build removes, a
+// fixed share of the tree rather than its largest part.
+func subtreeNear(tree string, n int) (string, error) {
+	counts := map[string]int{}
+	err := filepath.WalkDir(tree, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(tree, p)
+		parts := strings.Split(rel, "/")
+		for i := 1; i < len(parts) && i <= 2; i++ {
+			counts[strings.Join(parts[:i], "/")]++
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	best, bestDiff := "", -1
+	for dir, c := range counts {
+		diff := max(c-n, n-c)
+		if bestDiff < 0 || diff < bestDiff || (diff == bestDiff && dir < best) {
+			best, bestDiff = dir, diff
+		}
+	}
+	if best == "" {
+		return "", fmt.Errorf("tree %s has no subdirectory with files for the podman build to remove", tree)
+	}
+	return best, nil
 }
 
 func repPodmanBuild(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error) {
@@ -88,8 +122,12 @@ func repPodmanBuild(ctx context.Context, e *Env, c *Contestant, rep int) (time.D
 	if err != nil {
 		return 0, err
 	}
+	rm, err := subtreeNear(e.Fix.Tree, e.Fix.Config.AppendFiles/2)
+	if err != nil {
+		return 0, err
+	}
 	cf := filepath.Join(p.dir, "Containerfile")
-	if err := os.WriteFile(cf, []byte(podmanContainerfile(e.Fix)), 0o644); err != nil {
+	if err := os.WriteFile(cf, []byte(podmanContainerfile(e.Fix, rm)), 0o644); err != nil {
 		return 0, err
 	}
 	tag := podmanImage + "-built"
@@ -155,14 +193,9 @@ func (e *Env) podman(ctx context.Context, c *Contestant) (*podmanHome, error) {
 		return nil, err
 	}
 	if c.Podman == podmanOvl {
-		// podman runs the mount program with its own environment: a
-		// wrapper forces the backend.
-		prog = filepath.Join(d, "mount-program")
-		env := strings.Join(append([]string{"OVL_BACKEND=" + c.Backend}, c.Env...), " ")
-		script := fmt.Sprintf("#!/bin/sh\n%s exec '%s' \"$@\"\n", env, e.Ovl)
-		if err := os.WriteFile(prog, []byte(script), 0o755); err != nil {
-			return nil, err
-		}
+		// ovl run as a mount program is its drop-in mode, which is
+		// always the FUSE backend.
+		prog = e.Ovl
 	}
 	p, err := newPodmanHome(c.Name, d, prog)
 	if err != nil {
