@@ -45,6 +45,9 @@ type Contestant struct {
 	Unavailable error
 	// Note is a remark for the report, e.g. how a knob is set.
 	Note string
+	// Copy marks an ovl backend that copies the tree instead of
+	// mounting it (ovl copy).
+	Copy bool
 	// FUSE marks contestants served by a FUSE daemon, whose requests
 	// --requests counts.
 	FUSE bool

@@ -42,7 +42,7 @@ type Options struct {
 // where the command line already has a global --json bound to o.JSON.
 func (o *Options) AddFlags(fs *pflag.FlagSet, withJSON bool) {
 	fs.StringVar(&o.Tree, "tree", "/usr/local/go", "the lower tree the workloads run over (copied once into the work directory)")
-	fs.BoolVar(&o.Quick, "quick", false, "part of the tree (1,200 files up to 256 KiB), a 64 MiB file, 3 repetitions: under 2 minutes")
+	fs.BoolVar(&o.Quick, "quick", false, "part of the tree (1,200 files up to 256 KiB), a 64 MiB file, 3 repetitions: about 5 minutes")
 	fs.StringVar(&o.Workdir, "workdir", DefaultWorkdir(), "where the fixture, the mounts and the results go (a real disk, not tmpfs)")
 	fs.StringVar(&o.Out, "out", "", "directory for report.{json,csv,md,svg} (default WORKDIR/results)")
 	fs.StringVar(&o.Ovl, "ovl", o.Ovl, "the ovl binary for the user-facing workloads (run, build)")

@@ -15,7 +15,7 @@ import (
 )
 
 // FUSE request counts (--requests) come from the kernel's own
-// fuse:fuse_request_send tracepoint (Linux 6.15+), read through a tracing
+// fuse:fuse_request_send tracepoint (recent kernels; 6.18 has it), read through a tracing
 // instance of the bench's own, so neither daemon needs a hook and both
 // FUSE contestants are counted the same way. The event carries the
 // connection (the mount's device number), so requests to other FUSE
@@ -38,7 +38,7 @@ func newReqTracer() (*reqTracer, error) {
 		}
 	}
 	if _, err := os.Stat(filepath.Join(tracefs, "events", "fuse", "fuse_request_send")); err != nil {
-		return nil, errors.New("this kernel has no fuse:fuse_request_send tracepoint (Linux 6.15+): no FUSE request counts")
+		return nil, errors.New("this kernel has no fuse:fuse_request_send tracepoint (a recent kernel's): no FUSE request counts")
 	}
 	dir := filepath.Join(tracefs, "instances", fmt.Sprintf("ovl-bench-%d", os.Getpid()))
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {

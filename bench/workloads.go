@@ -35,6 +35,10 @@ type Workload struct {
 	// mount, a new file): a warm-up would only cost time. The lower tree
 	// is in the page cache from the phases before.
 	NoWarmup bool
+	// NoCopy workloads leave out contestants that copy instead of
+	// mounting (ovl copy): a first pass over a fresh copy measures nothing
+	// a mount's cold caches would.
+	NoCopy bool
 	// Podman workloads run podman; they take contestants that can be
 	// podman's storage (Contestant.Podman).
 	Podman bool
@@ -52,6 +56,9 @@ func (w *Workload) Applies(c *Contestant) bool {
 	}
 	if c.SnapshotOnly {
 		return w.Snapshot
+	}
+	if w.NoCopy && c.Copy {
+		return false
 	}
 	return !(w.OvlOnly && c.Peer)
 }
@@ -101,14 +108,14 @@ func Workloads(f *Fixture, fio bool) []Workload {
 				}
 				return took, release()
 			}},
-		{Name: "find+stat, first pass", Phase: "first", NoWarmup: true,
+		{Name: "find+stat, first pass", Phase: "first", NoWarmup: true, NoCopy: true,
 			About: "find -printf %s over the tree on a fresh mount: the host's page cache warm, the mount's caches cold",
 			Rep: func(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error) {
 				return e.firstPass(ctx, c, func(dir string) (time.Duration, error) {
 					return timeCmd(ctx, dir, nil, "find", ".", "-printf", "%s\n")
 				})
 			}},
-		{Name: "read every file, first pass", Phase: "first", NoWarmup: true,
+		{Name: "read every file, first pass", Phase: "first", NoWarmup: true, NoCopy: true,
 			About: "open, read to the end and close every file on a fresh mount: the host's page cache warm, the mount's caches cold",
 			Rep: func(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error) {
 				return e.firstPass(ctx, c, func(dir string) (time.Duration, error) {
