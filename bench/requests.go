@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -87,8 +88,14 @@ func (t *reqTracer) Stop(conns map[uint64]bool) (map[string]int64, error) {
 		return nil, err
 	}
 	defer fh.Close()
+	return countRequests(fh, conns)
+}
+
+// countRequests reads a trace's text and counts the fuse_request_send
+// events of the connections conns by operation.
+func countRequests(r io.Reader, conns map[uint64]bool) (map[string]int64, error) {
 	counts := map[string]int64{}
-	sc := bufio.NewScanner(fh)
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		m := traceLine.FindStringSubmatch(sc.Text())
 		if m == nil {
