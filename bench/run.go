@@ -161,7 +161,9 @@ func Run(ctx context.Context, e *Env, ws []Workload, cs []*Contestant, opt RunOp
 				res[i].Summary = Summarize(res[i].Samples)
 			}
 		}
-		if e.Requests != nil && !w.NoCount {
+		// The user-facing workloads mount through the ovl binary: the
+		// bench does not see their mounts to count.
+		if e.Requests != nil && !w.NoCount && !w.OvlOnly {
 			for _, i := range live {
 				if res[i].Status != StatusOK || !cs[i].FUSE {
 					continue
