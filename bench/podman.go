@@ -14,17 +14,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/internal/mountinfo"
+	"github.com/ovl-dev/ovl/internal/podmantest"
 )
 
 // The podman workloads time what a container engine pays with each way
 // of mounting its layers: Debian's podman, rootful, with overlay storage
 // mounted by the kernel's overlay driver, or by a mount_program
-// (fuse-overlayfs, or ovl, whose drop-in mode is its FUSE backend). Each contestant gets a
-// podman of its own (containers.conf, storage.conf and storage under the
-// scratch directory; runc, since crun refuses this machine's hybrid
-// cgroups; no network namespace; ulimits that need no
-// CAP_SYS_RESOURCE), with the fixture's container root imported as the
-// image, untimed. Every podman command is bounded by podmanTimeout.
+// (fuse-overlayfs, or ovl, whose drop-in mode is its FUSE backend). Each
+// contestant gets a podman of its own under the scratch directory, set up
+// by internal/podmantest, with the fixture's container root imported as
+// the image, untimed. Every podman command is bounded in time.
 
 // podmanTimeout bounds every podman command: a hung mount program fails
 // the workload instead of hanging the bench. podmanBuildTimeout bounds a
@@ -34,10 +33,6 @@ const (
 	podmanTimeout      = 3 * time.Minute
 	podmanBuildTimeout = 10 * time.Minute
 )
-
-// podmanMaxDir is the longest podman directory whose conmon sockets fit
-// (measured: 44 characters work, 50 do not).
-const podmanMaxDir = 44
 
 // podmanImage is the image the fixture's root is imported as.
 const podmanImage = "localhost/ovl-bench"
@@ -191,8 +186,8 @@ func (e *Env) podman(ctx context.Context, c *Contestant) (*podmanHome, error) {
 	// podman then waits out a 20 s timeout at every container's exit.
 	e.seq++
 	d := filepath.Join(e.scratch, fmt.Sprintf("pm%d", e.seq))
-	if len(d) > podmanMaxDir {
-		return nil, fmt.Errorf("podman's directory %s is longer than %d characters, which makes conmon's socket paths too long: give a shorter --workdir", d, podmanMaxDir)
+	if len(d) > podmantest.MaxDir {
+		return nil, fmt.Errorf("podman's directory %s is longer than %d characters, which makes conmon's socket paths too long: give a shorter --workdir", d, podmantest.MaxDir)
 	}
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return nil, err
@@ -214,41 +209,14 @@ func (e *Env) podman(ctx context.Context, c *Contestant) (*podmanHome, error) {
 	return p, nil
 }
 
-// newPodmanHome writes podman's configuration under dir; mountProgram ""
-// is the kernel's overlay driver.
+// newPodmanHome sets podman up under dir; mountProgram "" is the
+// kernel's overlay driver.
 func newPodmanHome(name, dir, mountProgram string) (*podmanHome, error) {
-	storage := fmt.Sprintf("[storage]\ndriver = \"overlay\"\nrunroot = %q\ngraphroot = %q\n",
-		filepath.Join(dir, "run"), filepath.Join(dir, "root"))
-	if mountProgram != "" {
-		storage += fmt.Sprintf("[storage.options.overlay]\nmount_program = %q\n", mountProgram)
+	env, err := podmantest.WriteConfig(dir, mountProgram)
+	if err != nil {
+		return nil, err
 	}
-	conf := fmt.Sprintf(`[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-netns = "none"
-log_driver = "k8s-file"
-[engine]
-cgroup_manager = "cgroupfs"
-runtime = "runc"
-events_logger = "file"
-tmp_dir = %q
-static_dir = %q
-volume_path = %q
-`, filepath.Join(dir, "tmp"), filepath.Join(dir, "root", "libpod"), filepath.Join(dir, "volumes"))
-	for f, text := range map[string]string{
-		"storage.conf":    storage,
-		"containers.conf": conf,
-		"registries.conf": "unqualified-search-registries = []\n",
-	} {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte(text), 0o644); err != nil {
-			return nil, err
-		}
-	}
-	return &podmanHome{name: name, dir: dir, env: append(os.Environ(),
-		"CONTAINERS_CONF="+filepath.Join(dir, "containers.conf"),
-		"CONTAINERS_STORAGE_CONF="+filepath.Join(dir, "storage.conf"),
-		"CONTAINERS_REGISTRIES_CONF="+filepath.Join(dir, "registries.conf"),
-		"TMPDIR="+dir,
-	)}, nil
+	return &podmanHome{name: name, dir: dir, env: append(os.Environ(), env...)}, nil
 }
 
 // run runs podman with args, bounded by podmanTimeout, and returns its
