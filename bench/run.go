@@ -107,7 +107,7 @@ func Run(ctx context.Context, e *Env, ws []Workload, cs []*Contestant, opt RunOp
 				}
 				if _, err := w.Rep(ctx, e, cs[i], -1-r); err != nil {
 					if ctx.Err() != nil {
-						return append(all, res...), ctx.Err()
+						return append(all, interrupted(res)...), ctx.Err()
 					}
 					res[i].Status, res[i].Err = StatusUnavailable, err.Error()
 					progress("  %s: unavailable: %v", cs[i].Name, err)
@@ -133,7 +133,7 @@ func Run(ctx context.Context, e *Env, ws []Workload, cs []*Contestant, opt RunOp
 				wall := time.Since(t0)
 				if err != nil {
 					if ctx.Err() != nil {
-						return append(all, res...), ctx.Err()
+						return append(all, interrupted(res)...), ctx.Err()
 					}
 					if firstFails {
 						res[i].Status, res[i].Err = StatusUnavailable, err.Error()
@@ -170,7 +170,7 @@ func Run(ctx context.Context, e *Env, ws []Workload, cs []*Contestant, opt RunOp
 				}
 				counts, err := e.countedRep(ctx, w, cs[i], len(res[i].Samples))
 				if ctx.Err() != nil {
-					return append(all, res...), ctx.Err()
+					return append(all, interrupted(res)...), ctx.Err()
 				}
 				if err != nil {
 					res[i].RequestsErr = err.Error()
@@ -194,4 +194,20 @@ func rotate(idx []int, r int) []int {
 	}
 	k := r % len(idx)
 	return append(append([]int(nil), idx[k:]...), idx[:k]...)
+}
+
+// interrupted marks the results of a workload cut short by the end of
+// the context: what has samples is summarized, the rest failed.
+func interrupted(res []Result) []Result {
+	for i := range res {
+		if res[i].Status != StatusOK {
+			continue
+		}
+		if len(res[i].Samples) == 0 {
+			res[i].Status, res[i].Err = StatusFailed, "interrupted before a repetition ended"
+			continue
+		}
+		res[i].Summary = Summarize(res[i].Samples)
+	}
+	return res
 }
