@@ -87,8 +87,11 @@ func (e *Env) mountFresh(ctx context.Context, c *Contestant, lowers []string) (M
 		os.RemoveAll(d)
 		return nil, 0, nil, err
 	}
-	e.countMount(c, m)
+	conn := e.countMount(c, m)
 	release := e.Jan.Add("unmount "+s.Target, func() error {
+		if conn != 0 && e.counting != nil {
+			e.Requests.Released(conn)
+		}
 		t0 := time.Now()
 		defer func() {
 			if d := time.Since(t0); d > 2*time.Second && e.Logf != nil {
@@ -109,14 +112,20 @@ func (e *Env) mountFresh(ctx context.Context, c *Contestant, lowers []string) (M
 }
 
 // countMount adds m's FUSE connection to the ones whose requests are
-// counted, when a counted repetition runs.
-func (e *Env) countMount(c *Contestant, m Mounted) {
+// counted, when a counted repetition runs, and returns it (0 otherwise).
+func (e *Env) countMount(c *Contestant, m Mounted) uint64 {
 	if e.counting == nil || !c.FUSE {
-		return
+		return 0
 	}
-	if conn, err := fuseConnection(m.Dir()); err == nil {
+	conn, err := fuseConnection(m.Dir())
+	if err != nil {
+		return 0
+	}
+	if !e.counting[conn] {
 		e.counting[conn] = true
+		e.Requests.Mounted(conn)
 	}
+	return conn
 }
 
 // countedRep runs one repetition of w for c with its FUSE requests

@@ -71,7 +71,23 @@ func (t *reqTracer) Start() error {
 	return t.write("events/fuse/fuse_request_send/enable", "1")
 }
 
-var traceLine = regexp.MustCompile(`fuse_request_send: connection (\d+) req \d+ opcode \d+ \(FUSE_(\w+)\)`)
+var (
+	traceLine = regexp.MustCompile(`fuse_request_send: connection (\d+) req \d+ opcode \d+ \(FUSE_(\w+)\)`)
+	markLine  = regexp.MustCompile(`tracing_mark_write: ovl-bench (mounted|released) (\d+)`)
+)
+
+// Mounted and Released mark in the trace that a mount of the bench's
+// has connection conn, and that the bench unmounts it. A device number
+// is reused as soon as it is free, so requests to conn count only from
+// the INIT before the Mounted mark to the Released mark: what another
+// FUSE mount on the machine sends with the same number, before or after,
+// is left out.
+func (t *reqTracer) Mounted(conn uint64)  { t.mark("mounted", conn) }
+func (t *reqTracer) Released(conn uint64) { t.mark("released", conn) }
+
+func (t *reqTracer) mark(what string, conn uint64) {
+	t.write("trace_marker", fmt.Sprintf("ovl-bench %s %d", what, conn))
+}
 
 // Stop stops recording and returns the requests sent to the connections
 // conns, by operation. It fails when the buffer overflowed, since the
@@ -92,18 +108,40 @@ func (t *reqTracer) Stop(conns map[uint64]bool) (map[string]int64, error) {
 }
 
 // countRequests reads a trace's text and counts the fuse_request_send
-// events of the connections conns by operation.
+// events of the connections conns by operation, each from the INIT
+// before its Mounted mark (or from the mark, for a mount older than the
+// trace) to its Released mark.
 func countRequests(r io.Reader, conns map[uint64]bool) (map[string]int64, error) {
 	counts := map[string]int64{}
+	pending := map[uint64]map[string]int64{} // since the last INIT, before the Mounted mark
+	state := map[uint64]string{}             // "", "mounted" or "released"
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
-		m := traceLine.FindStringSubmatch(sc.Text())
+		line := sc.Text()
+		if m := markLine.FindStringSubmatch(line); m != nil {
+			c, _ := strconv.ParseUint(m[2], 10, 64)
+			if m[1] == "mounted" && state[c] == "" {
+				for op, n := range pending[c] {
+					counts[op] += n
+				}
+				delete(pending, c)
+			}
+			state[c] = m[1]
+			continue
+		}
+		m := traceLine.FindStringSubmatch(line)
 		if m == nil {
 			continue
 		}
 		c, _ := strconv.ParseUint(m[1], 10, 64)
-		if conns[c] {
+		switch {
+		case !conns[c] || state[c] == "released":
+		case state[c] == "mounted":
 			counts[m[2]]++
+		case m[2] == "INIT":
+			pending[c] = map[string]int64{"INIT": 1}
+		case pending[c] != nil:
+			pending[c][m[2]]++
 		}
 	}
 	return counts, sc.Err()
