@@ -32,7 +32,8 @@ type Result struct {
 	Summary    Summary         `json:"summary"`
 	// Requests are the FUSE requests of one extra repetition, by
 	// operation (--requests), and RequestsErr why they are missing.
-	Requests    map[string]int64 `json:"requests,omitempty"`
+	// (No omitempty: {} is a count of none, null no count.)
+	Requests    map[string]int64 `json:"requests"`
 	RequestsErr string           `json:"requests_error,omitempty"`
 }
 
