@@ -45,6 +45,15 @@ type Contestant struct {
 	Unavailable error
 	// Note is a remark for the report, e.g. how a knob is set.
 	Note string
+	// Copy marks an ovl backend that copies the tree instead of
+	// mounting it (ovl copy).
+	Copy bool
+	// FUSE marks contestants served by a FUSE daemon, whose requests
+	// --requests counts.
+	FUSE bool
+	// Podman says how podman's overlay storage mounts with this
+	// contestant in the podman workloads (podman.go); "" when it cannot.
+	Podman string
 	// Env is added to the ovl binary's environment in the user-facing
 	// workloads (e.g. a backend knob).
 	Env []string

@@ -30,6 +30,11 @@ type Env struct {
 	seq     int
 	kept    map[keptKey]keptMount
 	verbs   map[string]verbInfo
+	// Requests, when set, counts the FUSE requests of one extra
+	// repetition per workload and FUSE contestant (--requests); counting
+	// holds the connections of the mounts that repetition used.
+	Requests *reqTracer
+	counting map[uint64]bool
 	// The CI workloads' registry (cicache.go) and the caches filled.
 	regAddr  string
 	regErr   error
@@ -82,7 +87,11 @@ func (e *Env) mountFresh(ctx context.Context, c *Contestant, lowers []string) (M
 		os.RemoveAll(d)
 		return nil, 0, nil, err
 	}
+	conn := e.countMount(c, m)
 	release := e.Jan.Add("unmount "+s.Target, func() error {
+		if conn != 0 && e.counting != nil {
+			e.Requests.Released(conn)
+		}
 		t0 := time.Now()
 		defer func() {
 			if d := time.Since(t0); d > 2*time.Second && e.Logf != nil {
@@ -102,6 +111,42 @@ func (e *Env) mountFresh(ctx context.Context, c *Contestant, lowers []string) (M
 	return m, took, release, nil
 }
 
+// countMount adds m's FUSE connection to the ones whose requests are
+// counted, when a counted repetition runs, and returns it (0 otherwise).
+func (e *Env) countMount(c *Contestant, m Mounted) uint64 {
+	if e.counting == nil || !c.FUSE {
+		return 0
+	}
+	conn, err := fuseConnection(m.Dir())
+	if err != nil {
+		return 0
+	}
+	if !e.counting[conn] {
+		e.counting[conn] = true
+		e.Requests.Mounted(conn)
+	}
+	return conn
+}
+
+// countedRep runs one repetition of w for c with its FUSE requests
+// recorded, and returns them by operation.
+func (e *Env) countedRep(ctx context.Context, w *Workload, c *Contestant, rep int) (map[string]int64, error) {
+	if err := e.Requests.Start(); err != nil {
+		return nil, err
+	}
+	e.counting = map[uint64]bool{}
+	defer func() { e.counting = nil }()
+	_, err := w.Rep(ctx, e, c, rep)
+	counts, serr := e.Requests.Stop(e.counting)
+	if err != nil {
+		return nil, err
+	}
+	if serr == nil && len(e.counting) == 0 {
+		serr = errors.New("the repetition made no FUSE mount of this contestant")
+	}
+	return counts, serr
+}
+
 // removeAll removes d, making read-only directories (a copied layer may
 // have them) writable first.
 func removeAll(d string) error {
@@ -117,6 +162,7 @@ func removeAll(d string) error {
 func (e *Env) keptMount(ctx context.Context, c *Contestant, kind string, lowers []string) (Mounted, error) {
 	k := keptKey{c, kind}
 	if km, ok := e.kept[k]; ok {
+		e.countMount(c, km.m)
 		return km.m, nil
 	}
 	m, _, release, err := e.mountFresh(ctx, c, lowers)

@@ -15,7 +15,9 @@ import (
 func OvlContestants() []*Contestant {
 	cs := []*Contestant{ovlContestant("ovl native", native.New())}
 	cs = append(cs, fuseContestants()...)
-	return append(cs, ovlContestant("ovl copy", copyback.New()))
+	cp := ovlContestant("ovl copy", copyback.New())
+	cp.Copy = true
+	return append(cs, cp)
 }
 
 func ovlContestant(name string, b backend.Backend) *Contestant {

@@ -13,9 +13,12 @@ import (
 // does, which costs a round trip per open and buys FUSE passthrough).
 func fuseContestants() []*Contestant {
 	def := ovlContestant("ovl fuse", fusefs.NewBackend())
+	def.FUSE = true
+	def.Podman = podmanOvl
 	def.Note = "default: no OPEN round trips, copy-up at a file's first change"
 	strict := ovlContestant("ovl fuse strict-open", fusefs.NewBackend())
 	strict.Note = "copy-up at open as the kernel (" + fusefs.EnvStrictOpen + "=1): a round trip per open; FUSE passthrough where the daemon is privileged (root, kernel 6.9+)"
+	strict.FUSE = true
 	strict.Env = []string{fusefs.EnvStrictOpen + "=1"}
 	mount := strict.mount
 	strict.mount = func(ctx context.Context, s Stack) (Mounted, error) {

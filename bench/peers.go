@@ -34,19 +34,19 @@ type LookPath func(name string) (string, error)
 // naming the Debian package to install. root says whether the caller may
 // mount; without it every mounting peer is unavailable.
 func Peers(lookPath LookPath, root bool) []*Contestant {
-	kernel := &Contestant{Name: PeerKernel, Peer: true, mount: mountKernel}
+	kernel := &Contestant{Name: PeerKernel, Peer: true, Podman: podmanKernel, mount: mountKernel}
 	if !root {
 		kernel.Unavailable = errors.New("mounting overlayfs with mount(2) needs root")
 	}
 
-	fo := &Contestant{Name: PeerFuseOverlayfs, Peer: true}
+	fo := &Contestant{Name: PeerFuseOverlayfs, Peer: true, FUSE: true, Podman: podmanFuseOverlayfs}
 	if p, err := lookPath("fuse-overlayfs"); err != nil {
 		fo.Unavailable = fmt.Errorf("fuse-overlayfs %w (Debian package %s)", ErrMissing, debianFuseOverlay)
 	} else {
 		fo.mount = func(ctx context.Context, s Stack) (Mounted, error) { return mountFuseOverlayfs(ctx, p, s) }
 	}
 
-	uf := &Contestant{Name: PeerUnionfsFuse, Peer: true}
+	uf := &Contestant{Name: PeerUnionfsFuse, Peer: true, FUSE: true}
 	if p, err := lookPath("unionfs"); err != nil {
 		uf.Unavailable = fmt.Errorf("unionfs %w (Debian package %s)", ErrMissing, debianUnionfsFuse)
 	} else {

@@ -30,6 +30,9 @@ type Options struct {
 	Contestants string
 	Workloads   string
 	KeepFixture bool
+	// Requests counts the FUSE requests of one extra repetition per
+	// workload and FUSE contestant (kernel tracepoints; root).
+	Requests bool
 	// FromJSON, when set, renders a saved report.json again instead of
 	// measuring: the table on stdout and the files in Out.
 	FromJSON string
@@ -39,7 +42,7 @@ type Options struct {
 // where the command line already has a global --json bound to o.JSON.
 func (o *Options) AddFlags(fs *pflag.FlagSet, withJSON bool) {
 	fs.StringVar(&o.Tree, "tree", "/usr/local/go", "the lower tree the workloads run over (copied once into the work directory)")
-	fs.BoolVar(&o.Quick, "quick", false, "part of the tree (1,200 files up to 256 KiB), a 64 MiB file, 3 repetitions: under 2 minutes")
+	fs.BoolVar(&o.Quick, "quick", false, "part of the tree (1,200 files up to 256 KiB), a 64 MiB file, 3 repetitions: about 5 minutes")
 	fs.StringVar(&o.Workdir, "workdir", DefaultWorkdir(), "where the fixture, the mounts and the results go (a real disk, not tmpfs)")
 	fs.StringVar(&o.Out, "out", "", "directory for report.{json,csv,md,svg} (default WORKDIR/results)")
 	fs.StringVar(&o.Ovl, "ovl", o.Ovl, "the ovl binary for the user-facing workloads (run, build)")
@@ -52,6 +55,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet, withJSON bool) {
 	fs.StringVar(&o.Contestants, "contestants", "", "only contestants whose name matches this regexp, e.g. 'native|kernel'")
 	fs.StringVar(&o.Workloads, "workloads", "", "only workloads whose name matches this regexp, e.g. 'grep|find'")
 	fs.BoolVar(&o.KeepFixture, "keep-fixture", true, "keep the fixture for the next run (it is reused while the tree and settings are unchanged)")
+	fs.BoolVar(&o.Requests, "requests", false, "also count the FUSE requests (LOOKUP, GETATTR, READ...) of one extra repetition per workload and FUSE contestant, through the kernel's fuse tracepoints")
 	fs.StringVar(&o.FromJSON, "from-json", "", "render a saved report.json again (table, Markdown, SVG) instead of measuring")
 }
 
@@ -181,6 +185,14 @@ func Main(o Options, stdout, stderr io.Writer) (err error) {
 		return err
 	}
 	env.Logf = logf
+	if o.Requests {
+		tr, err := newReqTracer()
+		if err != nil {
+			return fmt.Errorf("--requests: %w", err)
+		}
+		defer tr.Close()
+		env.Requests = tr
+	}
 	results, runErr := Run(ctx, env, ws, cs, opt)
 	rep := NewReport(start, machine, fix, opt, cs, ws, results)
 	rep.Took = time.Since(start)

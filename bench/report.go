@@ -202,7 +202,69 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintln(w, "  "+l)
 		}
 	}
+	if s := r.RequestLines(); len(s) > 0 {
+		fmt.Fprintln(w, "\nFUSE requests of one more repetition (total: by operation):")
+		for _, l := range s {
+			fmt.Fprintln(w, "  "+l)
+		}
+	}
 	return nil
+}
+
+// writeRequestsMarkdown writes the --requests counts as a table: a row
+// per workload, a column per FUSE contestant that has counts.
+func (r *Report) writeRequestsMarkdown(w io.Writer) {
+	var cols []string
+	for _, c := range r.Contestants {
+		for i := range r.Results {
+			if res := &r.Results[i]; res.Contestant == c.Name && (res.Requests != nil || res.RequestsErr != "") {
+				cols = append(cols, c.Name)
+				break
+			}
+		}
+	}
+	if len(cols) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nFUSE requests of one more repetition, counted with the kernel's fuse_request_send tracepoint (total: by operation):")
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "| workload | %s |\n|---|%s\n", strings.Join(cols, " | "), strings.Repeat("---|", len(cols)))
+	for _, wl := range r.Workloads {
+		var cells []string
+		any := false
+		for _, c := range cols {
+			res := r.Find(wl.Name, c)
+			switch {
+			case res == nil || (res.Requests == nil && res.RequestsErr == ""):
+				cells = append(cells, "—")
+			case res.Requests != nil:
+				cells = append(cells, FormatRequests(res.Requests))
+				any = true
+			default:
+				cells = append(cells, "not counted: "+shorten(res.RequestsErr, 80))
+				any = true
+			}
+		}
+		if any {
+			fmt.Fprintf(w, "| %s | %s |\n", wl.Name, strings.Join(cells, " | "))
+		}
+	}
+}
+
+// RequestLines lists, per workload and FUSE contestant, the requests
+// counted with --requests, or why they are missing.
+func (r *Report) RequestLines() []string {
+	var out []string
+	for i := range r.Results {
+		res := &r.Results[i]
+		switch {
+		case res.Requests != nil:
+			out = append(out, fmt.Sprintf("%s, %s: %s", res.Workload, res.Contestant, FormatRequests(res.Requests)))
+		case res.RequestsErr != "":
+			out = append(out, fmt.Sprintf("%s, %s: not counted: %s", res.Workload, res.Contestant, res.RequestsErr))
+		}
+	}
+	return out
 }
 
 // WriteJSON writes the whole report as indented JSON.
@@ -288,6 +350,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			fmt.Fprintln(w, "- "+l)
 		}
 	}
+	r.writeRequestsMarkdown(w)
 	var notes []string
 	for _, c := range r.Contestants {
 		if c.Unavailable != "" {

@@ -30,6 +30,11 @@ type Result struct {
 	Err        string          `json:"error,omitempty"`
 	Samples    []time.Duration `json:"samples_ns,omitempty"`
 	Summary    Summary         `json:"summary"`
+	// Requests are the FUSE requests of one extra repetition, by
+	// operation (--requests), and RequestsErr why they are missing.
+	// (No omitempty: {} is a count of none, null no count.)
+	Requests    map[string]int64 `json:"requests"`
+	RequestsErr string           `json:"requests_error,omitempty"`
 }
 
 // RunOptions say how many times each workload runs.
@@ -103,7 +108,7 @@ func Run(ctx context.Context, e *Env, ws []Workload, cs []*Contestant, opt RunOp
 				}
 				if _, err := w.Rep(ctx, e, cs[i], -1-r); err != nil {
 					if ctx.Err() != nil {
-						return append(all, res...), ctx.Err()
+						return append(all, interrupted(res)...), ctx.Err()
 					}
 					res[i].Status, res[i].Err = StatusUnavailable, err.Error()
 					progress("  %s: unavailable: %v", cs[i].Name, err)
@@ -129,7 +134,7 @@ func Run(ctx context.Context, e *Env, ws []Workload, cs []*Contestant, opt RunOp
 				wall := time.Since(t0)
 				if err != nil {
 					if ctx.Err() != nil {
-						return append(all, res...), ctx.Err()
+						return append(all, interrupted(res)...), ctx.Err()
 					}
 					if firstFails {
 						res[i].Status, res[i].Err = StatusUnavailable, err.Error()
@@ -157,6 +162,25 @@ func Run(ctx context.Context, e *Env, ws []Workload, cs []*Contestant, opt RunOp
 				res[i].Summary = Summarize(res[i].Samples)
 			}
 		}
+		// The user-facing workloads mount through the ovl binary: the
+		// bench does not see their mounts to count.
+		if e.Requests != nil && !w.NoCount && !w.OvlOnly {
+			for _, i := range live {
+				if res[i].Status != StatusOK || !cs[i].FUSE {
+					continue
+				}
+				counts, err := e.countedRep(ctx, w, cs[i], len(res[i].Samples))
+				if ctx.Err() != nil {
+					return append(all, interrupted(res)...), ctx.Err()
+				}
+				if err != nil {
+					res[i].RequestsErr = err.Error()
+					progress("  %s: no request counts: %v", cs[i].Name, err)
+					continue
+				}
+				res[i].Requests = counts
+			}
+		}
 		progress("  done in %v", time.Since(t0).Round(100*time.Millisecond))
 		all = append(all, res...)
 	}
@@ -171,4 +195,20 @@ func rotate(idx []int, r int) []int {
 	}
 	k := r % len(idx)
 	return append(append([]int(nil), idx[k:]...), idx[:k]...)
+}
+
+// interrupted marks the results of a workload cut short by the end of
+// the context: what has samples is summarized, the rest failed.
+func interrupted(res []Result) []Result {
+	for i := range res {
+		if res[i].Status != StatusOK {
+			continue
+		}
+		if len(res[i].Samples) == 0 {
+			res[i].Status, res[i].Err = StatusFailed, "interrupted before a repetition ended"
+			continue
+		}
+		res[i].Summary = Summarize(res[i].Samples)
+	}
+	return res
 }

@@ -35,14 +35,30 @@ type Workload struct {
 	// mount, a new file): a warm-up would only cost time. The lower tree
 	// is in the page cache from the phases before.
 	NoWarmup bool
+	// NoCopy workloads leave out contestants that copy instead of
+	// mounting (ovl copy): a first pass over a fresh copy measures nothing
+	// a mount's cold caches would.
+	NoCopy bool
+	// Podman workloads run podman; they take contestants that can be
+	// podman's storage (Contestant.Podman).
+	Podman bool
+	// NoCount workloads are left out of --requests: their FUSE mounts are
+	// not the bench's own (podman's mount program makes them).
+	NoCount bool
 
 	Rep func(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error)
 }
 
 // Applies reports whether c takes part in w.
 func (w *Workload) Applies(c *Contestant) bool {
+	if w.Podman {
+		return c.Podman != ""
+	}
 	if c.SnapshotOnly {
 		return w.Snapshot
+	}
+	if w.NoCopy && c.Copy {
+		return false
 	}
 	return !(w.OvlOnly && c.Peer)
 }
@@ -92,6 +108,20 @@ func Workloads(f *Fixture, fio bool) []Workload {
 				}
 				return took, release()
 			}},
+		{Name: "find+stat, first pass", Phase: "first", NoWarmup: true, NoCopy: true,
+			About: "find -printf %s over the tree on a fresh mount: the host's page cache warm, the mount's caches cold",
+			Rep: func(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error) {
+				return e.firstPass(ctx, c, func(dir string) (time.Duration, error) {
+					return timeCmd(ctx, dir, nil, "find", ".", "-printf", "%s\n")
+				})
+			}},
+		{Name: "read every file, first pass", Phase: "first", NoWarmup: true, NoCopy: true,
+			About: "open, read to the end and close every file on a fresh mount: the host's page cache warm, the mount's caches cold",
+			Rep: func(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error) {
+				return e.firstPass(ctx, c, func(dir string) (time.Duration, error) {
+					return runWorker(ctx, "readall", dir)
+				})
+			}},
 		{Name: "find+stat cold", Phase: "tree", Cold: true, NoWarmup: true,
 			About: "find -printf %s over the tree after dropping caches",
 			Rep: func(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error) {
@@ -104,8 +134,8 @@ func Workloads(f *Fixture, fio bool) []Workload {
 				}
 				return timeCmd(ctx, m.Dir(), nil, "find", ".", "-printf", "%s\n")
 			}},
-		{Name: "find+stat warm", Phase: "tree",
-			About: "find -printf %s over the tree, caches warm",
+		{Name: "find+stat, second pass", Phase: "tree",
+			About: "find -printf %s over the tree again, on a mount that has done it before (the warm-up)",
 			Rep: func(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error) {
 				m, err := e.keptMount(ctx, c, "tree", tree)
 				if err != nil {
@@ -113,8 +143,8 @@ func Workloads(f *Fixture, fio bool) []Workload {
 				}
 				return timeCmd(ctx, m.Dir(), nil, "find", ".", "-printf", "%s\n")
 			}},
-		{Name: "read all files", Phase: "tree",
-			About: "open, read to the end and close every file, warm",
+		{Name: "read every file, second pass", Phase: "tree",
+			About: "open, read to the end and close every file, on a mount that has done it before",
 			Rep: func(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error) {
 				m, err := e.keptMount(ctx, c, "tree", tree)
 				if err != nil {
@@ -123,7 +153,7 @@ func Workloads(f *Fixture, fio bool) []Workload {
 				return runWorker(ctx, "readall", m.Dir())
 			}},
 		{Name: "grep -r", Phase: "tree",
-			About: "grep -r for a string no file has, warm",
+			About: "grep -r for a string no file has, after the reads",
 			Rep: func(ctx context.Context, e *Env, c *Contestant, rep int) (time.Duration, error) {
 				m, err := e.keptMount(ctx, c, "tree", tree)
 				if err != nil {
@@ -231,7 +261,24 @@ func Workloads(f *Fixture, fio bool) []Workload {
 		{Name: "!Container child build", Phase: "user", OvlOnly: true, Snapshot: true, NoWarmup: true,
 			About: "build a one-step child of the built base (cp -a: copy the parent, run the step)",
 			Rep:   repChildBuild},
-	}, ciWorkloads()...)
+	}, append(ciWorkloads(), podmanWorkloads(f)...)...)
+}
+
+// firstPass times what a container pays when it starts: work on a fresh
+// mount of the tree whose lower files are in the host's page cache (read
+// once through the lower directory just before, untimed) while the
+// mount's own caches (its dentries and inodes; a FUSE mount's page cache
+// and attributes) are cold.
+func (e *Env) firstPass(ctx context.Context, c *Contestant, work func(dir string) (time.Duration, error)) (time.Duration, error) {
+	if _, err := runWorker(ctx, "readall", e.Fix.Tree); err != nil {
+		return 0, fmt.Errorf("warm the lower tree: %w", err)
+	}
+	m, _, release, err := e.mountFresh(ctx, c, []string{e.Fix.Tree})
+	if err != nil {
+		return 0, err
+	}
+	took, err := work(m.Dir())
+	return took, errors.Join(err, release())
 }
 
 // timeIO runs fio, taking the job's run time from its JSON report (fio

@@ -5,7 +5,7 @@
 set -eu
 
 PKGS="fuse3 fuse-overlayfs unionfs-fuse busybox-static attr util-linux uidmap"
-[ "${1:-}" = "bench" ] && PKGS="$PKGS fio docker-registry"
+[ "${1:-}" = "bench" ] && PKGS="$PKGS fio docker-registry podman runc"
 [ "${1:-}" = "integration" ] && PKGS="$PKGS podman runc skopeo"
 
 missing=""

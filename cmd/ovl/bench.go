@@ -32,9 +32,10 @@ unchanged. A peer that is not installed, or a backend that does not work
 here, is reported as unavailable with the reason. Needs root (mounts, and
 dropping caches for the cold workloads). Ctrl-C stops it and unmounts
 everything.`,
-		Example: `  ovl bench --quick                      # about 2 minutes
-  ovl bench --tree ~/src/project          # your own tree, ~15 minutes for 15k files
-  ovl bench --workloads 'grep|find' --contestants 'native|fuse'`,
+		Example: `  ovl bench --quick                      # about 5 minutes
+  ovl bench --tree ~/src/project          # your own tree, ~20-30 minutes for 15k files
+  ovl bench --workloads 'grep|find' --contestants 'native|fuse'
+  ovl bench --requests --workloads 'first pass' --contestants 'ovl fuse$|fuse-overlayfs'   # FUSE requests per workload`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.JSON = g.JSON
