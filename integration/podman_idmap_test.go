@@ -127,7 +127,9 @@ const viewScript = `find /data /home /tmp /etc/motd /etc/passwd /etc/secret -xde
 // reads and writes what its permissions allow. What the container sees
 // must be what it sees on kernel overlay, which rootless podman mounts in
 // its user namespace, and so must the committed image, but for what
-// podman 4.3 itself does with any mount program there (committedAsKernel);
+// podman 4.3 itself does with any mount program there (committedAsKernel).
+// Then `podman build` of the multi-RUN Containerfile (in the user's own
+// namespace, no keep-id) must list as on kernel overlay too.
 // fuse-overlayfs is run alongside for the record.
 func TestPodmanRootlessKeepID(t *testing.T) {
 	if !testutil.InNobodyChild() {
@@ -156,6 +158,7 @@ func TestPodmanRootlessKeepID(t *testing.T) {
 	}
 	views := map[string]string{}
 	committed := map[string][]string{}
+	built := map[string][]string{}
 	var uidMap string
 	for _, name := range []string{"kernel", "ovl", "fuse-overlayfs"} {
 		prog, ok := programs[name]
@@ -181,6 +184,16 @@ func TestPodmanRootlessKeepID(t *testing.T) {
 			if err != nil || !strings.Contains(out, "nobody-ok") {
 				fail("as the user (uid 65534) in the container: %v\n%s", err, out)
 			}
+
+			ctx := filepath.Join(p.dir, "ctx")
+			if err := os.Mkdir(ctx, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(ctx, "Containerfile"), []byte(containerfile), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			run("build", "--network", "none", "--layers", "-t", "localhost/built", "-f", filepath.Join(ctx, "Containerfile"), ctx) // no slirp4netns (no /dev/net/tun here)
+			built[name] = p.listing("localhost/built")
 		})
 	}
 	t.Logf("the containers' uid_map:\n%s", uidMap)
@@ -205,6 +218,7 @@ func TestPodmanRootlessKeepID(t *testing.T) {
 		committed["kernel"] = committedAsKernel(t, k, "")
 	}
 	compareWithKernel(t, "rootless podman commit --userns=keep-id", committed)
+	compareWithKernel(t, "rootless podman build", built)
 }
 
 // dirLinksLeftOut writes the link count of each directory in a
