@@ -370,8 +370,12 @@ func (n *node) dropCacheAfterReply() {
 // pages if a write left them wrong (node.pagesStale). Getattr calls it
 // too: a read past the end the kernel knows, as a write leaves it, asks
 // for the size first, and must then read the file anew, however late
-// the goroutine of dropCacheAfterReply runs.
+// the goroutine of dropCacheAfterReply runs, or however early: a Getattr
+// that comes while the goroutine's invalidation is under way waits for
+// it (node.dropping), or the read could still find the stale pages.
 func (n *node) dropStalePages() {
+	n.dropping.Lock()
+	defer n.dropping.Unlock()
 	if n.pagesStale.Swap(false) {
 		n.NotifyContent(0, 0)
 	}

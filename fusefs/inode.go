@@ -72,6 +72,9 @@ type node struct {
 	// known wrong (a write went elsewhere than where the kernel put it
 	// in its cache) until they are dropped (dropStalePages).
 	pagesStale atomic.Bool
+	// dropping is held while the kernel is told to drop the pages, so
+	// that a Getattr waits for an invalidation already under way.
+	dropping sync.Mutex
 
 	// impure is set once this directory's upper copy is known to carry
 	// overlay.impure (see unionFS.markImpure), which nothing removes
