@@ -6,6 +6,6 @@
 // so they run in `make test-integration` (which .ci/run also runs), with
 // OVL_INTEGRATION=1; without it they skip, saying how to run them. Each
 // test starts what it uses (podman with a configuration and storage of
-// its own under the test's temp dir) and removes it when it ends, every
+// its own in a short directory of /tmp) and removes it when it ends, every
 // podman command bounded in time.
 package integration

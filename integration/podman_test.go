@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/internal/mountinfo"
+	"github.com/ovl-dev/ovl/internal/podmantest"
 	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
@@ -59,45 +60,27 @@ type podman struct {
 }
 
 // newPodman sets up a podman whose overlay storage mounts through
-// mountProgram ("" for kernel overlay). Everything it makes is under a
-// temp dir of the test, and is reset, unmounted and removed at the end.
+// mountProgram ("" for kernel overlay), configured by podmantest.
+// Everything it makes is under a short directory of its own in /tmp (a
+// t.TempDir path is too long for conmon's sockets: podman would wait 20 s
+// at every container's exit), reset, unmounted and removed at the end.
 func newPodman(t *testing.T, name, mountProgram string) *podman {
 	t.Helper()
-	dir := t.TempDir()
-	p := &podman{t: t, name: name, dir: dir}
-	storage := fmt.Sprintf("[storage]\ndriver = \"overlay\"\nrunroot = %q\ngraphroot = %q\n",
-		filepath.Join(dir, "run"), filepath.Join(dir, "root"))
-	if mountProgram != "" {
-		storage += fmt.Sprintf("[storage.options.overlay]\nmount_program = %q\n", mountProgram)
+	dir, err := os.MkdirTemp("/tmp", "ovlpm-")
+	if err != nil {
+		t.Fatal(err)
 	}
-	conf := fmt.Sprintf(`[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-netns = "none"
-log_driver = "k8s-file"
-[engine]
-cgroup_manager = "cgroupfs"
-runtime = "runc"
-events_logger = "file"
-tmp_dir = %q
-static_dir = %q
-volume_path = %q
-`, filepath.Join(dir, "tmp"), filepath.Join(dir, "root", "libpod"), filepath.Join(dir, "volumes"))
-	files := map[string]string{
-		"storage.conf":    storage,
-		"containers.conf": conf,
-		"registries.conf": "unqualified-search-registries = []\n",
-	}
-	for f, text := range files {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove podman's directory: %v", err)
 		}
+	})
+	p := &podman{t: t, name: name, dir: dir}
+	env, err := podmantest.WriteConfig(dir, mountProgram)
+	if err != nil {
+		t.Fatal(err)
 	}
-	p.env = append(os.Environ(),
-		"CONTAINERS_CONF="+filepath.Join(dir, "containers.conf"),
-		"CONTAINERS_STORAGE_CONF="+filepath.Join(dir, "storage.conf"),
-		"CONTAINERS_REGISTRIES_CONF="+filepath.Join(dir, "registries.conf"),
-		"TMPDIR="+dir,
-	)
+	p.env = append(os.Environ(), env...)
 	t.Cleanup(p.reset)
 	return p
 }

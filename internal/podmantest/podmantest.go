@@ -1,7 +1,7 @@
 // Package podmantest sets up a podman of its own in a directory: the
 // configuration with which Debian's podman runs on machines like the ones
-// ovl is tested and measured on, for the podman workloads of bench/ (and,
-// once they move here, the podman tests of integration/).
+// ovl is tested and measured on, for the podman workloads of bench/ and
+// the podman tests of integration/.
 //
 // Rootful, on runc (crun refuses hybrid cgroups), with no network
 // namespace (no /dev/net/tun), ulimits that need no CAP_SYS_RESOURCE,
