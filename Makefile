@@ -1,6 +1,10 @@
 # ovl: see README.md. `make demo` and `make test` are all a fresh machine needs.
 GO      ?= go
 BIN     := bin/ovl
+# The slim FUSE binary: the daemon of every FUSE mount bin/ovl makes (it
+# is found next to it) and the drop-in mode alone (podman's
+# mount_program). Static and stripped: it starts in a third of ovl's time.
+DAEMON  := bin/ovl-fuse
 PKGS    := ./...
 
 .PHONY: all build deps test test-integration stress demo bench bench-quick lint clean
@@ -9,6 +13,7 @@ all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/ovl
+	CGO_ENABLED=0 $(GO) build -ldflags='-s -w' -o $(DAEMON) ./cmd/ovl-fuse
 
 deps:
 	@./scripts/deps.sh

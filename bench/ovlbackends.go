@@ -10,11 +10,12 @@ import (
 )
 
 // OvlContestants returns ovl's backends as contestants, driven through
-// the backend.Backend interface: native, fuse (passthrough as fusefs
-// decides, and forced off) and copy.
-func OvlContestants() []*Contestant {
+// the backend.Backend interface: native, fuse (by default and with
+// strict opens) and copy. The FUSE mounts are served by the daemon users
+// of the ovl binary at ovl get (FUSEDaemon).
+func OvlContestants(ovl string) []*Contestant {
 	cs := []*Contestant{ovlContestant("ovl native", native.New())}
-	cs = append(cs, fuseContestants()...)
+	cs = append(cs, fuseContestants(FUSEDaemon(ovl))...)
 	cp := ovlContestant("ovl copy", copyback.New())
 	cp.Copy = true
 	return append(cs, cp)

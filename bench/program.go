@@ -160,7 +160,7 @@ func Main(o Options, stdout, stderr io.Writer) (err error) {
 	machine := DescribeMachine(o.Workdir)
 
 	var cs []*Contestant
-	for _, c := range append(OvlContestants(), Peers(exec.LookPath, os.Geteuid() == 0)...) {
+	for _, c := range append(OvlContestants(o.Ovl), Peers(exec.LookPath, os.Geteuid() == 0)...) {
 		if cre.MatchString(c.Name) {
 			cs = append(cs, c)
 		}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/reexec"
 	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/layer"
 )
@@ -119,7 +120,7 @@ func TestCopyUpCoherentWithOpenReader(t *testing.T) {
 			s := newStack(t, t.TempDir(), 1)
 			writeFiles(t, s.lowers[0], map[string]string{"f": "old-data"})
 			testutil.CleanupMount(t, s.target)
-			m, err := mountDaemon(context.Background(), s.spec(), mode.opts)
+			m, err := mountDaemon(context.Background(), reexec.Self(), s.spec(), mode.opts)
 			mustDo(t, err)
 			t.Cleanup(func() { m.Unmount() })
 			r, err := os.Open(filepath.Join(s.target, "f"))

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovl-dev/ovl/internal/reexec"
 	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
@@ -90,7 +91,7 @@ func TestCompareWithPeers(t *testing.T) {
 		{"fusefs-volatile", func(s *stack) func() {
 			spec := s.spec()
 			spec.Options.Volatile = true
-			m, err := mountDaemon(context.Background(), spec, EnvOptions())
+			m, err := mountDaemon(context.Background(), reexec.Self(), spec, EnvOptions())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,7 +99,7 @@ func TestCompareWithPeers(t *testing.T) {
 			return func() { m.Unmount() }
 		}},
 		{"fusefs-strict", func(s *stack) func() {
-			m, err := mountDaemon(context.Background(), s.spec(), Options{StrictOpen: true})
+			m, err := mountDaemon(context.Background(), reexec.Self(), s.spec(), Options{StrictOpen: true})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -68,7 +68,7 @@ func diffMounters(strict bool) (difftest.Mounter, difftest.Mounter) {
 	opts := EnvOptions()
 	opts.StrictOpen = strict
 	subject := difftest.Mounter{Name: backend.FUSE, Mount: func(ctx context.Context, spec layer.Spec) (backend.Mount, error) {
-		return mountDaemon(ctx, spec, opts)
+		return mountDaemon(ctx, reexec.Self(), spec, opts)
 	}}
 	return difftest.FromBackend(native.New()), subject
 }

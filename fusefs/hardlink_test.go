@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovl-dev/ovl/internal/reexec"
 	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
@@ -75,7 +76,7 @@ func hardLinkAgainstKernel(t *testing.T, do func(t *testing.T, target string) st
 		t.Run(mode.name, func(t *testing.T) {
 			got := run(t, func(s *stack) {
 				testutil.CleanupMount(t, s.target)
-				m, err := mountDaemon(context.Background(), s.spec(), mode.opts)
+				m, err := mountDaemon(context.Background(), reexec.Self(), s.spec(), mode.opts)
 				mustDo(t, err)
 				t.Cleanup(func() { m.Unmount() })
 			})

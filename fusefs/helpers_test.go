@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ovl-dev/ovl/backend"
+	"github.com/ovl-dev/ovl/internal/reexec"
 	"github.com/ovl-dev/ovl/internal/testutil"
 	"github.com/ovl-dev/ovl/layer"
 )
@@ -62,7 +63,7 @@ func mountFuse(t testing.TB, spec layer.Spec) backend.Mount {
 func mountMode(t testing.TB, spec layer.Spec, opts Options) backend.Mount {
 	t.Helper()
 	testutil.CleanupMount(t, spec.Target)
-	m, err := mountDaemon(context.Background(), spec, opts)
+	m, err := mountDaemon(context.Background(), reexec.Self(), spec, opts)
 	if err != nil {
 		t.Fatalf("fusefs mount: %v", err)
 	}

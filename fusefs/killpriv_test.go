@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/ovl-dev/ovl/internal/reexec"
 	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
@@ -72,7 +73,7 @@ func testPrivilegesDropped(t *testing.T, opts Options) {
 	fspec := o.f.spec()
 	fspec.Options.AllowOther = true // the kernel's overlay lets everyone in
 	testutil.CleanupMount(t, fspec.Target)
-	m, err := mountDaemon(context.Background(), fspec, opts)
+	m, err := mountDaemon(context.Background(), reexec.Self(), fspec, opts)
 	mustDo(t, err)
 	t.Cleanup(func() { m.Unmount() })
 	sh := func(asNobody bool, script string) func(root string) error {

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ovl-dev/ovl/internal/reexec"
 	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
@@ -55,7 +56,7 @@ func TestOpenForWritingCopyUp(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			before, after := run(t, func(s *stack) {
 				testutil.CleanupMount(t, s.target)
-				m, err := mountDaemon(context.Background(), s.spec(), mode.opts)
+				m, err := mountDaemon(context.Background(), reexec.Self(), s.spec(), mode.opts)
 				mustDo(t, err)
 				t.Cleanup(func() { m.Unmount() })
 			})

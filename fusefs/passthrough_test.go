@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ovl-dev/ovl/internal/reexec"
 	"github.com/ovl-dev/ovl/internal/testutil"
 )
 
@@ -34,7 +35,7 @@ func TestPassthrough(t *testing.T) {
 			data := strings.Repeat("0123456789abcdef", size/16)
 			mustDo(t, os.WriteFile(filepath.Join(s.upper, "big"), []byte(data), 0o644))
 			testutil.CleanupMount(t, s.target)
-			m, err := mountDaemon(context.Background(), s.spec(), mode.opts)
+			m, err := mountDaemon(context.Background(), reexec.Self(), s.spec(), mode.opts)
 			mustDo(t, err)
 			t.Cleanup(func() { m.Unmount() })
 			pid := m.(*daemonMount).Pid()

@@ -209,6 +209,26 @@ func Canonical(p string) (string, error) {
 	return filepath.EvalSymlinks(a)
 }
 
+// MakeAbs makes every path of s absolute, so that a mount does not
+// depend on the caller's working directory (a daemon has its own).
+func (s *Spec) MakeAbs() error {
+	ptrs := []*string{&s.Target, &s.Upper, &s.Work}
+	for i := range s.Lowers {
+		ptrs = append(ptrs, &s.Lowers[i])
+	}
+	for _, p := range ptrs {
+		if *p == "" {
+			continue
+		}
+		a, err := filepath.Abs(*p)
+		if err != nil {
+			return fmt.Errorf("make %s absolute: %w", *p, err)
+		}
+		*p = a
+	}
+	return nil
+}
+
 // Inside reports whether path a is strictly inside directory b. Both must
 // be clean absolute paths.
 func Inside(a, b string) bool {

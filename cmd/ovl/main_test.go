@@ -31,7 +31,7 @@ var testBinary struct {
 }
 
 // checkBuildOVL returns the ovl binary to test: $OVL_TEST_BINARY, or one
-// built from this package once per test process.
+// built from this package once per test process, with ovl-fuse next to it.
 func checkBuildOVL(t *testing.T) string {
 	t.Helper()
 	if bin := os.Getenv("OVL_TEST_BINARY"); bin != "" {
@@ -45,8 +45,10 @@ func checkBuildOVL(t *testing.T) string {
 		if b.err = os.Chmod(b.dir, 0o755); b.err != nil {
 			return
 		}
+		// ovl-fuse beside it, as make build puts it: the daemon of
+		// ovl's FUSE mounts (fusefs.DefaultDaemon).
 		b.path = filepath.Join(b.dir, "ovl")
-		b.out, b.err = exec.Command("go", "build", "-o", b.path, ".").CombinedOutput()
+		b.out, b.err = exec.Command("go", "build", "-o", b.dir+"/", ".", "../ovl-fuse").CombinedOutput()
 	})
 	if b.err != nil {
 		t.Fatalf("go build ovl: %v\n%s", b.err, b.out)

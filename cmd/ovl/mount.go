@@ -273,35 +273,7 @@ func mountSpec(o *mountOptions) (layer.Spec, error) {
 			return spec, fmt.Errorf("lower layer %d is an empty path", i)
 		}
 	}
-	return spec, mountAbsPaths(&spec)
-}
-
-// mountAbsPaths makes every path of spec absolute, so that the mount does
-// not depend on the caller's working directory (a daemon has its own).
-func mountAbsPaths(spec *layer.Spec) error {
-	ptrs := []*string{&spec.Target, &spec.Upper, &spec.Work}
-	for i := range spec.Lowers {
-		ptrs = append(ptrs, &spec.Lowers[i])
-	}
-	for _, p := range ptrs {
-		if *p == "" {
-			continue
-		}
-		a, err := mountAbs(*p)
-		if err != nil {
-			return err
-		}
-		*p = a
-	}
-	return nil
-}
-
-func mountAbs(p string) (string, error) {
-	a, err := filepath.Abs(p)
-	if err != nil {
-		return "", fmt.Errorf("make %s absolute: %w", p, err)
-	}
-	return a, nil
+	return spec, spec.MakeAbs()
 }
 
 // mountApplyKernelOptions applies the -o options (layer.ParseOptions) to

@@ -52,8 +52,12 @@ func Init() bool {
 
 // Command returns a command that runs entry name in a new process of this
 // binary with args as os.Args[1:].
-func Command(name string, args ...string) *exec.Cmd {
-	cmd := exec.Command(Self(), args...)
+func Command(name string, args ...string) *exec.Cmd { return CommandOf(Self(), name, args...) }
+
+// CommandOf is Command for another binary, bin, that registers entry
+// name too and calls Init first thing (ovl's slim FUSE daemon, ovl-fuse).
+func CommandOf(bin, name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), envKey+"="+name)
 	return cmd
 }
