@@ -73,12 +73,9 @@ func checkFeatures(spec layer.Spec) error {
 // daemonEntry is the re-exec entry point of the daemon.
 const daemonEntry = "fusefs-daemon"
 
-// envSpec carries the JSON Spec to the daemon.
-const envSpec = "OVL_FUSEFS_SPEC"
-
 func init() { reexec.Register(daemonEntry, daemonMain) }
 
-// daemonRequest is what Mount hands the daemon.
+// daemonRequest is what Mount hands the daemon, as JSON on its fd 4.
 type daemonRequest struct {
 	Spec          layer.Spec
 	NoPassthrough bool
@@ -157,32 +154,31 @@ func EnvOptions() Options {
 		Debug: os.Getenv(EnvDebug) == "1"}
 }
 
-// mountDaemon starts bin as the daemon of spec (see Mount).
+// mountDaemon starts bin as the daemon of spec (see Mount). The daemon
+// is started first and sent its request through a pipe once spec is
+// checked here: the check (a stat of every path component) runs while
+// the new process loads, and the daemon does not repeat it. A spec that
+// fails it closes the pipe, and the daemon exits without mounting.
 func mountDaemon(ctx context.Context, bin string, spec layer.Spec, opts Options) (backend.Mount, error) {
-	if err := spec.Validate(0); err != nil {
-		return nil, err
-	}
-	if err := checkFeatures(spec); err != nil {
-		return nil, err
-	}
-	req, err := json.Marshal(daemonRequest{Spec: spec, NoPassthrough: opts.NoPassthrough, StrictOpen: opts.StrictOpen})
-	if err != nil {
-		return nil, err
-	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
 	defer pr.Close()
+	rr, rw, err := os.Pipe()
+	if err != nil {
+		pw.Close()
+		return nil, err
+	}
+	defer rw.Close()
 	cmd := reexec.CommandOf(bin, daemonEntry, daemonArgs(spec.Target)[1:]...)
 	cmd.Args[0] = daemonArgs(spec.Target)[0]
-	cmd.Env = append(cmd.Env, envSpec+"="+string(req))
 	if os.Getenv("GOMAXPROCS") == "" {
 		// The runtime starts with the Ps the daemon serves with: raising
 		// GOMAXPROCS later stops the world, 0.2-2.6 ms at start here.
 		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(servingProcs()))
 	}
-	cmd.ExtraFiles = []*os.File{pw} // fd 3: the ready pipe
+	cmd.ExtraFiles = []*os.File{pw, rr} // fd 3: the ready pipe; fd 4: the request
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Stdin = nil
 	var stderr reexec.LimitedBuffer
@@ -190,11 +186,21 @@ func mountDaemon(ctx context.Context, bin string, spec layer.Spec, opts Options)
 	if os.Getenv("OVL_FUSEFS_DEBUG") != "" {
 		cmd.Stderr = os.Stderr
 	}
-	if err := cmd.Start(); err != nil {
-		pw.Close()
+	err = cmd.Start()
+	pw.Close()
+	rr.Close()
+	if err != nil {
 		return nil, fmt.Errorf("start fuse daemon %s: %w", bin, err)
 	}
-	pw.Close()
+	req, err := daemonRequestOf(spec, opts)
+	if err != nil {
+		rw.Close()
+		cmd.Wait()
+		return nil, err
+	}
+	// A daemon that died before reading it says why on the ready pipe.
+	rw.Write(req)
+	rw.Close()
 	ready := make(chan string, 1)
 	go func() {
 		line, _ := bufio.NewReader(pr).ReadString('\n')
@@ -231,10 +237,21 @@ func mountDaemon(ctx context.Context, bin string, spec layer.Spec, opts Options)
 	return m, nil
 }
 
+// daemonRequestOf checks spec for Mount and encodes the daemon's request.
+func daemonRequestOf(spec layer.Spec, opts Options) ([]byte, error) {
+	if err := spec.Validate(0); err != nil {
+		return nil, err
+	}
+	if err := checkFeatures(spec); err != nil {
+		return nil, err
+	}
+	return json.Marshal(daemonRequest{Spec: spec, NoPassthrough: opts.NoPassthrough, StrictOpen: opts.StrictOpen})
+}
+
 // daemonArgs is the daemon's command line, as ps shows it: the binary
-// runs as /proc/self/exe (see reexec.Self), which says nothing, and the
-// daemon reads its request from the environment, so its arguments are
-// only there to tell it apart.
+// may run as /proc/self/exe (see reexec.Self), which says nothing, and
+// the daemon reads its request from a pipe, so its arguments are only
+// there to tell it apart.
 func daemonArgs(target string) []string { return []string{"ovl", "fuse-daemon", target} }
 
 // daemonMount is one live stack served by a daemon this process started.
@@ -278,9 +295,10 @@ func (m *daemonMount) Unmount() error {
 	return m.err
 }
 
-// daemonMain serves one stack: it reports "ok" or an error on fd 3 once
-// the mount is live or has failed, unmounts on SIGTERM and SIGINT, and
-// exits when the mount goes away.
+// daemonMain serves one stack: it reads its request (daemonRequest) from
+// fd 4, reports "ok" or an error on fd 3 once the mount is live or has
+// failed, unmounts on SIGTERM and SIGINT, and exits when the mount goes
+// away.
 func daemonMain() {
 	ready := os.NewFile(3, "ready")
 	report := func(msg string) {
@@ -290,16 +308,19 @@ func daemonMain() {
 			ready = nil
 		}
 	}
+	b, err := io.ReadAll(os.NewFile(4, "request"))
+	if err != nil || len(b) == 0 {
+		os.Exit(2) // Mount found the spec wrong and says so itself.
+	}
 	var req daemonRequest
-	if err := json.Unmarshal([]byte(os.Getenv(envSpec)), &req); err != nil {
+	if err := json.Unmarshal(b, &req); err != nil {
 		report("bad request: " + err.Error())
 		os.Exit(2)
 	}
-	os.Unsetenv(envSpec)
 	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
 	defer stop()
 	signal.Ignore(unix.SIGHUP, unix.SIGPIPE)
-	err := Serve(ctx, req.Spec, Options{NoPassthrough: req.NoPassthrough, StrictOpen: req.StrictOpen, alone: true, Ready: func() {
+	err = Serve(ctx, req.Spec, Options{NoPassthrough: req.NoPassthrough, StrictOpen: req.StrictOpen, alone: true, checked: true, Ready: func() {
 		report("ok")
 		// Nothing more goes to the caller's terminal once it is detached.
 		if devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0); err == nil {

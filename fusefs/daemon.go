@@ -74,11 +74,13 @@ func newRoot(u *unionFS) (*node, error) {
 // connection: the caller must then exit (as ovl's daemon and commands
 // do), which ends the connection, so the stack's upper stops changing.
 func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
-	if err := spec.Validate(0); err != nil {
-		return err
-	}
-	if err := checkFeatures(spec); err != nil {
-		return err
+	if !opts.checked {
+		if err := spec.Validate(0); err != nil {
+			return err
+		}
+		if err := checkFeatures(spec); err != nil {
+			return err
+		}
 	}
 	logger := slog.Default()
 	// The kernel applied the caller's umask to every mode it sends.
@@ -175,12 +177,14 @@ func Serve(ctx context.Context, spec layer.Spec, opts Options) error {
 		return fmt.Errorf("mount fuse on %s: %w", spec.Target, err)
 	}
 	mntDev := unix.Mkdev(mnt.Dev_major, mnt.Dev_minor)
-	if err := raiseReadahead(mnt.Dev_major, mnt.Dev_minor); err != nil {
-		logger.Debug("fusefs: readahead stays at the kernel's default", "target", spec.Target, "err", err)
-	}
 	logger.Debug("fusefs mounted", "target", spec.Target, "passthrough", u.passthrough, "writable", u.writable)
 	if opts.Ready != nil {
 		opts.Ready()
+	}
+	// After Ready: the mount is usable without it, and the caller need
+	// not wait for a write to sysfs.
+	if err := raiseReadahead(mnt.Dev_major, mnt.Dev_minor); err != nil {
+		logger.Debug("fusefs: readahead stays at the kernel's default", "target", spec.Target, "err", err)
 	}
 	served := make(chan struct{})
 	go func() {

@@ -47,6 +47,9 @@ type Options struct {
 	// polling such a file (a LOOKUP, OPEN, POLL, FLUSH and RELEASE
 	// before the mount is reported live) is skipped there.
 	alone bool
+	// checked is set in that daemon too: Mount validated the spec
+	// (layer.Spec.Validate, checkFeatures) before handing it over.
+	checked bool
 }
 
 // Descriptors. The union keeps one descriptor per layer open for the
