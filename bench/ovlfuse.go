@@ -31,7 +31,11 @@ func fuseContestants(daemon string) []*Contestant {
 	def := ovlContestant("ovl fuse", &fusefs.Backend{Daemon: daemon})
 	def.FUSE = true
 	def.Podman = podmanOvl
-	def.Note = "default: no OPEN round trips, copy-up at a file's first change"
+	served := "this program, re-executed"
+	if daemon != "" {
+		served = daemon
+	}
+	def.Note = "default: no OPEN round trips, copy-up at a file's first change; daemon: " + served
 	strict := ovlContestant("ovl fuse strict-open", &fusefs.Backend{Daemon: daemon})
 	strict.Note = "copy-up at open as the kernel (" + fusefs.EnvStrictOpen + "=1): a round trip per open; FUSE passthrough where the daemon is privileged (root, kernel 6.9+)"
 	strict.FUSE = true

@@ -26,8 +26,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// ovlBinary builds ovl once per test run, into a temp dir that every
-// uid can read and execute, and returns its path.
+// ovlBinary builds ovl and ovl-fuse once per test run, into a temp dir
+// that every uid can read and execute, and returns ovl's path.
 func ovlBinary(t *testing.T) string {
 	t.Helper()
 	buildOvl.Do(func() {
@@ -38,10 +38,12 @@ func ovlBinary(t *testing.T) string {
 		if ovlErr = os.Chmod(binDir, 0o755); ovlErr != nil {
 			return
 		}
+		// ovl-fuse beside it, as make build puts it: the daemon of
+		// ovl's FUSE mounts, podman's through `ovl -o` included.
 		ovlPath = filepath.Join(binDir, "ovl")
-		out, err := exec.Command("go", "build", "-o", ovlPath, "../cmd/ovl").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", binDir+"/", "../cmd/ovl", "../cmd/ovl-fuse").CombinedOutput()
 		if err != nil {
-			ovlErr = fmt.Errorf("go build ../cmd/ovl: %w\n%s", err, out)
+			ovlErr = fmt.Errorf("go build ../cmd/ovl ../cmd/ovl-fuse: %w\n%s", err, out)
 		}
 	})
 	if ovlErr != nil {
