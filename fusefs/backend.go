@@ -75,7 +75,13 @@ const daemonEntry = "fusefs-daemon"
 
 func init() { reexec.Register(daemonEntry, daemonMain) }
 
-// daemonRequest is what Mount hands the daemon, as JSON on its fd 4.
+// envRequestFd names the daemon's file descriptor from which it reads
+// its request; its absence tells a daemon that an ovl of another build
+// (which passed the request otherwise) started it.
+const envRequestFd = "OVL_FUSEFS_REQUEST_FD"
+
+// daemonRequest is what Mount hands the daemon, as JSON on the pipe
+// envRequestFd names.
 type daemonRequest struct {
 	Spec          layer.Spec
 	NoPassthrough bool
@@ -179,6 +185,7 @@ func mountDaemon(ctx context.Context, bin string, spec layer.Spec, opts Options)
 		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(servingProcs()))
 	}
 	cmd.ExtraFiles = []*os.File{pw, rr} // fd 3: the ready pipe; fd 4: the request
+	cmd.Env = append(cmd.Env, envRequestFd+"=4")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Stdin = nil
 	var stderr reexec.LimitedBuffer
@@ -296,7 +303,7 @@ func (m *daemonMount) Unmount() error {
 }
 
 // daemonMain serves one stack: it reads its request (daemonRequest) from
-// fd 4, reports "ok" or an error on fd 3 once the mount is live or has
+// the pipe envRequestFd names, reports "ok" or an error on fd 3 once the mount is live or has
 // failed, unmounts on SIGTERM and SIGINT, and exits when the mount goes
 // away.
 func daemonMain() {
@@ -308,8 +315,18 @@ func daemonMain() {
 			ready = nil
 		}
 	}
-	b, err := io.ReadAll(os.NewFile(4, "request"))
-	if err != nil || len(b) == 0 {
+	fd, err := strconv.Atoi(os.Getenv(envRequestFd))
+	if err != nil {
+		report("no " + envRequestFd + " in the environment: was this daemon started by an ovl of another build?")
+		os.Exit(2)
+	}
+	os.Unsetenv(envRequestFd)
+	b, err := io.ReadAll(os.NewFile(uintptr(fd), "request"))
+	if err != nil {
+		report("read the request: " + err.Error())
+		os.Exit(2)
+	}
+	if len(b) == 0 {
 		os.Exit(2) // Mount found the spec wrong and says so itself.
 	}
 	var req daemonRequest
