@@ -113,10 +113,17 @@ var defaultDaemon = sync.OnceValue(func() string {
 })
 
 // DaemonBeside returns the path of the executable DaemonName in the
-// directory of the binary at path, or "" when there is none.
+// directory of the binary at path, or "" when there is none that can be
+// trusted as much as that binary: it must be a regular file of the same
+// owner, writable by no one else. (Root running /tmp/ovl must not run an
+// ovl-fuse another user left in /tmp.)
 func DaemonBeside(path string) string {
+	var self, d unix.Stat_t
 	p := filepath.Join(filepath.Dir(path), DaemonName)
-	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() || unix.Access(p, unix.X_OK) != nil {
+	if unix.Stat(path, &self) != nil || unix.Stat(p, &d) != nil {
+		return ""
+	}
+	if d.Mode&unix.S_IFMT != unix.S_IFREG || d.Uid != self.Uid || d.Mode&0o022 != 0 || unix.Access(p, unix.X_OK) != nil {
 		return ""
 	}
 	return p

@@ -225,3 +225,60 @@ func TestUserAllowOther(t *testing.T) {
 		t.Error("a missing fuse.conf allows other users")
 	}
 }
+
+// TestDaemonBeside finds ovl-fuse next to a binary only when it is as
+// trustworthy as that binary: same owner, writable by no one else.
+func TestDaemonBeside(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(t *testing.T, p string)
+		found bool
+	}{
+		{"none", func(t *testing.T, p string) {}, false},
+		{"regular", func(t *testing.T, p string) { writeExe(t, p, 0o755) }, true},
+		{"group writable", func(t *testing.T, p string) { writeExe(t, p, 0o775) }, false},
+		{"world writable", func(t *testing.T, p string) { writeExe(t, p, 0o757) }, false},
+		{"not executable", func(t *testing.T, p string) { writeExe(t, p, 0o644) }, false},
+		{"directory", func(t *testing.T, p string) {
+			if err := os.Mkdir(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+	}
+	if os.Geteuid() == 0 {
+		cases = append(cases, struct {
+			name  string
+			setup func(t *testing.T, p string)
+			found bool
+		}{"another owner's", func(t *testing.T, p string) {
+			writeExe(t, p, 0o755)
+			if err := os.Chown(p, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+		}, false})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			bin := filepath.Join(dir, "ovl")
+			writeExe(t, bin, 0o755)
+			c.setup(t, filepath.Join(dir, DaemonName))
+			got := DaemonBeside(bin)
+			if want := filepath.Join(dir, DaemonName); c.found && got != want {
+				t.Errorf("DaemonBeside = %q, want %q", got, want)
+			} else if !c.found && got != "" {
+				t.Errorf("DaemonBeside = %q, want none", got)
+			}
+		})
+	}
+}
+
+func writeExe(t *testing.T, p string, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil { // past the umask
+		t.Fatal(err)
+	}
+}
