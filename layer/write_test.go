@@ -180,6 +180,17 @@ func TestSharedWhiteout(t *testing.T) {
 	if err := w.Whiteout(woOpenDir(t, filepath.Join(dir, "a")), "x"); err == nil || !strings.Contains(err.Error(), "x") {
 		t.Errorf("a whiteout over an existing name: %v, want an error naming it", err)
 	}
+	// The device removed behind the writer's back: a new one is made.
+	if err := os.Remove(filepath.Join(work, "whiteout")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Whiteout(woOpenDir(t, filepath.Join(dir, "b")), "after"); err != nil {
+		t.Fatalf("whiteout after the shared device was removed: %v", err)
+	}
+	var after unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dir, "b", "after"), &after); err != nil || !layer.IsWhiteoutDevice(after.Mode, after.Rdev) || after.Nlink != 2 {
+		t.Errorf("whiteout after the shared device was removed: %v, mode %#o, %d links: want a 0/0 device linked to a new shared one", err, after.Mode, after.Nlink)
+	}
 	// /dev/shm is a tmpfs: a link to the work dir's device cannot reach it.
 	other, err := os.MkdirTemp("/dev/shm", "ovl-shared-whiteout-")
 	if err != nil {
