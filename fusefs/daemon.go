@@ -37,8 +37,14 @@ func servingProcs() int {
 	return daemonProcs
 }
 
-// maxWrite is the largest write (and read) request the kernel sends.
-const maxWrite = 1 << 20
+// maxWrite is the largest write (and read) request the kernel sends:
+// 1 MiB less 8 KiB, so that a READ reply (header, data and the page
+// go-fuse keeps free) fits a pipe of the default pipe-max-size (1 MiB)
+// and is spliced from the file (spliceRead). At a full 1 MiB go-fuse
+// cannot grow its pipe that far and copies the data through the daemon
+// instead, twice (a 1 GiB read: daemon CPU 0.42-0.49 s, 0.29-0.37 s
+// spliced).
+const maxWrite = 1<<20 - 8<<10
 
 // newRoot builds the root node of u: the layer roots, merged top-down
 // and cut below an opaque one.

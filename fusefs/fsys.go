@@ -307,6 +307,9 @@ func (u *unionFS) open() error {
 		if why != "" {
 			u.log.Debug("fusefs: writing xattr whiteouts", "upper", spec.Upper, "why", why)
 		}
+		if u.wr.Whiteouts == layer.DeviceWhiteouts {
+			u.wr.Shared = layer.NewSharedWhiteout(u.workFd, sharedWhiteoutName)
+		}
 	}
 	return nil
 }
@@ -350,6 +353,10 @@ func (u *unionFS) close() {
 		u.workFd = -1
 	}
 }
+
+// sharedWhiteoutName is the work dir entry every device whiteout links
+// to (layer.SharedWhiteout); tmpName's names start with "#".
+const sharedWhiteoutName = "whiteout"
 
 // tmpName returns a fresh name for a scratch entry in the work dir.
 func (u *unionFS) tmpName() string {

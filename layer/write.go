@@ -42,6 +42,8 @@ type Writer struct {
 	NS Namespace
 	// Whiteouts is the form of whiteout written (ProbeWhiteouts).
 	Whiteouts Whiteouts
+	// Shared, if set, makes device whiteouts hard links to one device.
+	Shared *SharedWhiteout
 }
 
 // Whiteout records in the layer directory dirfd that name, which must not
@@ -50,6 +52,11 @@ type Writer struct {
 func (w Writer) Whiteout(dirfd int, name string) error {
 	if w.Whiteouts == XattrWhiteouts {
 		return writeXattrWhiteout(dirfd, name, w.NS)
+	}
+	if w.Shared != nil {
+		if linked, err := w.Shared.link(dirfd, name); linked {
+			return err
+		}
 	}
 	if err := unix.Mknodat(dirfd, name, unix.S_IFCHR, 0); err != nil {
 		return fmt.Errorf("whiteout %s: mknod: %w", name, err)

@@ -137,3 +137,71 @@ func TestWhiteoutsOnAnOverlayMount(t *testing.T) {
 		t.Errorf("an opaque directory still holds %v", names)
 	}
 }
+
+// TestSharedWhiteout checks that a Writer with a SharedWhiteout makes
+// whiteouts that read back as whiteouts and share one inode, that a name
+// already taken is an error naming it, and that a directory on another
+// filesystem, where no link can reach, still gets its whiteout.
+func TestSharedWhiteout(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	work := filepath.Join(dir, "work")
+	for _, d := range []string{work, filepath.Join(dir, "a"), filepath.Join(dir, "b")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wfd := woOpenDir(t, work)
+	w := layer.Writer{Shared: layer.NewSharedWhiteout(wfd, "whiteout")}
+	for _, p := range []string{"a/x", "a/y", "b/z"} {
+		pfd := woOpenDir(t, filepath.Join(dir, filepath.Dir(p)))
+		if err := w.Whiteout(pfd, filepath.Base(p)); err != nil {
+			t.Fatalf("whiteout %s: %v", p, err)
+		}
+	}
+	var first uint64
+	for _, p := range []string{"a/x", "a/y", "b/z"} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(dir, p), &st); err != nil {
+			t.Fatal(err)
+		}
+		if !layer.IsWhiteoutDevice(st.Mode, st.Rdev) {
+			t.Errorf("%s: mode %#o rdev %d, want a 0/0 character device", p, st.Mode, st.Rdev)
+		}
+		if first == 0 {
+			first = st.Ino
+		} else if st.Ino != first {
+			t.Errorf("%s: inode %d, want %d: the whiteouts share one device", p, st.Ino, first)
+		}
+		if st.Nlink != 4 {
+			t.Errorf("%s: %d links, want 4 (three whiteouts and the shared device)", p, st.Nlink)
+		}
+	}
+	if err := w.Whiteout(woOpenDir(t, filepath.Join(dir, "a")), "x"); err == nil || !strings.Contains(err.Error(), "x") {
+		t.Errorf("a whiteout over an existing name: %v, want an error naming it", err)
+	}
+	// The device removed behind the writer's back: a new one is made.
+	if err := os.Remove(filepath.Join(work, "whiteout")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Whiteout(woOpenDir(t, filepath.Join(dir, "b")), "after"); err != nil {
+		t.Fatalf("whiteout after the shared device was removed: %v", err)
+	}
+	var after unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dir, "b", "after"), &after); err != nil || !layer.IsWhiteoutDevice(after.Mode, after.Rdev) || after.Nlink != 2 {
+		t.Errorf("whiteout after the shared device was removed: %v, mode %#o, %d links: want a 0/0 device linked to a new shared one", err, after.Mode, after.Nlink)
+	}
+	// /dev/shm is a tmpfs: a link to the work dir's device cannot reach it.
+	other, err := os.MkdirTemp("/dev/shm", "ovl-shared-whiteout-")
+	if err != nil {
+		t.Skipf("no /dev/shm to stand for another filesystem: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(other) })
+	if err := w.Whiteout(woOpenDir(t, other), "w"); err != nil {
+		t.Fatalf("whiteout on another filesystem: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(other, "w"), &st); err != nil || !layer.IsWhiteoutDevice(st.Mode, st.Rdev) {
+		t.Errorf("whiteout on another filesystem: %v, mode %#o: want a 0/0 device", err, st.Mode)
+	}
+}
