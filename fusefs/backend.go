@@ -96,7 +96,7 @@ const DaemonName = "ovl-fuse"
 // "": DaemonName in the running executable's directory when it is there
 // (bin/ovl-fuse beside bin/ovl, see DaemonBeside), else this binary
 // itself, re-executed (a test binary, an ovl built alone). The slim
-// binary starts in about half the time: it links only what serving
+// binary starts in less than half the time: it links only what serving
 // needs and runs no package initialisation of the command line's
 // libraries.
 func DefaultDaemon() string { return defaultDaemon() }
@@ -310,9 +310,9 @@ func (m *daemonMount) Unmount() error {
 }
 
 // daemonMain serves one stack: it reads its request (daemonRequest) from
-// the pipe envRequestFd names, reports "ok" or an error on fd 3 once the mount is live or has
-// failed, unmounts on SIGTERM and SIGINT, and exits when the mount goes
-// away.
+// the pipe envRequestFd names, reports "ok" or an error on fd 3 once the
+// mount is live or has failed, unmounts on SIGTERM and SIGINT, and exits
+// when the mount goes away.
 func daemonMain() {
 	ready := os.NewFile(3, "ready")
 	report := func(msg string) {
